@@ -1,0 +1,37 @@
+# One task runner: the README and CI call these targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install system run test lint format bench clean
+
+$(VENV)/.installed: pyproject.toml requirements/torch-cpu.txt scripts/bootstrap.sh
+	scripts/bootstrap.sh python
+	touch $@
+
+install: $(VENV)/.installed
+
+system:
+	scripts/bootstrap.sh system
+
+run: install
+	$(VENV)/bin/parley serve
+
+lint: install
+	$(PY) -m ruff check parley tests bench
+	$(PY) -m ruff format --check parley tests bench
+	$(PY) -m mypy
+
+format: install
+	$(PY) -m ruff check --fix parley tests bench
+	$(PY) -m ruff format parley tests bench
+
+test: system install lint
+	scripts/test.sh $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .parley .pytest_cache .mypy_cache .ruff_cache test-artifacts

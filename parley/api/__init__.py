@@ -1,0 +1,1 @@
+"""Parley's native HTTP API (v1)."""

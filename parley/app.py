@@ -1,0 +1,110 @@
+"""``create_app(settings)``: builds every object of a Parley server, in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+
+from parley import __version__, errors
+from parley.api import runs as runs_api
+from parley.api import system as system_api
+from parley.api import threads as threads_api
+from parley.assistants import Assistants
+from parley.bus import Bus, LocalBus
+from parley.compat import chatbot_sse
+from parley.config import Settings
+from parley.errors import ApiError
+from parley.events import EventLog
+from parley.executor import Executor
+from parley.http import BodyLimit, RequestContext
+from parley.metrics import Metrics
+from parley.providers.base import Provider
+from parley.providers.registry import Providers
+from parley.runs import Runs
+from parley.store.db import Database
+from parley.users import Principal, ensure_local_user
+
+log = structlog.get_logger(__name__)
+
+
+class Parley:
+    """Every long-lived object of one server process."""
+
+    def __init__(self, settings: Settings, *, providers: dict[str, Provider] | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        self.bus: Bus = LocalBus()
+        self.log = EventLog(
+            self.db,
+            self.bus,
+            max_batch=settings.event_commit_max_batch,
+            on_commit=self.metrics.events_written.inc,
+        )
+        self.providers = Providers(settings, providers)
+        self.assistants = Assistants.load(settings.model, settings.config_file)
+        self.executor = Executor(
+            self.db,
+            self.log,
+            self.providers,
+            self.assistants,
+            self.metrics,
+            max_concurrent=settings.max_concurrent_runs,
+        )
+        self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
+        self.local_user: Principal | None = None
+        self.ready = False
+
+    async def start(self) -> None:
+        if self.settings.is_sqlite:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.db.upgrade()
+        self.local_user = await ensure_local_user(self.db)
+        await self.log.start()
+        await self.executor.recover()
+        self.ready = True
+        log.info("parley_started", version=__version__, database=self.db.engine.url.render_as_string())
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.executor.stop()
+        await self.log.stop()
+        await self.providers.aclose()
+        await self.bus.close()
+        await self.db.close()
+
+    async def authenticate(self, request: Request) -> Principal:
+        """The caller. Until API keys exist, everyone is the local user of a loopback server."""
+        if self.local_user is None:
+            raise ApiError(503, "starting", "the server is starting")
+        return self.local_user
+
+
+def create_app(settings: Settings | None = None, *, providers: dict[str, Provider] | None = None) -> FastAPI:
+    settings = settings or Settings()
+    parley = Parley(settings, providers=providers)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await parley.start()
+        try:
+            yield
+        finally:
+            await parley.stop()
+
+    app = FastAPI(
+        title="Parley",
+        version=__version__,
+        summary="A self-hosted AI assistant server.",
+        lifespan=lifespan,
+    )
+    app.state.parley = parley
+    errors.install(app)
+    for router in (threads_api.router, runs_api.router, system_api.router, chatbot_sse.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(RequestContext, metrics=parley.metrics)
+    return app

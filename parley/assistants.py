@@ -1,0 +1,85 @@
+"""Assistants: named profiles (instructions, model route, tools, knowledge, memory).
+
+Built-ins are defined here; a TOML config file (``PARLEY_CONFIG_FILE``) may add or
+override them under ``[assistants.NAME]``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(slots=True)
+class Assistant:
+    name: str
+    description: str
+    instructions: str
+    #: Route spec (``provider:model,...``); ``None`` uses ``PARLEY_MODEL``.
+    model: str | None = None
+    tools: list[str] = field(default_factory=list)
+    knowledge_bases: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+BUILTIN: dict[str, Assistant] = {
+    "general": Assistant(
+        name="general",
+        description="A helpful general-purpose assistant.",
+        instructions="You are Parley, a helpful assistant. Answer clearly and concisely.",
+    ),
+}
+
+
+class UnknownAssistant(KeyError):
+    pass
+
+
+class Assistants:
+    def __init__(self, assistants: dict[str, Assistant], default_model: str) -> None:
+        self._assistants = assistants
+        self.default_model = default_model
+
+    @classmethod
+    def load(cls, default_model: str, config_file: Path | None = None) -> Assistants:
+        assistants = {name: _copy(a) for name, a in BUILTIN.items()}
+        if config_file is not None:
+            raw = tomllib.loads(config_file.read_text())
+            allowed = {f.name for f in fields(Assistant)}
+            for name, spec in raw.get("assistants", {}).items():
+                unknown = set(spec) - allowed
+                if unknown:
+                    raise ValueError(f"{config_file}: assistant {name!r} has unknown keys {sorted(unknown)}")
+                base = assistants.get(name)
+                values = (
+                    {f: getattr(base, f) for f in allowed}
+                    if base
+                    else {"description": "", "instructions": ""}
+                )
+                values.update(spec, name=name)
+                assistants[name] = Assistant(**values)
+        return cls(assistants, default_model)
+
+    def get(self, name: str) -> Assistant:
+        try:
+            return self._assistants[name]
+        except KeyError:
+            raise UnknownAssistant(name) from None
+
+    def route_of(self, assistant: Assistant) -> str:
+        return assistant.model or self.default_model
+
+    def add(self, assistant: Assistant) -> None:
+        self._assistants[assistant.name] = assistant
+
+    def all(self) -> list[Assistant]:
+        return list(self._assistants.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._assistants
+
+
+def _copy(assistant: Assistant) -> Assistant:
+    return Assistant(**{f.name: getattr(assistant, f.name) for f in fields(Assistant)})

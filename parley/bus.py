@@ -1,0 +1,76 @@
+"""Wake-ups between the writers of the event log and its readers.
+
+The bus never carries events, only "something new on this channel": a reader that
+wakes up reads the log. So a lost or duplicated wake-up costs a read, never an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+
+class Subscription(ABC):
+    @abstractmethod
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a wake-up; True if one came, False on timeout."""
+
+
+class Bus(ABC):
+    @abstractmethod
+    async def publish(self, channel: str) -> None: ...
+
+    @abstractmethod
+    def subscribe(self, channel: str) -> AbstractAsyncContextManager[Subscription]:
+        """An async context manager: subscribed before it yields, so no wake-up is missed."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class _LocalSubscription(Subscription):
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+
+class LocalBus(Bus):
+    """In-process bus: the default for a single Parley process."""
+
+    def __init__(self) -> None:
+        self._subscribers: defaultdict[str, set[_LocalSubscription]] = defaultdict(set)
+
+    async def publish(self, channel: str) -> None:
+        for subscription in self._subscribers.get(channel, ()):
+            subscription.wake()
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        subscription = _LocalSubscription()
+        self._subscribers[channel].add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._subscribers.get(channel)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._subscribers[channel]
+
+    def subscriber_count(self, channel: str) -> int:
+        return len(self._subscribers.get(channel, ()))

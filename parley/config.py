@@ -1,0 +1,67 @@
+"""Settings, read from ``PARLEY_*`` environment variables (and a ``.env`` file).
+
+Nothing here is built at import time: ``Settings()`` is called by the CLI or by
+whoever calls ``create_app``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_threads() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path(".parley")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL; defaults to a SQLite file in the data dir.",
+    )
+    model: str = Field(
+        default="local:smollm2",
+        description="Default model route of every assistant: provider:model, comma-separated = fallback chain.",
+    )
+    config_file: Path | None = Field(default=None, description="Optional TOML file with assistants etc.")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    max_concurrent_runs: int = Field(default=32, ge=1, description="Runs executing at once in this process.")
+    event_commit_max_batch: int = Field(default=2048, ge=1)
+    sse_ping_seconds: float = Field(default=15.0, gt=0)
+    cancel_wait_seconds: float = Field(default=2.0, gt=0)
+    max_input_chars: int = Field(default=32_000, ge=1)
+    max_request_bytes: int = Field(default=1_048_576, ge=1024, description="Largest JSON body accepted.")
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = Field(
+        default="NORMAL",
+        description="NORMAL survives a killed process (WAL); FULL also survives a power cut.",
+    )
+    local_threads: int = Field(default_factory=_default_threads, ge=1)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("model")
+    @classmethod
+    def _route_not_empty(cls, value: str) -> str:
+        if not [part for part in value.split(",") if part.strip()]:
+            raise ValueError("PARLEY_MODEL must name at least one provider:model")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'parley.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")

@@ -1,0 +1,283 @@
+"""The run event log: appends with group commit, replay, and live follow.
+
+Writers append events to a pending batch; one flusher task commits whatever has
+accumulated in a single transaction (the batch grows while the previous commit runs,
+so it adapts to load with no fixed delay), and only then publishes a wake-up. A
+reader therefore only ever sees committed events: an event a client received is durable.
+
+Per run there is a single writer (the executor task that owns the run), so ``seq`` is
+assigned in memory; the primary key ``(run_id, seq)`` fences any stale writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.bus import Bus
+from parley.store.db import Database
+from parley.store.schema import Event, Run
+
+log = structlog.get_logger(__name__)
+
+RUN_STARTED = "run.started"
+MESSAGE_DELTA = "message.delta"
+TOOL_CALL = "tool.call"
+TOOL_RESULT = "tool.result"
+TOOL_REJECTED = "tool.rejected"
+RETRIEVAL = "retrieval"
+PROVIDER_FALLBACK = "provider.fallback"
+RUN_COMPLETED = "run.completed"
+RUN_FAILED = "run.failed"
+RUN_CANCELLED = "run.cancelled"
+
+TERMINAL_TYPES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
+
+# How long a finished run's events stay in memory for late readers.
+_TAIL_LINGER_SECONDS = 60.0
+_READ_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    run_id: str
+    seq: int
+    type: str
+    data: str  # JSON text: encoded once, stored and streamed as is
+    created_at: float
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    def payload(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.data)
+        return value
+
+
+def encode(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class EventLogError(RuntimeError):
+    pass
+
+
+class EventLog:
+    def __init__(
+        self,
+        db: Database,
+        bus: Bus,
+        *,
+        max_batch: int = 2048,
+        on_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._bus = bus
+        self._max_batch = max_batch
+        self._on_commit = on_commit
+        self._next_seq: dict[str, int] = {}
+        self._pending: list[RunEvent] = []
+        self._pending_done: asyncio.Future[None] | None = None
+        self._inflight_done: asyncio.Future[None] | None = None
+        self._tail: dict[str, list[RunEvent]] = {}
+        self._finished: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_loop(), name="parley-event-flusher")
+
+    async def stop(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._flusher is not None:
+            await self._flusher
+
+    # -- writing ---------------------------------------------------------------
+
+    async def open(self, run_id: str) -> int:
+        """Become the writer of a run; returns the last committed seq (0 for a new run)."""
+        async with self._db.session() as session:
+            last = await session.scalar(select(func.max(Event.seq)).where(Event.run_id == run_id))
+        last = last or 0
+        self._next_seq[run_id] = last + 1
+        self._tail.setdefault(run_id, [])
+        self._finished.pop(run_id, None)
+        return last
+
+    def append(self, run_id: str, type_: str, data: dict[str, Any]) -> RunEvent:
+        """Queue an event for the next group commit. Durable once ``flush`` returns."""
+        if self._closing:
+            raise EventLogError("the event log is shutting down")
+        seq = self._next_seq[run_id]
+        self._next_seq[run_id] = seq + 1
+        event = RunEvent(run_id, seq, type_, encode(data), time.time())
+        self._pending.append(event)
+        if self._pending_done is None:
+            self._pending_done = asyncio.get_running_loop().create_future()
+        self._wake.set()
+        return event
+
+    async def flush(self) -> None:
+        """Wait until every event appended so far is committed (raises if a commit failed)."""
+        for future in (self._inflight_done, self._pending_done):
+            if future is not None:
+                await asyncio.shield(future)
+
+    async def append_terminal(
+        self,
+        run_id: str,
+        type_: str,
+        data: dict[str, Any],
+        with_event: Callable[[AsyncSession], Awaitable[None]],
+    ) -> RunEvent:
+        """Commit the terminal event and the run's final state in one transaction.
+
+        ``with_event`` writes the final state and raises to refuse (e.g. the run is no
+        longer in the state the caller expected), which rolls the event back too.
+        Also usable by a process that is not the run's writer (cancel of a queued run,
+        recovery): the seq is taken from the log inside the transaction.
+        """
+        if run_id in self._next_seq:
+            await self.flush()
+        async with self._db.transaction() as session:
+            last = await session.scalar(select(func.max(Event.seq)).where(Event.run_id == run_id))
+            event = RunEvent(run_id, (last or 0) + 1, type_, encode(data), time.time())
+            await session.execute(insert(Event), [_row(event)])
+            await with_event(session)
+        self._next_seq.pop(run_id, None)
+        self._published([event])
+        self._finished[run_id] = time.monotonic()
+        await self._bus.publish(run_id)
+        return event
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                done, self._pending_done = self._pending_done, None
+                self._inflight_done = done
+                try:
+                    await self._commit(batch)
+                except Exception as exc:
+                    log.error("event_commit_failed", events=len(batch), error=str(exc))
+                    if done is not None and not done.done():
+                        done.set_exception(EventLogError(f"could not commit events: {exc}"))
+                        done.exception()  # mark retrieved; writers see it through flush()
+                else:
+                    if done is not None and not done.done():
+                        done.set_result(None)
+                finally:
+                    self._inflight_done = None
+            self._evict()
+            if self._closing and not self._pending:
+                return
+
+    async def _commit(self, batch: list[RunEvent]) -> None:
+        async with self._db.session() as session, session.begin():
+            for start in range(0, len(batch), self._max_batch):
+                chunk = batch[start : start + self._max_batch]
+                await session.execute(insert(Event), [_row(e) for e in chunk])
+        self._published(batch)
+        for run_id in {e.run_id for e in batch}:
+            await self._bus.publish(run_id)
+
+    def _published(self, events: list[RunEvent]) -> None:
+        for event in events:
+            tail = self._tail.get(event.run_id)
+            if tail is not None and (not tail or tail[-1].seq + 1 == event.seq):
+                tail.append(event)
+        if self._on_commit is not None:
+            self._on_commit(len(events))
+
+    def _evict(self) -> None:
+        cutoff = time.monotonic() - _TAIL_LINGER_SECONDS
+        for run_id in [r for r, at in self._finished.items() if at < cutoff]:
+            del self._finished[run_id]
+            self._tail.pop(run_id, None)
+
+    def forget(self, run_id: str) -> None:
+        """Drop a run's writer state (its task ended without a terminal event here)."""
+        self._next_seq.pop(run_id, None)
+        self._tail.pop(run_id, None)
+
+    # -- reading ---------------------------------------------------------------
+
+    async def read(self, run_id: str, after: int, limit: int = _READ_PAGE) -> list[RunEvent]:
+        tail = self._tail.get(run_id)
+        if tail and tail[0].seq <= after + 1:
+            start = after + 1 - tail[0].seq
+            return tail[start : start + limit]
+        async with self._db.session() as session:
+            rows = await session.execute(
+                select(Event.run_id, Event.seq, Event.type, Event.data, Event.created_at)
+                .where(Event.run_id == run_id, Event.seq > after)
+                .order_by(Event.seq)
+                .limit(limit)
+            )
+            return [RunEvent(*row) for row in rows]
+
+    async def last_seq(self, run_id: str) -> int:
+        tail = self._tail.get(run_id)
+        if tail:
+            return tail[-1].seq
+        async with self._db.session() as session:
+            value = await session.scalar(select(func.max(Event.seq)).where(Event.run_id == run_id))
+        return value or 0
+
+    async def _is_finished(self, run_id: str) -> bool:
+        if run_id in self._finished:
+            return True
+        if run_id in self._next_seq:
+            return False
+        async with self._db.session() as session:
+            status = await session.scalar(select(Run.status).where(Run.id == run_id))
+        return status is None or status in TERMINAL_STATUSES
+
+    async def follow(
+        self, run_id: str, after: int = 0, *, recheck_seconds: float = 5.0
+    ) -> AsyncIterator[RunEvent]:
+        """Replay the log after ``after``, then follow live events; ends after the terminal event."""
+        async with self._bus.subscribe(run_id) as subscription:
+            cursor = after
+            while True:
+                events = await self.read(run_id, cursor)
+                for event in events:
+                    yield event
+                    if event.terminal:
+                        return
+                if events:
+                    cursor = events[-1].seq
+                    continue
+                if await self._is_finished(run_id):
+                    # Terminal event and final status commit together: one last read is enough.
+                    for event in await self.read(run_id, cursor):
+                        yield event
+                    return
+                # The timeout only guards against a lost wake-up from a remote bus.
+                await subscription.wait(recheck_seconds)
+
+
+def _row(event: RunEvent) -> dict[str, Any]:
+    return {
+        "run_id": event.run_id,
+        "seq": event.seq,
+        "type": event.type,
+        "data": event.data,
+        "created_at": event.created_at,
+    }

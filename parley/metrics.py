@@ -1,0 +1,52 @@
+"""Prometheus metrics, one registry per app (so tests can build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "parley_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "parley_http_request_duration_seconds",
+            "Time to the response headers, by route template.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.runs = Counter(
+            "parley_runs",
+            "Runs that ended, by assistant and outcome.",
+            ["assistant", "status"],
+            registry=self.registry,
+        )
+        self.ttft_seconds = Histogram(
+            "parley_time_to_first_token_seconds",
+            "From run start to the first text delta, by assistant.",
+            ["assistant"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.events_written = Counter(
+            "parley_events_written", "Events committed to the event log.", registry=self.registry
+        )
+        self.runs_active = Gauge("parley_runs_active", "Runs executing now.", registry=self.registry)
+        self.sse_streams = Gauge("parley_sse_streams", "Open SSE streams.", registry=self.registry)
+        self.provider_fallbacks = Counter(
+            "parley_provider_fallbacks",
+            "Provider failovers.",
+            ["from_provider", "to_provider"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,70 @@
+"""Builds providers from route specs (``kind:model[?options]``) and caches them per app."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from parley.config import Settings
+from parley.providers.base import Provider, ProviderError
+from parley.providers.route import Route
+from parley.providers.scripted import ScriptedProvider
+
+Factory = Callable[[str, Settings], Provider]
+
+# kind -> (module, factory function, extra to install)
+_LAZY: dict[str, tuple[str, str, str]] = {
+    "local": ("parley.providers.local", "create", "local"),
+    "openai": ("parley.providers.openai", "create", "openai"),
+    "anthropic": ("parley.providers.anthropic", "create", "anthropic"),
+    "gemini": ("parley.providers.gemini", "create", "gemini"),
+}
+
+
+class UnknownProvider(ValueError):
+    pass
+
+
+class Providers:
+    def __init__(self, settings: Settings, overrides: dict[str, Provider] | None = None) -> None:
+        self._settings = settings
+        self._cache: dict[str, Provider] = dict(overrides or {})
+
+    def get(self, spec: str) -> Provider:
+        spec = spec.strip()
+        provider = self._cache.get(spec)
+        if provider is None:
+            provider = self._build(spec)
+            self._cache[spec] = provider
+        return provider
+
+    def route(self, spec: str) -> Route:
+        """A fallback chain from a comma-separated route spec."""
+        return Route([self.get(part) for part in spec.split(",") if part.strip()])
+
+    def register(self, spec: str, provider: Provider) -> None:
+        self._cache[spec] = provider
+
+    def _build(self, spec: str) -> Provider:
+        kind, sep, rest = spec.partition(":")
+        if not sep or not rest:
+            raise UnknownProvider(f"model route entry {spec!r} must look like provider:model")
+        if kind == "scripted":
+            return ScriptedProvider.from_spec(rest)
+        if kind not in _LAZY:
+            known = ", ".join(["scripted", *_LAZY])
+            raise UnknownProvider(f"unknown provider {kind!r} in {spec!r}; known: {known}")
+        module_name, factory_name, extra = _LAZY[kind]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ProviderError(
+                f"provider {kind!r} needs the [{extra}] extra: pip install 'parley[{extra}]' ({exc})",
+                code="provider_unavailable",
+            ) from exc
+        factory: Factory = getattr(module, factory_name)
+        return factory(rest, self._settings)
+
+    async def aclose(self) -> None:
+        for provider in self._cache.values():
+            await provider.aclose()

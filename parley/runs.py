@@ -1,0 +1,154 @@
+"""The run lifecycle seen from the API: create (idempotent, multitask), read, cancel, wait.
+
+Execution itself lives in ``parley.executor``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from parley.errors import ApiError, not_found
+from parley.events import TERMINAL_STATUSES, EventLog
+from parley.executor import Executor
+from parley.store.db import Database
+from parley.store.schema import Run, new_id, now
+from parley.threads import delete_thread_rows, get_thread, visible
+from parley.users import Principal
+
+Multitask = Literal["reject", "enqueue", "interrupt"]
+ACTIVE_STATUSES = ("queued", "running")
+
+
+def request_hash(thread_id: str, body: dict[str, Any]) -> str:
+    canonical = json.dumps({"thread": thread_id, **body}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Runs:
+    def __init__(self, db: Database, log: EventLog, executor: Executor, *, cancel_wait: float = 2.0) -> None:
+        self._db = db
+        self._log = log
+        self._executor = executor
+        self._cancel_wait = cancel_wait
+
+    async def create(
+        self,
+        principal: Principal,
+        thread_id: str,
+        text: str,
+        *,
+        multitask: Multitask = "reject",
+        idempotency_key: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[Run, bool]:
+        """Create a run; returns ``(run, created)``. A replayed Idempotency-Key returns the first run."""
+        options = options or {}
+        digest = request_hash(thread_id, {"input": text, "multitask": multitask, "options": options})
+        try:
+            run, created, interrupted = await self._insert(
+                principal, thread_id, text, multitask, idempotency_key, digest, options
+            )
+        except IntegrityError:
+            # A concurrent request with the same key won the race: answer with its run.
+            run, created, interrupted = await self._insert(
+                principal, thread_id, text, multitask, idempotency_key, digest, options
+            )
+        if created:
+            for active_id in interrupted:
+                await self._executor.cancel(active_id, reason="interrupted", wait=0)
+            self._executor.submit(run.id, run.thread_id)
+        return run, created
+
+    async def _insert(
+        self,
+        principal: Principal,
+        thread_id: str,
+        text: str,
+        multitask: Multitask,
+        key: str | None,
+        digest: str,
+        options: dict[str, Any],
+    ) -> tuple[Run, bool, list[str]]:
+        async with self._db.transaction() as session:
+            thread = await get_thread(session, principal, thread_id, lock=True)
+            if key is not None:
+                existing = await session.scalar(
+                    select(Run).where(Run.user_id == thread.user_id, Run.idempotency_key == key)
+                )
+                if existing is not None:
+                    if existing.request_hash != digest:
+                        raise ApiError(
+                            422,
+                            "idempotency_key_reused",
+                            "this Idempotency-Key was already used with a different request",
+                        )
+                    return existing, False, []
+            active = (
+                await session.scalars(
+                    select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_STATUSES))
+                )
+            ).all()
+            if active and multitask == "reject":
+                raise ApiError(
+                    409,
+                    "run_active",
+                    f"thread {thread_id} already has an active run ({active[0]}); "
+                    "wait for it, cancel it, or send multitask=enqueue or interrupt",
+                )
+            run = Run(
+                id=new_id("run"),
+                thread_id=thread_id,
+                user_id=thread.user_id,
+                assistant=thread.assistant,
+                status="queued",
+                input=text,
+                multitask=multitask,
+                idempotency_key=key,
+                request_hash=digest,
+                options=options,
+            )
+            session.add(run)
+            thread.updated_at = now()
+            if thread.title is None:
+                thread.title = text.strip().splitlines()[0][:80] if text.strip() else None
+        return run, True, list(active) if multitask == "interrupt" else []
+
+    async def get(self, principal: Principal, run_id: str) -> Run:
+        async with self._db.session() as session:
+            run = await session.scalar(visible(select(Run).where(Run.id == run_id), principal, Run.user_id))
+        if run is None:
+            raise not_found("run", run_id)
+        return run
+
+    async def cancel(self, principal: Principal, run_id: str) -> Run:
+        """Cancel a run; cancelling a finished run changes nothing."""
+        run = await self.get(principal, run_id)
+        if run.status in TERMINAL_STATUSES:
+            return run
+        await self._executor.cancel(run.id, reason="cancelled", wait=self._cancel_wait)
+        return await self.get(principal, run_id)
+
+    async def wait(self, principal: Principal, run_id: str) -> Run:
+        """Wait for a run's terminal event and return the finished run."""
+        await self.get(principal, run_id)
+        async for _ in self._log.follow(run_id):
+            pass
+        return await self.get(principal, run_id)
+
+    async def delete_thread(self, principal: Principal, thread_id: str) -> None:
+        """Delete a thread, cancelling its active runs first."""
+        async with self._db.session() as session:
+            await get_thread(session, principal, thread_id)
+            active = (
+                await session.scalars(
+                    select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_STATUSES))
+                )
+            ).all()
+        for run_id in active:
+            await self._executor.cancel(run_id, wait=self._cancel_wait)
+        await delete_thread_rows(self._db, thread_id)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL and Redis on loopback for the tests.
+#   eval "$(scripts/services.sh start)"   prints the env vars to export (and SERVICES_DIR)
+#   scripts/services.sh stop DIR          stops them and removes DIR
+set -euo pipefail
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start() {
+  local dir pgbin pgport redisport as_pg=()
+  dir=$(mktemp -d /tmp/parley-services.XXXXXX)
+  chmod 755 "$dir"
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$dir"
+    as_pg=(runuser -u postgres --)
+  fi
+  pgport=$(free_port)
+  "${as_pg[@]}" "$pgbin/initdb" -D "$dir/pg" -A trust -U postgres >"$dir/initdb.log" 2>&1
+  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -o \
+    "-p $pgport -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+    start >/dev/null
+  redisport=$(free_port)
+  redis-server --port "$redisport" --bind 127.0.0.1 --save "" --appendonly no \
+    --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir"
+  echo "export SERVICES_DIR=$dir"
+  echo "export PARLEY_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:$pgport/postgres"
+  echo "export PARLEY_TEST_REDIS_URL=redis://127.0.0.1:$redisport/0"
+}
+
+stop() {
+  local dir=$1 pgbin as_pg=()
+  [ -d "$dir" ] || return 0
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  [ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
+  [ -d "$dir/pg" ] && "${as_pg[@]}" "$pgbin/pg_ctl" -D "$dir/pg" -m immediate -w stop >/dev/null 2>&1 || true
+  [ -f "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+  rm -rf "$dir"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop "${2:?usage: $0 stop DIR}" ;;
+  *) echo "usage: $0 start | stop DIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole suite: lint, types, then tests against SQLite and a throwaway PostgreSQL + Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+eval "$(scripts/services.sh start)"
+trap 'scripts/services.sh stop "$SERVICES_DIR"' EXIT
+export PARLEY_TEST_REQUIRE_SERVICES=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+"$VENV/bin/python" -m pytest "$@"

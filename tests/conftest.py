@@ -1,0 +1,130 @@
+"""Shared fixtures: a real Parley server on loopback, over SQLite and over PostgreSQL.
+
+Every test that takes ``server`` runs once per database: SQLite always, PostgreSQL when
+``PARLEY_TEST_POSTGRES_URL`` is set (``make test`` starts a throwaway one). With
+``PARLEY_TEST_REQUIRE_SERVICES=1`` a missing service fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from parley.app import Parley, create_app
+from parley.config import Settings
+from parley.providers.base import Provider
+
+POSTGRES_URL = os.environ.get("PARLEY_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("PARLEY_TEST_REDIS_URL")
+REQUIRE_SERVICES = os.environ.get("PARLEY_TEST_REQUIRE_SERVICES") == "1"
+
+
+def _need(url: str | None, name: str) -> str:
+    if url:
+        return url
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{name} is required (PARLEY_TEST_REQUIRE_SERVICES=1) but its URL is not set")
+    pytest.skip(f"{name} not available; `make test` starts one")
+
+
+@asynccontextmanager
+async def fresh_postgres() -> AsyncIterator[str]:
+    """A new, empty database on the test PostgreSQL server; dropped afterwards."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    base = _need(POSTGRES_URL, "PostgreSQL")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    dsn = base.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
+        return
+    async with fresh_postgres() as url:
+        yield url
+
+
+class Server:
+    def __init__(self, app: Any, url: str) -> None:
+        self.app = app
+        self.url = url
+        self.client = httpx.AsyncClient(base_url=url, timeout=30)
+
+    @property
+    def parley(self) -> Parley:
+        parley: Parley = self.app.state.parley
+        return parley
+
+
+@asynccontextmanager
+async def serve(settings: Settings, providers: dict[str, Provider] | None = None) -> AsyncIterator[Server]:
+    """Run the real app under uvicorn on a free loopback port, in this event loop."""
+    app = create_app(settings, providers=providers)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server exited during start-up")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    handle = Server(app, f"http://127.0.0.1:{port}")
+    try:
+        yield handle
+    finally:
+        await handle.client.aclose()
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+ServerFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "database_url": database_url,
+            "model": "scripted:echo",
+            "log_json": True,
+            "sse_ping_seconds": 1.0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def server(settings_for: Callable[..., Settings]) -> AsyncIterator[Server]:
+    async with serve(settings_for()) as handle:
+        yield handle
