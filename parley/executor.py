@@ -25,16 +25,15 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley import events as ev
+from parley.agent import run_agent
 from parley.assistants import Assistant, Assistants, UnknownAssistant
-from parley.context import build_request
 from parley.events import EventLog, EventLogError
 from parley.metrics import Metrics
-from parley.providers.base import Fallback, Finish, ProviderError, TextDelta, ToolCallDelta, Usage
+from parley.providers.base import ProviderError
 from parley.providers.registry import Providers, UnknownProvider
 from parley.providers.route import Route
 from parley.store.db import Database
 from parley.store.schema import Message, Run, new_id, now
-from parley.threads import history
 
 log = structlog.get_logger(__name__)
 
@@ -108,8 +107,8 @@ class Executor:
         self._cancel_reasons: dict[str, str] = {}
         self._thread_queue: dict[str, deque[str]] = {}
         self._stopping = False
-        #: The agent loop; other modules (tools, knowledge) replace it with a richer one.
-        self.produce: Producer = stream_reply
+        #: The agent loop (``parley.agent.run_agent``); tests may swap it.
+        self.produce: Producer = run_agent
 
     # -- scheduling --------------------------------------------------------------
 
@@ -391,40 +390,3 @@ def _finalize(run_id: str, attempt: int, **values: Any) -> Callable[[AsyncSessio
             raise StaleAttempt(run_id)
 
     return apply
-
-
-async def stream_reply(executor: Executor, state: RunState) -> None:
-    """The plain agent loop: build the context, stream one reply from the route."""
-    run, assistant, route = state.run, state.assistant, state.route
-    assert assistant is not None
-    assert route is not None
-    async with executor.db.session() as session:
-        messages = await history(session, run.thread_id)
-    request = build_request(assistant, messages, thread_id=run.thread_id)
-    async for delta in route.stream(request):
-        if isinstance(delta, TextDelta):
-            if not delta.text:
-                continue
-            if state.first_token is None:
-                state.first_token = time.perf_counter()
-                executor.metrics.ttft_seconds.labels(run.assistant).observe(state.first_token - state.started)
-            state.text += delta.text
-            executor.log.append(run.id, ev.MESSAGE_DELTA, {"text": delta.text})
-        elif isinstance(delta, Usage):
-            state.input_tokens += delta.input_tokens
-            state.output_tokens += delta.output_tokens
-            state.usage_reported = True
-        elif isinstance(delta, Fallback):
-            state.fallbacks += 1
-            executor.metrics.provider_fallbacks.labels(delta.from_, delta.to).inc()
-            executor.log.append(
-                run.id, ev.PROVIDER_FALLBACK, {"from": delta.from_, "to": delta.to, "reason": delta.reason}
-            )
-        elif isinstance(delta, Finish):
-            state.finish_reason = delta.reason
-        elif isinstance(delta, ToolCallDelta):
-            pass  # tools are executed by the tool-aware loop (parley.tools)
-    if not state.usage_reported:
-        state.input_tokens = sum(route.primary.count_tokens(m.content) for m in request.messages)
-        state.output_tokens = route.primary.count_tokens(state.text)
-    await executor.log.flush()
