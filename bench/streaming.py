@@ -51,12 +51,17 @@ async def one_stream(client: httpx.AsyncClient, thread: str) -> tuple[float, int
 
 
 async def through_server(url: str, concurrency: int, rounds: int) -> list[float]:
+    """TTFT of ``concurrency`` streams started at once, ``rounds`` times; each on a new thread."""
     limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        threads = [(await client.post("/v1/threads", json={})).json()["id"] for _ in range(concurrency)]
-        await one_stream(client, threads[0])  # warm up
+
+        async def fresh_threads() -> list[str]:
+            return [(await client.post("/v1/threads", json={})).json()["id"] for _ in range(concurrency)]
+
+        await one_stream(client, (await fresh_threads())[0])  # warm up
         ttfts: list[float] = []
         for _ in range(rounds):
+            threads = await fresh_threads()
             results = await asyncio.gather(*(one_stream(client, t) for t in threads))
             assert all(tokens == 500 for _, tokens in results), "a stream lost tokens"
             ttfts.extend(t for t, _ in results)

@@ -91,7 +91,8 @@ class EventLog:
         self._pending: list[RunEvent] = []
         self._pending_done: asyncio.Future[None] | None = None
         self._inflight_done: asyncio.Future[None] | None = None
-        self._tail: dict[str, list[RunEvent]] = {}
+        # Committed events of runs written here: seqs start..start+len-1, for fast reads.
+        self._tail: dict[str, _Tail] = {}
         self._finished: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -116,11 +117,14 @@ class EventLog:
         """Become the writer of a run; returns the last committed seq (0 for a new run)."""
         async with self._db.session() as session:
             last = await session.scalar(select(func.max(Event.seq)).where(Event.run_id == run_id))
-        last = last or 0
+        self.open_new(run_id, last or 0)
+        return last or 0
+
+    def open_new(self, run_id: str, last: int = 0) -> None:
+        """Become the writer of a run whose last committed seq is known (0: a new run)."""
         self._next_seq[run_id] = last + 1
-        self._tail.setdefault(run_id, [])
+        self._tail[run_id] = _Tail(last + 1)
         self._finished.pop(run_id, None)
-        return last
 
     def append(self, run_id: str, type_: str, data: dict[str, Any]) -> RunEvent:
         """Queue an event for the next group commit. Durable once ``flush`` returns."""
@@ -205,8 +209,8 @@ class EventLog:
     def _published(self, events: list[RunEvent]) -> None:
         for event in events:
             tail = self._tail.get(event.run_id)
-            if tail is not None and (not tail or tail[-1].seq + 1 == event.seq):
-                tail.append(event)
+            if tail is not None and tail.start + len(tail.events) == event.seq:
+                tail.events.append(event)
         if self._on_commit is not None:
             self._on_commit(len(events))
 
@@ -225,9 +229,9 @@ class EventLog:
 
     async def read(self, run_id: str, after: int, limit: int = _READ_PAGE) -> list[RunEvent]:
         tail = self._tail.get(run_id)
-        if tail and tail[0].seq <= after + 1:
-            start = after + 1 - tail[0].seq
-            return tail[start : start + limit]
+        if tail is not None and tail.start <= after + 1:
+            index = after + 1 - tail.start
+            return tail.events[index : index + limit]
         async with self._db.session() as session:
             rows = await session.execute(
                 select(Event.run_id, Event.seq, Event.type, Event.data, Event.created_at)
@@ -239,8 +243,8 @@ class EventLog:
 
     async def last_seq(self, run_id: str) -> int:
         tail = self._tail.get(run_id)
-        if tail:
-            return tail[-1].seq
+        if tail is not None:
+            return tail.start + len(tail.events) - 1
         async with self._db.session() as session:
             value = await session.scalar(select(func.max(Event.seq)).where(Event.run_id == run_id))
         return value or 0
@@ -283,6 +287,14 @@ class EventLog:
                 # A timeout also guards against a lost wake-up from a remote bus.
                 if not await subscription.wait(every):
                     yield None
+
+
+class _Tail:
+    __slots__ = ("events", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.events: list[RunEvent] = []
 
 
 def _row(event: RunEvent) -> dict[str, Any]:
