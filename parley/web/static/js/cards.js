@@ -49,7 +49,7 @@ function productCard(product, { send, currency, compact = false }) {
       "aria-label": `${action.label}: ${name}`,
       onclick: () => {
         button.disabled = true;
-        button.replaceChildren(icon("check"), "Asked");
+        button.replaceChildren(icon("check"), "Requested");
         send(action.send);
       },
     },
@@ -59,7 +59,9 @@ function productCard(product, { send, currency, compact = false }) {
   return h(
     "article",
     { class: `card product-card${compact ? " compact" : ""}`, "aria-label": name, dataset: { productId: product.id ?? "" } },
-    image ? h("img", { class: "product-image", src: image, alt: "", loading: "lazy", referrerpolicy: "no-referrer" }) : h("div", { class: "product-image placeholder", "aria-hidden": "true" }, icon("cart")),
+    image
+      ? h("img", { class: "product-image", src: image, alt: "", loading: "lazy", referrerpolicy: "no-referrer" })
+      : compact ? null : h("div", { class: "product-image placeholder", "aria-hidden": "true" }, icon("cart")),
     h(
       "div",
       { class: "product-body" },

@@ -41,6 +41,8 @@ const state = {
   pendingSaves: new Set(),
   saveTimer: 0,
   renderedMessages: 0,
+  stick: true,
+  autoTop: 0,
 };
 
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("parley") : null;
@@ -74,9 +76,18 @@ function nearBottom() {
   return s.scrollHeight - s.scrollTop - s.clientHeight < 120;
 }
 
+// Follow the reply while the reader is at the bottom; leave them be once they scroll up.
 function scrollToEnd(force = false) {
-  if (force || state.stick) els.scroller.scrollTop = els.scroller.scrollHeight;
+  if (force) state.stick = true;
+  if (!state.stick) return;
+  els.scroller.scrollTop = els.scroller.scrollHeight;
+  state.autoTop = els.scroller.scrollTop;
 }
+
+els.scroller.addEventListener("scroll", () => {
+  if (nearBottom()) state.stick = true;
+  else if (els.scroller.scrollTop < state.autoTop - 2) state.stick = false;
+}, { passive: true });
 
 function updateEmpty() {
   const empty = els.messages.childElementCount === 0;
@@ -84,7 +95,7 @@ function updateEmpty() {
   if (empty) {
     const name = state.thread?.assistant ?? els.assistant.value;
     const assistant = state.assistants.get(name);
-    els.emptyTitle.textContent = state.thread ? "Nothing here yet" : "How can I help?";
+    els.emptyTitle.textContent = "How can I help?";
     els.emptyText.textContent = assistant?.description || "Ask anything. Replies stream as they are written.";
   }
 }
@@ -244,8 +255,8 @@ const hooks = {
       updateComposer();
       if (reply.state.status === "completed") announce("Reply finished.");
     }
-    scrollToEnd();
   },
+  rendered: () => scrollToEnd(),
 };
 
 function flushSaves() {
@@ -274,10 +285,7 @@ function follow(reply, after) {
   followRun(runId, {
     after,
     signal: controller.signal,
-    onEvent: (event) => {
-      state.stick = nearBottom();
-      reply.apply(event);
-    },
+    onEvent: (event) => reply.apply(event),
     onStatus: (connection) => reply.setConnection(connection),
   })
     .catch((error) => {
@@ -450,7 +458,6 @@ async function sendMessage(text, files) {
     const reply = addReply(new Reply({ runId: run.id, threadId: thread.id, assistant: thread.assistant, input: text }, hooks));
     snapshots.save(reply.snapshot());
     channel?.postMessage({ type: "run", threadId: thread.id, run: { id: run.id, input: text } });
-    state.stick = true;
     follow(reply, 0);
     scrollToEnd(true);
     if (!thread.title) refreshThread(thread.id);
@@ -495,7 +502,6 @@ channel?.addEventListener("message", ({ data }) => {
     sidebar.remove(data.threadId);
     if (state.thread?.id === data.threadId) newChat();
   } else if (data.type === "run" && state.thread?.id === data.threadId && !state.replies.has(data.run.id)) {
-    state.stick = nearBottom();
     els.messages.append(userMessage(data.run.input));
     follow(addReply(new Reply({ runId: data.run.id, threadId: data.threadId, assistant: state.thread.assistant, input: data.run.input }, hooks)), 0);
     scrollToEnd();

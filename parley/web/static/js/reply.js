@@ -252,6 +252,7 @@ export class Reply {
       this.sources.replaceChildren(renderSources(s.sources) ?? "");
       this.renderActions();
     }
+    this.hooks.rendered?.(this);
   }
 
   renderActivity() {
@@ -359,7 +360,7 @@ export class Reply {
           "aria-pressed": String(s.rating === rating),
           dataset: { rating: String(rating) },
         }, icon(name));
-        button.addEventListener("click", () => this.rate(rating));
+        button.addEventListener("click", () => this.rate(rating).catch(() => {}));
         buttons.push(button);
       }
     }
