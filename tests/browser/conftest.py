@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
 
 from parley.config import Settings
 from parley.providers.base import Provider
@@ -121,3 +121,11 @@ def replies(page: Page) -> Any:
 async def screenshot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+async def ask(page: Page, text: str) -> Locator:
+    """Send a message and return its reply (not the previous one, which may still be last)."""
+    before = await replies(page).count()
+    await send(page, text)
+    await expect(replies(page)).to_have_count(before + 1)
+    return replies(page).nth(before)

@@ -9,7 +9,7 @@ from playwright.async_api import BrowserContext, expect
 
 from parley.providers.base import ProviderError, TextDelta
 from parley.providers.scripted import ScriptedProvider
-from tests.browser.conftest import ChatServer, open_app, replies, screenshot, send
+from tests.browser.conftest import ChatServer, ask, open_app, replies, screenshot, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -60,10 +60,10 @@ async def test_stop_cancels_the_run_and_keeps_what_was_written(
         await expect(page.get_by_role("button", name="Send message")).to_be_visible()
 
         # Esc stops too, from anywhere on the page.
-        await send(page, LONG)
-        await expect(replies(page).last.locator(".markdown")).to_contain_text("word1")
+        second = await ask(page, LONG)
+        await expect(second.locator(".markdown")).to_contain_text("word1")
         await page.keyboard.press("Escape")
-        await expect(replies(page).last).to_have_attribute("data-status", "cancelled")
+        await expect(second).to_have_attribute("data-status", "cancelled")
 
 
 async def test_reload_in_the_middle_continues_the_same_reply(

@@ -127,7 +127,9 @@ async def test_tool_results_render_as_cards_and_add_to_cart_works(
 
         await aria.get_by_role("button", name="Add to cart: Aria Wireless Headphones").click()
         await expect(page.locator(".msg-user .bubble").last).to_contain_text("product P-100")
+        await expect(replies(page)).to_have_count(2)
         reply = replies(page).last
+        await expect(reply).to_have_attribute("data-status", "completed")
         cart = reply.get_by_role("region", name="Cart")
         await expect(cart).to_contain_text("Aria Wireless Headphones")
         await expect(cart.locator(".cart-qty")).to_have_text("× 2")
@@ -160,6 +162,11 @@ async def test_citations_show_titles_and_snippets_and_usage_is_on_demand(
         sources = reply.get_by_role("region", name="Sources")
         await expect(sources.locator(".source-title")).to_have_text(["Returns policy", "Shipping FAQ"])
         await expect(sources.locator(".source-snippet").first).to_have_text(SOURCES[0]["chunk"])
+        # The "[1]" marker in the answer points at its source.
+        marker = reply.locator(".markdown").get_by_role("button", name="Source 1: Returns policy")
+        await expect(marker).to_have_text("1")
+        await marker.click()
+        await expect(sources.locator(".source").first).to_have_class(re.compile(r"\bflash\b"))
 
         usage = reply.locator(".usage-panel")
         await expect(usage).to_be_hidden()

@@ -157,7 +157,7 @@ export class Reply {
       }
       case "retrieval":
         s.sources = mergeSources(s.sources, data.sources);
-        this.extrasDirty = true;
+        this.textDirty = this.extrasDirty = true;
         break;
       case "provider.fallback":
         s.fallbacks.push({ from: data.from, to: data.to, reason: data.reason });
@@ -241,6 +241,7 @@ export class Reply {
     if (this.textDirty) {
       this.textDirty = false;
       renderInto(this.body, s.text);
+      if (s.sources.length) this.linkCitations();
       this.body.classList.toggle("streaming", this.active && s.text.length > 0);
       this.body.hidden = s.text.length === 0;
     }
@@ -253,6 +254,39 @@ export class Reply {
       this.renderActions();
     }
     this.hooks.rendered?.(this);
+  }
+
+  // "[2]" in the text becomes a small button that brings source 2 into view.
+  linkCitations() {
+    const count = this.state.sources.length;
+    const walker = document.createTreeWalker(this.body, NodeFilter.SHOW_TEXT, {
+      acceptNode: (node) => (node.parentElement.closest("code, pre, a") ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+    });
+    const nodes = [];
+    while (walker.nextNode()) if (/\[\d{1,2}\]/.test(walker.currentNode.data)) nodes.push(walker.currentNode);
+    for (const node of nodes) {
+      const parts = node.data.split(/(\[\d{1,2}\])/);
+      node.replaceWith(...parts.map((part) => {
+        const n = Number(part.slice(1, -1));
+        if (!/^\[\d+\]$/.test(part) || n < 1 || n > count) return part;
+        const source = this.state.sources[n - 1];
+        const title = String(source.title || source.document || `Source ${n}`);
+        return h("button", {
+          type: "button",
+          class: "cite",
+          "aria-label": `Source ${n}: ${title}`,
+          title,
+          text: String(n),
+          onclick: () => {
+            const item = this.sources.querySelectorAll(".source")[n - 1];
+            item?.scrollIntoView({ block: "nearest", behavior: "smooth" });
+            item?.classList.remove("flash");
+            void item?.offsetWidth;
+            item?.classList.add("flash");
+          },
+        });
+      }));
+    }
   }
 
   renderActivity() {
