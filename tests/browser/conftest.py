@@ -83,9 +83,11 @@ class PageErrors:
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
         page.on(
             "console",
-            lambda msg: self.errors.append(f"console: {msg.text}")
-            if msg.type == "error" and re.search(r"Content Security Policy|Uncaught", msg.text)
-            else None,
+            lambda msg: (
+                self.errors.append(f"console: {msg.text}")
+                if msg.type == "error" and re.search(r"Content Security Policy|Uncaught", msg.text)
+                else None
+            ),
         )
 
 

@@ -99,7 +99,9 @@ async def test_a_dark_system_preference_is_followed(chat_server: ChatServer, bro
 async def test_phone_width_keeps_everything_reachable(chat_server: ChatServer, browser: Browser) -> None:
     async with chat_server(model="scripted:echo") as server:
         server.parley.executor.produce = rich
-        ctx = await browser.new_context(viewport={"width": 390, "height": 780}, is_mobile=True, has_touch=True)
+        ctx = await browser.new_context(
+            viewport={"width": 390, "height": 780}, is_mobile=True, has_touch=True
+        )
         try:
             page = await open_app(ctx, server)
             sidebar = page.locator("#sidebar")
@@ -131,7 +133,9 @@ async def test_phone_width_keeps_everything_reachable(chat_server: ChatServer, b
             await ctx.close()
 
 
-async def test_the_page_works_from_the_keyboard_alone(chat_server: ChatServer, context: BrowserContext) -> None:
+async def test_the_page_works_from_the_keyboard_alone(
+    chat_server: ChatServer, context: BrowserContext
+) -> None:
     async with chat_server(model="scripted:echo?delay_ms=60") as server:
         page = await open_app(context, server)
         await expect(page.get_by_role("textbox", name="Message")).to_be_focused()

@@ -90,7 +90,7 @@ async def assert_inert(page: Page) -> None:
     markdown = reply.locator(".markdown")
     # What the model wrote is shown, as text.
     await expect(markdown).to_contain_text('<script>window.__pwned = "script"</script>')
-    await expect(markdown).to_contain_text("<img src=\"x\" onerror=")
+    await expect(markdown).to_contain_text('<img src="x" onerror=')
     await expect(markdown.locator("code")).to_have_text("<script>inline code stays text</script>")
     await expect(markdown.locator("strong")).to_have_text("Bold")
     real = markdown.get_by_role("link", name="real link")

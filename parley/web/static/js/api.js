@@ -109,11 +109,17 @@ export const api = {
       after = page.data[page.data.length - 1].id;
     }
   },
-  startRun: (threadId, input, metadata) =>
-    request("POST", `v1/threads/${enc(threadId)}/runs`, {
-      body: metadata ? { input, metadata } : { input },
-      headers: { "Idempotency-Key": newKey() },
-    }),
+  // One retry when the connection drops: the same Idempotency-Key makes it safe (never two runs).
+  async startRun(threadId, input, metadata) {
+    const options = { body: metadata ? { input, metadata } : { input }, headers: { "Idempotency-Key": newKey() } };
+    try {
+      return await request("POST", `v1/threads/${enc(threadId)}/runs`, options);
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 0) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      return request("POST", `v1/threads/${enc(threadId)}/runs`, options);
+    }
+  },
   run: (id) => request("GET", `v1/runs/${enc(id)}`),
   cancel: (id) => request("POST", `v1/runs/${enc(id)}/cancel`),
   feedback: (messageId, rating) => request("POST", `v1/messages/${enc(messageId)}/feedback`, { body: { rating } }),
