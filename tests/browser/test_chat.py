@@ -92,6 +92,25 @@ async def test_reload_in_the_middle_continues_the_same_reply(
         await expect(page.locator(".msg-user")).to_have_count(1)
 
 
+async def test_leaving_a_thread_mid_reply_and_coming_back_continues_it(
+    chat_server: ChatServer, context: BrowserContext
+) -> None:
+    async with chat_server(model="scripted:echo?delay_ms=80") as server:
+        page = await open_app(context, server)
+        await send(page, LONG)
+        await expect(replies(page).last.locator(".markdown")).to_contain_text("word3")
+        await page.get_by_role("button", name="New chat").click()
+        await expect(page.locator(".msg")).to_have_count(0)
+        resumed: list[str] = []
+        page.on("request", lambda r: resumed.append(r.url) if "/events" in r.url else None)
+        await page.locator(".thread-item .thread-link").first.click()
+        reply = replies(page).last
+        await expect(reply.locator(".markdown")).to_have_text(LONG)
+        await expect(reply).to_have_attribute("data-status", "completed")
+        assert len(resumed) == 1
+        assert int(resumed[0].rsplit("after=", 1)[1]) > 3
+
+
 async def test_two_tabs_on_one_thread_both_show_the_stream(
     chat_server: ChatServer, context: BrowserContext
 ) -> None:

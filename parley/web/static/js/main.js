@@ -40,7 +40,6 @@ const state = {
   follows: new Map(),
   pendingSaves: new Set(),
   saveTimer: 0,
-  renderedMessages: 0,
   stick: true,
   autoTop: 0,
 };
@@ -340,7 +339,6 @@ function newChat() {
   state.view += 1;
   setThread(null);
   els.messages.replaceChildren();
-  state.renderedMessages = 0;
   sidebar.setActive(null);
   if (location.hash) history.replaceState(null, "", location.pathname + location.search);
   hideError();
@@ -362,6 +360,7 @@ async function openThread(id) {
   } catch (error) {
     if (view !== state.view) return;
     if (error instanceof ApiError && error.status === 404) {
+      for (const snap of snapshots.forThread(id)) snapshots.remove(snap.runId);
       sidebar.remove(id);
       newChat();
       showError({ title: "Conversation not found", detail: "It may have been deleted in another tab." });
@@ -398,7 +397,6 @@ async function renderHistory(thread, messages, view) {
       addReply(Reply.fromMessage(message, thread.assistant, hooks));
     }
   }
-  state.renderedMessages = messages.length;
   for (const snap of snapshots.forThread(thread.id)) {
     if (answered.has(snap.runId)) snapshots.remove(snap.runId);
     else if (!pending.some((p) => p.runId === snap.runId)) {
@@ -518,7 +516,8 @@ document.addEventListener("visibilitychange", async () => {
   if (!thread || activeReply()) return;
   try {
     const messages = await api.messages(thread.id);
-    if (state.thread?.id === thread.id && messages.length !== state.renderedMessages && !activeReply()) openThread(thread.id);
+    const unseen = messages.some((m) => m.run_id && !state.replies.has(m.run_id));
+    if (state.thread?.id === thread.id && unseen && !activeReply()) openThread(thread.id);
   } catch {
     // shown on the next action
   }
