@@ -49,6 +49,8 @@ async def test_stop_cancels_the_run_and_keeps_what_was_written(
         await send(page, LONG)
         body = replies(page).last.locator(".markdown")
         await expect(body).to_contain_text("word2")
+        await expect(replies(page).last.locator(".typing")).to_have_count(0)
+        await screenshot(page, "streaming")
         await page.get_by_role("button", name="Stop the reply").click()
         reply = replies(page).last
         await expect(reply).to_have_attribute("data-status", "cancelled")

@@ -129,6 +129,7 @@ export class Reply {
         this.extrasDirty = true;
         break;
       case "message.delta":
+        if (!s.text || s.status !== "streaming") this.extrasDirty = true;
         s.status = "streaming";
         s.text += data.text ?? "";
         this.textDirty = true;
