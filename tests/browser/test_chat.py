@@ -94,6 +94,30 @@ async def test_reload_in_the_middle_continues_the_same_reply(
         await expect(page.locator(".msg-user")).to_have_count(1)
 
 
+async def test_a_snapshot_the_log_does_not_know_is_replayed_from_the_start(
+    chat_server: ChatServer, context: BrowserContext
+) -> None:
+    async with chat_server(model="scripted:echo?delay_ms=60") as server:
+        page = await open_app(context, server)
+        await send(page, LONG)
+        await expect(replies(page).last.locator(".markdown")).to_contain_text("word3")
+        # Runs before the page's own scripts on the next load: a snapshot from the future.
+        await page.add_init_script(
+            """for (const key of Object.keys(sessionStorage)) {
+                 if (!key.startsWith("parley.run.")) continue;
+                 const snap = JSON.parse(sessionStorage.getItem(key));
+                 sessionStorage.setItem(key, JSON.stringify({...snap, lastSeq: 9999, text: "garbage "}));
+               }"""
+        )
+        cursors: list[str] = []
+        page.on("request", lambda r: cursors.append(r.url.rsplit("=", 1)[1]) if "/events" in r.url else None)
+        await page.reload()
+        reply = replies(page).last
+        await expect(reply).to_have_attribute("data-status", "completed")
+        await expect(reply.locator(".markdown")).to_have_text(LONG)
+        assert cursors == ["9999", "0"]
+
+
 async def test_leaving_a_thread_mid_reply_and_coming_back_continues_it(
     chat_server: ChatServer, context: BrowserContext
 ) -> None:

@@ -290,7 +290,11 @@ function follow(reply, after) {
     .catch((error) => {
       if (controller.signal.aborted) return;
       if (error instanceof ApiError && error.code === "invalid_cursor") {
+        // The snapshot is ahead of the log (it cannot be trusted): replay the run from its start.
         snapshots.remove(runId);
+        state.follows.delete(runId);
+        reply.reset();
+        follow(reply, 0);
         return;
       }
       reply.apply({ seq: reply.state.lastSeq, type: "run.failed", data: { error: { code: error.code ?? "error", message: error.message } } });

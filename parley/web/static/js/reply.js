@@ -189,6 +189,15 @@ export class Reply {
     this.hooks.changed?.(this);
   }
 
+  reset() {
+    const { runId, threadId, assistant, input } = this.state;
+    this.state = blankState({ runId, threadId, assistant, input });
+    this.cardEls?.clear();
+    this.cards.replaceChildren();
+    this.textDirty = this.extrasDirty = true;
+    this.schedule();
+  }
+
   setConnection(connection) {
     if (connection === this.connection) return;
     this.connection = connection;
