@@ -97,7 +97,7 @@ async def test_reload_in_the_middle_continues_the_same_reply(
 async def test_a_snapshot_the_log_does_not_know_is_replayed_from_the_start(
     chat_server: ChatServer, context: BrowserContext
 ) -> None:
-    async with chat_server(model="scripted:echo?delay_ms=60") as server:
+    async with chat_server(model="scripted:echo?delay_ms=100") as server:
         page = await open_app(context, server)
         await send(page, LONG)
         await expect(replies(page).last.locator(".markdown")).to_contain_text("word3")
@@ -121,7 +121,7 @@ async def test_a_snapshot_the_log_does_not_know_is_replayed_from_the_start(
 async def test_leaving_a_thread_mid_reply_and_coming_back_continues_it(
     chat_server: ChatServer, context: BrowserContext
 ) -> None:
-    async with chat_server(model="scripted:echo?delay_ms=80") as server:
+    async with chat_server(model="scripted:echo?delay_ms=100") as server:
         page = await open_app(context, server)
         await send(page, LONG)
         await expect(replies(page).last.locator(".markdown")).to_contain_text("word3")
@@ -140,7 +140,7 @@ async def test_leaving_a_thread_mid_reply_and_coming_back_continues_it(
 async def test_two_tabs_on_one_thread_both_show_the_stream(
     chat_server: ChatServer, context: BrowserContext
 ) -> None:
-    async with chat_server(model="scripted:echo?delay_ms=60") as server:
+    async with chat_server(model="scripted:echo?delay_ms=100") as server:
         first = await open_app(context, server)
         await send(first, "hello there")
         await expect(replies(first).last).to_have_attribute("data-status", "completed")
