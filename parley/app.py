@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, Request
 
-from parley import __version__, errors
+from parley import __version__, errors, web
 from parley.api import runs as runs_api
 from parley.api import system as system_api
 from parley.api import threads as threads_api
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
     errors.install(app)
     for router in (threads_api.router, runs_api.router, system_api.router, chatbot_sse.router):
         app.include_router(router)
+    web.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(RequestContext, metrics=parley.metrics)
     return app
