@@ -6,8 +6,9 @@ import importlib
 from collections.abc import Callable
 
 from parley.config import Settings
+from parley.pricing import PriceTable
 from parley.providers.base import Provider, ProviderError
-from parley.providers.route import Route
+from parley.providers.route import Health, RetryPolicy, Route
 from parley.providers.scripted import ScriptedProvider
 
 Factory = Callable[[str, Settings], Provider]
@@ -16,6 +17,7 @@ Factory = Callable[[str, Settings], Provider]
 _LAZY: dict[str, tuple[str, str, str]] = {
     "local": ("parley.providers.local", "create", "local"),
     "openai": ("parley.providers.openai", "create", "openai"),
+    "ollama": ("parley.providers.openai", "create_ollama", "openai"),
     "anthropic": ("parley.providers.anthropic", "create", "anthropic"),
     "gemini": ("parley.providers.gemini", "create", "gemini"),
 }
@@ -26,9 +28,26 @@ class UnknownProvider(ValueError):
 
 
 class Providers:
-    def __init__(self, settings: Settings, overrides: dict[str, Provider] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        overrides: dict[str, Provider] | None = None,
+        *,
+        prices: PriceTable | None = None,
+    ) -> None:
         self._settings = settings
         self._cache: dict[str, Provider] = dict(overrides or {})
+        self.prices = prices or PriceTable.load(settings.config_file)
+        self.health = Health(
+            RetryPolicy(
+                attempts=settings.provider_attempts,
+                backoff=settings.provider_backoff_seconds,
+                backoff_max=settings.provider_backoff_max_seconds,
+                retry_after_max=settings.provider_retry_after_max_seconds,
+                cooldown_failures=settings.provider_cooldown_failures,
+                cooldown=settings.provider_cooldown_seconds,
+            )
+        )
 
     def get(self, spec: str) -> Provider:
         spec = spec.strip()
@@ -40,7 +59,12 @@ class Providers:
 
     def route(self, spec: str) -> Route:
         """A fallback chain from a comma-separated route spec."""
-        return Route([self.get(part) for part in spec.split(",") if part.strip()])
+        return Route(
+            [self.get(part) for part in spec.split(",") if part.strip()],
+            health=self.health,
+            prices=self.prices,
+            fallback_message=self._settings.fallback_message,
+        )
 
     def register(self, spec: str, provider: Provider) -> None:
         self._cache[spec] = provider
