@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 
 from parley import __version__, errors
+from parley.api import openai as openai_api
 from parley.api import runs as runs_api
 from parley.api import system as system_api
 from parley.api import threads as threads_api
@@ -103,7 +104,13 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
     )
     app.state.parley = parley
     errors.install(app)
-    for router in (threads_api.router, runs_api.router, system_api.router, chatbot_sse.router):
+    for router in (
+        threads_api.router,
+        runs_api.router,
+        system_api.router,
+        chatbot_sse.router,
+        openai_api.router,
+    ):
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(RequestContext, metrics=parley.metrics)
