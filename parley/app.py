@@ -65,6 +65,7 @@ class Parley:
         await self.db.upgrade()
         self.local_user = await ensure_local_user(self.db)
         await self.log.start()
+        await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
         await self.executor.recover()
         self.ready = True
         log.info("parley_started", version=__version__, database=self.db.engine.url.render_as_string())

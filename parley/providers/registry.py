@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+import structlog
 
 from parley.config import Settings
 from parley.pricing import PriceTable
 from parley.providers.base import Provider, ProviderError
 from parley.providers.route import Health, RetryPolicy, Route
 from parley.providers.scripted import ScriptedProvider
+
+log = structlog.get_logger(__name__)
 
 Factory = Callable[[str, Settings], Provider]
 
@@ -65,6 +70,16 @@ class Providers:
             prices=self.prices,
             fallback_message=self._settings.fallback_message,
         )
+
+    async def prepare(self, routes: Iterable[str]) -> None:
+        """Build the providers of ``routes`` ahead of the first run, off the event loop: importing
+        an SDK takes long enough to stall every stream. A route that cannot be built is logged;
+        its runs fail with the same message."""
+        for spec in routes:
+            try:
+                await asyncio.to_thread(self.route, spec)
+            except (UnknownProvider, ProviderError, ValueError) as exc:
+                log.warning("route_unavailable", route=spec, error=str(exc))
 
     def register(self, spec: str, provider: Provider) -> None:
         self._cache[spec] = provider

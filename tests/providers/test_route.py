@@ -22,7 +22,9 @@ from parley.providers.route import AllProvidersFailed, Health, RetryPolicy, Rout
 from parley.providers.scripted import Hang, ScriptedProvider
 
 REQUEST = ProviderRequest([ChatMessage("user", "hello")])
-FAST = RetryPolicy(attempts=3, backoff=0.01, backoff_max=0.02, retry_after_max=5, cooldown_failures=3, cooldown=30)
+FAST = RetryPolicy(
+    attempts=3, backoff=0.01, backoff_max=0.02, retry_after_max=5, cooldown_failures=3, cooldown=30
+)
 
 
 def flaky(message: str = "upstream 503", *, retry_after: float | None = None) -> ProviderError:
@@ -110,7 +112,9 @@ async def test_a_non_retryable_error_fails_over_without_retrying() -> None:
 
 
 async def test_mid_stream_failover_continues_the_text_already_streamed() -> None:
-    primary = provider("p", [TextDelta("The quick"), TextDelta(" brown"), ProviderError("connection dropped")])
+    primary = provider(
+        "p", [TextDelta("The quick"), TextDelta(" brown"), ProviderError("connection dropped")]
+    )
     backup = provider("b", [TextDelta(" fox jumps.")])
     deltas = await collect(Route([primary, backup], health=Health(FAST)))
     assert text(deltas) == "The quick brown fox jumps."

@@ -26,7 +26,9 @@ from parley.providers.base import (
 )
 from parley.providers.fakes import FakeAnthropic, FakeGemini, FakeOpenAI, FakeServer, Fault, Reply
 
-SEARCH = ToolSpec("search", "Search the catalog.", {"type": "object", "properties": {"q": {"type": "string"}}})
+SEARCH = ToolSpec(
+    "search", "Search the catalog.", {"type": "object", "properties": {"q": {"type": "string"}}}
+)
 REQUEST = ProviderRequest(
     [ChatMessage("system", "Be brief."), ChatMessage("user", "Find shoes")], tools=[SEARCH], max_tokens=50
 )
@@ -45,7 +47,11 @@ def _settings() -> Settings:
 
 DIALECTS = [
     Dialect("openai", FakeOpenAI, lambda url: openai.create(f"gpt-4o-mini?base_url={url}/v1", _settings())),
-    Dialect("anthropic", FakeAnthropic, lambda url: anthropic.create(f"claude-3-5-haiku?base_url={url}", _settings())),
+    Dialect(
+        "anthropic",
+        FakeAnthropic,
+        lambda url: anthropic.create(f"claude-3-5-haiku?base_url={url}", _settings()),
+    ),
     Dialect("gemini", FakeGemini, lambda url: gemini.create(f"gemini-2.0-flash?base_url={url}", _settings())),
 ]
 
@@ -76,7 +82,9 @@ async def test_text_tool_calls_usage_and_finish(wire: tuple[FakeServer, Provider
     assert fragments[0].id
     assert json.loads("".join(f.arguments for f in fragments)) == {"q": "running shoes"}
     usage = [d for d in deltas if isinstance(d, Usage)]
-    assert len(usage) == 1 and usage[0].input_tokens > 0 and usage[0].output_tokens == 6  # five words and one call
+    assert (
+        len(usage) == 1 and usage[0].input_tokens > 0 and usage[0].output_tokens == 6
+    )  # five words and one call
     assert deltas[-1] == Finish("tool_calls")
 
 
@@ -103,7 +111,9 @@ async def test_tool_results_go_back_in_the_dialect(wire: tuple[FakeServer, Provi
         [
             ChatMessage("user", "Find shoes"),
             ChatMessage("assistant", "", tool_calls=[ToolCall("call_1", "search", '{"q": "shoes"}')]),
-            ChatMessage("tool", '[{"id": "p1", "name": "Trail runner"}]', tool_call_id="call_1", name="search"),
+            ChatMessage(
+                "tool", '[{"id": "p1", "name": "Trail runner"}]', tool_call_id="call_1", name="search"
+            ),
         ],
         tools=[SEARCH],
     )
