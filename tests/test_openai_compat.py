@@ -55,12 +55,14 @@ async def test_a_completion_answers_and_is_accounted_for(server: Server) -> None
     assert choice.message.role == "assistant"
     assert choice.message.content == "hello over there"
     assert choice.finish_reason == "stop"
-    assert completion.usage is not None and completion.usage.completion_tokens == 3
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 3
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + 3
     extra = completion.model_extra or {}
     assert extra["parley"]["cost_usd"] == 0.0  # the scripted provider is free
     run = (await server.client.get(f"/v1/runs/{extra['parley']['run_id']}")).json()
-    assert run["status"] == "completed" and run["output"] == "hello over there"
+    assert run["status"] == "completed"
+    assert run["output"] == "hello over there"
     messages = (await server.client.get(f"/v1/threads/{run['thread_id']}/messages")).json()["data"]
     assert [(m["role"], m["content"]) for m in messages] == [
         ("user", "hello over there"),
@@ -82,7 +84,8 @@ async def test_a_stream_arrives_in_chunks_with_usage_last(server: Server) -> Non
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["stop"]
     assert chunks[-1].choices == []
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 3
     assert len({c.id for c in chunks}) == 1
 
 
@@ -100,7 +103,8 @@ async def test_client_tools_come_back_as_tool_calls(settings_for: Callable[..., 
             model="general", messages=[question], tools=[WEATHER], tool_choice="auto"
         )
         sent = provider.requests[-1]
-        assert [t.name for t in sent.tools] == ["get_weather"] and sent.tool_choice == "auto"
+        assert [t.name for t in sent.tools] == ["get_weather"]
+        assert sent.tool_choice == "auto"
         choice = first.choices[0]
         assert choice.finish_reason == "tool_calls"
         assert choice.message.tool_calls is not None
@@ -124,7 +128,8 @@ async def test_client_tools_come_back_as_tool_calls(settings_for: Callable[..., 
         history = provider.requests[-1].messages
         assert [m.role for m in history][-3:] == ["user", "assistant", "tool"]
         assert history[-2].tool_calls[0].name == "get_weather"
-        assert history[-1].tool_call_id == "call_1" and history[-1].content == '{"sky": "sunny"}'
+        assert history[-1].tool_call_id == "call_1"
+        assert history[-1].content == '{"sky": "sunny"}'
 
 
 async def test_streamed_tool_calls(settings_for: Callable[..., Settings]) -> None:

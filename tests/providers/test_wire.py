@@ -82,9 +82,9 @@ async def test_text_tool_calls_usage_and_finish(wire: tuple[FakeServer, Provider
     assert fragments[0].id
     assert json.loads("".join(f.arguments for f in fragments)) == {"q": "running shoes"}
     usage = [d for d in deltas if isinstance(d, Usage)]
-    assert (
-        len(usage) == 1 and usage[0].input_tokens > 0 and usage[0].output_tokens == 6
-    )  # five words and one call
+    assert len(usage) == 1
+    assert usage[0].input_tokens > 0
+    assert usage[0].output_tokens == 6
     assert deltas[-1] == Finish("tool_calls")
 
 
@@ -100,8 +100,10 @@ async def test_the_request_carries_system_tools_and_limits(wire: tuple[FakeServe
     server, provider = wire
     await collect(provider)
     sent = json.dumps(server.requests[-1].body)
-    assert "Be brief." in sent and "Find shoes" in sent
-    assert "search" in sent and "Search the catalog." in sent
+    assert "Be brief." in sent
+    assert "Find shoes" in sent
+    assert "search" in sent
+    assert "Search the catalog." in sent
     assert "50" in sent
 
 
@@ -152,9 +154,13 @@ async def test_faults_are_retryable_provider_errors(
     server.enqueue(Reply("one two three", fault=fault))
     streamed: list[Delta] = []
     started = time.monotonic()
-    with pytest.raises(ProviderError) as caught:
+
+    async def consume() -> None:
         async for delta in provider.stream(REQUEST):
             streamed.append(delta)
+
+    with pytest.raises(ProviderError) as caught:
+        await consume()
     assert caught.value.retryable
     assert caught.value.retry_after == retry_after
     if code is not None:
