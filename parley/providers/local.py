@@ -259,7 +259,8 @@ class LocalModel:
             job.emit(ToolCallDelta(0, id=call_id, name=call[0], arguments=call[1]))
         if tool is not None and finish == "stop":
             finish = "tool_calls"
-        job.emit(_Done(len(tokens), produced, finish))
+        # llama.cpp samples one token past the limit before it stops; that one is not output.
+        job.emit(_Done(len(tokens), min(produced, max_tokens), finish))
 
     def _prompt(
         self, llama: Llama, request: ProviderRequest, max_tokens: int
