@@ -1,9 +1,10 @@
 """What tokens cost: a price table in USD per million tokens, keyed by route entry.
 
 Keys name a provider and model as in a route (``openai:gpt-4o-mini``). A key matches that
-entry, its dated or suffixed versions (``openai:gpt-4o-mini-2024-07-18``) and the entry with
-route options (``openai:gpt-4o-mini?base_url=...``); a key ending in ``*`` matches every entry
-it prefixes (``local:*``). The longest matching key wins. A model without a price costs
+entry, its dated versions and aliases (``-2024-07-18``, ``-20241022``, ``-001``, ``-latest``,
+``-preview-05-20``) and the entry with route options (``openai:gpt-4o-mini?base_url=...``),
+but not another model that shares its prefix (``gpt-4o`` is not ``gpt-4o-mini``); a key ending
+in ``*`` matches every entry it prefixes (``local:*``). A model without a price costs
 ``None`` (unknown), never a made-up zero.
 
 The shipped defaults are list prices for standard (non-batch, non-cached) usage and change
@@ -16,6 +17,7 @@ over time; override or add prices in the config file::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +35,8 @@ class Price:
 
 
 FREE = Price(0.0, 0.0)
+
+_VERSION = re.compile(r"-(\d[\d-]*|latest|(preview|exp)[\w.-]*)")
 
 DEFAULT_PRICES: dict[str, Price] = {
     # Runs on this machine, or replays a script.
@@ -96,7 +100,7 @@ class PriceTable:
             if key.endswith("*"):
                 if name.startswith(key[:-1]):
                     return price
-            elif name == key or name.startswith(key + "-"):
+            elif name == key or (name.startswith(key) and _VERSION.fullmatch(name[len(key) :])):
                 return price
         return None
 
