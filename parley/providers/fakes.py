@@ -59,7 +59,8 @@ class Received:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any
-    at: float
+    at: float  # wall-clock time the request arrived
+    fault_at: float | None = None  # time.monotonic() when the fault struck
 
 
 @dataclass(slots=True)
@@ -240,6 +241,10 @@ class FakeServer(ABC):
             return await self._json(send, writer, 404, self.error(404, f"no route for {request.path}"))
         reply = self.replies.popleft() if self.replies else self.default
         fault = reply.fault
+        if fault is not None and (
+            fault.kind in ("rate_limit", "server_error") or (fault.kind == "hang" and not fault.after)
+        ):
+            request.fault_at = time.monotonic()
         if fault is not None and fault.kind == "rate_limit":
             headers = {} if fault.retry_after is None else {"retry-after": f"{fault.retry_after:g}"}
             return await self._json(send, writer, 429, self.error(429, "rate limit exceeded"), headers)
@@ -257,6 +262,7 @@ class FakeServer(ABC):
         await writer.drain()
         for index, chunk in enumerate(self.chunks(reply, request)):
             if fault is not None and index == fault.after:
+                request.fault_at = time.monotonic()
                 if fault.kind == "hang":
                     await self._stopping.wait()
                     raise _Dropped

@@ -309,7 +309,7 @@ class LocalModel:
         size = llama_cpp.llama_state_get_size(llama.ctx)
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_get_data(llama.ctx, buffer, size)
-        return _Saved(llama.input_ids.copy(), llama.n_tokens, bytes(buffer)[:written])
+        return _Saved(llama.input_ids.copy(), llama.n_tokens, ctypes.string_at(buffer, written))
 
     def _remember(self, thread_id: str, saved: _Saved) -> None:
         if saved.size > self.cache_bytes:
