@@ -10,9 +10,9 @@ cores). Tokens travel back to the event loop through a queue; closing the stream
 generation at the next token. The prompt comes from the GGUF's own chat template.
 
 Time to first token must not grow with the conversation. llama.cpp reuses the longest common
-prefix of the previous prompt, so a thread's next turn only evaluates its new tokens; when
-another thread used the model in between, the thread's saved context (its KV state, kept in
-an LRU bounded by ``PARLEY_LOCAL_CACHE_MB``) is restored first.
+prefix of the previous prompt, so a thread's next turn only evaluates its new tokens. After
+each answer the thread's context (its KV state) is saved, in an LRU bounded by
+``PARLEY_LOCAL_CACHE_MB``; when another thread used the model in between, it is restored first.
 
 The model is small: it does not choose tools itself (``chooses_tools = False``). Given a
 ``response_schema``, or a tool the server chose (``tool_choice`` = a tool name, or
@@ -261,6 +261,9 @@ class LocalModel:
             finish = "tool_calls"
         # llama.cpp samples one token past the limit before it stops; that one is not output.
         job.emit(_Done(len(tokens), min(produced, max_tokens), finish))
+        if request.thread_id is not None and self.cache_bytes:
+            # Saved after the answer is out, so the next thread's first token never waits for it.
+            self._remember(request.thread_id, self._snapshot(llama))
 
     def _prompt(
         self, llama: Llama, request: ProviderRequest, max_tokens: int
@@ -285,14 +288,12 @@ class LocalModel:
 
     def _switch(self, llama: Llama, thread_id: str | None) -> None:
         """Put ``thread_id``'s saved context in place (prefix reuse does the rest)."""
-        if thread_id == self._owner or self.cache_bytes == 0:
+        if thread_id is None or thread_id == self._owner or self.cache_bytes == 0:
             return
-        if self._owner is not None and llama.n_tokens:
-            self._remember(self._owner, self._snapshot(llama))
-        saved = self._saved.pop(thread_id, None) if thread_id else None
+        saved = self._saved.get(thread_id)
         if saved is None:
             return
-        self._saved_bytes -= saved.size
+        self._saved.move_to_end(thread_id)
         llama.load_state(
             LlamaState(
                 input_ids=saved.input_ids,
