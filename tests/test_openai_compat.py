@@ -213,3 +213,13 @@ async def test_a_stream_the_client_drops_cancels_the_run(settings_for: Callable[
             await asyncio.sleep(0.05)
         assert run["status"] == "cancelled"
         assert provider.open_streams == 0
+
+
+async def test_a_json_schema_format_without_a_schema_is_refused(server: Server) -> None:
+    with pytest.raises(openai.UnprocessableEntityError, match="schema"):
+        await sdk(server).chat.completions.create(
+            model="general",
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "x"}},  # type: ignore[typeddict-item]
+        )
+    assert (await server.client.get("/v1/threads")).json()["data"] == []

