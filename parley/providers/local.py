@@ -136,6 +136,7 @@ class LocalModel:
         self._owner: str | None = None  # the thread whose conversation the context holds
         self._owner_saved = False  # whether the context as it is now is in ``_saved``
         self._waiting = 0  # requests submitted and not finished
+        self._last_done = 0.0  # time.monotonic() when the model last finished a request
         self._waiting_lock = threading.Lock()
         self._saved: OrderedDict[str, _Saved] = OrderedDict()
         self._saved_bytes = 0
@@ -207,12 +208,13 @@ class LocalModel:
             log.exception("local_generation_failed")
             job.emit(ProviderError(f"the local model failed: {exc}", code="local_model_error"))
         finally:
+            self._last_done = time.monotonic()
             with self._waiting_lock:
                 self._waiting -= 1
 
     def _save_idle(self) -> None:
         with self._waiting_lock:
-            busy = self._waiting > 0
+            busy = self._waiting > 0 or time.monotonic() - self._last_done < IDLE_SAVE_SECONDS * 0.8
         if not busy and self._llama is not None and self._owner is not None and not self._owner_saved:
             self._remember(self._owner, self._snapshot(self._llama))
             self._owner_saved = True
