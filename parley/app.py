@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 
 from parley import __version__, errors, web
+from parley.api import openai as openai_api
 from parley.api import runs as runs_api
 from parley.api import system as system_api
 from parley.api import threads as threads_api
@@ -64,6 +65,7 @@ class Parley:
         await self.db.upgrade()
         self.local_user = await ensure_local_user(self.db)
         await self.log.start()
+        await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
         await self.executor.recover()
         self.ready = True
         log.info("parley_started", version=__version__, database=self.db.engine.url.render_as_string())
@@ -103,7 +105,13 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
     )
     app.state.parley = parley
     errors.install(app)
-    for router in (threads_api.router, runs_api.router, system_api.router, chatbot_sse.router):
+    for router in (
+        threads_api.router,
+        runs_api.router,
+        system_api.router,
+        chatbot_sse.router,
+        openai_api.router,
+    ):
         app.include_router(router)
     web.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
