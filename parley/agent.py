@@ -141,7 +141,7 @@ async def tool_loop(
     assert executor.tools is not None
     by_name = {t.name: t for t in toolbox}
     max_steps = int(state.assistant.options.get("max_steps", executor.tools.max_steps))
-    request = replace(request, tools=[t.spec() for t in toolbox], messages=list(request.messages))
+    request = replace(request, tools=[t.spec() for t in toolbox])
     step = 0
     while True:
         step += 1
@@ -161,8 +161,8 @@ async def tool_loop(
         else:
             outcomes = await execute(calls, by_name, ctx, seen, timeout=executor.tools.timeout)
         _record(executor, state, outcomes, step)
-        request.messages.append(ChatMessage("assistant", state.text[before:], tool_calls=calls))
-        request.messages.extend(outcome.message() for outcome in outcomes)
+        turn = ChatMessage("assistant", state.text[before:], tool_calls=calls)
+        request = replace(request, messages=[*request.messages, turn, *(o.message() for o in outcomes)])
         if over:
             return
 

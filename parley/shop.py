@@ -13,6 +13,7 @@ the last units can never oversell (the database serialises them on the product r
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -147,21 +148,26 @@ class _Index:
 class Shop:
     """The catalog and the carts of one server."""
 
-    def __init__(self, db: Database, *, tax_rate: float = 0.0) -> None:
+    def __init__(self, db: Database, *, tax_rate: float = 0.0, recheck_seconds: float = 1.0) -> None:
         self.db = db
         self.tax_rate = tax_rate
+        self.recheck_seconds = recheck_seconds
         self._index: _Index | None = None
         self._version: tuple[int, float] | None = None
+        self._checked = 0.0
         self._lock = asyncio.Lock()
         self._stemmer: Any = None
 
     # -- catalog -----------------------------------------------------------------
 
     async def index(self) -> _Index:
-        """The search index, rebuilt if the catalog changed since it was built."""
+        """The search index, rebuilt if the catalog changed since it was built (checked each second)."""
+        if self._index is not None and time.monotonic() - self._checked < self.recheck_seconds:
+            return self._index
         async with self.db.session() as session:
             count, last = (await session.execute(select(func.count(), func.max(Product.updated_at)))).one()
         version = (int(count), float(last or 0.0))
+        self._checked = time.monotonic()
         if self._index is not None and version == self._version:
             return self._index
         async with self._lock:

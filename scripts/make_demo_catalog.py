@@ -1114,13 +1114,13 @@ def rows() -> list[dict[str, str]]:
         for code, kind, (low, high), variants in groups:
             serial = 100
             for name, brand, detail, features in variants:
-                base = name if kind.split()[-1] in name.lower() else f"{name} {kind.title()}"
+                base = f"{name} {kind.title()}" if code in ("AUD", "EAR", "SPK") else name
                 price = round(rng.uniform(low, high)) - 0.01
                 palette = COLOURS.get(code) or COLOURS.get(category)
                 colours = rng.sample(palette, 2) if palette else [""]
                 for colour in colours:
                     serial += 1
-                    description = f"{base} by {brand}: {detail}."
+                    description = f"{base} by {brand}: {detail}. Part of our {kind} range."
                     if colour:
                         description += f" Colour: {colour}."
                     out.append(

@@ -199,7 +199,9 @@ async def _runs_to_stream(
         conditions.append(Run.id == resume_run)
     async with parley.db.session() as session:
         rows = await session.scalars(
-            select(Run.id).where(Run.thread_id == session_id, or_(*conditions)).order_by(Run.created_at, Run.id)
+            select(Run.id)
+            .where(Run.thread_id == session_id, or_(*conditions))
+            .order_by(Run.created_at, Run.id)
         )
         return [r for r in rows if r not in streamed]
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import bm25s
 import numpy as np
+from bm25s.stopwords import STOPWORDS_EN_PLUS
 
 from parley.providers.base import ChatMessage, ProviderRequest
 from parley.tools.base import Tool
@@ -31,6 +32,11 @@ from parley.tools.provenance import Seen
 
 _SPLIT = re.compile(r"\s*(?:;|,?\s+and then\s+|,?\s+then\s+|,?\s+and\s+|,?\s+also\s+)\s*", re.IGNORECASE)
 _STEMMER: Any = None
+# Words that say nothing about which tool is meant; a few that do ("more about", "under 50") stay.
+_STOPWORDS = sorted(
+    (set(STOPWORDS_EN_PLUS) | {"please", "could", "would", "can", "let", "thanks", "thank", "also", "one"})
+    - {"more", "about", "under", "over", "out", "off", "what", "any", "all", "again"}
+)
 
 
 def stems(text: str) -> list[str]:
@@ -39,7 +45,9 @@ def stems(text: str) -> list[str]:
         import Stemmer
 
         _STEMMER = Stemmer.Stemmer("english")
-    tokens = bm25s.tokenize(text, stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False)
+    tokens = bm25s.tokenize(
+        text, stopwords=_STOPWORDS, stemmer=_STEMMER, return_ids=False, show_progress=False
+    )
     return list(tokens[0]) if tokens else []
 
 
@@ -91,9 +99,11 @@ class KeywordRouter:
     """Weighted keyword coverage: the share of the message's words that the tool's document has.
 
     A word's weight is its inverse document frequency over the tools (a word only one tool
-    mentions says more than one every tool mentions). Words in no tool's document count
-    fully against every tool, unless ``vocabulary`` gives them to one (e.g. the catalog's
-    words to the search tool).
+    mentions says more than one every tool mentions); words in no tool's document count
+    against every tool. ``vocabulary`` gives a tool the words of its domain (the catalog's
+    product words to the search tool): they decide only when the message has no word of
+    any tool's own description ("wireless headphones?"), and are neutral otherwise ("add
+    the headphones to my cart" is about the cart, whatever the product).
     """
 
     def __init__(self, threshold: float = 0.3, vocabulary: dict[str, Iterable[str]] | None = None) -> None:
@@ -103,19 +113,24 @@ class KeywordRouter:
 
     def add_vocabulary(self, tool_name: str, words: Iterable[str]) -> None:
         self._vocabulary.setdefault(tool_name, set()).update(words)
-        self._cache.clear()
 
     def _documents(self, tools: Sequence[Tool]) -> list[set[str]]:
         key = tuple(t.name for t in tools)
         docs = self._cache.get(key)
         if docs is None:
-            docs = [set(stems(tool_document(t))) | self._vocabulary.get(t.name, set()) for t in tools]
+            docs = [set(stems(tool_document(t))) for t in tools]
             self._cache[key] = docs
         return docs
 
     def scores(self, text: str, tools: Sequence[Tool]) -> list[float]:
         docs = self._documents(tools)
         words = set(stems(text))
+        own = set().union(*docs) if docs else set()
+        if words & own:
+            domain = set().union(*(self._vocabulary.get(t.name, set()) for t in tools))
+            words -= domain - own
+        else:
+            docs = [doc | self._vocabulary.get(t.name, set()) for doc, t in zip(docs, tools, strict=True)]
         if not words:
             return [0.0] * len(tools)
         n = len(docs)
@@ -215,10 +230,20 @@ def parse_arguments(text: str) -> str:
     return text[start : end + 1]
 
 
-def render_results(results: Iterable[tuple[str, Any]], limit: int = 1500) -> str:
-    """Tool results as plain text for a small model's user turn."""
+def render_results(results: Iterable[tuple[str, Any]], limit: int = 2000) -> str:
+    """Tool results as compact text for a small model's user turn (long texts cut, nulls dropped)."""
     blocks = []
     for name, output in results:
-        body = json.dumps(output, ensure_ascii=False, default=str, separators=(",", ":"))
+        body = json.dumps(_brief(output), ensure_ascii=False, default=str, separators=(",", ":"))
         blocks.append(f"[{name}] {body[:limit]}")
     return "\n".join(blocks)
+
+
+def _brief(value: Any, width: int = 60) -> Any:
+    if isinstance(value, dict):
+        return {k: _brief(v, width) for k, v in value.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [_brief(v, width) for v in value]
+    if isinstance(value, str) and len(value) > width:
+        return value[: width - 1] + "…"
+    return value

@@ -23,6 +23,14 @@ class Rejection:
     suggestions: list[dict[str, str]] = field(default_factory=list)
 
 
+_CONFUSABLE = str.maketrans({"i": "1", "l": "1", "o": "0"})
+
+
+def _fold(text: str) -> str:
+    """Compare ids as a reader would: ``KEY-10I`` looks like ``KEY-101``."""
+    return text.translate(_CONFUSABLE)
+
+
 class Seen:
     def __init__(self) -> None:
         self._ids: dict[str, dict[str, str]] = {}
@@ -52,7 +60,7 @@ class Seen:
         needle = value.casefold().strip()
         scored = []
         for ref_id, label in seen.items():
-            by_id = difflib.SequenceMatcher(None, needle, ref_id.casefold()).ratio()
+            by_id = difflib.SequenceMatcher(None, _fold(needle), _fold(ref_id.casefold())).ratio()
             by_label = difflib.SequenceMatcher(None, needle, label.casefold()).ratio() if label else 0.0
             contains = 1.0 if needle and label and needle in label.casefold() else 0.0
             scored.append((max(by_id, by_label, contains), ref_id, label))
