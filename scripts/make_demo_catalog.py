@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "parley" / "data" / "demo_catalog.csv"
@@ -1106,6 +1107,44 @@ COLOURS = {
 }
 
 
+PREMIUM = (
+    "premium",
+    "pro",
+    "studio",
+    "4k",
+    "ultrawide",
+    "espresso",
+    "robot",
+    "cashmere",
+    "gravel",
+    "gps",
+    "sofa",
+)
+BUDGET = (
+    "budget",
+    "lite",
+    "mini",
+    "kid",
+    "travel",
+    "pocket",
+    "compact",
+    "slim",
+    "paperback",
+    "board",
+    "trio",
+)
+
+
+def _tier(text: str, rng: random.Random) -> float:
+    """Where in its type's price range a product sits: premium words high, budget words low."""
+    words = set(re.findall(r"[a-z0-9]+", text.lower()))
+    if words & set(PREMIUM):
+        return rng.uniform(0.75, 1.0)
+    if words & set(BUDGET):
+        return rng.uniform(0.0, 0.3)
+    return rng.uniform(0.3, 0.7)
+
+
 def rows() -> list[dict[str, str]]:
     """Every product in one or two colours (each colour is its own SKU, as in a real shop)."""
     rng = random.Random(20260421)
@@ -1115,7 +1154,7 @@ def rows() -> list[dict[str, str]]:
             serial = 100
             for name, brand, detail, features in variants:
                 base = f"{name} {kind.title()}" if code in ("AUD", "EAR", "SPK") else name
-                price = round(rng.uniform(low, high)) - 0.01
+                price = round(low + (high - low) * _tier(f"{name} {detail}", rng)) - 0.01
                 palette = COLOURS.get(code) or COLOURS.get(category)
                 colours = rng.sample(palette, 2) if palette else [""]
                 for colour in colours:
