@@ -147,14 +147,18 @@ class EmbeddingRouter:
         self.threshold = threshold
         self._cache: dict[str, np.ndarray] = {}
 
-    def scores(self, text: str, tools: Sequence[Tool]) -> list[float]:
-        missing = [t for t in tools if t.name + t.description not in self._cache]
+    def prime(self, texts: Iterable[str]) -> None:
+        """Embed many texts in one batch (messages or tool documents seen later)."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            vectors = self.embed([tool_document(t) for t in missing])
-            for tool, vector in zip(missing, vectors, strict=True):
-                self._cache[tool.name + tool.description] = _unit(vector)
-        query = _unit(self.embed([text])[0])
-        return [float(np.dot(query, self._cache[t.name + t.description])) for t in tools]
+            for text, vector in zip(missing, self.embed(missing), strict=True):
+                self._cache[text] = _unit(vector)
+
+    def scores(self, text: str, tools: Sequence[Tool]) -> list[float]:
+        documents = [tool_document(t) for t in tools]
+        self.prime([*documents, text])
+        query = self._cache[text]
+        return [float(np.dot(query, self._cache[d])) for d in documents]
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
