@@ -84,7 +84,7 @@ async def like_search(db: Database, q: Query, limit: int = 10) -> list[str]:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def bench_db(url: str, label: str, n_queries: int) -> dict[str, Any]:
