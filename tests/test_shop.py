@@ -18,9 +18,8 @@ from parley.tools.base import ToolError
 from tests.conftest import Server, serve
 from tests.sse import new_thread
 
-IKEA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ikea" / "ikea.csv"
-if not IKEA.exists():
-    IKEA = Path("/work/shared/datasets/ikea/ikea.csv")
+# The datasets live beside the project's root (``../shared/datasets``), never inside it.
+IKEA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ikea" / "ikea.csv"
 IKEA_MAP = [
     "id=item_id,name=name,category=category,price=price",
     "description=short_description+designer",
