@@ -115,7 +115,7 @@ async def bench_db(url: str, label: str, n_queries: int) -> dict[str, Any]:
         )
         for q in sample
     ]
-    for name, label, batch in (
+    for name, row, batch in (
         ("bm25", "bm25", sample),
         ("like", "like", sample),
         ("bm25", "bm25 natural", natural),
@@ -135,7 +135,7 @@ async def bench_db(url: str, label: str, n_queries: int) -> dict[str, Any]:
                 found = await like_search(db, q)
             latencies.append((time.perf_counter() - t) * 1000)
             hits += q.target in found
-        figures[label] = {
+        figures[row] = {
             "p50": statistics.median(latencies),
             "p95": pct(latencies, 95),
             "p99": pct(latencies, 99),
