@@ -183,8 +183,9 @@ def print_figures(label: str, f: dict[str, Any]) -> None:
         m = f[name]
         print(f"{name:20} {m['p50']:8.2f} {m['p95']:8.2f} {m['p99']:8.2f} {100 * m['success@10']:10.1f}%")
     ratio = f["like"]["p95"] / f["bm25"]["p95"]
+    gain = 100 * (f["bm25 natural"]["success@10"] - f["like natural"]["success@10"])
     print(
-        f"p95 LIKE / BM25 = {ratio:.2f}x; success@10 BM25 / LIKE: {f['bm25']['success@10'] / max(1e-9, f['like']['success@10']):.2f}x, natural phrasing {f['bm25 natural']['success@10'] / max(1e-9, f['like natural']['success@10']):.2f}x"
+        f"p95 LIKE / BM25 = {ratio:.2f}x; success@10 with natural phrasing: BM25 {gain:+.1f} points over LIKE"
     )
     c = f["cart"]
     print(
