@@ -32,7 +32,7 @@ from parley.store.schema import new_id
 from parley.threads import history
 from parley.tools.base import Tool, ToolContext, Tools
 from parley.tools.calls import Outcome, assemble, execute, rejected, shown_arguments
-from parley.tools.choice import fill_request, parse_arguments, plan, render_results
+from parley.tools.choice import fill_request, ground_text, parse_arguments, plan, render_results
 from parley.tools.provenance import Seen
 
 if TYPE_CHECKING:
@@ -184,7 +184,9 @@ async def server_chosen_tools(
     for step, choice in enumerate(plan(executor.tools.router, state.run.input, toolbox)[:max_steps], start=1):
         if choice.tool.schema()["properties"]:
             fill = fill_request(choice.tool, choice.text, seen, thread_id=state.run.thread_id)
-            arguments = parse_arguments(await _complete(executor, state, fill))
+            arguments = ground_text(
+                parse_arguments(await _complete(executor, state, fill)), choice.tool, choice.text
+            )
         else:
             arguments = "{}"
         call = ToolCall(new_id("call"), choice.tool.name, arguments)

@@ -418,7 +418,7 @@ async def test_small_model_mode_server_picks_tools_and_the_model_fills_arguments
             [TextDelta('{"query": "wireless headphones"}')],  # arguments of the chosen search
             [TextDelta("Here are wireless headphones.")],  # the answer
             [TextDelta('{"product_id": "AUD-103", "quantity": 1}')],
-            [TextDelta('{"query": "keyboard"}')],
+            [TextDelta('{"query": "search_products: {"}')],  # copied from the prompt, not the user
             [TextDelta("Added, and here are keyboards.")],
             [TextDelta("Hello! How can I help?")],
         ],
@@ -442,6 +442,9 @@ async def test_small_model_mode_server_picks_tools_and_the_model_fills_arguments
             server, thread, "add the aurora lite headphones to my cart and find me a keyboard"
         )
         assert [c["name"] for c in of(frames, "tool.call")] == ["add_to_cart", "search_products"]
+        assert of(frames, "tool.call")[1]["arguments"] == {"query": "find me a keyboard"}
+        assert {p["id"][:3] for p in of(frames, "tool.result")[1]["output"]["products"]} == {"KEY"}
+        assert list(provider.requests[2].response_schema["properties"]) == ["product_id"]  # essentials only
         enum = provider.requests[2].response_schema["properties"]["product_id"]["enum"]
         assert set(enum) == {"AUD-103", "AUD-104"}  # the seen products whose names fit the words
         assert [i["product_id"] for i in (await server.parley.shop.cart(thread))["items"]] == ["AUD-103"]

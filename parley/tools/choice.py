@@ -202,11 +202,25 @@ def grounded_schema(tool: Tool, seen: Seen, text: str) -> tuple[dict[str, Any], 
     return schema, shown
 
 
+def essential(schema: dict[str, Any]) -> dict[str, Any]:
+    """Only the arguments a small model must fill: the required ones and the first (made required).
+
+    Optional filters keep their defaults: a tiny model asked for every argument invents
+    values ("max_price": 10) and spends its time writing them.
+    """
+    properties = schema.get("properties", {})
+    if not properties:
+        return schema
+    keep = list(dict.fromkeys([next(iter(properties)), *schema.get("required", [])]))
+    return {**schema, "properties": {k: properties[k] for k in keep}, "required": keep}
+
+
 def fill_request(
-    tool: Tool, text: str, seen: Seen, *, thread_id: str | None = None, max_tokens: int = 256
+    tool: Tool, text: str, seen: Seen, *, thread_id: str | None = None, max_tokens: int = 128
 ) -> ProviderRequest:
-    """The request that asks a model for ``tool``'s arguments, as constrained JSON."""
+    """The request that asks a small model for ``tool``'s essential arguments, as constrained JSON."""
     schema, shown = grounded_schema(tool, seen, text)
+    schema = essential(schema)
     lines = [f"Call the function {tool.name}: {tool.description}"]
     lines.append("Arguments (JSON schema): " + json.dumps(schema["properties"], ensure_ascii=False))
     lines.append("Reply with the JSON object of arguments only.")
@@ -223,6 +237,28 @@ def fill_request(
         thread_id=thread_id,
         metadata={"purpose": "tool_arguments", "tool": tool.name},
     )
+
+
+def ground_text(arguments: str, tool: Tool, text: str) -> str:
+    """A small model's free-text first argument that shares no word with the request is replaced
+    by the request itself (a search query copied from the prompt finds nothing; the user's words do)."""
+    properties = tool.schema().get("properties", {})
+    if not properties:
+        return arguments
+    first, prop = next(iter(properties.items()))
+    if first in tool.references or "string" not in json.dumps(prop) or "enum" in prop:
+        return arguments
+    try:
+        values = json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments
+    if not isinstance(values, dict):
+        return arguments
+    value = values.get(first)
+    if isinstance(value, str) and set(stems(value)) & set(stems(text)):
+        return arguments
+    values[first] = text
+    return json.dumps(values, ensure_ascii=False)
 
 
 def parse_arguments(text: str) -> str:
