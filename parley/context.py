@@ -17,9 +17,11 @@ from parley.store.schema import Message
 def to_chat_message(message: Message) -> ChatMessage:
     data = message.data or {}
     role = message.role if message.role in ("system", "user", "assistant", "tool") else "user"
+    calls = [ToolCall(c["id"], c["name"], c["arguments"]) for c in data.get("tool_calls", [])]
     return ChatMessage(
         role=role,  # type: ignore[arg-type]
         content=message.content,
+        tool_calls=calls,
         tool_call_id=data.get("tool_call_id"),
         name=data.get("name"),
     )
@@ -28,7 +30,9 @@ def to_chat_message(message: Message) -> ChatMessage:
 def to_chat_messages(message: Message) -> list[ChatMessage]:
     """A stored message as the model saw it: an assistant turn that used tools becomes, per
     round, the assistant's calls followed by their results, then the answer."""
-    records = (message.data or {}).get("tool_calls") or []
+    # Calls the server executed carry their output; a client's calls (OpenAI-compatible
+    # API) do not: their results are the client's own tool messages that follow.
+    records = [r for r in (message.data or {}).get("tool_calls") or [] if "output" in r]
     if message.role != "assistant" or not records:
         return [to_chat_message(message)]
     expanded: list[ChatMessage] = []

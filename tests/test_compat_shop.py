@@ -164,11 +164,12 @@ async def test_a_failed_run_says_error_then_completion(settings_for) -> None:
     from parley.providers.base import ProviderError
 
     provider = ScriptedProvider(turns=[[ProviderError("upstream is down")]])
-    async with serve(settings_for(model="scripted:shop"), providers={"scripted:shop": provider}) as server:
+    settings = settings_for(model="scripted:shop", fallback_message="The shop assistant is resting.")
+    async with serve(settings, providers={"scripted:shop": provider}) as server:
         session_id = await session(server.client)
         frames = await listen(server.client, session_id, completions(2), say="hello")
         assert [f.event for f in frames][-2:] == ["error", "completion"]
-        assert frames[-2].json["error"] == "upstream is down"
+        assert frames[-2].json["error"] == "The shop assistant is resting."
         assert frames[-1].json["status"] == "error"
 
 
