@@ -202,9 +202,9 @@ async def conversation(
     ttfts: list[list[float]] = [[] for _ in ids]
     for n in range(turns):
         for index, thread in enumerate(ids):
-            ttft, _, _ = await turn(
-                client, thread, f"Tell me one fact about {TOPICS[(start + n + index * 5) % len(TOPICS)]}."
-            )
+            topic = TOPICS[(start + n + index * 5) % len(TOPICS)]
+            # Starts with the topic: no accidental shared prefix with another thread's question.
+            ttft, _, _ = await turn(client, thread, f"{topic.capitalize()}: tell me one fact about it.")
             ttfts[index].append(ttft)
     return ttfts
 

@@ -114,3 +114,27 @@ async def test_ctrl_c_in_chat_cancels_the_run_and_chat_goes_on(tmp_path: Path) -
         messages = (await server.client.get(f"/v1/threads/{thread}/messages")).json()["data"]
         first_run = (await server.client.get(f"/v1/runs/{messages[0]['run_id']}")).json()
         assert first_run["status"] == "cancelled"
+
+
+async def test_ask_starts_a_server_in_process_when_none_answers(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "parley",
+        "ask",
+        "hello from nowhere",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **os.environ,
+            "PARLEY_URL": "http://127.0.0.1:9",
+            "PARLEY_MODEL": "scripted:echo",
+            "PARLEY_DATA_DIR": str(tmp_path / "data"),
+            "PARLEY_DATABASE_URL": "",
+        },
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode == 0, err.decode()
+    assert out.decode().strip() == "hello from nowhere"
+    assert "starting one in this process" in err.decode()
+    assert (tmp_path / "data" / "parley.db").exists()

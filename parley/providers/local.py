@@ -40,7 +40,7 @@ from typing import Any, cast
 import llama_cpp
 import numpy as np
 import structlog
-from llama_cpp import Llama, LlamaState, StoppingCriteriaList
+from llama_cpp import Llama, StoppingCriteriaList
 from llama_cpp.llama_chat_format import ChatFormatter, ChatFormatterResponse, Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 from llama_cpp.llama_types import CreateCompletionStreamResponse
@@ -102,15 +102,15 @@ class _Done:
 
 @dataclass(slots=True)
 class _Saved:
-    """A thread's context: its tokens and llama.cpp's serialized KV state."""
+    """A thread's context: its tokens and llama.cpp's serialized state (the KV cache)."""
 
-    input_ids: np.ndarray[Any, Any]
-    n_tokens: int
-    state: bytes
+    tokens: np.ndarray[Any, Any]
+    state: ctypes.Array[ctypes.c_uint8]
+    size: int
 
     @property
-    def size(self) -> int:
-        return len(self.state) + self.input_ids.nbytes
+    def nbytes(self) -> int:
+        return self.size + self.tokens.nbytes
 
 
 @dataclass(slots=True)
@@ -320,35 +320,30 @@ class LocalModel:
             self._owner_saved = False
             return
         self._saved.move_to_end(thread_id)
-        llama.load_state(
-            LlamaState(
-                input_ids=saved.input_ids,
-                # Logits are recomputed: generation re-evaluates the last prompt token.
-                scores=np.zeros((1, llama.n_vocab()), dtype=np.single),
-                n_tokens=saved.n_tokens,
-                llama_state=saved.state,
-                llama_state_size=len(saved.state),
-                seed=llama._seed,
-            )
-        )
+        if llama_cpp.llama_state_set_data(llama.ctx, saved.state, saved.size) != saved.size:
+            raise ProviderError("could not restore a saved context", code="local_model_error")
+        n_tokens = len(saved.tokens)
+        llama.input_ids[:n_tokens] = saved.tokens
+        # One token short: generation evaluates the last one again, which recomputes the logits.
+        llama.n_tokens = max(0, n_tokens - 1)
 
     def _snapshot(self, llama: Llama) -> _Saved:
         size = llama_cpp.llama_state_get_size(llama.ctx)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_get_data(llama.ctx, buffer, size)
-        return _Saved(llama.input_ids.copy(), llama.n_tokens, ctypes.string_at(buffer, written))
+        state = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_get_data(llama.ctx, state, size)
+        return _Saved(llama.input_ids[: llama.n_tokens].copy(), state, written)
 
     def _remember(self, thread_id: str, saved: _Saved) -> None:
-        if saved.size > self.cache_bytes:
+        if saved.nbytes > self.cache_bytes:
             return
         old = self._saved.pop(thread_id, None)
         if old is not None:
-            self._saved_bytes -= old.size
+            self._saved_bytes -= old.nbytes
         self._saved[thread_id] = saved
-        self._saved_bytes += saved.size
+        self._saved_bytes += saved.nbytes
         while self._saved_bytes > self.cache_bytes:
             _, evicted = self._saved.popitem(last=False)
-            self._saved_bytes -= evicted.size
+            self._saved_bytes -= evicted.nbytes
 
 
 class LocalProvider(Provider):
