@@ -6,4 +6,6 @@ VENV=${VENV:-.venv}
 eval "$(scripts/services.sh start)"
 trap 'scripts/services.sh stop "$SERVICES_DIR"' EXIT
 export PARLEY_TEST_REQUIRE_SERVICES=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# The suite starts many `parley` subprocesses: let them reuse compiled bytecode.
+unset PYTHONDONTWRITEBYTECODE
 "$VENV/bin/python" -m pytest "$@"

@@ -232,14 +232,18 @@ async def test_a_failed_run_says_the_model_is_unavailable(
             ]
         ]
     )
-    async with chat_server(model="scripted:down", providers={"scripted:down": down}) as server:
+    async with chat_server(
+        model="scripted:down",
+        providers={"scripted:down": down},
+        fallback_message="Our models are taking a break; try again soon.",
+    ) as server:
         page = await open_app(context, server)
         await send(page, "are you there?")
         reply = replies(page).last
         await expect(reply).to_have_attribute("data-status", "failed")
         alert = reply.get_by_role("alert")
         await expect(alert).to_contain_text("The model is unavailable")
-        await expect(alert).to_contain_text("the upstream model is not responding")
+        await expect(alert).to_contain_text("Our models are taking a break; try again soon.")
         await expect(reply.locator(".markdown")).to_have_text("Let me")
         await expect(page.get_by_role("button", name="Send message")).to_be_visible()
         await screenshot(page, "error-run-failed")
