@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from parley import events as ev
 from parley.context import build_request
+from parley.knowledge.grounding import cite, decline, retrieve
 from parley.providers.base import Fallback, Finish, ProviderRequest, TextDelta, ToolCallDelta, Usage
 from parley.threads import history
 
@@ -20,7 +21,11 @@ if TYPE_CHECKING:
 
 async def run_agent(executor: Executor, state: RunState) -> None:
     request = await prepare(executor, state)
+    if request is None:
+        await executor.log.flush()
+        return
     await stream_turn(executor, state, request)
+    cite(executor, state)
     if not state.usage_reported:
         assert state.route is not None
         state.input_tokens = sum(state.route.primary.count_tokens(m.content) for m in request.messages)
@@ -28,12 +33,22 @@ async def run_agent(executor: Executor, state: RunState) -> None:
     await executor.log.flush()
 
 
-async def prepare(executor: Executor, state: RunState) -> ProviderRequest:
-    """The request for the first model turn: instructions and history (see ``parley.context``)."""
+async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None:
+    """The request for the first model turn: instructions, history and retrieved passages.
+
+    ``None`` when the run is already answered: the assistant has knowledge bases and
+    nothing in them is about the question, so it says so instead of calling the model.
+    """
     assert state.assistant is not None
     async with executor.db.session() as session:
         messages = await history(session, state.run.thread_id)
-    return build_request(state.assistant, messages, thread_id=state.run.thread_id)
+    retrieved = None
+    if state.assistant.knowledge_bases:
+        retrieved = await retrieve(executor, state, state.run.input)
+        if not retrieved:
+            decline(executor, state)
+            return None
+    return build_request(state.assistant, messages, thread_id=state.run.thread_id, retrieved=retrieved)
 
 
 async def stream_turn(executor: Executor, state: RunState, request: ProviderRequest) -> list[ToolCallDelta]:

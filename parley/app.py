@@ -9,17 +9,19 @@ import structlog
 from fastapi import FastAPI, Request
 
 from parley import __version__, errors
+from parley.api import knowledge as knowledge_api
 from parley.api import runs as runs_api
 from parley.api import system as system_api
 from parley.api import threads as threads_api
 from parley.assistants import Assistants
 from parley.bus import Bus, LocalBus
-from parley.compat import chatbot_sse
+from parley.compat import chatbot_sse, faq
 from parley.config import Settings
 from parley.errors import ApiError
 from parley.events import EventLog
 from parley.executor import Executor
 from parley.http import BodyLimit, RequestContext
+from parley.knowledge.bases import Knowledge
 from parley.metrics import Metrics
 from parley.providers.base import Provider
 from parley.providers.registry import Providers
@@ -54,6 +56,8 @@ class Parley:
             self.metrics,
             max_concurrent=settings.max_concurrent_runs,
         )
+        self.knowledge = Knowledge(self.db, embeddings=settings.embeddings)
+        self.executor.knowledge = self.knowledge
         self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
         self.local_user: Principal | None = None
         self.ready = False
@@ -63,6 +67,7 @@ class Parley:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.db.upgrade()
         self.local_user = await ensure_local_user(self.db)
+        await self.knowledge.start(owner_id=self.local_user.user_id, sync=self.settings.knowledge)
         await self.log.start()
         await self.executor.recover()
         self.ready = True
@@ -103,7 +108,14 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
     )
     app.state.parley = parley
     errors.install(app)
-    for router in (threads_api.router, runs_api.router, system_api.router, chatbot_sse.router):
+    for router in (
+        threads_api.router,
+        runs_api.router,
+        system_api.router,
+        knowledge_api.router,
+        chatbot_sse.router,
+        faq.router,
+    ):
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(RequestContext, metrics=parley.metrics)

@@ -1,4 +1,4 @@
-"""The ``parley`` command: serve, db."""
+"""The ``parley`` command: serve, ingest, db."""
 
 from __future__ import annotations
 
@@ -54,6 +54,20 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders: Markdown, text, PDF.", exists=True)],
+    kb: Annotated[str, typer.Option("--kb", help="Knowledge base name (created if missing).")],
+    prune: Annotated[bool, typer.Option(help="Delete documents no longer among PATHS.")] = False,
+) -> None:
+    """Ingest files into a knowledge base of the local user; unchanged files are skipped."""
+    import asyncio
+
+    from parley.knowledge.cli import run_ingest
+
+    raise typer.Exit(asyncio.run(run_ingest(Settings(), paths, kb, prune=prune)))
 
 
 @db_app.command("upgrade")

@@ -1,7 +1,8 @@
 """The context builder: what the model sees for a run.
 
 Instructions first, then the thread's history in order, ending with the user's latest
-message. (Token budgets, summaries, memory and retrieval plug in here.)
+message; retrieved passages go into that last user turn. (Token budgets, summaries and
+memory plug in here.)
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from parley.assistants import Assistant
+from parley.knowledge.grounding import grounded_prompt
+from parley.knowledge.search import Hit
 from parley.providers.base import ChatMessage, ProviderRequest, ToolCall
 from parley.store.schema import Message
 
@@ -26,7 +29,15 @@ def to_chat_message(message: Message) -> ChatMessage:
     )
 
 
-def build_request(assistant: Assistant, history: Sequence[Message], *, thread_id: str) -> ProviderRequest:
+def build_request(
+    assistant: Assistant,
+    history: Sequence[Message],
+    *,
+    thread_id: str,
+    retrieved: Sequence[Hit] | None = None,
+) -> ProviderRequest:
     messages = [ChatMessage("system", assistant.instructions)] if assistant.instructions else []
     messages.extend(to_chat_message(m) for m in history)
+    if retrieved and messages and messages[-1].role == "user":
+        messages[-1] = ChatMessage("user", grounded_prompt(messages[-1].content, retrieved))
     return ProviderRequest(messages=messages, thread_id=thread_id)

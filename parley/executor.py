@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select, update
@@ -34,6 +34,9 @@ from parley.providers.registry import Providers, UnknownProvider
 from parley.providers.route import Route
 from parley.store.db import Database
 from parley.store.schema import Message, Run, new_id, now
+
+if TYPE_CHECKING:
+    from parley.knowledge.bases import Knowledge
 
 log = structlog.get_logger(__name__)
 
@@ -107,6 +110,8 @@ class Executor:
         self._cancel_reasons: dict[str, str] = {}
         self._thread_queue: dict[str, deque[str]] = {}
         self._stopping = False
+        #: Knowledge bases that assistants retrieve from (set by the app).
+        self.knowledge: Knowledge | None = None
         #: The agent loop (``parley.agent.run_agent``); tests may swap it.
         self.produce: Producer = run_agent
 
