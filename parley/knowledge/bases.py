@@ -67,11 +67,11 @@ Progress = Callable[[str, str | None], None]
 
 
 class Knowledge:
-    def __init__(self, db: Database, *, embeddings: str = "minilm") -> None:
+    def __init__(self, db: Database, *, embeddings: str = "minilm", embedder: Embedder | None = None) -> None:
         self.db = db
         self._spec = embeddings
-        self._embedder: Embedder | None = None
-        self._embedder_loaded = embeddings == "none"
+        self._embedder = embedder
+        self._embedder_loaded = embeddings == "none" or embedder is not None
         self._indexes: dict[str, KbIndex] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._embed_lock = asyncio.Lock()
