@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 FAQ = """# Acme help
 
 Q: How do I reset my password?

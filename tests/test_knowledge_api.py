@@ -56,12 +56,18 @@ async def test_create_upload_search_delete(kserver: Server) -> None:
     assert (pdf.json()["format"], pdf.json()["title"]) == ("pdf", "Alice's CV")
 
     same = await c.post(f"/v1/knowledge-bases/{kb}/documents", json={"title": "Acme help", "text": FAQ})
-    assert (same.status_code, same.json()["status"], same.json()["id"]) == (200, "unchanged", text.json()["id"])
+    assert (same.status_code, same.json()["status"], same.json()["id"]) == (
+        200,
+        "unchanged",
+        text.json()["id"],
+    )
 
     listed = (await c.get("/v1/knowledge-bases")).json()["data"]
     assert [(b["name"], b["documents"]) for b in listed] == [("help", 3)]
 
-    found = await c.get(f"/v1/knowledge-bases/{kb}/search", params={"q": "how do I reset my password", "k": 2})
+    found = await c.get(
+        f"/v1/knowledge-bases/{kb}/search", params={"q": "how do I reset my password", "k": 2}
+    )
     assert found.status_code == 200, found.text
     body = found.json()
     assert body["mode"] == "hybrid" and len(body["data"]) == 2
@@ -91,7 +97,11 @@ async def test_create_upload_search_delete(kserver: Server) -> None:
 @pytest.mark.parametrize(
     ("files", "status", "code"),
     [
-        ({"file": ("cv.pdf", b"MZ\x90\x00 this is an executable", "application/pdf")}, 422, "unreadable_document"),
+        (
+            {"file": ("cv.pdf", b"MZ\x90\x00 this is an executable", "application/pdf")},
+            422,
+            "unreadable_document",
+        ),
         ({"file": ("tool.exe", b"MZ\x90\x00", "application/octet-stream")}, 415, "unreadable_document"),
         ({"file": ("notes.txt", b"\x00\x01binary", "text/plain")}, 422, "unreadable_document"),
         ({"file": ("big.txt", b"a" * (64 * 1024 + 1), "text/plain")}, 413, "too_large"),
@@ -124,7 +134,9 @@ async def test_bad_json_bodies_are_refused(kserver: Server) -> None:
     assert (await c.get(search, params={"q": "x", "mode": "magic"})).status_code == 422
     assert (await c.get(search, params={"q": "x", "k": 0})).status_code == 422
     assert await documents(kserver, kb) == []
-    assert (await c.post("/v1/knowledge-bases/kb_missing/documents", json={"title": "a", "text": "b"})).status_code == 404
+    assert (
+        await c.post("/v1/knowledge-bases/kb_missing/documents", json={"title": "a", "text": "b"})
+    ).status_code == 404
 
 
 async def test_another_user_gets_404_for_every_knowledge_base_endpoint(kserver: Server) -> None:

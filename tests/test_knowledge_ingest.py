@@ -79,7 +79,11 @@ def test_same_bytes_give_the_same_hashes() -> None:
     assert a.sha256 == b.sha256
     assert [c.sha256 for c in a.chunks] == [c.sha256 for c in b.chunks]
     changed = parse("help.md", FAQ.replace("Visa", "Amex").encode())
-    assert [x.sha256 == y.sha256 for x, y in zip(a.chunks, changed.chunks, strict=True)] == [True, True, False]
+    assert [x.sha256 == y.sha256 for x, y in zip(a.chunks, changed.chunks, strict=True)] == [
+        True,
+        True,
+        False,
+    ]
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,9 @@ async def test_modes_scores_and_document_filter(db: Database) -> None:
     assert bm25[0].score == bm25[0].bm25 and bm25[0].score > 0 and bm25[0].similarity is None
 
     # "refunded" stems to "refund": BM25 matches word forms too.
-    assert (await knowledge.search(alice, kb.id, "refunded", mode="bm25"))[0].title == "What is the refund policy?"
+    assert (await knowledge.search(alice, kb.id, "refunded", mode="bm25"))[
+        0
+    ].title == "What is the refund policy?"
 
     dense = await knowledge.search(alice, kb.id, "watering tomato plants", mode="dense", k=2)
     assert dense[0].title == "Gardening guide > Tomatoes"
@@ -100,7 +102,9 @@ async def test_modes_scores_and_document_filter(db: Database) -> None:
     assert hybrid[0].bm25 is not None and hybrid[0].similarity is not None
     assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
 
-    only_guide = await knowledge.search(alice, kb.id, "password", mode="hybrid", k=5, document=guide.document.id)
+    only_guide = await knowledge.search(
+        alice, kb.id, "password", mode="hybrid", k=5, document=guide.document.id
+    )
     assert only_guide and {h.document_id for h in only_guide} == {guide.document.id}
     only_faq = await knowledge.search(alice, kb.id, "roses", mode="bm25", document=faq.document.id)
     assert only_faq == []
@@ -155,7 +159,9 @@ async def test_sync_reports_bad_files_and_mirrors_the_folder(db: Database, tmp_p
     (folder / "guide.md").write_text(GUIDE)
     (folder / "fake.pdf").write_bytes(b"not a pdf at all")
     seen: list[tuple[str, str | None]] = []
-    report = await knowledge.sync(owner.user_id, "docs", [folder], prune=True, progress=lambda s, e: seen.append((s, e)))
+    report = await knowledge.sync(
+        owner.user_id, "docs", [folder], prune=True, progress=lambda s, e: seen.append((s, e))
+    )
     assert (report.created, report.updated, report.unchanged, report.chunks) == (2, 0, 0, 5)
     assert report.failed == [("fake.pdf", "not a PDF: the file does not start with %PDF-")]
     assert [s for s, _ in seen] == ["fake.pdf", "guide.md", "help.md"]
