@@ -42,7 +42,8 @@ async def test_ask_answers_from_the_faq_and_history_lists_it(faq_server: Server)
     )  # scripted:echo shows the context
     assert isinstance(body["question_id"], int)
     assert datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
-    assert isinstance(body["processing_time"], int) and body["processing_time"] >= 0
+    assert isinstance(body["processing_time"], int)
+    assert body["processing_time"] >= 0
 
     second = await c.post(
         "/api/v1/ask", json={"question": "How do I reset my password?", "context_method": "keyword"}
@@ -66,7 +67,8 @@ async def test_ask_answers_from_the_faq_and_history_lists_it(faq_server: Server)
 
     # Each question is a run of the support assistant, visible in the native API too.
     threads = (await c.get("/v1/threads")).json()["data"]
-    assert {t["assistant"] for t in threads} == {"support"} and len(threads) == 2
+    assert {t["assistant"] for t in threads} == {"support"}
+    assert len(threads) == 2
 
 
 async def test_an_unrelated_question_gets_i_dont_know(faq_server: Server) -> None:
@@ -86,7 +88,8 @@ async def test_context_method_all_gives_the_model_the_first_entries(
     assert response.status_code == 200, response.text
     assert response.json()["answer"] == "See [1]."
     prompt = model.requests[0].messages[-1].content
-    assert "[1] Q: How do I reset my password?" in prompt and "[3] Q: Which payment methods" in prompt
+    assert "[1] Q: How do I reset my password?" in prompt
+    assert "[3] Q: Which payment methods" in prompt
 
 
 @pytest.mark.parametrize(

@@ -70,11 +70,15 @@ async def test_create_upload_search_delete(kserver: Server) -> None:
     )
     assert found.status_code == 200, found.text
     body = found.json()
-    assert body["mode"] == "hybrid" and len(body["data"]) == 2
+    assert body["mode"] == "hybrid"
+    assert len(body["data"]) == 2
     top = body["data"][0]
     assert top["title"] == "How do I reset my password?"
-    assert top["document"] == text.json()["id"] and top["chunk"].startswith("chk_")
-    assert top["score"] > 0 and top["bm25"] > 0 and top["similarity"] > 0
+    assert top["document"] == text.json()["id"]
+    assert top["chunk"].startswith("chk_")
+    assert top["score"] > 0
+    assert top["bm25"] > 0
+    assert top["similarity"] > 0
 
     k8s = await c.get(f"/v1/knowledge-bases/{kb}/search", params={"q": "kubernetes", "mode": "bm25"})
     assert [h["document"] for h in k8s.json()["data"]] == [pdf.json()["id"]]

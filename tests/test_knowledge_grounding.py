@@ -53,7 +53,8 @@ async def test_context_goes_into_the_user_turn_and_the_message_keeps_the_sources
         frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
         messages = (await server.client.get(f"/v1/threads/{thread}/messages")).json()["data"]
     request = model.requests[0]
-    assert request.messages[0].role == "system" and "support assistant" in request.messages[0].content
+    assert request.messages[0].role == "system"
+    assert "support assistant" in request.messages[0].content
     user_turn = request.messages[-1]
     assert user_turn.role == "user"
     assert "[1] Q: What is the refund policy?" in user_turn.content
@@ -92,7 +93,8 @@ async def test_below_the_relevance_floor_it_says_it_does_not_know_without_the_mo
     assert [f.event for f in frames] == ["run.started", "retrieval", "message.delta", "run.completed"]
     assert frames[1].json == {"sources": []}
     assert frames[-1].json["text"] == NO_ANSWER
-    assert final["status"] == "completed" and final["output"] == NO_ANSWER
+    assert final["status"] == "completed"
+    assert final["output"] == NO_ANSWER
     assert model.requests == []  # nothing was invented
 
 
@@ -123,7 +125,8 @@ async def test_the_demo_faq_is_synced_at_start_and_again_is_unchanged(
         bases = (await server.client.get("/v1/knowledge-bases")).json()["data"]
         assert [(b["name"], b["documents"]) for b in bases] == [("parley-faq", 1)]
         docs = (await server.client.get(f"/v1/knowledge-bases/{bases[0]['id']}/documents")).json()["data"]
-        assert docs[0]["format"] == "faq" and docs[0]["chunks"] >= 30
+        assert docs[0]["format"] == "faq"
+        assert docs[0]["chunks"] >= 30
         thread = await new_thread(server.client, "support")
         run = await start_run(server.client, thread, "How do I cancel a run?")
         frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")

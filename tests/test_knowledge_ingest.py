@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from parley.knowledge.chunking import is_faq, split_faq, split_markdown, split_text
@@ -51,7 +53,7 @@ def test_long_text_is_cut_into_overlapping_windows_of_bounded_size() -> None:
     windows = split_text(text, size=300, overlap=80)
     assert len(windows) > 10
     assert all(len(w) <= 300 for w in windows)
-    for before, after in zip(windows, windows[1:], strict=False):
+    for before, after in itertools.pairwise(windows):
         last = before.split(". ")[-1]
         assert after.startswith(last) or last in after  # the cut sentence is repeated
     assert all(s in text for w in windows for s in w.split(". ")[:1])

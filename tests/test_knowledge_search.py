@@ -69,7 +69,8 @@ async def test_deleting_a_document_removes_its_chunks_from_the_database_and_the_
     await knowledge.delete_document(alice, kb.id, faq.document.id)
     assert await chunk_count(db) == 2
     left = await knowledge.search(alice, kb.id, "refund policy password payment", k=10)
-    assert left and {h.document_id for h in left} != {faq.document.id}
+    assert left
+    assert {h.document_id for h in left} != {faq.document.id}
     assert all(h.document_id != faq.document.id for h in left)
     with pytest.raises(ApiError) as missing:
         await knowledge.delete_document(alice, kb.id, faq.document.id)
@@ -85,7 +86,9 @@ async def test_modes_scores_and_document_filter(db: Database) -> None:
 
     bm25 = await knowledge.search(alice, kb.id, "refund", mode="bm25", k=5)
     assert [h.title for h in bm25] == ["What is the refund policy?"]  # only documents with the term
-    assert bm25[0].score == bm25[0].bm25 and bm25[0].score > 0 and bm25[0].similarity is None
+    assert bm25[0].score == bm25[0].bm25
+    assert bm25[0].score > 0
+    assert bm25[0].similarity is None
 
     # "refunded" stems to "refund": BM25 matches word forms too.
     assert (await knowledge.search(alice, kb.id, "refunded", mode="bm25"))[
@@ -99,13 +102,15 @@ async def test_modes_scores_and_document_filter(db: Database) -> None:
 
     hybrid = await knowledge.search(alice, kb.id, "password reset email", mode="hybrid", k=3)
     assert hybrid[0].title == "How do I reset my password?"
-    assert hybrid[0].bm25 is not None and hybrid[0].similarity is not None
+    assert hybrid[0].bm25 is not None
+    assert hybrid[0].similarity is not None
     assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
 
     only_guide = await knowledge.search(
         alice, kb.id, "password", mode="hybrid", k=5, document=guide.document.id
     )
-    assert only_guide and {h.document_id for h in only_guide} == {guide.document.id}
+    assert only_guide
+    assert {h.document_id for h in only_guide} == {guide.document.id}
     only_faq = await knowledge.search(alice, kb.id, "roses", mode="bm25", document=faq.document.id)
     assert only_faq == []
 
@@ -144,7 +149,8 @@ async def test_vectors_of_another_model_are_recomputed_at_start(db: Database) ->
     assert off.value.status == 422
     dense = await started(db, alice, embeddings="hash")
     hits = await dense.search(alice, kb.id, "password reset", mode="dense", k=1)
-    assert hits[0].similarity is not None and hits[0].title == "How do I reset my password?"
+    assert hits[0].similarity is not None
+    assert hits[0].title == "How do I reset my password?"
     async with db.session() as session:
         models = set(await session.scalars(select(Chunk.vector_model)))
     assert models == {HashEmbedder().name}
