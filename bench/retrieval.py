@@ -173,7 +173,7 @@ async def scifact(bench: Bench, latency_queries: int) -> dict[str, Any]:
         timings = []
         for q in sample:
             t0 = time.perf_counter()
-            await bench.knowledge.search_bases([kb_id], q + " ", mode=mode, k=10)
+            await bench.knowledge.search_bases([kb_id], q, mode=mode, k=10)
             timings.append((time.perf_counter() - t0) * 1000)
         index = bench.knowledge._indexes[kb_id]
         vectors = bench.embedder.embed(sample)
