@@ -36,33 +36,8 @@ from parley.knowledge.grounding import grounded_prompt
 from parley.knowledge.ingest import parse
 from parley.knowledge.search import Hit
 
-STOP = set(
-    [
-        "the",
-        "a",
-        "an",
-        "and",
-        "or",
-        "of",
-        "to",
-        "in",
-        "is",
-        "it",
-        "for",
-        "on",
-        "with",
-        "this",
-        "that",
-        "you",
-        "your",
-        "be",
-        "are",
-        "as",
-        "by",
-        "can",
-        "at",
-        "from",
-    ]
+STOP = frozenset(
+    "the a an and or of to in is it for on with this that you your be are as by can at from".split()
 )
 
 
