@@ -29,6 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bm25s.stopwords import STOPWORDS_EN
+
 from bench.retrieval import CACHE, DATASETS, Bench, CachedEmbedder, jsonl
 from parley.assistants import BUILTIN
 from parley.knowledge.embeddings import MiniLMEmbedder
@@ -36,7 +38,7 @@ from parley.knowledge.grounding import grounded_prompt
 from parley.knowledge.ingest import parse
 from parley.knowledge.search import Hit
 
-STOP = frozenset(
+STOP = frozenset(STOPWORDS_EN)
     "the a an and or of to in is it for on with this that you your be are as by can at from".split()
 )
 
