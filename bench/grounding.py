@@ -39,8 +39,6 @@ from parley.knowledge.ingest import parse
 from parley.knowledge.search import Hit
 
 STOP = frozenset(STOPWORDS_EN)
-    "the a an and or of to in is it for on with this that you your be are as by can at from".split()
-)
 
 
 def content_words(text: str) -> set[str]:
