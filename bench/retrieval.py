@@ -99,11 +99,16 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, root: Path, embedder: CachedEmbedder) -> None:
+    def __init__(self, root: Path, embedder: CachedEmbedder | None) -> None:
         self.root = root
         self.embedder = embedder
+        self.modes: tuple[Mode, ...] = MODES if embedder is not None else ("bm25",)
         self.db = Database(f"sqlite+aiosqlite:///{root / 'bench.db'}", sqlite_synchronous="OFF")
-        self.knowledge = Knowledge(self.db, embedder=embedder)
+        self.knowledge = (
+            Knowledge(self.db, embedder=embedder)
+            if embedder is not None
+            else Knowledge(self.db, embeddings="none")
+        )
         self.owner = 0
 
     async def start(self) -> None:
@@ -125,7 +130,7 @@ class Bench:
     def search_all(self, kb_id: str, queries: list[str], mode: Mode, k: int) -> list[list[Hit]]:
         """Quality runs: the index searched directly with batch-embedded queries."""
         index = self.knowledge._indexes[kb_id]
-        vectors = self.embedder.embed(queries) if mode != "bm25" else [None] * len(queries)
+        vectors = self.embedder.embed(queries) if mode != "bm25" and self.embedder else [None] * len(queries)
         tokens = tokenize(queries)
         return [index.search(t, v, mode=mode, k=k) for t, v in zip(tokens, vectors, strict=True)]
 
@@ -148,15 +153,15 @@ async def scifact(bench: Bench, latency_queries: int) -> dict[str, Any]:
         for d in corpus
     ]
     parse_s = time.perf_counter() - started
-    before = bench.embedder.computed, bench.embedder.seconds
+    before = (bench.embedder.computed, bench.embedder.seconds) if bench.embedder else (0, 0.0)
     kb_id, sources, ingest_s = await bench.ingest("scifact", items)
-    embedded = bench.embedder.computed - before[0]
-    embed_s = bench.embedder.seconds - before[1]
+    embedded = bench.embedder.computed - before[0] if bench.embedder else 0
+    embed_s = bench.embedder.seconds - before[1] if bench.embedder else 0.0
     chunks = len(bench.knowledge._indexes[kb_id])
     ids = [q for q in qrels if q in queries]
     texts = [queries[q] for q in ids]
     quality: dict[str, dict[str, float]] = {}
-    for mode in MODES:
+    for mode in bench.modes:
         runs = bench.search_all(kb_id, texts, mode, k=300)
         ranked = [documents_in_order(hits, sources)[:100] for hits in runs]
         quality[mode] = {
@@ -167,7 +172,7 @@ async def scifact(bench: Bench, latency_queries: int) -> dict[str, Any]:
         }
     sample = texts[:latency_queries]
     latency: dict[str, dict[str, float]] = {}
-    for mode in MODES:
+    for mode in bench.modes:
         for q in sample[:20]:
             await bench.knowledge.search_bases([kb_id], q, mode=mode, k=10)
         timings = []
@@ -176,7 +181,7 @@ async def scifact(bench: Bench, latency_queries: int) -> dict[str, Any]:
             await bench.knowledge.search_bases([kb_id], q, mode=mode, k=10)
             timings.append((time.perf_counter() - t0) * 1000)
         index = bench.knowledge._indexes[kb_id]
-        vectors = bench.embedder.embed(sample)
+        vectors = bench.embedder.embed(sample) if bench.embedder else [None] * len(sample)
         tokens = tokenize(sample)
         index_only = []
         for t, v in zip(tokens, vectors, strict=True):
@@ -217,16 +222,17 @@ async def stackfaq(bench: Bench) -> dict[str, Any]:
     kb_id, sources, ingest_s = await bench.ingest("stackfaq", items)
     texts = [q["query"] for q in queries]
     result: dict[str, Any] = {"entries": len(faq), "queries": len(queries), "ingest_s": ingest_s}
-    floor = bench.embedder.relevance_floor
-    for mode in MODES:
+    for mode in bench.modes:
         runs = bench.search_all(kb_id, texts, mode, k=20)
         ranked = [documents_in_order(hits, sources) for hits in runs]
         result[mode] = {
             "top1": statistics.mean(r[:1] == [q["faq_id"]] for r, q in zip(ranked, queries, strict=True)),
             "top5": statistics.mean(q["faq_id"] in r[:5] for r, q in zip(ranked, queries, strict=True)),
         }
-    dense = bench.search_all(kb_id, texts, "dense", k=1)
-    result["above_floor"] = statistics.mean(bool(h) and (h[0].similarity or 0) >= floor for h in dense)
+    if bench.embedder:
+        floor = bench.embedder.relevance_floor
+        dense = bench.search_all(kb_id, texts, "dense", k=1)
+        result["above_floor"] = statistics.mean(bool(h) and (h[0].similarity or 0) >= floor for h in dense)
     return result
 
 
@@ -258,7 +264,7 @@ async def cvs(bench: Bench) -> dict[str, Any]:
         "ingest_s": parse_s + ingest_s,
     }
     queries = [f"{name.lower().replace('-', ' ')} resume" for name in names]
-    for mode in MODES:
+    for mode in bench.modes:
         runs = bench.search_all(kb_id, queries, mode, k=50)
         ranked = [documents_in_order(hits, sources) for hits in runs]
         result[mode] = {
@@ -276,17 +282,18 @@ def report(results: dict[str, Any]) -> None:
         s = results["scifact"]
         print(f"\nSciFact: {s['docs']} docs -> {s['chunks']} chunks, {s['queries']} train queries")
         print(f"{'mode':8} {'nDCG@10':>8} {'R@100':>7}")
-        for mode in MODES:
+        for mode in s["quality"]:
             q = s["quality"][mode]
             print(f"{mode:8} {q['ndcg@10']:8.4f} {q['recall@100']:7.4f}")
-        best = max(s["quality"]["bm25"]["ndcg@10"], s["quality"]["dense"]["ndcg@10"])
-        print(f"hybrid / best single nDCG@10: {s['quality']['hybrid']['ndcg@10'] / best:.3f}")
+        if "hybrid" in s["quality"]:
+            best = max(s["quality"]["bm25"]["ndcg@10"], s["quality"]["dense"]["ndcg@10"])
+            print(f"hybrid / best single nDCG@10: {s['quality']['hybrid']['ndcg@10'] / best:.3f}")
         print(
             f"ingest: {s['docs_per_s']:.1f} docs/s ({s['parse_s'] + s['ingest_s']:.1f} s; "
             f"{s['embedded_now']} chunks embedded now in {s['embed_s']:.1f} s)"
         )
         print(f"{'latency':8} {'p50 ms':>7} {'p95 ms':>7} {'index p50':>10} {'index p95':>10}")
-        for mode in MODES:
+        for mode in s["latency"]:
             lat = s["latency"][mode]
             print(
                 f"{mode:8} {lat['p50_ms']:7.2f} {lat['p95_ms']:7.2f} {lat['index_p50_ms']:10.2f} {lat['index_p95_ms']:10.2f}"
@@ -294,16 +301,17 @@ def report(results: dict[str, Any]) -> None:
     if "stackfaq" in results:
         s = results["stackfaq"]
         print(f"\nStackFAQ: {s['entries']} entries, {s['queries']} paraphrased questions")
-        for mode in MODES:
+        for mode in [m for m in MODES if m in s]:
             print(f"{mode:8} top-1 {s[mode]['top1']:.3f}  top-5 {s[mode]['top5']:.3f}")
-        print(f"questions whose best passage clears the relevance floor: {s['above_floor']:.3f}")
+        if "above_floor" in s:
+            print(f"questions whose best passage clears the relevance floor: {s['above_floor']:.3f}")
     if "cvs" in results:
         s = results["cvs"]
         print(
             f"\nCVs: {s['ingested']}/{s['pdfs']} PDFs ingested ({s['empty']} empty, {len(s['failed'])} failed), "
             f"{s['chunks']} chunks, {s['ingest_s']:.1f} s"
         )
-        for mode in MODES:
+        for mode in [m for m in MODES if m in s]:
             print(
                 f"{mode:8} precision@3 {s[mode]['p@3']:.3f}  precision@5 {s[mode]['p@5']:.3f} (at most 0.6)"
             )
@@ -316,8 +324,9 @@ async def main() -> None:
     parser.add_argument("--only", default="scifact,stackfaq,cvs")
     parser.add_argument("--latency-queries", type=int, default=300)
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    parser.add_argument("--bm25-only", action="store_true", help="No embeddings: BM25 figures in seconds.")
     args = parser.parse_args()
-    embedder = CachedEmbedder(MiniLMEmbedder(), CACHE / "minilm.npz")
+    embedder = None if args.bm25_only else CachedEmbedder(MiniLMEmbedder(), CACHE / "minilm.npz")
     results: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -336,7 +345,8 @@ async def main() -> None:
             finally:
                 await bench.db.close()
     finally:
-        embedder.save()
+        if embedder is not None:
+            embedder.save()
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
