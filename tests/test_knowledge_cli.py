@@ -44,14 +44,20 @@ def test_ingest_a_folder_then_again(tmp_path: Path) -> None:
     assert first.returncode == 1, first.stderr  # some files were skipped
     assert "skipped broken.pdf: corrupt PDF" in first.stderr
     assert "skipped photo.png: unsupported file type '.png'" in first.stderr
-    assert "handbook: 3 added, 0 updated, 0 unchanged, 0 deleted, 2 skipped; 6 chunks (6 embedded)" in first.stderr
+    assert (
+        "handbook: 3 added, 0 updated, 0 unchanged, 0 deleted, 2 skipped; 6 chunks (6 embedded)"
+        in first.stderr
+    )
 
     (docs / "broken.pdf").unlink()
     (docs / "photo.png").unlink()
     (docs / "guide.md").write_text(GUIDE + "\n## Herbs\n\nBasil likes warmth.\n")
     second = ingest(tmp_path, str(docs), "--kb", "handbook")
     assert second.returncode == 0, second.stderr
-    assert "handbook: 0 added, 1 updated, 2 unchanged, 0 deleted, 0 skipped; 7 chunks (1 embedded)" in second.stderr
+    assert (
+        "handbook: 0 added, 1 updated, 2 unchanged, 0 deleted, 0 skipped; 7 chunks (1 embedded)"
+        in second.stderr
+    )
 
 
 def test_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
