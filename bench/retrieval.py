@@ -55,6 +55,7 @@ class CachedEmbedder(Embedder):
         self.vectors: dict[str, Vectors] = {}
         self.computed = 0
         self.seconds = 0.0
+        self._saved = time.monotonic()
         if path.exists():
             data = np.load(path)
             self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
@@ -68,12 +69,17 @@ class CachedEmbedder(Embedder):
             self.seconds += time.perf_counter() - started
             self.computed += len(missing)
             self.vectors.update({k: v for (k, _), v in zip(missing, fresh, strict=True)})
+            if time.monotonic() - self._saved > 120:  # an interrupted run keeps what it embedded
+                self.save()
         return np.vstack([self.vectors[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = list(self.vectors)
-        np.savez(self.path, keys=np.array(keys), vectors=np.vstack([self.vectors[k] for k in keys]))
+        partial = self.path.with_suffix(".tmp.npz")
+        np.savez(partial, keys=np.array(keys), vectors=np.vstack([self.vectors[k] for k in keys]))
+        partial.replace(self.path)
+        self._saved = time.monotonic()
 
 
 def jsonl(path: Path) -> list[dict[str, Any]]:
