@@ -7,6 +7,7 @@ appends events through ``executor.log``; the executor owns the terminal event.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from parley import events as ev
@@ -33,7 +34,8 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest:
     assert state.assistant is not None
     async with executor.db.session() as session:
         messages = await history(session, state.run.thread_id)
-    return build_request(state.assistant, messages, thread_id=state.run.thread_id)
+    request = build_request(state.assistant, messages, thread_id=state.run.thread_id)
+    return replace(request, **state.assistant.sampling())
 
 
 async def stream_turn(executor: Executor, state: RunState, request: ProviderRequest) -> list[ToolCallDelta]:

@@ -9,16 +9,20 @@ import structlog
 from fastapi import FastAPI, Request
 
 from parley import __version__, errors, web
+from parley.api import experiments as experiments_api
+from parley.api import feedback as feedback_api
 from parley.api import runs as runs_api
 from parley.api import system as system_api
 from parley.api import threads as threads_api
+from parley.api import usage as usage_api
 from parley.assistants import Assistants
 from parley.bus import Bus, LocalBus
-from parley.compat import chatbot_sse
+from parley.compat import chatbot_sse, promptlab
 from parley.config import Settings
 from parley.errors import ApiError
 from parley.events import EventLog
 from parley.executor import Executor
+from parley.experiments import Experiments, load_config
 from parley.http import BodyLimit, RequestContext
 from parley.metrics import Metrics
 from parley.providers.base import Provider
@@ -55,6 +59,11 @@ class Parley:
             max_concurrent=settings.max_concurrent_runs,
         )
         self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
+        self.experiments = Experiments(
+            self.db, self.assistants, self.providers, load_config(settings.config_file)
+        )
+        self.runs.assign = self.experiments.assign
+        self.executor.apply_variant = self.experiments.apply
         self.local_user: Principal | None = None
         self.ready = False
 
@@ -62,6 +71,7 @@ class Parley:
         if self.settings.is_sqlite:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.db.upgrade()
+        await self.experiments.sync_config()
         self.local_user = await ensure_local_user(self.db)
         await self.log.start()
         await self.executor.recover()
@@ -104,6 +114,8 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
     app.state.parley = parley
     errors.install(app)
     for router in (threads_api.router, runs_api.router, system_api.router, chatbot_sse.router):
+        app.include_router(router)
+    for router in (experiments_api.router, feedback_api.router, usage_api.router, promptlab.router):
         app.include_router(router)
     web.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)

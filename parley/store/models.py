@@ -1,5 +1,7 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
+from parley.experiments import Experiment, Exposure
+from parley.feedback import Feedback
 from parley.store.schema import Base, Event, Message, Run, Thread, User
 
-__all__ = ["Base", "Event", "Message", "Run", "Thread", "User"]
+__all__ = ["Base", "Event", "Experiment", "Exposure", "Feedback", "Message", "Run", "Thread", "User"]
