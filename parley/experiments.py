@@ -12,14 +12,18 @@ Assignment: a user's variant is a pure function of (experiment key, salt, user i
 the first 64 bits of a SHA-256, read as a point in [0, 1) on the cumulative weights — so
 every process agrees without a lookup. Once a thread has been exposed to a variant it
 keeps it (an exposure row per run records it), even if the definition changes later.
+Each process keeps the list of running experiments for ``REFRESH_SECONDS``, so a run on an
+assistant with no experiment costs no extra query.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import time
 import tomllib
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,10 +36,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from parley.assistants import Assistant, Assistants
 from parley.errors import ApiError, not_found
+from parley.events import PROVIDER_FALLBACK
 from parley.providers.base import ProviderError
 from parley.providers.registry import Providers, UnknownProvider
 from parley.store.db import Database
-from parley.store.schema import Base, Run, Thread, now
+from parley.store.schema import Base, Event, Run, Thread, now
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +78,16 @@ class Exposure(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     thread_id: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+# Runs hit by a provider fallback are set apart in results. Fallback events are rare: this
+# partial index finds them without reading every event of an experiment's runs.
+Index(
+    "ix_run_events_fallback",
+    Event.run_id,
+    sqlite_where=Event.type == PROVIDER_FALLBACK,
+    postgresql_where=Event.type == PROVIDER_FALLBACK,
+)
 
 
 class VariantSpec(BaseModel):
@@ -185,6 +200,26 @@ def load_config(path: Path | None) -> list[tuple[ExperimentSpec, Status]]:
     return found
 
 
+#: How long a process trusts its list of running experiments. A start or stop through this
+#: process applies at once; other processes see it within this many seconds.
+REFRESH_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """What assignment needs of a running experiment."""
+
+    key: str
+    salt: str
+    variants: list[VariantSpec]
+    names: frozenset[str]
+
+    @classmethod
+    def of(cls, experiment: Experiment) -> Running:
+        variants = variants_of(experiment)
+        return cls(experiment.key, experiment.salt, variants, frozenset(v.name for v in variants))
+
+
 class Experiments:
     def __init__(
         self,
@@ -197,6 +232,8 @@ class Experiments:
         self._assistants = assistants
         self._providers = providers
         self._config = list(config)
+        self._running: dict[str, Running] = {}
+        self._refreshed = -math.inf
         for spec, _ in self._config:
             if spec.assistant not in assistants:
                 raise ValueError(
@@ -220,6 +257,7 @@ class Experiments:
                     session.add(_row(spec, source="config"))
                 else:
                     _define(current, spec)
+            self._forget()
             if current is None and status == "running":
                 try:
                     await self.start(spec.key)
@@ -284,6 +322,7 @@ class Experiments:
                 "experiment_running",
                 "another experiment was started for this assistant at the same time",
             ) from None
+        self._forget()
         log.info("experiment_started", key=key)
         return experiment
 
@@ -298,19 +337,16 @@ class Experiments:
                 experiment.running_assistant = None
                 experiment.stopped_at = now()
                 log.info("experiment_stopped", key=key)
+        self._forget()
         return experiment
 
     # -- assignment (hooks of run creation and execution) ---------------------------
 
     async def assign(self, session: AsyncSession, run: Run, thread: Thread) -> None:
         """Inside the run's creating transaction: pick the thread owner's variant and record the exposure."""
-        experiment = await session.scalar(
-            select(Experiment).where(Experiment.running_assistant == thread.assistant)
-        )
+        experiment = await self._running_for(session, thread.assistant)
         if experiment is None:
             return
-        variants = variants_of(experiment)
-        names = {v.name for v in variants}
         sticky = await session.scalar(
             select(Exposure.variant)
             .where(Exposure.experiment_key == experiment.key, Exposure.thread_id == thread.id)
@@ -318,8 +354,8 @@ class Experiments:
         )
         name = (
             sticky
-            if sticky in names
-            else choose(variants, experiment.key, experiment.salt, thread.user_id).name
+            if sticky in experiment.names
+            else choose(experiment.variants, experiment.key, experiment.salt, thread.user_id).name
         )
         run.variant = name
         session.add(
@@ -332,6 +368,18 @@ class Experiments:
                 created_at=now(),
             )
         )
+
+    async def _running_for(self, session: AsyncSession, assistant: str) -> Running | None:
+        if time.monotonic() - self._refreshed > REFRESH_SECONDS:
+            rows = (
+                await session.scalars(select(Experiment).where(Experiment.running_assistant.is_not(None)))
+            ).all()
+            self._running = {e.assistant: Running.of(e) for e in rows}
+            self._refreshed = time.monotonic()
+        return self._running.get(assistant)
+
+    def _forget(self) -> None:
+        self._refreshed = -math.inf
 
     async def apply(self, run: Run, assistant: Assistant) -> Assistant:
         """The assistant as the run's variant serves it (the run was exposed when it was created)."""

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import literal, select
 
 from parley import events as ev
 from parley import stats
@@ -39,6 +39,10 @@ ALPHA = 0.05
 SRM_ALPHA = 0.001
 #: Below this many expected users in some variant the chi-square approximation is not trusted.
 SRM_MIN_EXPECTED = 5.0
+
+
+# Inline, so that SQLite can use the partial index ``ix_run_events_fallback``.
+FALLBACK = literal(ev.PROVIDER_FALLBACK, literal_execute=True)
 
 
 @dataclass
@@ -63,9 +67,16 @@ class _Arm:
 
 
 async def experiment_results(db: Database, experiment: Experiment) -> dict[str, Any]:
-    fell_back = exists().where(Event.run_id == Exposure.run_id, Event.type == ev.PROVIDER_FALLBACK)
+    fell_back = Exposure.run_id.in_(select(Event.run_id).where(Event.type == FALLBACK))
     stmt = (
-        select(Exposure.variant, Exposure.user_id, Run.status, Run.usage, Feedback.rating, fell_back)
+        select(
+            Exposure.variant,
+            Exposure.user_id,
+            Run.status,
+            Feedback.rating,
+            fell_back,
+            *(Run.usage[key].as_float() for key in ("latency_ms", "ttft_ms", "cost_usd")),
+        )
         .select_from(Exposure)
         .outerjoin(Run, Run.id == Exposure.run_id)
         .outerjoin(Feedback, Feedback.message_id == Run.output_message_id)
@@ -75,7 +86,7 @@ async def experiment_results(db: Database, experiment: Experiment) -> dict[str, 
     arms = {v.name: _Arm(v.name, v.weight) for v in variants}
     async with db.session() as session:
         rows = (await session.execute(stmt)).all()
-    for name, user_id, status, usage, rating, fallback in rows:
+    for name, user_id, status, rating, fallback, latency, ttft, cost in rows:
         arm = arms.get(name)
         if arm is None:  # a variant since removed from the definition
             arm = arms[name] = _Arm(name, None)
@@ -90,10 +101,10 @@ async def experiment_results(db: Database, experiment: Experiment) -> dict[str, 
             continue
         arm.up += rating == 1
         arm.down += rating == -1
-        if status == "completed" and usage:
-            _add(arm.latency, usage.get("latency_ms"))
-            _add(arm.ttft, usage.get("ttft_ms"))
-            _add(arm.costs, usage.get("cost_usd"))
+        if status == "completed":
+            _add(arm.latency, latency)
+            _add(arm.ttft, ttft)
+            _add(arm.costs, cost)
 
     control = arms[experiment.control]
     comparisons = max(1, len(variants) - 1)
@@ -110,9 +121,9 @@ async def experiment_results(db: Database, experiment: Experiment) -> dict[str, 
     }
 
 
-def _add(values: list[float], value: Any) -> None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        values.append(float(value))
+def _add(values: list[float], value: float | None) -> None:
+    if value is not None and math.isfinite(value):
+        values.append(value)
 
 
 def _srm(arms: list[_Arm]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""experiments, their exposures, and feedback on answers
+"""experiments, their exposures, feedback on answers, and an index of fallback events
 
 Revision ID: 0006_experiments
 Revises: 0001
@@ -67,8 +67,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_feedback_run_id"), ["run_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_feedback_user_id"), ["user_id"], unique=False)
 
+    fallback = sa.text("type = 'provider.fallback'")
+    op.create_index(
+        "ix_run_events_fallback", "run_events", ["run_id"], sqlite_where=fallback, postgresql_where=fallback
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_run_events_fallback", table_name="run_events")
     with op.batch_alter_table("feedback", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_feedback_user_id"))
         batch_op.drop_index(batch_op.f("ix_feedback_run_id"))
