@@ -24,11 +24,14 @@ def _moment(value: str, name: str, *, end: bool) -> float:
             day = date.fromisoformat(value) + timedelta(days=1 if end else 0)
             return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ApiError(
             422, "invalid_request", f"{name}: expected a date (YYYY-MM-DD) or an ISO 8601 time"
         ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    try:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
+        raise ApiError(422, "invalid_request", f"{name}: out of range") from None
 
 
 @router.get("/v1/usage")
@@ -42,10 +45,12 @@ async def usage(
         None, max_length=40, description="End: a date includes that whole day; default now."
     ),
     group_by: str = Query("day", max_length=60, description="Comma-separated: user, assistant, model, day."),
-    user: int | None = Query(None, description="Only this user's runs (administrators)."),
+    user: int | None = Query(None, ge=1, le=2**31 - 1, description="Only this user's runs (administrators)."),
 ) -> dict[str, Any]:
     until = _moment(to, "to", end=True) if to else time.time()
     since = _moment(from_, "from", end=False) if from_ else until - 30 * 86400
+    if since < 0:
+        raise ApiError(422, "invalid_request", "from must be in 1970 or later")
     if since >= until:
         raise ApiError(422, "invalid_request", "from must be before to")
     if until - since > MAX_DAYS * 86400:
