@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from parley import events as ev
+from parley import passthrough
 from parley.context import build_request
 from parley.providers.base import Fallback, Finish, ProviderRequest, TextDelta, ToolCallDelta, Usage
 from parley.threads import history
@@ -20,8 +21,10 @@ if TYPE_CHECKING:
 
 
 async def run_agent(executor: Executor, state: RunState) -> None:
-    request = await prepare(executor, state)
-    await stream_turn(executor, state, request)
+    request = passthrough.apply(await prepare(executor, state), state.run.options)
+    fragments = await stream_turn(executor, state, request)
+    if passthrough.client_tools(state.run.options):
+        passthrough.report(executor, state, fragments)
     if not state.usage_reported:
         assert state.route is not None
         state.input_tokens = sum(state.route.primary.count_tokens(m.content) for m in request.messages)

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from parley import __version__, errors, web
 from parley.api import experiments as experiments_api
 from parley.api import feedback as feedback_api
+from parley.api import openai as openai_api
 from parley.api import runs as runs_api
 from parley.api import system as system_api
 from parley.api import threads as threads_api
@@ -74,6 +75,8 @@ class Parley:
         await self.experiments.sync_config()
         self.local_user = await ensure_local_user(self.db)
         await self.log.start()
+        await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
+        await self.providers.prepare(await self.experiments.model_routes())
         await self.executor.recover()
         self.ready = True
         log.info("parley_started", version=__version__, database=self.db.engine.url.render_as_string())
@@ -113,7 +116,13 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
     )
     app.state.parley = parley
     errors.install(app)
-    for router in (threads_api.router, runs_api.router, system_api.router, chatbot_sse.router):
+    for router in (
+        threads_api.router,
+        runs_api.router,
+        system_api.router,
+        chatbot_sse.router,
+        openai_api.router,
+    ):
         app.include_router(router)
     for router in (experiments_api.router, feedback_api.router, usage_api.router, promptlab.router):
         app.include_router(router)

@@ -1,14 +1,22 @@
-"""The ``parley`` command: serve, db."""
+"""The ``parley`` command: serve, chat, ask, db."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from parley.config import Settings
+
+if TYPE_CHECKING:
+    from parley.client import Answer, Client
 
 app = typer.Typer(
     help="Parley: a self-hosted AI assistant server.", no_args_is_help=True, add_completion=False
@@ -54,6 +62,151 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Server to talk to (default: PARLEY_URL, or PARLEY_HOST:PARLEY_PORT; "
+        "when nothing answers there, a server is started in this process)."
+    ),
+]
+AssistantOption = Annotated[str, typer.Option("--assistant", "-a", help="Assistant to talk to.")]
+ThreadOption = Annotated[str | None, typer.Option(help="Continue this thread instead of starting one.")]
+
+
+@app.command()
+def chat(assistant: AssistantOption = "general", url: UrlOption = None, thread: ThreadOption = None) -> None:
+    """Chat in the terminal: replies stream, the thread is kept, Ctrl-C cancels a reply."""
+    from parley.client import ClientError
+
+    with _connected(url) as client, asyncio.Runner() as runner:
+        try:
+            thread_id = thread or runner.run(client.new_thread(assistant))
+        except ClientError as exc:
+            _fail(str(exc))
+        typer.secho(
+            f"Chatting with {assistant} (thread {thread_id}). Ctrl-C stops a reply, Ctrl-D quits.", dim=True
+        )
+        while True:
+            try:
+                line = input("you> ")
+            except (EOFError, KeyboardInterrupt):
+                typer.echo()
+                break
+            if not line.strip():
+                continue
+            try:
+                runner.run(_answer(client, thread_id, line))
+            except KeyboardInterrupt:
+                if client.run_id is not None:
+                    runner.run(client.cancel(client.run_id))
+                typer.secho("\n[cancelled]", dim=True, err=True)
+            except ClientError as exc:
+                typer.secho(f"error: {exc}", fg="red", err=True)
+        runner.run(client.aclose())
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    assistant: AssistantOption = "general",
+    url: UrlOption = None,
+    thread: ThreadOption = None,
+) -> None:
+    """Ask one question and print the answer."""
+    from parley.client import ClientError
+
+    with _connected(url) as client, asyncio.Runner() as runner:
+        try:
+            thread_id = thread or runner.run(client.new_thread(assistant))
+            answer = runner.run(_answer(client, thread_id, question, prompt=""))
+        except KeyboardInterrupt:
+            if client.run_id is not None:
+                runner.run(client.cancel(client.run_id))
+            raise typer.Exit(130) from None
+        except ClientError as exc:
+            _fail(str(exc))
+        finally:
+            runner.run(client.aclose())
+    if answer.error is not None or answer.cancelled:
+        raise typer.Exit(1)
+
+
+async def _answer(client: Client, thread_id: str, text: str, *, prompt: str = "parley> ") -> Answer:
+    """Stream one reply to stdout; usage, fallbacks and errors go to stderr."""
+    from parley.client import Answer
+
+    answer = Answer()
+    sys.stdout.write(prompt)
+    async for event in client.stream(thread_id, text):
+        if event.type == "message.delta":
+            answer.text += event.data["text"]
+            sys.stdout.write(event.data["text"])
+            sys.stdout.flush()
+        elif event.type == "provider.fallback":
+            answer.fallbacks.append(event.data)
+            typer.secho(f"[{event.data['from']} failed; {event.data['to']} takes over]", dim=True, err=True)
+        elif event.type == "run.completed":
+            answer.usage = event.data.get("usage") or {}
+        elif event.type == "run.failed":
+            answer.error = event.data.get("error") or {}
+        elif event.type == "run.cancelled":
+            answer.cancelled = True
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if answer.error is not None:
+        typer.secho(f"error: {answer.error.get('message', 'the run failed')}", fg="red", err=True)
+    elif answer.usage:
+        typer.secho(_usage_line(answer.usage), dim=True, err=True)
+    return answer
+
+
+def _usage_line(usage: dict[str, object]) -> str:
+    cost = usage.get("cost_usd")
+    parts = [
+        f"{usage.get('input_tokens', 0)} tokens in, {usage.get('output_tokens', 0)} out",
+        "cost unknown" if cost is None else f"${cost:.6f}",
+    ]
+    if usage.get("ttft_ms") is not None:
+        parts.append(f"first token {float(str(usage['ttft_ms'])) / 1000:.2f}s")
+    parts.append(f"{float(str(usage.get('latency_ms', 0))) / 1000:.2f}s")
+    return "(" + " · ".join(parts) + ")"
+
+
+@contextmanager
+def _connected(url: str | None) -> Iterator[Client]:
+    """A client of the server at ``url``; without one, of a reachable or an in-process server."""
+    from parley.client import Client, background_server
+
+    settings = Settings()
+    api_key = os.environ.get("PARLEY_API_KEY")
+    target = url or os.environ.get("PARLEY_URL") or f"http://{settings.host}:{settings.port}"
+    if asyncio.run(_probe(Client(target, api_key=api_key))):
+        yield Client(target, api_key=api_key)
+        return
+    if url is not None:
+        _fail(f"no Parley server answers at {url}")
+    from parley.logs import configure
+
+    configure("WARNING", json_logs=False)
+    typer.secho(f"(no server at {target}; starting one in this process)", dim=True, err=True)
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with background_server(settings) as local_url:
+        yield Client(local_url, api_key=api_key)
+
+
+async def _probe(client: Client) -> bool:
+    try:
+        return await client.reachable()
+    finally:
+        await client.aclose()
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(1)
 
 
 @db_app.command("upgrade")

@@ -46,6 +46,29 @@ class Settings(BaseSettings):
         description="NORMAL survives a killed process (WAL); FULL also survives a power cut.",
     )
     local_threads: int = Field(default_factory=_default_threads, ge=1)
+    local_context_tokens: int = Field(default=4096, ge=256, description="Context window of a local model.")
+    local_cache_mb: int = Field(
+        default=256, ge=0, description="Memory for local models' per-thread prompt caches (KV state)."
+    )
+
+    provider_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Longest silence from a remote provider before it counts as failed."
+    )
+    provider_attempts: int = Field(default=3, ge=1, description="Tries per provider before failing over.")
+    provider_backoff_seconds: float = Field(default=0.5, ge=0, description="First retry delay (doubles).")
+    provider_backoff_max_seconds: float = Field(default=8.0, ge=0)
+    provider_retry_after_max_seconds: float = Field(
+        default=30.0, ge=0, description="Longest Retry-After a run waits for; beyond it, fail over or fail."
+    )
+    provider_cooldown_failures: int = Field(
+        default=3, ge=1, description="Consecutive failures after which a provider cools down."
+    )
+    provider_cooldown_seconds: float = Field(default=30.0, ge=0)
+    fallback_message: str = Field(
+        default="Sorry, I can't reach any of my language models right now. Please try again in a moment.",
+        min_length=1,
+        description="What the user is told when every provider of a route failed.",
+    )
     log_level: str = "INFO"
     log_json: bool = True
 

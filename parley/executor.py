@@ -31,7 +31,7 @@ from parley.events import EventLog, EventLogError
 from parley.metrics import Metrics
 from parley.providers.base import ProviderError
 from parley.providers.registry import Providers, UnknownProvider
-from parley.providers.route import Route
+from parley.providers.route import AllProvidersFailed, Route
 from parley.store.db import Database
 from parley.store.schema import Message, Run, new_id, now
 
@@ -73,7 +73,9 @@ class RunState:
         return {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
-            "cost_usd": 0.0,
+            "cost_usd": None
+            if self.route is None
+            else self.route.cost_usd(self.input_tokens, self.output_tokens),
             "latency_ms": round((end - self.started) * 1000, 2),
             "ttft_ms": None
             if self.first_token is None
@@ -319,7 +321,13 @@ class Executor:
         run = state.run
         usage = state.usage()
         message_id = new_id("msg")
-        data = {"message_id": message_id, "text": state.text, "sources": state.sources, "usage": usage}
+        data = {
+            "message_id": message_id,
+            "text": state.text,
+            "sources": state.sources,
+            "usage": usage,
+            "finish_reason": state.finish_reason or "stop",
+        }
         message = Message(
             id=message_id,
             thread_id=run.thread_id,
@@ -347,7 +355,9 @@ class Executor:
 
     async def _write_failed(self, state: RunState, error: BaseException) -> None:
         run = state.run
-        if isinstance(error, ProviderError):
+        if isinstance(error, AllProvidersFailed):
+            body = {"code": error.code, "message": error.message, "providers": error.failures}
+        elif isinstance(error, ProviderError):
             body = {"code": error.code, "message": error.message}
         elif isinstance(error, UnknownAssistant):
             body = {"code": "unknown_assistant", "message": f"assistant {error.args[0]!r} is not configured"}

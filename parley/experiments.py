@@ -297,6 +297,14 @@ class Experiments:
         async with self._db.session() as session:
             return list((await session.scalars(select(Experiment).order_by(Experiment.created_at))).all())
 
+    async def model_routes(self) -> set[str]:
+        """The model routes running experiments' variants use (to build them ahead of the first run)."""
+        async with self._db.session() as session:
+            rows = (
+                await session.scalars(select(Experiment).where(Experiment.running_assistant.is_not(None)))
+            ).all()
+        return {v.model for e in rows for v in variants_of(e) if v.model}
+
     async def start(self, key: str) -> Experiment:
         """Start (or restart) an experiment; starting a running one changes nothing."""
         try:

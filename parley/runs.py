@@ -50,18 +50,23 @@ class Runs:
         multitask: Multitask = "reject",
         idempotency_key: str | None = None,
         options: dict[str, Any] | None = None,
+        input_message_id: str | None = None,
     ) -> tuple[Run, bool]:
-        """Create a run; returns ``(run, created)``. A replayed Idempotency-Key returns the first run."""
+        """Create a run; returns ``(run, created)``. A replayed Idempotency-Key returns the first run.
+
+        ``input_message_id`` names a message already in the thread as the run's input
+        (the OpenAI-compatible endpoint stores the client's messages itself).
+        """
         options = options or {}
         digest = request_hash(thread_id, {"input": text, "multitask": multitask, "options": options})
         try:
             run, created, interrupted = await self._insert(
-                principal, thread_id, text, multitask, idempotency_key, digest, options
+                principal, thread_id, text, multitask, idempotency_key, digest, options, input_message_id
             )
         except IntegrityError:
             # A concurrent request with the same key won the race: answer with its run.
             run, created, interrupted = await self._insert(
-                principal, thread_id, text, multitask, idempotency_key, digest, options
+                principal, thread_id, text, multitask, idempotency_key, digest, options, input_message_id
             )
         if created:
             for active_id in interrupted:
@@ -82,6 +87,7 @@ class Runs:
         key: str | None,
         digest: str,
         options: dict[str, Any],
+        input_message_id: str | None = None,
     ) -> tuple[Run, bool, list[str]]:
         async with self._db.transaction() as session:
             thread = await get_thread(session, principal, thread_id, lock=True)
@@ -120,6 +126,7 @@ class Runs:
                 idempotency_key=key,
                 request_hash=digest,
                 options=options,
+                input_message_id=input_message_id,
             )
             if self.assign is not None:
                 await self.assign(session, run, thread)

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -134,3 +135,26 @@ class Provider(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release clients or model memory."""
+
+
+def split_options(spec: str) -> tuple[str, dict[str, str]]:
+    """``model?key=value&...`` (the part of a route entry after ``kind:``) -> model and options."""
+    model, _, query = spec.partition("?")
+    return model, dict(parse_qsl(query, keep_blank_values=True))
+
+
+CONTINUE_INSTRUCTION = (
+    "Your previous reply was cut off after the text above. Continue it from exactly where it "
+    "stops: do not repeat any of it, do not comment on the interruption."
+)
+
+
+def continuation(request: ProviderRequest) -> list[ChatMessage]:
+    """The messages for a provider that cannot prefill its reply: continue ``request.prefix``."""
+    if not request.prefix:
+        return list(request.messages)
+    return [
+        *request.messages,
+        ChatMessage("assistant", request.prefix),
+        ChatMessage("user", CONTINUE_INSTRUCTION),
+    ]

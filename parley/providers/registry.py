@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+import structlog
 
 from parley.config import Settings
+from parley.pricing import PriceTable
 from parley.providers.base import Provider, ProviderError
-from parley.providers.route import Route
+from parley.providers.route import Health, RetryPolicy, Route
 from parley.providers.scripted import ScriptedProvider
+
+log = structlog.get_logger(__name__)
 
 Factory = Callable[[str, Settings], Provider]
 
@@ -16,6 +22,7 @@ Factory = Callable[[str, Settings], Provider]
 _LAZY: dict[str, tuple[str, str, str]] = {
     "local": ("parley.providers.local", "create", "local"),
     "openai": ("parley.providers.openai", "create", "openai"),
+    "ollama": ("parley.providers.openai", "create_ollama", "openai"),
     "anthropic": ("parley.providers.anthropic", "create", "anthropic"),
     "gemini": ("parley.providers.gemini", "create", "gemini"),
 }
@@ -26,9 +33,26 @@ class UnknownProvider(ValueError):
 
 
 class Providers:
-    def __init__(self, settings: Settings, overrides: dict[str, Provider] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        overrides: dict[str, Provider] | None = None,
+        *,
+        prices: PriceTable | None = None,
+    ) -> None:
         self._settings = settings
         self._cache: dict[str, Provider] = dict(overrides or {})
+        self.prices = prices or PriceTable.load(settings.config_file)
+        self.health = Health(
+            RetryPolicy(
+                attempts=settings.provider_attempts,
+                backoff=settings.provider_backoff_seconds,
+                backoff_max=settings.provider_backoff_max_seconds,
+                retry_after_max=settings.provider_retry_after_max_seconds,
+                cooldown_failures=settings.provider_cooldown_failures,
+                cooldown=settings.provider_cooldown_seconds,
+            )
+        )
 
     def get(self, spec: str) -> Provider:
         spec = spec.strip()
@@ -40,7 +64,22 @@ class Providers:
 
     def route(self, spec: str) -> Route:
         """A fallback chain from a comma-separated route spec."""
-        return Route([self.get(part) for part in spec.split(",") if part.strip()])
+        return Route(
+            [self.get(part) for part in spec.split(",") if part.strip()],
+            health=self.health,
+            prices=self.prices,
+            fallback_message=self._settings.fallback_message,
+        )
+
+    async def prepare(self, routes: Iterable[str]) -> None:
+        """Build the providers of ``routes`` ahead of the first run, off the event loop: importing
+        an SDK takes long enough to stall every stream. A route that cannot be built is logged;
+        its runs fail with the same message."""
+        for spec in routes:
+            try:
+                await asyncio.to_thread(self.route, spec)
+            except (UnknownProvider, ProviderError, ValueError) as exc:
+                log.warning("route_unavailable", route=spec, error=str(exc))
 
     def register(self, spec: str, provider: Provider) -> None:
         self._cache[spec] = provider

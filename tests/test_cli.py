@@ -1,0 +1,116 @@
+"""``parley ask`` and ``parley chat`` against a running server (the CLI is a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from parley.config import Settings
+from parley.providers.base import TextDelta
+from parley.providers.scripted import Hang, ScriptedProvider
+from tests.conftest import Server, serve
+
+
+def settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data",
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "model": "scripted:echo",
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def echo_server(tmp_path: Path) -> AsyncIterator[Server]:
+    async with serve(settings(tmp_path)) as server:
+        yield server
+
+
+async def parley(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "parley",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PARLEY_LOG_LEVEL": "WARNING", "NO_COLOR": "1"},
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin), 90)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_ask_prints_the_answer_and_what_it_cost(echo_server: Server) -> None:
+    code, out, err = await parley("ask", "--url", echo_server.url, "is anybody out there")
+    assert code == 0, err
+    assert out.strip() == "is anybody out there"
+    assert "tokens in" in err
+    assert "$0.000000" in err
+
+
+async def test_ask_fails_clearly_without_a_server_at_the_url() -> None:
+    code, _, err = await parley("ask", "--url", "http://127.0.0.1:9", "hello")
+    assert code == 1
+    assert "no Parley server answers at http://127.0.0.1:9" in err
+
+
+async def test_chat_keeps_one_thread_for_the_conversation(echo_server: Server) -> None:
+    code, out, err = await parley("chat", "--url", echo_server.url, stdin=b"first words\nsecond words\n")
+    assert code == 0, err
+    assert "first words" in out
+    assert "second words" in out
+    threads = (await echo_server.client.get("/v1/threads")).json()["data"]
+    assert len(threads) == 1
+    messages = (await echo_server.client.get(f"/v1/threads/{threads[0]['id']}/messages")).json()["data"]
+    assert [m["content"] for m in messages] == ["first words", "first words", "second words", "second words"]
+
+
+async def test_ctrl_c_in_chat_cancels_the_run_and_chat_goes_on(tmp_path: Path) -> None:
+    provider = ScriptedProvider(turns=[[TextDelta("thinking hard"), Hang()], [TextDelta("fresh answer")]])
+    async with serve(
+        settings(tmp_path, model="scripted:hang"), providers={"scripted:hang": provider}
+    ) as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "parley",
+            "chat",
+            "--url",
+            server.url,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(b"please think\n")
+        await process.stdin.drain()
+        seen = b""
+        while b"thinking hard" not in seen:
+            seen += await asyncio.wait_for(process.stdout.read(100), 60)
+        process.send_signal(signal.SIGINT)
+        for _ in range(100):
+            if provider.open_streams == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert provider.open_streams == 0
+        process.stdin.write(b"and now?\n")
+        process.stdin.close()
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert "[cancelled]" in err.decode()
+        assert "fresh answer" in out.decode()
+        thread = (await server.client.get("/v1/threads")).json()["data"][0]["id"]
+        messages = (await server.client.get(f"/v1/threads/{thread}/messages")).json()["data"]
+        first_run = (await server.client.get(f"/v1/runs/{messages[0]['run_id']}")).json()
+        assert first_run["status"] == "cancelled"
