@@ -19,6 +19,7 @@ from parley.api import usage as usage_api
 from parley.assistants import Assistants
 from parley.bus import Bus, LocalBus
 from parley.compat import chatbot_sse, promptlab
+from parley.compat import shop as shop_compat
 from parley.config import Settings
 from parley.errors import ApiError
 from parley.events import EventLog
@@ -29,7 +30,11 @@ from parley.metrics import Metrics
 from parley.providers.base import Provider
 from parley.providers.registry import Providers
 from parley.runs import Runs
+from parley.shop import Shop
 from parley.store.db import Database
+from parley.tools import shop as shop_tools
+from parley.tools.base import Tools
+from parley.tools.choice import KeywordRouter
 from parley.users import Principal, ensure_local_user
 
 log = structlog.get_logger(__name__)
@@ -51,6 +56,18 @@ class Parley:
         )
         self.providers = Providers(settings, providers)
         self.assistants = Assistants.load(settings.model, settings.config_file)
+        self.shop = Shop(self.db, tax_rate=settings.shop_tax_rate)
+        self.tools = Tools(
+            shop_tools.TOOLS,
+            services=[self.shop],
+            max_steps=settings.tool_max_steps,
+            timeout=settings.tool_timeout_seconds,
+            ref_window=settings.tool_ref_window,
+            ref_max_age=settings.tool_ref_max_age_seconds,
+            router=KeywordRouter(settings.tool_router_threshold),
+        )
+        for assistant in self.assistants.all():
+            self.tools.select(assistant.tools)  # an unknown tool name fails here, at start
         self.executor = Executor(
             self.db,
             self.log,
@@ -58,6 +75,7 @@ class Parley:
             self.assistants,
             self.metrics,
             max_concurrent=settings.max_concurrent_runs,
+            tools=self.tools,
         )
         self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
         self.experiments = Experiments(
@@ -74,6 +92,7 @@ class Parley:
         await self.db.upgrade()
         await self.experiments.sync_config()
         self.local_user = await ensure_local_user(self.db)
+        await shop_tools.start(self.shop, self.tools, demo_catalog=self.settings.shop_demo_catalog)
         await self.log.start()
         await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
         await self.providers.prepare(await self.experiments.model_routes())
@@ -122,6 +141,8 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
         system_api.router,
         chatbot_sse.router,
         openai_api.router,
+        shop_compat.router,
+        shop_compat.health,
     ):
         app.include_router(router)
     for router in (experiments_api.router, feedback_api.router, usage_api.router, promptlab.router):

@@ -34,6 +34,27 @@ BUILTIN: dict[str, Assistant] = {
         description="A helpful general-purpose assistant.",
         instructions="You are Parley, a helpful assistant. Answer clearly and concisely.",
     ),
+    "shop": Assistant(
+        name="shop",
+        description="A shopping assistant: searches the catalog, shows products, manages your cart.",
+        instructions=(
+            "You are Parley's shopping assistant. Use the tools: search_products to find products, "
+            "show_product_details for one product, get_recommendations for related products, and the "
+            "cart tools to add, remove, view or clear. Only ever use product ids that a tool result has "
+            "shown in this conversation; never guess one: search first. Do several steps when asked "
+            "(e.g. add one product and search for another). Keep answers short; the products are shown "
+            "to the user as cards."
+        ),
+        tools=[
+            "search_products",
+            "show_product_details",
+            "get_recommendations",
+            "add_to_cart",
+            "remove_from_cart",
+            "view_cart",
+            "clear_cart",
+        ],
+    ),
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``parley`` command: serve, chat, ask, db."""
+"""The ``parley`` command: serve, chat, ask, db, import-products."""
 
 from __future__ import annotations
 
@@ -219,6 +219,55 @@ def db_upgrade() -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_blocking(settings.resolved_database_url)
     typer.echo(f"database is up to date: {settings.resolved_database_url}")
+
+
+@app.command("import-products")
+def import_products(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A CSV file with a header row.")],
+    map_: Annotated[
+        list[str],
+        typer.Option(
+            "--map",
+            help="FIELD=COLUMN (repeat, or comma-separate). Fields: id, name, category, price (required), "
+            "description, brand, stock, rating, reviews_count, image_url, attributes.KEY. "
+            "FIELD=A+B joins columns.",
+        ),
+    ],
+    default_stock: Annotated[int, typer.Option(min=0, help="Stock of products without a stock column.")] = 10,
+    replace: Annotated[bool, typer.Option(help="Empty the catalog (and every cart) first.")] = False,
+) -> None:
+    """Load products from a CSV file into the shop (upserted by id)."""
+    import asyncio
+
+    from parley.catalog import MappingError, import_csv, parse_map
+    from parley.store.db import Database
+
+    try:
+        mapping = parse_map(map_)
+    except MappingError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--map") from None
+    settings = Settings()
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            await db.upgrade()
+            report = await import_csv(db, file, mapping, default_stock=default_stock, replace=replace)
+        finally:
+            await db.close()
+        typer.echo(
+            f"imported {report.imported} products from {file.name} "
+            f"({report.duplicates} repeated ids kept once, {report.skipped} rows skipped)"
+        )
+        for problem in report.problems[:10]:
+            typer.echo(f"  skipped {problem}", err=True)
+
+    try:
+        asyncio.run(run())
+    except MappingError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--map") from None
 
 
 def main() -> None:

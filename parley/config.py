@@ -69,6 +69,23 @@ class Settings(BaseSettings):
         min_length=1,
         description="What the user is told when every provider of a route failed.",
     )
+    tool_max_steps: int = Field(
+        default=8, ge=1, description="Tool rounds a run may take before it must answer."
+    )
+    tool_timeout_seconds: float = Field(default=30.0, gt=0)
+    tool_ref_window: int = Field(
+        default=20, ge=0, description="Assistant turns back whose tool results may be referenced by id."
+    )
+    tool_ref_max_age_seconds: float | None = Field(
+        default=None, gt=0, description="Also forget ids shown longer ago than this (the seed used 30 min)."
+    )
+    tool_router_threshold: float = Field(
+        default=0.3, ge=0, le=1, description="Confidence below which server-side tool choice calls no tool."
+    )
+    shop_demo_catalog: bool = Field(default=True, description="Load the demo catalog when the shop is empty.")
+    shop_tax_rate: float = Field(
+        default=0.10, ge=0, description="Estimated tax on cart totals (seed 000: 10%)."
+    )
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -34,6 +34,7 @@ from parley.providers.registry import Providers, UnknownProvider
 from parley.providers.route import AllProvidersFailed, Route
 from parley.store.db import Database
 from parley.store.schema import Message, Run, new_id, now
+from parley.tools.base import Tools
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +100,7 @@ class Executor:
         metrics: Metrics,
         *,
         max_concurrent: int = 32,
+        tools: Tools | None = None,
     ) -> None:
         self.db = db
         self.log = log_
@@ -106,6 +108,7 @@ class Executor:
         self.assistants = assistants
         self.metrics = metrics
         self._max_concurrent = max_concurrent
+        self.tools = tools
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._producers: dict[str, asyncio.Task[None]] = {}

@@ -48,5 +48,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.tool_calls = Counter(
+            "parley_tool_calls",
+            "Tool calls by tool and outcome (ok, error, rejected).",
+            ["tool", "status"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

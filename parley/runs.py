@@ -133,14 +133,15 @@ class Runs:
             if not active and self._executor.has_capacity():
                 # Nothing ahead of it: claim it in this same transaction (one commit fewer
                 # before the first token); the executor starts it as soon as this returns.
-                message = Message(
-                    id=new_id("msg"), thread_id=thread_id, role="user", content=text, run_id=run.id
-                )
                 run.status, run.attempt, run.started_at = "running", 1, now()
-                run.input_message_id = message.id
                 session.add(run)
-                await session.flush()
-                session.add(message)
+                if run.input_message_id is None:
+                    message = Message(
+                        id=new_id("msg"), thread_id=thread_id, role="user", content=text, run_id=run.id
+                    )
+                    run.input_message_id = message.id
+                    await session.flush()
+                    session.add(message)
             else:
                 session.add(run)
             thread.updated_at = now()

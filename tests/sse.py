@@ -39,6 +39,8 @@ async def read_events(
     async with aconnect_sse(client, method, url, headers=dict(headers or {}), **kwargs) as source:
         assert source.response.status_code == 200, await source.response.aread()
         async for sse in source.aiter_sse():
+            if sse.event == "message" and not sse.data:
+                continue  # a keep-alive ping (httpx-sse repeats the last id on it)
             frames.append(Frame(sse.id, sse.event, sse.data))
             if limit is not None and len(frames) >= limit:
                 break

@@ -7,8 +7,9 @@ export function renderUi(ui, { send }) {
   if (!ui || typeof ui !== "object") return null;
   switch (ui.type) {
     case "product":
-      return productCard(ui.product ?? {}, { send, currency: ui.currency });
+      return productWithRelated(ui, send);
     case "products":
+    case "product_list":
       return productList(ui, send);
     case "cart":
       return cartSummary(ui);
@@ -80,8 +81,15 @@ function productCard(product, { send, currency, compact = false }) {
   );
 }
 
+function productWithRelated(ui, send) {
+  const card = productCard(ui.product ?? {}, { send, currency: ui.currency });
+  const related = Array.isArray(ui.recommendations) ? ui.recommendations : [];
+  if (!related.length) return card;
+  return h("div", { class: "card-stack" }, card, productList({ items: related, title: "You may also like", currency: ui.currency }, send));
+}
+
 function productList(ui, send) {
-  const items = Array.isArray(ui.items) ? ui.items : [];
+  const items = Array.isArray(ui.items) ? ui.items : Array.isArray(ui.products) ? ui.products : [];
   const title = ui.title ?? (items.length === 1 ? "1 product" : `${items.length} products`);
   return h(
     "section",
@@ -98,11 +106,11 @@ function cartSummary(ui) {
   const currency = ui.currency;
   const rows = items.map((item) => {
     const quantity = Number(item.quantity ?? 1);
-    const line = item.line_total ?? (Number(item.price) * quantity);
+    const line = item.line_total ?? item.total_price ?? (Number(item.price ?? item.unit_price) * quantity);
     return h(
       "tr",
       {},
-      h("td", { class: "cart-name", text: String(item.name ?? item.product_id ?? item.id ?? "Item") }),
+      h("td", { class: "cart-name", text: String(item.name ?? item.product_name ?? item.product_id ?? item.id ?? "Item") }),
       h("td", { class: "cart-qty", text: `× ${quantity}` }),
       h("td", { class: "cart-price", text: formatMoney(line, item.currency ?? currency) }),
     );
@@ -117,7 +125,7 @@ function cartSummary(ui) {
           "table",
           { class: "cart-table" },
           h("tbody", {}, rows),
-          h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: "2", text: "Total" }), h("td", { class: "cart-total", text: formatMoney(ui.total, currency) }))),
+          h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: "2", text: "Total" }), h("td", { class: "cart-total", text: formatMoney(ui.total ?? ui.summary?.subtotal, currency) }))),
         )
       : h("p", { class: "muted", text: "Your cart is empty." }),
   );

