@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 
 from parley import __version__, errors
+from parley.api import memory as memory_api
 from parley.api import runs as runs_api
 from parley.api import system as system_api
 from parley.api import threads as threads_api
@@ -16,6 +17,7 @@ from parley.assistants import Assistants
 from parley.bus import Bus, LocalBus
 from parley.compat import chatbot_sse
 from parley.config import Settings
+from parley.context import ContextBuilder
 from parley.errors import ApiError
 from parley.events import EventLog
 from parley.executor import Executor
@@ -46,12 +48,15 @@ class Parley:
         )
         self.providers = Providers(settings, providers)
         self.assistants = Assistants.load(settings.model, settings.config_file)
+        self.context = ContextBuilder(self.db, settings, self.providers)
+        self.context.validate(self.assistants.all())
         self.executor = Executor(
             self.db,
             self.log,
             self.providers,
             self.assistants,
             self.metrics,
+            context=self.context,
             max_concurrent=settings.max_concurrent_runs,
         )
         self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
@@ -71,6 +76,7 @@ class Parley:
     async def stop(self) -> None:
         self.ready = False
         await self.executor.stop()
+        await self.context.aclose()
         await self.log.stop()
         await self.providers.aclose()
         await self.bus.close()
@@ -105,6 +111,7 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
     errors.install(app)
     for router in (threads_api.router, runs_api.router, system_api.router, chatbot_sse.router):
         app.include_router(router)
+    app.include_router(memory_api.router)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(RequestContext, metrics=parley.metrics)
     return app

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select, update
@@ -34,6 +34,9 @@ from parley.providers.registry import Providers, UnknownProvider
 from parley.providers.route import Route
 from parley.store.db import Database
 from parley.store.schema import Message, Run, new_id, now
+
+if TYPE_CHECKING:
+    from parley.context import ContextBuilder
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +97,7 @@ class Executor:
         assistants: Assistants,
         metrics: Metrics,
         *,
+        context: ContextBuilder,
         max_concurrent: int = 32,
     ) -> None:
         self.db = db
@@ -109,6 +113,8 @@ class Executor:
         self._stopping = False
         #: The agent loop (``parley.agent.run_agent``); tests may swap it.
         self.produce: Producer = run_agent
+        #: Builds prompts within the token budget; keeps summaries and memory (``parley.context``).
+        self.context = context
 
     # -- scheduling --------------------------------------------------------------
 
@@ -332,6 +338,7 @@ class Executor:
         await self.log.append_terminal(run.id, ev.RUN_COMPLETED, data, finish)
         self.metrics.runs.labels(run.assistant, "completed").inc()
         log.info("run_completed", **{k: v for k, v in usage.items() if v is not None})
+        self.context.after_run(state)
 
     async def _write_failed(self, state: RunState, error: BaseException) -> None:
         run = state.run
