@@ -246,13 +246,12 @@ def build_context(
     summary_text = ""
     if summary is not None and summary.text:
         lines = summary.text.splitlines()
-        while lines and counter.text("\n".join(lines)) + counter.text(SUMMARY_HEADER) > min(
-            left, budget.summary
-        ):
+        header = counter.text(SUMMARY_HEADER)
+        while lines and counter.text("\n".join(lines)) > min(left - header, budget.summary):
             lines.pop(0)
         summary_text = "\n".join(lines)
         if summary_text:
-            left -= counter.text(summary_text) + counter.text(SUMMARY_HEADER)
+            left -= counter.text(summary_text) + header
 
     kept: list[list[Message]] = []
     dropped = 0
