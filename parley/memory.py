@@ -389,7 +389,7 @@ _WORD = re.compile(r"[a-z0-9]+")
 _STOP = words(
     "a an the and or but of to in on at for with is are was were be been am i me my you your it its this "
     "that these those do does did have has had what which who whom how can could would should will shall "
-    "about please tell know any some there their they them we our us so if then than just"
+    "about please tell know any some there their they them we our us so if then than just like"
 )
 # Words a question about a kind of fact uses without naming the fact itself.
 _HINTS: dict[str, str] = {
@@ -406,9 +406,9 @@ _HINTS: dict[str, str] = {
     "diet": "eat food cook recipe meal diet dinner lunch restaurant",
     "budget": "budget afford spend cost price cheap expensive money buy",
     "reply-language": "language speak reply answer",
-    "likes": "like enjoy favourite favorite prefer recommend",
-    "prefers": "prefer like favourite favorite recommend",
-    "favourite": "favourite favorite like prefer best",
+    "likes": "enjoy favourite favorite prefer recommend",
+    "prefers": "prefer favourite favorite recommend",
+    "favourite": "favourite favorite prefer best",
 }
 _PRIORS = {"name": 1.0, "constraint": 1.0, "profile": 0.3, "preference": 0.2, "note": 0.2}
 
@@ -416,7 +416,7 @@ _PRIORS = {"name": 1.0, "constraint": 1.0, "profile": 0.3, "preference": 0.2, "n
 def _terms(text: str) -> list[str]:
     terms = []
     for word in _WORD.findall(text.lower()):
-        if word in _STOP:
+        if word in _STOP or len(word) < 2:
             continue
         for suffix in ("ing", "ies", "es", "ed", "s"):
             if len(word) > len(suffix) + 3 and word.endswith(suffix):
