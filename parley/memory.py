@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Boolean, Float, ForeignKey, String, Text, UniqueConstraint, delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from parley.errors import not_found
@@ -459,12 +460,23 @@ class Memory:
         self.db = db
         self.enabled = enabled
 
-    async def user_enabled(self, user_id: int) -> bool:
+    async def user_enabled(self, user_id: int, session: AsyncSession | None = None) -> bool:
         if not self.enabled:
             return False
-        async with self.db.session() as session:
-            setting = await session.get(MemorySetting, user_id)
+        if session is None:
+            async with self.db.session() as own:
+                return await self.user_enabled(user_id, own)
+        setting = await session.get(MemorySetting, user_id)
         return setting is None or setting.enabled
+
+    async def recall(self, session: AsyncSession, user_id: int, query: str, k: int) -> list[MemoryFact]:
+        """The ``k`` facts about ``user_id`` most relevant to ``query`` (none when memory is off)."""
+        if k <= 0 or not await self.user_enabled(user_id, session):
+            return []
+        stmt = select(MemoryFact).where(MemoryFact.user_id == user_id)
+        return rank(
+            (await session.scalars(stmt.order_by(MemoryFact.created_at, MemoryFact.id))).all(), query, k
+        )
 
     async def set_enabled(self, principal: Principal, enabled: bool) -> bool:
         async with self.db.transaction() as session:
@@ -475,11 +487,6 @@ class Memory:
                 setting.enabled = enabled
                 setting.updated_at = now()
         return enabled
-
-    async def facts(self, user_id: int) -> Sequence[MemoryFact]:
-        async with self.db.session() as session:
-            stmt = select(MemoryFact).where(MemoryFact.user_id == user_id)
-            return (await session.scalars(stmt.order_by(MemoryFact.created_at, MemoryFact.id))).all()
 
     async def page(
         self, principal: Principal, *, limit: int, before: str | None = None
@@ -544,7 +551,7 @@ class Memory:
         return stored
 
     @staticmethod
-    async def _own(session: Any, principal: Principal, fact_id: str) -> MemoryFact:
+    async def _own(session: AsyncSession, principal: Principal, fact_id: str) -> MemoryFact:
         fact: MemoryFact | None = await session.scalar(
             select(MemoryFact).where(MemoryFact.id == fact_id, MemoryFact.user_id == principal.user_id)
         )

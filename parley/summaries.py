@@ -31,7 +31,7 @@ from parley.store.schema import Base, Message, now
 CARRY_DECAY = 0.85
 _USER_WEIGHT = 1.3
 _MAX_SENTENCE_CHARS = 240
-_MIN_TERMS = 3
+_MIN_TERMS = 2
 _DUPLICATE = 0.6
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -42,7 +42,9 @@ _STOP_WORDS = (
     "a an the and or but of to in on at for with is are was were be been being am i me my you your it its "
     "this that these those do does did have has had what which who how can could would should will just "
     "so if then than there here about from as by not no yes ok okay sure thanks thank please very really "
-    "also some any all more most much many one get got like well let know think want need"
+    "also some any all more most much many one get got like well let know think want need i'm i've i'd i'll "
+    "it's that's you're don't can't hi hello hey great good nice cool awesome perfect sounds glad happy "
+    "right"
 )
 _STOP = frozenset(_STOP_WORDS.split())
 
