@@ -340,9 +340,6 @@ class ContextBuilder:
         for assistant in assistants:
             options_of(assistant)
 
-    def budget(self, assistant: Assistant, provider: Provider) -> Budget:
-        return Budget.of(options_of(assistant), self.settings, provider)
-
     async def memory_on(self, assistant: Assistant, user_id: int) -> bool:
         return options_of(assistant).memory and await self.memory.user_enabled(user_id)
 
