@@ -6,10 +6,17 @@ The prompt is, in order of priority when it does not all fit:
    anything after it in this run, such as tool calls and their results) — always sent;
 2. the user's most relevant remembered facts (``parley.memory``), up to ``memory_tokens``;
 3. retrieved sources (``sources``: mappings with ``text`` and optional ``title``), numbered
-   [1], [2] ... in the latest user turn, dropped from the least relevant end;
+   [1], [2] ..., dropped from the least relevant end;
 4. the thread's rolling summary (``parley.summaries``);
 5. as many earlier turns as fit, newest first. A turn (a user message and everything
    up to the next one) is kept or dropped whole, so a tool call never loses its result.
+
+The system message holds the instructions and the summary; facts and sources, which
+change from one message to the next, ride in the latest user turn. So the prompt up to
+the latest turn changes only when the summary does, and the provider's prompt cache
+(llama.cpp's KV cache, OpenAI's and Anthropic's prefix caching) keeps hitting: measured
+with SmolLM2, a fact block in the system message made late turns' time to first token
+~8x slower (``bench.memory --local``).
 
 The budget is ``min(context_window - reserve_tokens, context_budget)``: the model's
 window minus room for the answer, capped so that big-window models do not pay for a
@@ -55,7 +62,7 @@ log = structlog.get_logger(__name__)
 FOLD_AT = 0.8
 FOLD_TO = 0.5
 
-MEMORY_HEADER = "What you remember about the user (from earlier conversations; use it when relevant):"
+MEMORY_HEADER = "What you remember about me from earlier conversations (use it when relevant):"
 SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
 SOURCES_HEADER = "Sources (cite them as [1], [2] ... when you use them):"
 
@@ -222,7 +229,7 @@ def build_context(
     fact_lines: list[str] = []
     fact_ids: list[str] = []
     memory_left = budget.memory - counter.text(MEMORY_HEADER)
-    for fact in facts:
+    for fact in facts if current_chat else ():
         cost = counter.text(f"- {fact.text}\n")
         if cost > memory_left or cost > left:
             continue
@@ -265,10 +272,11 @@ def build_context(
     kept.reverse()
 
     system_parts = [instructions] if instructions else []
-    if fact_lines:
-        system_parts.append(MEMORY_HEADER + "\n" + "\n".join(fact_lines))
     if summary_text:
         system_parts.append(SUMMARY_HEADER + "\n" + summary_text)
+    blocks = [MEMORY_HEADER + "\n" + "\n".join(fact_lines)] if fact_lines else []
+    if kept_sources:
+        blocks.append(_sources_block(kept_sources))
     # (message, cache key): stored messages are counted once; composed ones every time.
     prompt: list[tuple[ChatMessage, str | None]] = []
     if system_parts:
@@ -276,8 +284,8 @@ def build_context(
     prompt.extend((to_chat_message(m), m.id) for turn in kept for m in turn)
     latest_user = max((i for i, m in enumerate(current) if m.role == "user"), default=None)
     for index, (chat, message) in enumerate(zip(current_chat, current, strict=True)):
-        if kept_sources and index == latest_user:
-            prompt.append((ChatMessage("user", f"{_sources_block(kept_sources)}\n\n{chat.content}"), None))
+        if blocks and index == latest_user:
+            prompt.append((ChatMessage("user", "\n\n".join([*blocks, chat.content])), None))
         else:
             prompt.append((chat, message.id))
     raw = REPLY_OVERHEAD + sum(counter.message_raw(chat, key=key) for chat, key in prompt)

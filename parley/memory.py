@@ -447,7 +447,8 @@ def rank(facts: Sequence[MemoryFact], query: str, k: int) -> list[MemoryFact]:
         return overlap + _PRIORS.get(facts[index].kind, 0.0), facts[index].updated_at
 
     best = sorted(range(total), key=score, reverse=True)[:k]
-    return [facts[i] for i in best]
+    # A stable order: the same facts make the same text, whatever the question.
+    return sorted((facts[i] for i in best), key=lambda f: (-_PRIORS.get(f.kind, 0.0), f.created_at))
 
 
 # -- storage ----------------------------------------------------------------------------

@@ -176,18 +176,34 @@ def fact(text: str, kind: str = "profile") -> MemoryFact:
     )
 
 
-def test_facts_and_summary_go_in_the_system_message() -> None:
+def test_the_summary_goes_in_the_system_message_and_facts_in_the_latest_turn() -> None:
     summary = ThreadSummary(text="- user: We planned a trip to Kyoto in May.", messages=12)
     history = [message("user", "what should I pack?")]
-    context = build(
-        history, 4096, summary=summary, facts=[fact("Name: Ana", "name"), fact("Allergic to peanuts")]
+    facts = [fact("Name: Ana", "name"), fact("Allergic to peanuts")]
+    context = build(history, 4096, summary=summary, facts=facts)
+    system, latest = context.request.messages[0].content, context.request.messages[-1].content
+    assert (
+        system == f"{ASSISTANT.instructions}\n\n{SUMMARY_HEADER}\n- user: We planned a trip to Kyoto in May."
     )
-    system = context.request.messages[0].content
-    assert system.startswith(ASSISTANT.instructions)
-    assert f"{MEMORY_HEADER}\n- Name: Ana\n- Allergic to peanuts" in system
-    assert f"{SUMMARY_HEADER}\n- user: We planned a trip to Kyoto in May." in system
+    assert latest == f"{MEMORY_HEADER}\n- Name: Ana\n- Allergic to peanuts\n\nwhat should I pack?"
     assert context.summarized_messages == 12
     assert len(context.facts) == 2
+
+
+def test_what_changes_per_message_leaves_the_prompt_prefix_untouched() -> None:
+    """Facts and sources vary with each question; the rest must stay byte-identical for prompt caches."""
+    history = [message("user", "hello"), message("assistant", "hi"), message("user", "question one")]
+    summary = ThreadSummary(text="- user: Earlier we talked about tea.", messages=4)
+    one = build(history, 4096, summary=summary, facts=[fact("Name: Ana", "name")])
+    two = build(
+        history,
+        4096,
+        summary=summary,
+        facts=[fact("Lives in Porto"), fact("Likes jazz")],
+        sources=[{"title": "Tea", "text": "Green tea is steamed."}],
+    )
+    assert one.request.messages[:-1] == two.request.messages[:-1]
+    assert one.request.messages[-1] != two.request.messages[-1]
 
 
 def test_memory_is_capped_by_its_own_budget() -> None:
@@ -201,13 +217,13 @@ def test_memory_is_capped_by_its_own_budget() -> None:
         facts=facts,
     )
     assert 1 <= len(context.facts) < 20
-    block = context.request.messages[0].content.split(MEMORY_HEADER)[1]
+    block = context.request.messages[-1].content.split(MEMORY_HEADER)[1].rsplit("\n\n", 1)[0]
     assert counter().text(block) <= 60
 
 
 def test_sources_are_numbered_in_the_latest_user_turn_and_trimmed_from_the_end() -> None:
     sources = [
-        {"title": "Returns", "text": "Items can be returned within 30 days."},
+        {"title": "Returns", "text": "Items can be returned within 30 days."},  # most relevant first
         {"title": "Shipping", "text": "Orders ship in two days. " + words(300)},
     ]
     history = [message("user", "hi"), message("assistant", "hello"), message("user", "can I return a lamp?")]
@@ -345,7 +361,7 @@ async def test_a_long_thread_stays_within_budget_with_a_stored_rolling_summary(s
         assert summary is not None
         assert summary.method == "extractive"
         assert summary.messages >= 10
-        assert summary.text in provider.requests[-1].messages[0].content
+        assert provider.requests[-1].messages[0].content.endswith(summary.text)
         last = max(stored, key=lambda m: m.created_at)
         assert last.data["context"]["prompt_tokens"] <= 400
         assert last.data["context"]["summarized_messages"] == summary.messages

@@ -120,8 +120,13 @@ async def memory(server: Server) -> list[dict[str, Any]]:
     return data
 
 
-def system_prompt(request: ProviderRequest) -> str:
-    return request.messages[0].content if request.messages[0].role == "system" else ""
+def latest_turn(request: ProviderRequest) -> str:
+    """Remembered facts ride in the latest user turn (see ``parley.context``)."""
+    return request.messages[-1].content
+
+
+def whole(request: ProviderRequest) -> str:
+    return "\n".join(m.content for m in request.messages)
 
 
 async def test_facts_are_learned_linked_to_their_message_and_recalled_in_a_new_thread(
@@ -139,8 +144,8 @@ async def test_facts_are_learned_linked_to_their_message_and_recalled_in_a_new_t
 
         second = await new_thread(server.client)
         await say(server, second, "What should I cook tonight?")
-        prompt = system_prompt(provider.requests[-1])
-        assert f"{MEMORY_HEADER}\n- Name: Ana\n- Allergic to peanuts" in prompt
+        prompt = latest_turn(provider.requests[-1])
+        assert prompt == f"{MEMORY_HEADER}\n- Name: Ana\n- Allergic to peanuts\n\nWhat should I cook tonight?"
 
         await say(server, second, "Actually, my name is Anabela.")
         names = [f for f in await memory(server) if f["key"] == "name"]
@@ -163,8 +168,8 @@ async def test_forgetting_a_fact_removes_it_from_memory_and_from_later_prompts(s
 
         other = await new_thread(server.client)
         await say(server, other, "Any plans for the weekend?")
-        assert "Porto" not in system_prompt(provider.requests[-1])
-        assert "Name: Ana" in system_prompt(provider.requests[-1])
+        assert "Porto" not in whole(provider.requests[-1])
+        assert "Name: Ana" in latest_turn(provider.requests[-1])
 
         assert (await server.client.delete("/v1/memory")).status_code == 204
         assert await memory(server) == []
@@ -196,7 +201,7 @@ async def test_a_user_can_turn_memory_off_and_on(settings_for: Any) -> None:
         assert off.json()["enabled"] is False
         await say(server, thread, "I live in Porto.")
         assert [f["key"] for f in await memory(server)] == ["name"], "nothing learned while off"
-        assert MEMORY_HEADER not in system_prompt(provider.requests[-1]), "nothing recalled while off"
+        assert MEMORY_HEADER not in whole(provider.requests[-1]), "nothing recalled while off"
         on = await server.client.patch("/v1/memory/settings", json={"enabled": True})
         assert on.json()["enabled"] is True
         await say(server, thread, "I work as a baker.")
@@ -214,7 +219,7 @@ async def test_an_assistant_with_memory_off_neither_learns_nor_recalls(settings_
         thread = await new_thread(server.client, "private")
         await say(server, thread, "I'm allergic to shellfish. What is my name?")
         assert [f["key"] for f in await memory(server)] == ["name"]
-        assert MEMORY_HEADER not in system_prompt(provider.requests[-1])
+        assert MEMORY_HEADER not in whole(provider.requests[-1])
 
 
 async def test_memory_off_for_the_whole_server(settings_for: Any) -> None:
