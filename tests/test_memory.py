@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 
 from parley.assistants import Assistant
 from parley.context import MEMORY_HEADER
-from parley.memory import MemoryFact, extract, rank
+from parley.facts import extract
+from parley.memory import MemoryFact, rank
 from parley.providers.base import ProviderRequest, TextDelta
 from parley.providers.scripted import ScriptedProvider
 from parley.users import create_user
