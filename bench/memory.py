@@ -71,7 +71,7 @@ FACTS = [
     Fact("My favourite colour is ochre.", "What is my favourite colour?", "ochre"),
     Fact("My budget is 1200 euros.", "What budget did I give you?", "1200"),
     Fact("I'm vegetarian.", "Is there a diet I follow?", "vegetarian"),
-    Fact("I prefer trains over planes.", "Do I prefer trains or planes?", "trains"),
+    Fact("I prefer trains over planes.", "How do I prefer to travel?", "trains"),
     Fact("Remember that my passport expires in March.", "When does my passport expire?", "March"),
 ]
 
@@ -269,7 +269,8 @@ class Player:
         await self.parley.context.idle()
         result.upkeep_ms.append((time.perf_counter() - upkeep) * 1000)
         if turn.probe is not None:
-            prompt = "\n".join(m.content for m in self.recorder.requests[-1].messages[:-1])
+            sent = "\n".join(m.content for m in self.recorder.requests[-1].messages)
+            prompt = sent.replace(turn.text, "")
             answer = turn.probe.answer.lower()
             result.reached[turn.probe.answer] = answer in prompt.lower()
             result.answers[turn.probe.answer] = done["text"]
