@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import ApiError, not_found
 from parley.events import TERMINAL_STATUSES, EventLog
 from parley.executor import Executor
 from parley.store.db import Database
-from parley.store.schema import Run, new_id, now
+from parley.store.schema import Run, Thread, new_id, now
 from parley.threads import delete_thread_rows, get_thread, visible
 from parley.users import Principal
 
 Multitask = Literal["reject", "enqueue", "interrupt"]
 ACTIVE_STATUSES = ("queued", "running")
+#: Decides, inside the creating transaction, whether a run may be created (raises ``ApiError``).
+Admit = Callable[[AsyncSession, Thread, str], Awaitable[None]]
 
 
 def request_hash(thread_id: str, body: dict[str, Any]) -> str:
@@ -35,6 +39,7 @@ class Runs:
         self._log = log
         self._executor = executor
         self._cancel_wait = cancel_wait
+        self.admit: Admit | None = None
 
     async def create(
         self,
@@ -100,6 +105,8 @@ class Runs:
                     f"thread {thread_id} already has an active run ({active[0]}); "
                     "wait for it, cancel it, or send multitask=enqueue or interrupt",
                 )
+            if self.admit is not None:
+                await self.admit(session, thread, text)
             run = Run(
                 id=new_id("run"),
                 thread_id=thread_id,
