@@ -51,7 +51,6 @@ def serve(
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir, "model": model}.items() if v
     }
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    configure(settings.log_level, settings.log_json)
     from parley.keys import InsecureBind, check_bind
 
     try:
@@ -59,6 +58,7 @@ def serve(
     except InsecureBind as exc:
         typer.echo(f"parley: {exc}", err=True)
         raise typer.Exit(2) from None
+    configure(settings.log_level, settings.log_json)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
