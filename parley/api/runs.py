@@ -12,6 +12,7 @@ from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import RunCreate, run_json
 from parley.api.sse import check_cursor, parse_cursor, stream_run
 from parley.errors import ApiError
+from parley.ratelimit import rate_class
 
 router = APIRouter(tags=["runs"])
 
@@ -21,6 +22,7 @@ router = APIRouter(tags=["runs"])
     status_code=201,
     responses={200: {"description": "An Idempotency-Key replay: the run created the first time."}},
 )
+@rate_class("runs")
 async def create(
     thread_id: str,
     body: RunCreate,

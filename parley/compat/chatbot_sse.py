@@ -23,6 +23,7 @@ from parley.api.schemas import Body, iso
 from parley.api.sse import check_cursor, parse_cursor, stream_run
 from parley.errors import ApiError, not_found
 from parley.events import RunEvent
+from parley.ratelimit import rate_class
 from parley.store.schema import Run, User
 from parley.threads import create_thread
 from parley.users import create_user
@@ -101,6 +102,7 @@ async def create_thread_(body: ThreadIn, parley: ParleyDep, principal: Principal
 
 
 @router.post("/threads/{thread_id}/messages")
+@rate_class("runs")
 async def post_message(
     thread_id: str, body: MessageIn, parley: ParleyDep, principal: PrincipalDep
 ) -> dict[str, Any]:
