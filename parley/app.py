@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 
 from parley import __version__, errors
+from parley.api import account as account_api
 from parley.api import files as files_api
 from parley.api import runs as runs_api
 from parley.api import system as system_api
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
         threads_api.router,
         runs_api.router,
         files_api.router,
+        account_api.router,
         system_api.router,
         chatbot_sse.router,
         jobs.router,

@@ -29,7 +29,9 @@ def settings(tmp_path: Path, storage: dict[str, Any], **overrides: Any) -> Setti
     return Settings(**values)
 
 
-async def fire(client: httpx.AsyncClient, n: int, method: str, path: str, **kwargs: Any) -> list[httpx.Response]:
+async def fire(
+    client: httpx.AsyncClient, n: int, method: str, path: str, **kwargs: Any
+) -> list[httpx.Response]:
     return list(await asyncio.gather(*(client.request(method, path, **kwargs) for _ in range(n))))
 
 
@@ -59,9 +61,12 @@ async def test_limits_are_per_key_and_per_endpoint_class(tmp_path: Path, storage
     async with serve(settings(tmp_path, storage, rate_limit="50/minute", config_file=config)) as server:
         alice = {"X-API-Key": await key_for(server, "alice")}
         bob = {"X-API-Key": await key_for(server, "bob")}
-        threads = [(await server.client.post("/v1/threads", json={}, headers=alice)).json()["id"] for _ in range(3)]
+        threads = [
+            (await server.client.post("/v1/threads", json={}, headers=alice)).json()["id"] for _ in range(3)
+        ]
         runs = [
-            await server.client.post(f"/v1/threads/{t}/runs", json={"input": "hi"}, headers=alice) for t in threads
+            await server.client.post(f"/v1/threads/{t}/runs", json={"input": "hi"}, headers=alice)
+            for t in threads
         ]
         assert [r.status_code for r in runs] == [201, 201, 429]
         assert "'runs'" in runs[2].json()["error"]["message"]
