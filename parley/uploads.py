@@ -265,7 +265,11 @@ class _Parts:
 
 
 async def receive(request: Request, directory: Path, *, max_bytes: int, quota_left: int) -> Received:
-    """Stream a ``multipart/form-data`` upload (one part named ``file``) into ``directory``."""
+    """Stream a ``multipart/form-data`` upload (one part named ``file``) into ``directory``.
+
+    A refusal is answered at once; the server then discards whatever the client still
+    sends (keeping the connection usable, so the client reads a clean 413).
+    """
     media, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if media != b"multipart/form-data" or not boundary:

@@ -64,20 +64,22 @@ async def test_over_budget_is_a_clear_429_and_stores_nothing(settings_for) -> No
 
 async def test_a_stream_cannot_overspend_its_reservation(settings_for) -> None:
     """The provider would stream 500 tokens; the turn was allowed 20 and stops there."""
-    async with serve(
-        settings_for(model="scripted:bench?tokens=500", daily_token_budget=5_000, budget_output_tokens=20)
-    ) as server:
-        async with client_as(server, "alice") as alice:
-            thread = await new_thread(alice)
-            frames = await read_events(
-                alice, f"/v1/threads/{thread}/runs", method="POST", json={"input": "go", "stream": True}
-            )
-            assert frames[-1].event == "run.completed"
-            text = frames[-1].json["text"]
-            assert 0 < len(text.split()) <= 20
-            used, reserved = await ledger(server)
-            assert reserved == 0
-            assert used <= SYSTEM_TOKENS + 1 + 20 + 5
+    async with (
+        serve(
+            settings_for(model="scripted:bench?tokens=500", daily_token_budget=5_000, budget_output_tokens=20)
+        ) as server,
+        client_as(server, "alice") as alice,
+    ):
+        thread = await new_thread(alice)
+        frames = await read_events(
+            alice, f"/v1/threads/{thread}/runs", method="POST", json={"input": "go", "stream": True}
+        )
+        assert frames[-1].event == "run.completed"
+        text = frames[-1].json["text"]
+        assert 0 < len(text.split()) <= 20
+        used, reserved = await ledger(server)
+        assert reserved == 0
+        assert used <= SYSTEM_TOKENS + 1 + 20 + 5
 
 
 async def test_concurrent_runs_never_spend_more_than_the_budget(settings_for) -> None:
@@ -85,25 +87,24 @@ async def test_concurrent_runs_never_spend_more_than_the_budget(settings_for) ->
     settings = settings_for(
         model="scripted:echo?delay_ms=5", daily_token_budget=limit, budget_output_tokens=50
     )
-    async with serve(settings) as server:
-        async with client_as(server, "alice") as alice:
-            threads = [await new_thread(alice) for _ in range(12)]
-            responses = await asyncio.gather(
-                *(alice.post(f"/v1/threads/{t}/runs", json={"input": "hello there friend"}) for t in threads)
-            )
-            created = [r.json() for r in responses if r.status_code == 201]
-            refused = [r for r in responses if r.status_code == 429]
-            assert len(created) + len(refused) == 12
-            finals = [(await read_events(alice, f"/v1/runs/{run['id']}/events"))[-1] for run in created]
-            completed = [f.json for f in finals if f.event == "run.completed"]
-            failed = [f.json for f in finals if f.event == "run.failed"]
-            assert {f["error"]["code"] for f in failed} <= {"budget_exceeded"}
-            assert completed
-            assert refused or failed
-            used, reserved = await ledger(server)
-            assert reserved == 0
-            assert used <= limit
-            assert used == sum(c["usage"]["input_tokens"] + c["usage"]["output_tokens"] for c in completed)
+    async with serve(settings) as server, client_as(server, "alice") as alice:
+        threads = [await new_thread(alice) for _ in range(12)]
+        responses = await asyncio.gather(
+            *(alice.post(f"/v1/threads/{t}/runs", json={"input": "hello there friend"}) for t in threads)
+        )
+        created = [r.json() for r in responses if r.status_code == 201]
+        refused = [r for r in responses if r.status_code == 429]
+        assert len(created) + len(refused) == 12
+        finals = [(await read_events(alice, f"/v1/runs/{run['id']}/events"))[-1] for run in created]
+        completed = [f.json for f in finals if f.event == "run.completed"]
+        failed = [f.json for f in finals if f.event == "run.failed"]
+        assert {f["error"]["code"] for f in failed} <= {"budget_exceeded"}
+        assert completed
+        assert refused or failed
+        used, reserved = await ledger(server)
+        assert reserved == 0
+        assert used <= limit
+        assert used == sum(c["usage"]["input_tokens"] + c["usage"]["output_tokens"] for c in completed)
 
 
 async def test_per_user_budgets_come_from_the_config_file(settings_for, tmp_path) -> None:
