@@ -23,21 +23,21 @@ async def ledger(server: Server) -> tuple[int, int]:
 
 
 async def test_usage_is_reconciled_with_what_the_provider_reported(settings_for) -> None:
-    async with serve(settings_for(daily_token_budget=10_000, budget_output_tokens=64)) as server:
-        async with client_as(server, "alice") as alice:
-            thread = await new_thread(alice)
-            frames = await read_events(
-                alice,
-                f"/v1/threads/{thread}/runs",
-                method="POST",
-                json={"input": "one two three", "stream": True},
-            )
-            usage = frames[-1].json["usage"]
-            used, reserved = await ledger(server)
-            assert used == usage["input_tokens"] + usage["output_tokens"]
-            assert reserved == 0
-            budget = (await alice.get("/v1/me")).json()["budget"]
-            assert budget == {**budget, "daily_tokens": 10_000, "used": used, "remaining": 10_000 - used}
+    settings = settings_for(daily_token_budget=10_000, budget_output_tokens=64)
+    async with serve(settings) as server, client_as(server, "alice") as alice:
+        thread = await new_thread(alice)
+        frames = await read_events(
+            alice,
+            f"/v1/threads/{thread}/runs",
+            method="POST",
+            json={"input": "one two three", "stream": True},
+        )
+        usage = frames[-1].json["usage"]
+        used, reserved = await ledger(server)
+        assert used == usage["input_tokens"] + usage["output_tokens"]
+        assert reserved == 0
+        budget = (await alice.get("/v1/me")).json()["budget"]
+        assert budget == {**budget, "daily_tokens": 10_000, "used": used, "remaining": 10_000 - used}
 
 
 async def test_over_budget_is_a_clear_429_and_stores_nothing(settings_for) -> None:
