@@ -148,7 +148,18 @@ def _is_text(head: bytes, *, complete: bool) -> bool:
     return True
 
 
+_EXECUTABLES = (
+    (b"MZ", "a Windows executable"),
+    (b"\x7fELF", "a Linux (ELF) executable"),
+    (b"\xcf\xfa\xed\xfe", "a macOS executable"),
+    (b"\xca\xfe\xba\xbe", "a macOS or Java executable"),
+)
+
+
 def _describe(head: bytes) -> str:
+    for magic, name in _EXECUTABLES:
+        if head.startswith(magic):
+            return name
     try:
         matches = puremagic.magic_string(head)
     except (puremagic.PureError, ValueError):
