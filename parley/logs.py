@@ -8,6 +8,8 @@ from typing import Any
 
 import structlog
 
+from parley.redact import redact_pii
+
 
 def configure(level: str = "INFO", json_logs: bool = True) -> None:
     renderer: Any = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
@@ -17,6 +19,7 @@ def configure(level: str = "INFO", json_logs: bool = True) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_pii,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
