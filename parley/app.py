@@ -133,7 +133,7 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
         chatbot_sse.router,
         jobs.router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=errors.RESPONSES)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(RequestContext, metrics=parley.metrics)

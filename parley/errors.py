@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger(__name__)
@@ -22,6 +23,32 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+#: The error answers any API route may give, for the OpenAPI schema.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("Malformed request (e.g. invalid JSON)."),
+    401: _documented("Missing, invalid or revoked API key."),
+    404: _documented("No such object (or not yours)."),
+    413: _documented("Request body too large."),
+    422: _documented("The request is well-formed but invalid."),
+    429: _documented("Rate limit or token budget exceeded; see Retry-After."),
+}
 
 
 def not_found(kind: str, ident: object) -> ApiError:

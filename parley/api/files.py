@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import iso
+from parley.errors import ErrorResponse
 from parley.files import File
 from parley.ratelimit import rate_class
 
@@ -39,6 +40,12 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "The file is over the size limit or the user's quota."},
+    415: {"model": ErrorResponse, "description": "Not an allowed type (txt, md, csv, json, pdf, png, jpg)."},
+}
+
+
 def file_json(file: File) -> dict[str, Any]:
     return {
         "id": file.id,
@@ -60,10 +67,7 @@ def file_json(file: File) -> dict[str, Any]:
     "",
     status_code=201,
     openapi_extra=UPLOAD_BODY,
-    responses={
-        413: {"description": "The file is over the size limit or the user's quota."},
-        415: {"description": "The content is not an allowed type (txt, md, csv, json, pdf, png, jpg)."},
-    },
+    responses=UPLOAD_RESPONSES,
 )
 @rate_class("uploads")
 async def upload(request: Request, parley: ParleyDep, principal: PrincipalDep) -> dict[str, Any]:

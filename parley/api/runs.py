@@ -11,7 +11,7 @@ from sse_starlette import EventSourceResponse
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import RunCreate, run_json
 from parley.api.sse import check_cursor, parse_cursor, stream_run
-from parley.errors import ApiError
+from parley.errors import ApiError, ErrorResponse
 from parley.ratelimit import rate_class
 
 router = APIRouter(tags=["runs"])
@@ -20,7 +20,13 @@ router = APIRouter(tags=["runs"])
 @router.post(
     "/v1/threads/{thread_id}/runs",
     status_code=201,
-    responses={200: {"description": "An Idempotency-Key replay: the run created the first time."}},
+    responses={
+        200: {
+            "description": "An Idempotency-Key replay (the first run), or the run's SSE stream with stream=true.",
+            "content": {"application/json": {}, "text/event-stream": {}},
+        },
+        409: {"model": ErrorResponse, "description": "The thread has an active run (multitask=reject)."},
+    },
 )
 @rate_class("runs")
 async def create(

@@ -38,7 +38,7 @@ class UserIn(Body):
 
 
 class ThreadIn(Body):
-    user_id: int
+    user_id: int = Field(ge=1, le=2**31 - 1)  # a database integer id
 
 
 class MessageIn(Body):

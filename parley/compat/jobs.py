@@ -18,7 +18,7 @@ from pydantic import Field
 from sqlalchemy import select
 
 from parley.api.deps import ParleyDep, PrincipalDep
-from parley.api.files import UPLOAD_BODY, file_json
+from parley.api.files import UPLOAD_BODY, UPLOAD_RESPONSES, file_json
 from parley.api.schemas import Body, iso
 from parley.errors import ApiError
 from parley.files import File
@@ -120,7 +120,7 @@ def analysis_prompt(file: File, room: int) -> str:
     return f"{header}\n\n--- {file.name} ---\n{text}{cut}"
 
 
-@router.post("/files", status_code=202, openapi_extra=UPLOAD_BODY)
+@router.post("/files", status_code=202, openapi_extra=UPLOAD_BODY, responses=UPLOAD_RESPONSES)
 @rate_class("uploads")
 async def post_file(request: Request, parley: ParleyDep, principal: PrincipalDep) -> dict[str, Any]:
     file = await parley.files.upload(request, principal)
