@@ -197,11 +197,15 @@ class Budgets:
 
 
 class BudgetedRoute(Route):
+    """A route whose turns are metered; everything but ``stream`` is the wrapped route's."""
+
     def __init__(self, route: Route, budgets: Budgets, user_id: int) -> None:
-        super().__init__(route.providers)
         self._route = route
         self._budgets = budgets
         self._user_id = user_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._route, name)
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[Delta]:
         counter = self.primary.count_tokens

@@ -23,10 +23,11 @@ from fastapi import Request
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, delete, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from parley.errors import ApiError, not_found
+from parley.errors import ApiError
+from parley.ownership import get_owned
 from parley.store.db import Database
 from parley.store.schema import Base, User, new_id, now
-from parley.threads import get_thread, visible
+from parley.threads import get_thread
 from parley.uploads import Received, receive
 from parley.users import Principal
 
@@ -245,12 +246,7 @@ class Files:
 
     async def get(self, principal: Principal, file_id: str) -> File:
         async with self._db.session() as session:
-            file = await session.scalar(
-                visible(select(File).where(File.id == file_id), principal, File.user_id)
-            )
-        if file is None:
-            raise not_found("file", file_id)
-        return file
+            return await get_owned(session, principal, File, file_id, kind="file")
 
     async def list(self, principal: Principal, *, limit: int, thread_id: str | None = None) -> Sequence[File]:
         stmt = select(File).where(File.user_id == principal.user_id)

@@ -106,6 +106,12 @@ class RateLimiter:
     def from_settings(cls, settings: Settings) -> RateLimiter:
         storage: Storage
         if settings.redis_url:
+            try:
+                import redis  # noqa: F401
+            except ImportError:
+                raise RuntimeError(
+                    "PARLEY_REDIS_URL needs the [redis] extra: pip install 'parley[redis]'"
+                ) from None
             storage = RedisStorage(
                 settings.redis_url, implementation="redispy", key_prefix=f"{settings.rate_limit_prefix}:rl"
             )
