@@ -160,20 +160,26 @@ async def test_display_names_are_cleaned(server: Server) -> None:
     assert (await upload(server, long, b"x")).json()["name"] == "a" * 196 + ".txt"
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "status", "code"),
-    [
-        ({"json": {"file": "hello"}}, 415, "expected_multipart"),
-        ({"data": {"thread_id": "thr_x"}, "files": {"other": ("a.txt", b"hi")}}, 422, "invalid_multipart"),
-        ({"data": {"note": "no file"}, "files": {}}, 415, "expected_multipart"),
-    ],
-)
-async def test_malformed_upload_requests_are_clear_4xx(
-    server: Server, kwargs, status: int, code: str
-) -> None:
-    response = await server.client.post("/v1/files", **kwargs)
-    assert response.status_code == status, response.text
-    assert response.json()["error"]["code"] == code
+MALFORMED = [
+    ({"json": {"file": "hello"}}, 415, "expected_multipart"),
+    ({"data": {"thread_id": "thr_x"}, "files": {"other": ("a.txt", b"hi")}}, 422, "invalid_multipart"),
+    ({"data": {"note": "no file"}, "files": {}}, 415, "expected_multipart"),
+    ({"data": {"note": "no file"}, "files": {"file": ("", b"")}}, 422, "missing_file"),
+    (
+        {
+            "content": b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhalf',
+            "headers": {"Content-Type": "multipart/form-data; boundary=b"},
+        },
+        400,
+        "invalid_multipart",
+    ),
+]
+
+
+async def test_malformed_upload_requests_are_clear_4xx(server: Server) -> None:
+    for kwargs, status, code in MALFORMED:
+        response = await server.client.post("/v1/files", **kwargs)
+        assert (response.status_code, response.json()["error"]["code"]) == (status, code), kwargs
     assert await stored(server) == ([], 0)
 
 
