@@ -9,7 +9,7 @@ import httpx
 
 from parley.providers.base import ProviderError
 from parley.providers.scripted import ScriptedProvider
-from tests import files as corpus
+from tests import corpus
 from tests.conftest import Server, serve
 from tests.identity import client_as
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from parley.files import File
-from tests import files as corpus
+from tests import corpus
 from tests.conftest import Server, serve
 from tests.identity import client_as
 
