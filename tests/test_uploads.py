@@ -190,3 +190,18 @@ async def test_files_are_never_served_statically(server: Server, tmp_path: Path)
         response = await server.client.get(path)
         assert response.status_code in (404, 405)
         assert b"top secret" not in response.content
+
+
+async def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(settings_for) -> None:
+    async with serve(settings_for(auth="required")) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/files HTTP/1.1\r\nHost: test\r\nContent-Length: 104857600\r\n"
+            b"Content-Type: multipart/form-data; boundary=xyz\r\n\r\n--xyz\r\n"
+        )
+        # Only a few bytes of the announced 100 MB were sent: the answer must not wait for the rest.
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 401 ")
+        assert await stored(server) == ([], 0)
