@@ -77,6 +77,20 @@ class Settings(BaseSettings):
             raise ValueError("PARLEY_MODEL must name at least one provider:model")
         return value
 
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            if parse_many(value):
+                return value
+        except ValueError:
+            pass
+        raise ValueError(
+            f"PARLEY_RATE_LIMIT must look like '120/minute' or '10/second;1000/hour', not {value!r}"
+        )
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

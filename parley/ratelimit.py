@@ -112,8 +112,13 @@ class RateLimiter:
                 raise RuntimeError(
                     "PARLEY_REDIS_URL needs the [redis] extra: pip install 'parley[redis]'"
                 ) from None
+            # Short timeouts: a hung Redis must not hang every request (admit() lets them through).
             storage = RedisStorage(
-                settings.redis_url, implementation="redispy", key_prefix=f"{settings.rate_limit_prefix}:rl"
+                settings.redis_url,
+                implementation="redispy",
+                key_prefix=f"{settings.rate_limit_prefix}:rl",
+                socket_connect_timeout=1.0,
+                socket_timeout=2.0,
             )
         else:
             storage = MemoryStorage()

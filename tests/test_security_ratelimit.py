@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from parley.app import create_app
 from parley.config import Settings
 from tests.conftest import REDIS_URL, _need, serve
 from tests.identity import key_for
@@ -100,3 +101,20 @@ async def test_redis_counters_are_shared_by_every_process(tmp_path: Path) -> Non
         codes = [r.status_code for batch in responses for r in batch]
         assert codes.count(200) == 6
         assert codes.count(429) == 4
+
+
+@pytest.mark.parametrize("value", ["lots", "120 per fortnight", ""])
+def test_a_malformed_limit_is_refused_at_start_up(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ValueError, match="PARLEY_RATE_LIMIT must look like"):
+        Settings(data_dir=tmp_path, rate_limit=value)
+    config = tmp_path / "parley.toml"
+    config.write_text(f'[rate_limits]\nruns = "{value}"\n')
+    with pytest.raises(ValueError, match=r"\[rate_limits\] runs"):
+        create_app(Settings(data_dir=tmp_path, config_file=config))
+
+
+async def test_an_unreachable_redis_does_not_take_the_api_down(tmp_path: Path) -> None:
+    down = {"redis_url": "redis://127.0.0.1:1/0"}
+    async with serve(settings(tmp_path, down, rate_limit="1/minute")) as server:
+        codes = [(await server.client.get("/v1/threads")).status_code for _ in range(3)]
+        assert codes == [200, 200, 200]
