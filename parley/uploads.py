@@ -312,7 +312,9 @@ async def receive(request: Request, directory: Path, *, max_bytes: int, quota_le
             except MultipartParseError as exc:
                 raise ApiError(400, "invalid_multipart", f"the multipart body is malformed: {exc}") from None
             for kind, data in parts.events:
-                if kind == "disposition":
+                if kind == "begin":
+                    current = None  # a part without a Content-Disposition is ignored
+                elif kind == "disposition":
                     current, sink = _open_part(data, sink, received, fields, directory, max_bytes, quota_left)
                 elif kind == "data" and current == "file" and sink is not None:
                     sink.write(data)

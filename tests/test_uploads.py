@@ -176,6 +176,20 @@ MALFORMED = [
 ]
 
 
+NAMELESS_PART = (
+    b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello\r\n'
+    b"--b\r\nContent-Type: text/plain\r\n\r\nstray data\r\n--b--\r\n"
+)
+
+
+async def test_a_part_without_a_name_is_ignored(server: Server) -> None:
+    response = await server.client.post(
+        "/v1/files", content=NAMELESS_PART, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["preview"] == "hello"
+
+
 async def test_malformed_upload_requests_are_clear_4xx(server: Server) -> None:
     for kwargs, status, code in MALFORMED:
         response = await server.client.post("/v1/files", **kwargs)
