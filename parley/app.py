@@ -98,7 +98,7 @@ class Parley:
 
     async def authenticate(self, request: Request) -> Principal:
         """The caller (API key, or the local user of a loopback server), within its rate limit."""
-        principal = await self.auth.authenticate(request)
+        principal = await self.limiter.authenticate(request, lambda: self.auth.authenticate(request))
         await self.limiter.admit(request, principal)
         return principal
 

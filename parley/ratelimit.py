@@ -15,10 +15,11 @@ refusal is a 429 with ``Retry-After``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +38,9 @@ from parley.users import Principal
 log = structlog.get_logger(__name__)
 
 DEFAULT_CLASS = "default"
+#: Failed authentications per client address; over it, the address is refused before any lookup.
+AUTH_FAILURES = "auth_failures"
+DEFAULT_AUTH_FAILURES = "30/minute"
 _ATTRIBUTE = "__parley_rate_class__"
 _STATE_KEY = "rate_limit"
 
@@ -125,7 +129,36 @@ class RateLimiter:
         return cls(storage, settings.rate_limit, load_class_limits(settings.config_file))
 
     def limits_of(self, rate_class_: str) -> list[RateLimitItem]:
+        if rate_class_ == AUTH_FAILURES and AUTH_FAILURES not in self._classes:
+            return parse_limits(DEFAULT_AUTH_FAILURES, AUTH_FAILURES)
         return self._classes.get(rate_class_, self._classes.get(DEFAULT_CLASS, self._default))
+
+    async def authenticate(self, request: Request, attempt: Callable[[], Awaitable[Principal]]) -> Principal:
+        """Run ``attempt``, counting its 401s per client address; too many, and the address gets 429s."""
+        address = f"ip:{_client_ip(request)}"
+        items = self.limits_of(AUTH_FAILURES)
+        try:
+            blocked = [item for item in items if not await self._strategy.test(item, AUTH_FAILURES, address)]
+        except Exception as exc:
+            log.error("rate_limit_storage_failed", error=f"{type(exc).__name__}: {exc}")
+            blocked = []
+        if blocked:
+            stats = await self._strategy.get_window_stats(blocked[0], AUTH_FAILURES, address)
+            wait = max(1, math.ceil(stats.reset_time - time.time()))
+            raise ApiError(
+                429,
+                "too_many_auth_failures",
+                f"too many failed authentications from this address; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        try:
+            return await attempt()
+        except ApiError as exc:
+            if exc.status == 401:
+                with contextlib.suppress(Exception):
+                    for item in items:
+                        await self._strategy.hit(item, AUTH_FAILURES, address)
+            raise
 
     async def hit(self, identity: str, rate_class_: str) -> Decision:
         """Count one request; the tightest limit decides (the first one that refuses, if any)."""

@@ -118,3 +118,21 @@ async def test_an_unreachable_redis_does_not_take_the_api_down(tmp_path: Path) -
     async with serve(settings(tmp_path, down, rate_limit="1/minute")) as server:
         codes = [(await server.client.get("/v1/threads")).status_code for _ in range(3)]
         assert codes == [200, 200, 200]
+
+
+async def test_repeated_failed_authentication_blocks_the_address(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text('[rate_limits]\nauth_failures = "3/minute"\n')
+    async with serve(settings(tmp_path, storage, auth="required", config_file=config)) as server:
+        good = {"X-API-Key": await key_for(server, "alice")}
+        assert (await server.client.get("/v1/threads", headers=good)).status_code == 200
+        bad = {"X-API-Key": "prl_guessing-" + "x" * 30}
+        codes = [(await server.client.get("/v1/threads", headers=bad)).status_code for _ in range(4)]
+        assert codes == [401, 401, 401, 429]
+        blocked = await server.client.get("/v1/threads", headers=good)
+        assert blocked.status_code == 429
+        assert blocked.json()["error"]["code"] == "too_many_auth_failures"
+        assert 1 <= int(blocked.headers["retry-after"]) <= 60
+        assert (await server.client.get("/healthz")).status_code == 200
