@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, Request
 
-from parley import __version__, errors
+from parley import __version__, errors, web
 from parley.api import account as account_api
 from parley.api import files as files_api
 from parley.api import runs as runs_api
@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
     ):
         app.include_router(router, responses=errors.RESPONSES)
     app.add_middleware(RateLimitHeaders)
+    web.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(RequestContext, metrics=parley.metrics)
     return app

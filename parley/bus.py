@@ -42,7 +42,8 @@ class _LocalSubscription(Subscription):
 
     async def wait(self, timeout: float | None = None) -> bool:
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
+                await self._event.wait()
         except TimeoutError:
             return False
         self._event.clear()

@@ -15,9 +15,9 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 import structlog
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,10 +45,12 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"
 # How long a finished run's events stay in memory for late readers.
 _TAIL_LINGER_SECONDS = 60.0
 _READ_PAGE = 1000
+_RECHECK_SECONDS = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class RunEvent:
+class RunEvent(NamedTuple):
+    """One event; a tuple, so a batch goes to the driver's executemany as is."""
+
     run_id: str
     seq: int
     type: str
@@ -65,7 +67,7 @@ class RunEvent:
 
 
 def encode(data: dict[str, Any]) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    return orjson.dumps(data, default=str).decode()
 
 
 class EventLogError(RuntimeError):
@@ -89,11 +91,14 @@ class EventLog:
         self._pending: list[RunEvent] = []
         self._pending_done: asyncio.Future[None] | None = None
         self._inflight_done: asyncio.Future[None] | None = None
-        self._tail: dict[str, list[RunEvent]] = {}
+        # Committed events of runs written here: seqs start..start+len-1, for fast reads.
+        self._tail: dict[str, _Tail] = {}
         self._finished: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
+        marks = ("?",) * 5 if db.is_sqlite else tuple(f"${i}" for i in range(1, 6))
+        self._insert_sql = f"INSERT INTO {Event.__tablename__} (run_id, seq, type, data, created_at) VALUES ({', '.join(marks)})"
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -112,11 +117,14 @@ class EventLog:
         """Become the writer of a run; returns the last committed seq (0 for a new run)."""
         async with self._db.session() as session:
             last = await session.scalar(select(func.max(Event.seq)).where(Event.run_id == run_id))
-        last = last or 0
+        self.open_new(run_id, last or 0)
+        return last or 0
+
+    def open_new(self, run_id: str, last: int = 0) -> None:
+        """Become the writer of a run whose last committed seq is known (0: a new run)."""
         self._next_seq[run_id] = last + 1
-        self._tail.setdefault(run_id, [])
+        self._tail[run_id] = _Tail(last + 1)
         self._finished.pop(run_id, None)
-        return last
 
     def append(self, run_id: str, type_: str, data: dict[str, Any]) -> RunEvent:
         """Queue an event for the next group commit. Durable once ``flush`` returns."""
@@ -189,10 +197,11 @@ class EventLog:
                 return
 
     async def _commit(self, batch: list[RunEvent]) -> None:
-        async with self._db.session() as session, session.begin():
+        # The driver's executemany directly: the ORM's per-row bookkeeping would cost more
+        # than the insert itself on this hot path.
+        async with self._db.engine.begin() as conn:
             for start in range(0, len(batch), self._max_batch):
-                chunk = batch[start : start + self._max_batch]
-                await session.execute(insert(Event), [_row(e) for e in chunk])
+                await conn.exec_driver_sql(self._insert_sql, batch[start : start + self._max_batch])
         self._published(batch)
         for run_id in {e.run_id for e in batch}:
             await self._bus.publish(run_id)
@@ -200,8 +209,8 @@ class EventLog:
     def _published(self, events: list[RunEvent]) -> None:
         for event in events:
             tail = self._tail.get(event.run_id)
-            if tail is not None and (not tail or tail[-1].seq + 1 == event.seq):
-                tail.append(event)
+            if tail is not None and tail.start + len(tail.events) == event.seq:
+                tail.events.append(event)
         if self._on_commit is not None:
             self._on_commit(len(events))
 
@@ -220,9 +229,9 @@ class EventLog:
 
     async def read(self, run_id: str, after: int, limit: int = _READ_PAGE) -> list[RunEvent]:
         tail = self._tail.get(run_id)
-        if tail and tail[0].seq <= after + 1:
-            start = after + 1 - tail[0].seq
-            return tail[start : start + limit]
+        if tail is not None and tail.start <= after + 1:
+            index = after + 1 - tail.start
+            return tail.events[index : index + limit]
         async with self._db.session() as session:
             rows = await session.execute(
                 select(Event.run_id, Event.seq, Event.type, Event.data, Event.created_at)
@@ -234,8 +243,8 @@ class EventLog:
 
     async def last_seq(self, run_id: str) -> int:
         tail = self._tail.get(run_id)
-        if tail:
-            return tail[-1].seq
+        if tail is not None:
+            return tail.start + len(tail.events) - 1
         async with self._db.session() as session:
             value = await session.scalar(select(func.max(Event.seq)).where(Event.run_id == run_id))
         return value or 0
@@ -249,10 +258,16 @@ class EventLog:
             status = await session.scalar(select(Run.status).where(Run.id == run_id))
         return status is None or status in TERMINAL_STATUSES
 
-    async def follow(
-        self, run_id: str, after: int = 0, *, recheck_seconds: float = 5.0
-    ) -> AsyncIterator[RunEvent]:
+    async def follow(self, run_id: str, after: int = 0) -> AsyncIterator[RunEvent]:
         """Replay the log after ``after``, then follow live events; ends after the terminal event."""
+        async for event in self.follow_with_heartbeats(run_id, after, every=_RECHECK_SECONDS):
+            if event is not None:
+                yield event
+
+    async def follow_with_heartbeats(
+        self, run_id: str, after: int = 0, *, every: float
+    ) -> AsyncIterator[RunEvent | None]:
+        """Like ``follow``, but yields ``None`` after each ``every`` seconds without an event."""
         async with self._bus.subscribe(run_id) as subscription:
             cursor = after
             while True:
@@ -269,8 +284,17 @@ class EventLog:
                     for event in await self.read(run_id, cursor):
                         yield event
                     return
-                # The timeout only guards against a lost wake-up from a remote bus.
-                await subscription.wait(recheck_seconds)
+                # A timeout also guards against a lost wake-up from a remote bus.
+                if not await subscription.wait(every):
+                    yield None
+
+
+class _Tail:
+    __slots__ = ("events", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.events: list[RunEvent] = []
 
 
 def _row(event: RunEvent) -> dict[str, Any]:

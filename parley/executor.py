@@ -101,11 +101,12 @@ class Executor:
         self.providers = providers
         self.assistants = assistants
         self.metrics = metrics
+        self._max_concurrent = max_concurrent
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._producers: dict[str, asyncio.Task[None]] = {}
         self._cancel_reasons: dict[str, str] = {}
-        self._thread_queue: dict[str, deque[str]] = {}
+        self._thread_queue: dict[str, deque[str | Run]] = {}
         self._stopping = False
         #: The agent loop (``parley.agent.run_agent``); tests may swap it.
         self.produce: Producer = run_agent
@@ -114,19 +115,25 @@ class Executor:
 
     # -- scheduling --------------------------------------------------------------
 
-    def submit(self, run_id: str, thread_id: str) -> None:
-        """Schedule a queued run; it starts once its thread's earlier runs are done."""
+    def has_capacity(self) -> bool:
+        """Whether a run started now would execute at once (used to start runs on creation)."""
+        return not self._stopping and len(self._tasks) < self._max_concurrent
+
+    def submit(self, run: str | Run, thread_id: str) -> None:
+        """Schedule a run: a queued run's id, or a ``Run`` already claimed (status running)
+        by the transaction that created it. It starts once its thread's earlier runs are done."""
         if self._stopping:
             return
         queue = self._thread_queue.get(thread_id)
         if queue is not None:
-            queue.append(run_id)
+            queue.append(run)
             return
         self._thread_queue[thread_id] = deque()
-        self._spawn(run_id, thread_id)
+        self._spawn(run, thread_id)
 
-    def _spawn(self, run_id: str, thread_id: str) -> None:
-        task = asyncio.create_task(self._run(run_id), name=f"run-{run_id}")
+    def _spawn(self, run: str | Run, thread_id: str) -> None:
+        run_id = run if isinstance(run, str) else run.id
+        task = asyncio.create_task(self._run(run), name=f"run-{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _t: self._done(run_id, thread_id))
 
@@ -216,12 +223,12 @@ class Executor:
 
     # -- execution ---------------------------------------------------------------
 
-    async def _run(self, run_id: str) -> None:
+    async def _run(self, item: str | Run) -> None:
         async with self._slots:
-            run = await self._claim(run_id)
+            run = item if isinstance(item, Run) else await self._claim(item)
             if run is None:
                 return
-            structlog.contextvars.bind_contextvars(run_id=run_id)
+            structlog.contextvars.bind_contextvars(run_id=run.id)
             self.metrics.runs_active.inc()
             try:
                 await self._execute(run)

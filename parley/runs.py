@@ -18,7 +18,7 @@ from parley.errors import ApiError, not_found
 from parley.events import TERMINAL_STATUSES, EventLog
 from parley.executor import Executor
 from parley.store.db import Database
-from parley.store.schema import Run, Thread, new_id, now
+from parley.store.schema import Message, Run, Thread, new_id, now
 from parley.threads import delete_thread_rows, get_thread, visible
 from parley.users import Principal
 
@@ -66,7 +66,11 @@ class Runs:
         if created:
             for active_id in interrupted:
                 await self._executor.cancel(active_id, reason="interrupted", wait=0)
-            self._executor.submit(run.id, run.thread_id)
+            if run.status == "running":
+                self._log.open_new(run.id)
+                self._executor.submit(run, run.thread_id)
+            else:
+                self._executor.submit(run.id, run.thread_id)
         return run, created
 
     async def _insert(
@@ -119,7 +123,19 @@ class Runs:
                 request_hash=digest,
                 options=options,
             )
-            session.add(run)
+            if not active and self._executor.has_capacity():
+                # Nothing ahead of it: claim it in this same transaction (one commit fewer
+                # before the first token); the executor starts it as soon as this returns.
+                message = Message(
+                    id=new_id("msg"), thread_id=thread_id, role="user", content=text, run_id=run.id
+                )
+                run.status, run.attempt, run.started_at = "running", 1, now()
+                run.input_message_id = message.id
+                session.add(run)
+                await session.flush()
+                session.add(message)
+            else:
+                session.add(run)
             thread.updated_at = now()
             if thread.title is None:
                 thread.title = text.strip().splitlines()[0][:80] if text.strip() else None

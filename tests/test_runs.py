@@ -226,3 +226,25 @@ async def test_twenty_concurrent_duplicates_create_one_run(server: Server) -> No
     async with server.parley.db.session() as session:
         count = await session.scalar(select(func.count()).select_from(Run).where(Run.thread_id == thread))
     assert count == 1
+
+
+async def test_idle_streams_get_pings_and_a_dropped_client_is_released(settings_for) -> None:
+    provider = ScriptedProvider(turns=[[TextDelta("thinking"), Hang()]])
+    settings = settings_for(model="scripted:hang", sse_ping_seconds=0.2)
+    async with serve(settings, providers={"scripted:hang": provider}) as server:
+        thread = await new_thread(server.client)
+        run = await start_run(server.client, thread, "wait")
+        pings = 0
+        async with server.client.stream("GET", f"/v1/runs/{run['id']}/events") as response:
+            async for line in response.aiter_lines():
+                pings += line.startswith(": ping")
+                if pings == 2:
+                    break
+        bus = server.parley.bus
+        for _ in range(100):
+            if bus.subscriber_count(run["id"]) == 0:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.01)
+        assert bus.subscriber_count(run["id"]) == 0  # type: ignore[attr-defined]
+        assert server.parley.metrics.sse_streams._value.get() == 0
+        await server.client.post(f"/v1/runs/{run['id']}/cancel")

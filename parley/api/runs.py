@@ -6,11 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
 
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import RunCreate, run_json
-from parley.api.sse import check_cursor, parse_cursor, stream_run
+from parley.api.sse import EventStream, check_cursor, parse_cursor, stream_run
 from parley.errors import ApiError, ErrorResponse
 from parley.ratelimit import rate_class
 
@@ -65,7 +64,7 @@ async def read(run_id: str, parley: ParleyDep, principal: PrincipalDep) -> dict[
 
 @router.get(
     "/v1/runs/{run_id}/events",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     responses={200: {"content": {"text/event-stream": {}}, "description": "The run's events as SSE."}},
 )
 async def events(
@@ -74,7 +73,7 @@ async def events(
     principal: PrincipalDep,
     after: int | None = Query(None, ge=0, description="Resume after this event seq."),
     last_event_id: str | None = Header(None, max_length=20),
-) -> EventSourceResponse:
+) -> EventStream:
     await parley.runs.get(principal, run_id)
     cursor = parse_cursor(last_event_id, after)
     await check_cursor(parley.log, run_id, cursor)

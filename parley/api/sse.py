@@ -1,16 +1,77 @@
-"""Run event streams over SSE (sse-starlette does the framing and the idle pings)."""
+"""Run event streams over SSE.
+
+Framing comes from sse-starlette (``ServerSentEvent.encode``). The response itself is a
+lean one: the frames are sent from the request's own task, with a single watcher task for
+the client's disconnect, and idle pings come from the follow loop. sse-starlette's
+``EventSourceResponse`` runs a task group of three to four tasks per stream; with 1,000
+idle streams that was 48 KiB per connection against 38 KiB here (docs/BENCHMARKS.md).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from parley.errors import ApiError
 from parley.events import EventLog, RunEvent
 from parley.metrics import Metrics
 
 Translate = Callable[[RunEvent], Iterable[ServerSentEvent]]
+_PING = ServerSentEvent(comment="ping").encode()
+
+
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        frames: AsyncGenerator[bytes, None],
+        *,
+        headers: Mapping[str, str] | None = None,
+        status_code: int = 200,
+    ) -> None:
+        super().__init__(
+            frames,
+            status_code,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", **(headers or {})},
+            media_type=self.media_type,
+        )
+        self.frames = frames
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if scope.get("method") == "HEAD":
+            await self.frames.aclose()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            task.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            async for frame in self.frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()
+            return
+        finally:
+            watcher.cancel()
+            await self.frames.aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def native(event: RunEvent) -> Iterable[ServerSentEvent]:
@@ -42,18 +103,17 @@ def stream_run(
     ping: float,
     translate: Translate = native,
     headers: dict[str, str] | None = None,
-) -> EventSourceResponse:
-    async def frames() -> AsyncIterator[ServerSentEvent]:
+) -> EventStream:
+    async def frames() -> AsyncGenerator[bytes, None]:
         metrics.sse_streams.inc()
         try:
-            async for event in log.follow(run_id, after):
+            async for event in log.follow_with_heartbeats(run_id, after, every=ping):
+                if event is None:
+                    yield _PING
+                    continue
                 for frame in translate(event):
-                    yield frame
+                    yield frame.encode()
         finally:
             metrics.sse_streams.dec()
 
-    return EventSourceResponse(
-        frames(),
-        ping=int(max(1, ping)),
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", **(headers or {})},
-    )
+    return EventStream(frames(), headers=headers)

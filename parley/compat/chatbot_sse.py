@@ -15,12 +15,12 @@ from typing import Any
 from fastapi import APIRouter, Header
 from pydantic import Field
 from sqlalchemy import select
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 
 from parley import events as ev
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import Body, iso
-from parley.api.sse import check_cursor, parse_cursor, stream_run
+from parley.api.sse import EventStream, check_cursor, parse_cursor, stream_run
 from parley.errors import ApiError, not_found
 from parley.events import RunEvent
 from parley.ratelimit import rate_class
@@ -119,13 +119,13 @@ async def get_run(run_id: str, parley: ParleyDep, principal: PrincipalDep) -> di
     return _run(await parley.runs.get(principal, run_id))
 
 
-@router.get("/runs/{run_id}/events", response_class=EventSourceResponse)
+@router.get("/runs/{run_id}/events", response_class=EventStream)
 async def run_events(
     run_id: str,
     parley: ParleyDep,
     principal: PrincipalDep,
     last_event_id: str | None = Header(None, max_length=20),
-) -> EventSourceResponse:
+) -> EventStream:
     await parley.runs.get(principal, run_id)
     cursor = parse_cursor(last_event_id, None)
     await check_cursor(parley.log, run_id, cursor)

@@ -1,0 +1,166 @@
+// Rich results: tool.result `ui` payloads as cards, and citations. Shapes: docs/UI.md.
+
+import { formatMoney, h, icon, safeUrl } from "./dom.js";
+
+// Returns an element for a `ui` payload, or null for a type this page does not know.
+export function renderUi(ui, { send }) {
+  if (!ui || typeof ui !== "object") return null;
+  switch (ui.type) {
+    case "product":
+      return productCard(ui.product ?? {}, { send, currency: ui.currency });
+    case "products":
+      return productList(ui, send);
+    case "cart":
+      return cartSummary(ui);
+    default:
+      return null;
+  }
+}
+
+function stockBadge(stock) {
+  if (stock === null || stock === undefined) return null;
+  const n = Number(stock);
+  if (!Number.isFinite(n)) return null;
+  if (n <= 0) return h("span", { class: "badge badge-out", text: "Out of stock" });
+  if (n <= 5) return h("span", { class: "badge badge-low", text: `Only ${n} left` });
+  return h("span", { class: "badge badge-in", text: "In stock" });
+}
+
+function addToCartAction(product) {
+  const actions = Array.isArray(product.actions) ? product.actions : [];
+  const custom = actions.find((a) => a && typeof a.send === "string" && typeof a.label === "string");
+  if (custom) return custom;
+  return { label: "Add to cart", send: `Add ${product.name ?? "this product"} (product ${product.id}) to my cart.` };
+}
+
+function productCard(product, { send, currency, compact = false }) {
+  const name = String(product.name ?? "Product");
+  const image = safeUrl(product.image_url ?? product.image);
+  const action = addToCartAction(product);
+  const soldOut = Number(product.stock) <= 0;
+  const meta = [product.category, product.brand].filter((v) => typeof v === "string" && v).join(" · ");
+  const rating = Number(product.rating);
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: "btn btn-primary add-to-cart",
+      disabled: soldOut,
+      "aria-label": `${action.label}: ${name}`,
+      onclick: () => {
+        button.disabled = true;
+        button.replaceChildren(icon("check"), "Requested");
+        send(action.send);
+      },
+    },
+    icon("cart"),
+    action.label,
+  );
+  return h(
+    "article",
+    { class: `card product-card${compact ? " compact" : ""}`, "aria-label": name, dataset: { productId: product.id ?? "" } },
+    image
+      ? h("img", { class: "product-image", src: image, alt: "", loading: "lazy", referrerpolicy: "no-referrer" })
+      : compact ? null : h("div", { class: "product-image placeholder", "aria-hidden": "true" }, icon("cart")),
+    h(
+      "div",
+      { class: "product-body" },
+      h("h3", { class: "product-name", text: name }),
+      meta ? h("p", { class: "product-meta", text: meta }) : null,
+      Number.isFinite(rating) && rating > 0 ? h("p", { class: "product-rating", "aria-label": `Rated ${rating} out of 5`, text: `★ ${rating.toFixed(1)}` }) : null,
+      product.description && !compact ? h("p", { class: "product-desc", text: String(product.description) }) : null,
+      h(
+        "div",
+        { class: "product-foot" },
+        h("span", { class: "price", text: formatMoney(product.price, product.currency ?? currency) }),
+        stockBadge(product.stock),
+      ),
+      button,
+    ),
+  );
+}
+
+function productList(ui, send) {
+  const items = Array.isArray(ui.items) ? ui.items : [];
+  const title = ui.title ?? (items.length === 1 ? "1 product" : `${items.length} products`);
+  return h(
+    "section",
+    { class: "card-group", "aria-label": String(title) },
+    h("h3", { class: "card-group-title", text: String(title) }),
+    items.length
+      ? h("div", { class: "product-grid" }, items.map((p) => productCard(p ?? {}, { send, currency: ui.currency, compact: true })))
+      : h("p", { class: "muted", text: "No products matched." }),
+  );
+}
+
+function cartSummary(ui) {
+  const items = Array.isArray(ui.items) ? ui.items : [];
+  const currency = ui.currency;
+  const rows = items.map((item) => {
+    const quantity = Number(item.quantity ?? 1);
+    const line = item.line_total ?? (Number(item.price) * quantity);
+    return h(
+      "tr",
+      {},
+      h("td", { class: "cart-name", text: String(item.name ?? item.product_id ?? item.id ?? "Item") }),
+      h("td", { class: "cart-qty", text: `× ${quantity}` }),
+      h("td", { class: "cart-price", text: formatMoney(line, item.currency ?? currency) }),
+    );
+  });
+  const count = items.reduce((n, item) => n + Number(item.quantity ?? 1), 0);
+  return h(
+    "section",
+    { class: "card cart-card", "aria-label": "Cart" },
+    h("h3", { class: "cart-title" }, icon("cart"), "Your cart", h("span", { class: "muted", text: ` · ${count} ${count === 1 ? "item" : "items"}` })),
+    items.length
+      ? h(
+          "table",
+          { class: "cart-table" },
+          h("tbody", {}, rows),
+          h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: "2", text: "Total" }), h("td", { class: "cart-total", text: formatMoney(ui.total, currency) }))),
+        )
+      : h("p", { class: "muted", text: "Your cart is empty." }),
+  );
+}
+
+// Citations: title and snippet of each source a reply drew on.
+export function sourceSnippet(source) {
+  const text = [source.snippet, source.text, source.content, typeof source.chunk === "string" ? source.chunk : null]
+    .find((v) => typeof v === "string" && v.trim());
+  if (!text) return "";
+  const clean = text.replace(/\s+/g, " ").trim();
+  return clean.length > 280 ? `${clean.slice(0, 277)}…` : clean;
+}
+
+export function renderSources(sources) {
+  if (!sources.length) return null;
+  return h(
+    "section",
+    { class: "sources", "aria-label": "Sources" },
+    h("h4", { class: "sources-title" }, icon("book"), "Sources"),
+    h(
+      "ol",
+      { class: "source-list" },
+      sources.map((source, i) => {
+        const title = String(source.title || source.document || `Source ${i + 1}`);
+        const link = safeUrl(source.url);
+        const snippet = sourceSnippet(source);
+        const page = source.page ?? source.metadata?.page;
+        return h(
+          "li",
+          { class: "source" },
+          h("span", { class: "source-num", "aria-hidden": "true", text: String(i + 1) }),
+          h(
+            "div",
+            { class: "source-body" },
+            link
+              ? h("a", { class: "source-title", href: link, target: "_blank", rel: "noopener noreferrer nofollow", text: title })
+              : h("span", { class: "source-title", text: title }),
+            page !== undefined && page !== null ? h("span", { class: "muted", text: ` · p. ${page}` }) : null,
+            snippet ? h("p", { class: "source-snippet", text: snippet }) : null,
+          ),
+        );
+      }),
+    ),
+  );
+}

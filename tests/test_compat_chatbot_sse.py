@@ -1,0 +1,87 @@
+"""Seed 002's README flow, run verbatim with curl (only the host and port differ)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+from tests.conftest import serve
+from tests.sse import read_events
+
+FLOW = r"""
+set -euo pipefail
+curl -s -X POST http://localhost:8000/api/users   -H "Content-Type: application/json"   -d '{"name":"smoke-user"}'
+echo
+THREAD_ID=$(curl -s -X POST http://localhost:8000/api/threads   -H "Content-Type: application/json"   -d '{"user_id": 1}'   | python3 -c "import sys, json; print(json.load(sys.stdin)['thread_id'])")
+
+echo "THREAD_ID=$THREAD_ID"
+RUN_ID=$(curl -s -X POST http://localhost:8000/api/threads/$THREAD_ID/messages   -H "Content-Type: application/json"   -d '{"content":"hello"}'   | python3 -c "import sys, json; print(json.load(sys.stdin)['run_id'])")
+
+echo "RUN_ID=$RUN_ID"
+curl http://localhost:8000/api/runs/$RUN_ID
+echo
+echo ---stream
+curl -N http://localhost:8000/api/runs/$RUN_ID/events
+echo ---resume
+curl -N http://localhost:8000/api/runs/$RUN_ID/events   -H "Last-Event-ID: 10"
+echo ---cancel
+curl -X POST http://localhost:8000/api/runs/$RUN_ID/cancel
+"""
+
+
+def _frames(text: str) -> list[tuple[str, str]]:
+    frames, current = [], {}
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line.strip():
+            if current:
+                frames.append((current.get("id", ""), current.get("event", "")))
+            current = {}
+        elif ":" in line and not line.startswith(":"):
+            key, _, value = line.partition(":")
+            current[key] = value.strip()
+    return frames
+
+
+async def test_the_seed_readme_curl_flow_works_verbatim(settings_for) -> None:
+    async with serve(settings_for(model="scripted:bench?tokens=30&delay_ms=1")) as server:
+        script = FLOW.replace("http://localhost:8000", server.url)
+        result = await asyncio.to_thread(
+            subprocess.run, ["bash", "-c", script], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert json.loads(out.splitlines()[0]) == {"user_id": 2, "name": "smoke-user"}
+        run_id = out.split("RUN_ID=")[1].split()[0]
+        status = json.loads(out.split("RUN_ID=")[1].splitlines()[1])
+        assert status["run_id"] == run_id
+        assert status["status"] in {"running", "done"}
+        stream = _frames(out.split("---stream")[1].split("---resume")[0])
+        assert stream[0] == ("1", "run.started")
+        assert [e for _, e in stream].count("token") == 30
+        assert [e for _, e in stream][-2:] == ["final", "done"]
+        resumed = _frames(out.split("---resume")[1].split("---cancel")[0])
+        assert resumed[0][0] == "11"
+        assert resumed[-2:] == [(stream[-2][0], "final"), ("", "done")]
+        cancel = json.loads(out.split("---cancel")[1])
+        assert cancel["run_id"] == run_id
+        assert cancel["status"] == "done"  # the run had finished: cancel changes nothing
+
+
+async def test_seed_status_and_ids(settings_for) -> None:
+    async with serve(settings_for()) as server:
+        user = (await server.client.post("/api/users", json={"name": "ana"})).json()
+        thread = (await server.client.post("/api/threads", json={"user_id": user["user_id"]})).json()
+        run = (
+            await server.client.post(f"/api/threads/{thread['thread_id']}/messages", json={"content": "hi"})
+        ).json()
+        frames = await read_events(server.client, f"/api/runs/{run['run_id']}/events")
+        assert [f.event for f in frames] == ["run.started", "token", "final", "done"]
+        assert frames[1].json == {"token": "hi"}
+        assert frames[2].json["text"] == "hi"
+        state = (await server.client.get(f"/api/runs/{run['run_id']}")).json()
+        assert state["status"] == "done"
+        assert state["output"] == "hi"
+        missing = await server.client.post("/api/threads", json={"user_id": 999})
+        assert missing.status_code == 404
+        assert (await server.client.get("/api/runs/run_nope")).status_code == 404
