@@ -33,7 +33,9 @@ from parley.users import Principal
 
 
 @contextmanager
-def running(settings: Settings, *, bare: bool = False) -> Iterator[tuple[str, Parley]]:
+def running(
+    settings: Settings, *, bare: bool = False
+) -> Iterator[tuple[str, Parley, asyncio.AbstractEventLoop]]:
     app = create_app(settings)
     parley: Parley = app.state.parley
     if bare:
@@ -45,15 +47,17 @@ def running(settings: Settings, *, bare: bool = False) -> Iterator[tuple[str, Pa
         parley.authenticate = local  # type: ignore[method-assign]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", parley
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", parley, loop
     finally:
         server.should_exit = True
         thread.join(30)
+        loop.close()
 
 
 async def load(url: str, headers: dict[str, str], requests: int, clients: int = 8) -> dict[str, float]:
@@ -83,16 +87,12 @@ def case(data: Path, requests: int, *, key: bool, bare: bool = False, **override
     settings = Settings(
         data_dir=data / uuid.uuid4().hex, model="scripted:echo", rate_limit="1000000/minute", **overrides
     )
-    with running(settings, bare=bare) as (url, parley):
+    with running(settings, bare=bare) as (url, parley, loop):
         headers = {}
         if key:
-            future = asyncio.run_coroutine_threadsafe(create_key(parley.db, "bench"), _loop_of(parley))
+            future = asyncio.run_coroutine_threadsafe(create_key(parley.db, "bench"), loop)
             headers = {"Authorization": f"Bearer {future.result(30).secret}"}
         return asyncio.run(load(url, headers, requests))
-
-
-def _loop_of(parley: Parley) -> asyncio.AbstractEventLoop:
-    return parley.log._flusher.get_loop()  # type: ignore[union-attr]
 
 
 def main() -> None:
