@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import structlog
 
 from parley.logs import configure
 from tests.conftest import Server
@@ -24,7 +25,8 @@ async def test_logs_are_json_with_request_and_run_ids(
         await read_events(server.client, f"/v1/runs/{run_id}/events")
     finally:
         lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
-        configure("INFO", json_logs=False)
+        # Back to structlog's defaults: a logger left writing to capsys's stream fails once it closes.
+        structlog.reset_defaults()
     access = [line for line in lines if line.get("event") == "request" and line.get("request_id") == "req-42"]
     assert access
     assert access[0]["status"] == 201
