@@ -8,7 +8,6 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger(__name__)
@@ -25,29 +24,33 @@ class ApiError(Exception):
         self.headers = headers
 
 
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
+#: The JSON schema of every error answer: ``{"error": {"code", "message"}}``.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
 
 
-class ErrorResponse(BaseModel):
-    """The body of every error answer."""
-
-    error: ErrorDetail
-
-
-def _documented(description: str) -> dict[str, Any]:
-    return {"model": ErrorResponse, "description": description}
+def documented_error(description: str) -> dict[str, Any]:
+    """An error answer for a route's OpenAPI ``responses`` (JSON even on streaming routes)."""
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
 
 
 #: The error answers any API route may give, for the OpenAPI schema.
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _documented("Malformed request (e.g. invalid JSON)."),
-    401: _documented("Missing, invalid or revoked API key."),
-    404: _documented("No such object (or not yours)."),
-    413: _documented("Request body too large."),
-    422: _documented("The request is well-formed but invalid."),
-    429: _documented("Rate limit or token budget exceeded; see Retry-After."),
+    400: documented_error("Malformed request (e.g. invalid JSON)."),
+    401: documented_error("Missing, invalid or revoked API key."),
+    404: documented_error("No such object (or not yours)."),
+    413: documented_error("Request body too large."),
+    422: documented_error("The request is well-formed but invalid."),
+    429: documented_error("Rate limit or token budget exceeded; see Retry-After."),
 }
 
 

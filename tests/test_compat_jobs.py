@@ -32,7 +32,7 @@ async def test_a_message_is_a_job_polled_to_its_result(settings_for) -> None:
         response = await server.client.post("/messages", json={"message": "what is the capital of France"})
         assert response.status_code == 202
         job = response.json()
-        assert job["status"] == "pending"
+        assert job["status"] in ("pending", "processing")  # an idle session starts it at once
         assert job["type"] == "message"
         seen, final = await poll(server.client, job["job_id"])
         assert seen[-1] == "done"

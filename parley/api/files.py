@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import iso
-from parley.errors import ErrorResponse
+from parley.errors import documented_error
 from parley.files import File
 from parley.ratelimit import rate_class
 
@@ -41,8 +41,8 @@ UPLOAD_BODY: dict[str, Any] = {
 
 
 UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorResponse, "description": "The file is over the size limit or the user's quota."},
-    415: {"model": ErrorResponse, "description": "Not an allowed type (txt, md, csv, json, pdf, png, jpg)."},
+    413: documented_error("The file is over the size limit or the user's quota."),
+    415: documented_error("Not an allowed type (txt, md, csv, json, pdf, png, jpg)."),
 }
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import RunCreate, run_json
 from parley.api.sse import EventStream, check_cursor, parse_cursor, stream_run
-from parley.errors import ApiError, ErrorResponse
+from parley.errors import ApiError, documented_error
 from parley.ratelimit import rate_class
 
 router = APIRouter(tags=["runs"])
@@ -24,7 +24,7 @@ router = APIRouter(tags=["runs"])
             "description": "An Idempotency-Key replay (the first run), or the run's SSE stream with stream=true.",
             "content": {"application/json": {}, "text/event-stream": {}},
         },
-        409: {"model": ErrorResponse, "description": "The thread has an active run (multitask=reject)."},
+        409: documented_error("The thread has an active run (multitask=reject)."),
     },
 )
 @rate_class("runs")
