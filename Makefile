@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install system run test lint format bench clean
 
-$(VENV)/.installed: pyproject.toml requirements/torch-cpu.txt scripts/bootstrap.sh
+$(VENV)/.installed: pyproject.toml requirements/torch-cpu.txt requirements/local.txt scripts/bootstrap.sh
 	scripts/bootstrap.sh python
 	touch $@
 

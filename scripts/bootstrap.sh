@@ -28,9 +28,25 @@ python_env() {
   local links=()
   [ -d /opt/wheels ] && links=(--find-links /opt/wheels)
   uv pip install -q -p "$VENV/bin/python" "${links[@]}" -r requirements/torch-cpu.txt
-  # llama.cpp compiles from source: portable, so the cached wheel runs on any x86-64.
-  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" \
-    uv pip install -q -p "$VENV/bin/python" "${links[@]}" -e '.[all,dev]'
+  llama_wheel
+  uv pip install -q -p "$VENV/bin/python" "${links[@]}" --find-links "$WHEELS" \
+    -r requirements/local.txt -e '.[all,dev]'
+}
+
+# llama.cpp compiles from source (minutes on two cores). Build it once, portable so the wheel
+# runs on any x86-64, into a wheel cache that every later install (a fresh clone, CI) reuses:
+# uv's own cache keys built wheels by the sdist's HTTP revision and rebuilds when that changes.
+WHEELS=${PARLEY_WHEEL_CACHE:-$HOME/.cache/parley/wheels}
+llama_wheel() {
+  local pin version
+  pin=$(grep -E '^llama-cpp-python==' requirements/local.txt)
+  version=${pin#*==}
+  if ! ls "$WHEELS"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
+    echo "bootstrap: compiling llama-cpp-python $version once into $WHEELS (about 5-8 minutes)" >&2
+    mkdir -p "$WHEELS"
+    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" \
+      "$PYTHON" -m pip wheel -q --no-deps -w "$WHEELS" "$pin"
+  fi
 }
 
 case "${1:-python}" in
