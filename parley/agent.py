@@ -71,7 +71,8 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest:
     assert state.assistant is not None
     async with executor.db.session() as session:
         messages = await history(session, state.run.thread_id)
-    return build_request(state.assistant, messages, thread_id=state.run.thread_id)
+    request = build_request(state.assistant, messages, thread_id=state.run.thread_id)
+    return replace(request, **state.assistant.sampling())
 
 
 async def stream_turn(

@@ -9,18 +9,22 @@ import structlog
 from fastapi import FastAPI, Request
 
 from parley import __version__, errors, web
+from parley.api import experiments as experiments_api
+from parley.api import feedback as feedback_api
 from parley.api import openai as openai_api
 from parley.api import runs as runs_api
 from parley.api import system as system_api
 from parley.api import threads as threads_api
+from parley.api import usage as usage_api
 from parley.assistants import Assistants
 from parley.bus import Bus, LocalBus
-from parley.compat import chatbot_sse
+from parley.compat import chatbot_sse, promptlab
 from parley.compat import shop as shop_compat
 from parley.config import Settings
 from parley.errors import ApiError
 from parley.events import EventLog
 from parley.executor import Executor
+from parley.experiments import Experiments, load_config
 from parley.http import BodyLimit, RequestContext
 from parley.metrics import Metrics
 from parley.providers.base import Provider
@@ -74,6 +78,11 @@ class Parley:
             tools=self.tools,
         )
         self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
+        self.experiments = Experiments(
+            self.db, self.assistants, self.providers, load_config(settings.config_file)
+        )
+        self.runs.assign = self.experiments.assign
+        self.executor.apply_variant = self.experiments.apply
         self.local_user: Principal | None = None
         self.ready = False
 
@@ -81,10 +90,12 @@ class Parley:
         if self.settings.is_sqlite:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.db.upgrade()
+        await self.experiments.sync_config()
         self.local_user = await ensure_local_user(self.db)
         await shop_tools.start(self.shop, self.tools, demo_catalog=self.settings.shop_demo_catalog)
         await self.log.start()
         await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
+        await self.providers.prepare(await self.experiments.model_routes())
         await self.executor.recover()
         self.ready = True
         log.info("parley_started", version=__version__, database=self.db.engine.url.render_as_string())
@@ -133,6 +144,8 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
         shop_compat.router,
         shop_compat.health,
     ):
+        app.include_router(router)
+    for router in (experiments_api.router, feedback_api.router, usage_api.router, promptlab.router):
         app.include_router(router)
     web.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)

@@ -23,6 +23,10 @@ class Assistant:
     knowledge_bases: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
 
+    def sampling(self) -> dict[str, Any]:
+        """``temperature`` and ``max_tokens`` from ``options``, for the provider request."""
+        return {k: self.options[k] for k in ("temperature", "max_tokens") if self.options.get(k) is not None}
+
 
 BUILTIN: dict[str, Assistant] = {
     "general": Assistant(

@@ -86,6 +86,8 @@ class RunState:
 
 # A step of the agent loop: given the run state, stream one model turn (and any tools).
 Producer = Callable[["Executor", RunState], Awaitable[None]]
+# The assistant as a run's experiment variant serves it (``Experiments.apply``).
+ApplyVariant = Callable[[Run, Assistant], Awaitable[Assistant]]
 
 
 class Executor:
@@ -115,6 +117,7 @@ class Executor:
         self._stopping = False
         #: The agent loop (``parley.agent.run_agent``); tests may swap it.
         self.produce: Producer = run_agent
+        self.apply_variant: ApplyVariant | None = None
 
     # -- scheduling --------------------------------------------------------------
 
@@ -259,6 +262,8 @@ class Executor:
     async def _execute(self, run: Run) -> None:
         try:
             assistant = self.assistants.get(run.assistant)
+            if run.variant is not None and self.apply_variant is not None:
+                assistant = await self.apply_variant(run, assistant)
             route = self.providers.route(self.assistants.route_of(assistant))
         except (UnknownAssistant, UnknownProvider, ProviderError) as exc:
             await self._end(RunState(run, None, None), "failed", exc)

@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import ApiError, not_found
 from parley.events import TERMINAL_STATUSES, EventLog
 from parley.executor import Executor
 from parley.store.db import Database
-from parley.store.schema import Message, Run, new_id, now
+from parley.store.schema import Message, Run, Thread, new_id, now
 from parley.threads import delete_thread_rows, get_thread, visible
 from parley.users import Principal
 
 Multitask = Literal["reject", "enqueue", "interrupt"]
 ACTIVE_STATUSES = ("queued", "running")
+#: Sets a new run's experiment variant inside its creating transaction (``Experiments.assign``).
+Assign = Callable[[AsyncSession, Run, Thread], Awaitable[None]]
 
 
 def request_hash(thread_id: str, body: dict[str, Any]) -> str:
@@ -35,6 +39,7 @@ class Runs:
         self._log = log
         self._executor = executor
         self._cancel_wait = cancel_wait
+        self.assign: Assign | None = None
 
     async def create(
         self,
@@ -123,6 +128,8 @@ class Runs:
                 options=options,
                 input_message_id=input_message_id,
             )
+            if self.assign is not None:
+                await self.assign(session, run, thread)
             if not active and self._executor.has_capacity():
                 # Nothing ahead of it: claim it in this same transaction (one commit fewer
                 # before the first token); the executor starts it as soon as this returns.

@@ -56,3 +56,13 @@ async def test_the_api_answers_as_before_next_to_the_page(server: Server) -> Non
     schema = (await server.client.get("/openapi.json")).json()
     assert "/" not in schema["paths"]
     assert not any(p.startswith("/static") for p in schema["paths"])
+
+
+async def test_the_dashboard_is_served_with_the_same_policy(server: Server) -> None:
+    response = await server.client.get("/dashboard")
+    assert response.status_code == 200
+    assert '<script type="module" src="static/js/dashboard.js">' in response.text
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    for path in ("/static/js/dashboard.js", "/static/js/charts.js", "/static/dashboard.css"):
+        assert (await server.client.get(path)).status_code == 200, path
+    assert 'href="dashboard"' in (await server.client.get("/")).text

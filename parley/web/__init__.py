@@ -37,6 +37,11 @@ async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html", headers=SECURITY_HEADERS)
 
 
+@router.get("/dashboard")
+async def dashboard() -> FileResponse:
+    return FileResponse(STATIC / "dashboard.html", media_type="text/html", headers=SECURITY_HEADERS)
+
+
 class StaticAssets(StaticFiles):
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)

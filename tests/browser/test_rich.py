@@ -4,8 +4,9 @@ The tool loop and knowledge search are other issues' work. Here the run's produc
 (``Executor.produce``, the agent-loop seam) is swapped for a small script that appends
 ``tool.call``/``tool.result``/``tool.rejected``/``retrieval`` events through the real event log,
 so everything from the log to the page (SSE, resume, stored messages) is the real path.
-The upload and feedback endpoints are used for real when the server has them; until then
-the page's requests to them are answered at the HTTP boundary with their documented shapes.
+The feedback endpoint is used for real. The upload endpoint is used for real when the server
+has it; until then the page's requests to it are answered at the HTTP boundary with its
+documented shape.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from typing import Any
 
 import pytest
 from playwright.async_api import BrowserContext, Page, Request, Route, expect
+from sqlalchemy import select
 
 from parley import events as ev
 from parley.executor import Executor, RunState
+from parley.feedback import Feedback
 from tests.browser.conftest import ChatServer, open_app, replies, screenshot, send
 from tests.conftest import Server
 
@@ -267,8 +270,8 @@ async def test_an_upload_error_is_shown_on_the_file_and_good_files_go_with_the_m
 async def test_thumbs_up_and_down_on_an_answer(chat_server: ChatServer, context: BrowserContext) -> None:
     async with chat_server(model="scripted:echo") as server:
         page = await open_app(context, server)
-        real = has_route(server, "/v1/messages/{message_id}/feedback")
         sent: list[tuple[str, Any]] = []
+        answered: list[int] = []
         failing = False
 
         async def handle(route: Route, request: Request) -> None:
@@ -277,11 +280,12 @@ async def test_thumbs_up_and_down_on_an_answer(chat_server: ChatServer, context:
                 await route.fulfill(
                     status=503, json={"error": {"code": "unavailable", "message": "try later"}}
                 )
-            elif real:
-                await route.continue_()
-            else:
-                await route.fulfill(status=200, json={"rating": sent[-1][1]["rating"]})
+                return
+            response = await route.fetch()
+            answered.append(response.status)
+            await route.fulfill(response=response)
 
+        # The real endpoint answers; the route only watches (and, at the end, fails one request).
         await page.route("**/v1/messages/*/feedback", handle)
         await send(page, "rate me")
         reply = replies(page).last
@@ -291,15 +295,20 @@ async def test_thumbs_up_and_down_on_an_answer(chat_server: ChatServer, context:
         ]
         up = reply.get_by_role("button", name="Good answer")
         down = reply.get_by_role("button", name="Bad answer")
-        await up.click()
+        async with page.expect_response("**/v1/messages/*/feedback"):
+            await up.click()
         await expect(up).to_have_attribute("aria-pressed", "true")
-        await down.click()
+        async with page.expect_response("**/v1/messages/*/feedback"):
+            await down.click()
         await expect(down).to_have_attribute("aria-pressed", "true")
         await expect(up).to_have_attribute("aria-pressed", "false")
         assert sent == [
             (f"{server.url}/v1/messages/{message_id}/feedback", {"rating": 1}),
             (f"{server.url}/v1/messages/{message_id}/feedback", {"rating": -1}),
         ]
+        assert answered == [201, 200]  # recorded, then replaced
+        async with server.parley.db.session() as session:
+            assert (await session.scalars(select(Feedback.rating))).all() == [-1]
 
         failing = True
         await up.click()
