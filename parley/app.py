@@ -9,33 +9,38 @@ import structlog
 from fastapi import FastAPI, Request
 
 from parley import __version__, errors, web
+from parley.api import account as account_api
 from parley.api import experiments as experiments_api
 from parley.api import feedback as feedback_api
+from parley.api import files as files_api
 from parley.api import openai as openai_api
 from parley.api import runs as runs_api
 from parley.api import system as system_api
 from parley.api import threads as threads_api
 from parley.api import usage as usage_api
 from parley.assistants import Assistants
+from parley.budgets import Budgets
 from parley.bus import Bus, LocalBus
-from parley.compat import chatbot_sse, promptlab
+from parley.compat import chatbot_sse, jobs, promptlab
 from parley.compat import shop as shop_compat
 from parley.config import Settings
-from parley.errors import ApiError
 from parley.events import EventLog
 from parley.executor import Executor
 from parley.experiments import Experiments, load_config
+from parley.files import Files
 from parley.http import BodyLimit, RequestContext
+from parley.keys import Authenticator, check_bind
 from parley.metrics import Metrics
 from parley.providers.base import Provider
 from parley.providers.registry import Providers
+from parley.ratelimit import RateLimiter, RateLimitHeaders
 from parley.runs import Runs
 from parley.shop import Shop
 from parley.store.db import Database
 from parley.tools import shop as shop_tools
 from parley.tools.base import Tools
 from parley.tools.choice import KeywordRouter
-from parley.users import Principal, ensure_local_user
+from parley.users import Principal
 
 log = structlog.get_logger(__name__)
 
@@ -83,15 +88,29 @@ class Parley:
         )
         self.runs.assign = self.experiments.assign
         self.executor.apply_variant = self.experiments.apply
-        self.local_user: Principal | None = None
+        self.auth = Authenticator(self.db, settings)
+        self.limiter = RateLimiter.from_settings(settings)
+        self.budgets = Budgets(self.db, settings, self.assistants)
+        self.runs.admit = self.budgets.admit
+        self.executor.guard_route = self.budgets.guard
+        self.files = Files(
+            self.db,
+            settings.data_dir / "files",
+            max_bytes=settings.max_upload_bytes,
+            quota_bytes=settings.upload_quota_bytes,
+        )
         self.ready = False
+
+    @property
+    def local_user(self) -> Principal | None:
+        return self.auth.local_user
 
     async def start(self) -> None:
         if self.settings.is_sqlite:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.db.upgrade()
+        await self.auth.start()
         await self.experiments.sync_config()
-        self.local_user = await ensure_local_user(self.db)
         await shop_tools.start(self.shop, self.tools, demo_catalog=self.settings.shop_demo_catalog)
         await self.log.start()
         await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
@@ -106,17 +125,19 @@ class Parley:
         await self.log.stop()
         await self.providers.aclose()
         await self.bus.close()
+        await self.limiter.aclose()
         await self.db.close()
 
     async def authenticate(self, request: Request) -> Principal:
-        """The caller. Until API keys exist, everyone is the local user of a loopback server."""
-        if self.local_user is None:
-            raise ApiError(503, "starting", "the server is starting")
-        return self.local_user
+        """The caller (API key, or the local user of a loopback server), within its rate limit."""
+        principal = await self.limiter.authenticate(request, lambda: self.auth.authenticate(request))
+        await self.limiter.admit(request, principal)
+        return principal
 
 
 def create_app(settings: Settings | None = None, *, providers: dict[str, Provider] | None = None) -> FastAPI:
     settings = settings or Settings()
+    check_bind(settings)
     parley = Parley(settings, providers=providers)
 
     @asynccontextmanager
@@ -138,15 +159,21 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
     for router in (
         threads_api.router,
         runs_api.router,
+        files_api.router,
+        account_api.router,
         system_api.router,
         chatbot_sse.router,
+        jobs.router,
         openai_api.router,
         shop_compat.router,
         shop_compat.health,
+        experiments_api.router,
+        feedback_api.router,
+        usage_api.router,
+        promptlab.router,
     ):
-        app.include_router(router)
-    for router in (experiments_api.router, feedback_api.router, usage_api.router, promptlab.router):
-        app.include_router(router)
+        app.include_router(router, responses=errors.RESPONSES)
+    app.add_middleware(RateLimitHeaders)
     web.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(RequestContext, metrics=parley.metrics)

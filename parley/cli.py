@@ -1,4 +1,4 @@
-"""The ``parley`` command: serve, chat, ask, db, import-products."""
+"""The ``parley`` command: serve, chat, ask, db, keys, import-products."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import asyncio
 import ipaddress
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
@@ -23,6 +24,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+T = TypeVar("T")
 
 
 def is_loopback(host: str) -> bool:
@@ -53,6 +57,13 @@ def serve(
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir, "model": model}.items() if v
     }
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    from parley.keys import InsecureBind, check_bind
+
+    try:
+        check_bind(settings)
+    except InsecureBind as exc:
+        typer.echo(f"parley: {exc}", err=True)
+        raise typer.Exit(2) from None
     configure(settings.log_level, settings.log_json)
     uvicorn.run(
         create_app(settings),
@@ -221,6 +232,72 @@ def db_upgrade() -> None:
     typer.echo(f"database is up to date: {settings.resolved_database_url}")
 
 
+def _with_db(action: Callable[..., Awaitable[T]]) -> T:
+    """Run ``action(db)`` against the configured database, migrated first."""
+    from parley.store.db import Database
+
+    settings = Settings()
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> T:
+        db = Database(settings.resolved_database_url)
+        try:
+            await db.upgrade()
+            return await action(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option(help="The user the key acts as (created if new).")],
+    admin: Annotated[bool, typer.Option("--admin", help="The user is an administrator.")] = False,
+    name: Annotated[str | None, typer.Option(help="A label for the key, e.g. the machine using it.")] = None,
+) -> None:
+    """Create an API key. It is printed once: only its hash is stored."""
+    from parley.keys import create_key
+
+    issued = _with_db(lambda db: create_key(db, user, admin=admin, name=name))
+    typer.echo(issued.secret)
+    role = "admin" if issued.info.is_admin else "user"
+    typer.echo(
+        f"key {issued.info.id} for {role} {issued.info.user!r}; store it now, it is not shown again", err=True
+    )
+
+
+@keys_app.command("list")
+def keys_list(user: Annotated[str | None, typer.Option(help="Only this user's keys.")] = None) -> None:
+    """List keys (never their secrets)."""
+    from parley.keys import list_keys
+
+    keys = _with_db(lambda db: list_keys(db, user))
+    typer.echo(f"{'ID':32} {'PREFIX':14} {'USER':16} {'ADMIN':5} {'CREATED':16} {'LAST USED':16} REVOKED")
+    for k in keys:
+        typer.echo(
+            f"{k.id:32} {k.prefix:14} {k.user[:16]:16} {'yes' if k.is_admin else 'no':5} "
+            f"{_when(k.created_at):16} {_when(k.last_used_at):16} {_when(k.revoked_at)}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id (key_...) or its prefix.")]) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    from parley.keys import revoke_key
+
+    info = _with_db(lambda db: revoke_key(db, key))
+    if info is None:
+        typer.echo(f"parley: no key {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {info.id} ({info.prefix}) of {info.user!r}")
+
+
 @app.command("import-products")
 def import_products(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A CSV file with a header row.")],
@@ -237,37 +314,24 @@ def import_products(
     replace: Annotated[bool, typer.Option(help="Empty the catalog (and every cart) first.")] = False,
 ) -> None:
     """Load products from a CSV file into the shop (upserted by id)."""
-    import asyncio
-
     from parley.catalog import MappingError, import_csv, parse_map
-    from parley.store.db import Database
 
     try:
         mapping = parse_map(map_)
     except MappingError as exc:
         raise typer.BadParameter(str(exc), param_hint="--map") from None
-    settings = Settings()
-    if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-
-    async def run() -> None:
-        db = Database(settings.resolved_database_url)
-        try:
-            await db.upgrade()
-            report = await import_csv(db, file, mapping, default_stock=default_stock, replace=replace)
-        finally:
-            await db.close()
-        typer.echo(
-            f"imported {report.imported} products from {file.name} "
-            f"({report.duplicates} repeated ids kept once, {report.skipped} rows skipped)"
-        )
-        for problem in report.problems[:10]:
-            typer.echo(f"  skipped {problem}", err=True)
-
     try:
-        asyncio.run(run())
+        report = _with_db(
+            lambda db: import_csv(db, file, mapping, default_stock=default_stock, replace=replace)
+        )
     except MappingError as exc:
         raise typer.BadParameter(str(exc), param_hint="--map") from None
+    typer.echo(
+        f"imported {report.imported} products from {file.name} "
+        f"({report.duplicates} repeated ids kept once, {report.skipped} rows skipped)"
+    )
+    for problem in report.problems[:10]:
+        typer.echo(f"  skipped {problem}", err=True)
 
 
 def main() -> None:

@@ -89,12 +89,47 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    auth: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description="auto: API keys required, except that a server bound to loopback lets anonymous "
+        "local callers in as the local user; required: always; off: never (loopback only).",
+    )
+    redis_url: str | None = Field(default=None, description="Redis for rate-limit counters (else memory).")
+    rate_limit: str = Field(
+        default="120/minute",
+        description="Default limit per API key (or per IP when anonymous) and endpoint class, "
+        "e.g. '120/minute' or '10/second;600/hour'; per-class limits go in the config file.",
+    )
+    rate_limit_prefix: str = Field(default="parley", description="Namespace of the counters in Redis.")
+    daily_token_budget: int | None = Field(
+        default=None, ge=1, description="Tokens a user may spend per UTC day (unset: no budget)."
+    )
+    budget_output_tokens: int = Field(
+        default=1024, ge=1, description="Output tokens reserved (and allowed) per model turn under a budget."
+    )
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest file upload.")
+    upload_quota_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="Stored bytes per user.")
+
     @field_validator("model")
     @classmethod
     def _route_not_empty(cls, value: str) -> str:
         if not [part for part in value.split(",") if part.strip()]:
             raise ValueError("PARLEY_MODEL must name at least one provider:model")
         return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            if parse_many(value):
+                return value
+        except ValueError:
+            pass
+        raise ValueError(
+            f"PARLEY_RATE_LIMIT must look like '120/minute' or '10/second;1000/hour', not {value!r}"
+        )
 
     @property
     def resolved_database_url(self) -> str:

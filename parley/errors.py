@@ -24,6 +24,36 @@ class ApiError(Exception):
         self.headers = headers
 
 
+#: The JSON schema of every error answer: ``{"error": {"code", "message"}}``.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+
+def documented_error(description: str) -> dict[str, Any]:
+    """An error answer for a route's OpenAPI ``responses`` (JSON even on streaming routes)."""
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+
+
+#: The error answers any API route may give, for the OpenAPI schema.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: documented_error("Malformed request (e.g. invalid JSON)."),
+    401: documented_error("Missing, invalid or revoked API key."),
+    404: documented_error("No such object (or not yours)."),
+    413: documented_error("Request body too large."),
+    422: documented_error("The request is well-formed but invalid."),
+    429: documented_error("Rate limit or token budget exceeded; see Retry-After."),
+}
+
+
 def not_found(kind: str, ident: object) -> ApiError:
     return ApiError(404, "not_found", f"{kind} {ident} not found")
 

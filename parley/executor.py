@@ -118,6 +118,8 @@ class Executor:
         #: The agent loop (``parley.agent.run_agent``); tests may swap it.
         self.produce: Producer = run_agent
         self.apply_variant: ApplyVariant | None = None
+        #: Wraps a run's route, e.g. to meter it against the user's token budget.
+        self.guard_route: Callable[[Run, Route], Route] | None = None
 
     # -- scheduling --------------------------------------------------------------
 
@@ -268,6 +270,8 @@ class Executor:
         except (UnknownAssistant, UnknownProvider, ProviderError) as exc:
             await self._end(RunState(run, None, None), "failed", exc)
             return
+        if self.guard_route is not None:
+            route = self.guard_route(run, route)
         state = RunState(run, assistant, route, model=route.name)
         producer = asyncio.create_task(self._produce(state), name=f"produce-{run.id}")
         self._producers[run.id] = producer

@@ -26,6 +26,8 @@ Multitask = Literal["reject", "enqueue", "interrupt"]
 ACTIVE_STATUSES = ("queued", "running")
 #: Sets a new run's experiment variant inside its creating transaction (``Experiments.assign``).
 Assign = Callable[[AsyncSession, Run, Thread], Awaitable[None]]
+#: Decides, inside the creating transaction, whether a run may be created (raises ``ApiError``).
+Admit = Callable[[AsyncSession, Thread, str], Awaitable[None]]
 
 
 def request_hash(thread_id: str, body: dict[str, Any]) -> str:
@@ -40,6 +42,7 @@ class Runs:
         self._executor = executor
         self._cancel_wait = cancel_wait
         self.assign: Assign | None = None
+        self.admit: Admit | None = None
 
     async def create(
         self,
@@ -115,6 +118,8 @@ class Runs:
                     f"thread {thread_id} already has an active run ({active[0]}); "
                     "wait for it, cancel it, or send multitask=enqueue or interrupt",
                 )
+            if self.admit is not None:
+                await self.admit(session, thread, text)
             run = Run(
                 id=new_id("run"),
                 thread_id=thread_id,

@@ -17,6 +17,8 @@ class Principal:
     user_id: int
     name: str
     is_admin: bool = False
+    #: The API key the request came with; None for the anonymous local user.
+    key_id: str | None = None
 
 
 async def ensure_local_user(db: Database) -> Principal:

@@ -25,6 +25,7 @@ async def test_logs_are_json_with_request_and_run_ids(
         await read_events(server.client, f"/v1/runs/{run_id}/events")
     finally:
         lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+        # Back to structlog's defaults: a logger left writing to capsys's stream fails once it closes.
         structlog.reset_defaults()
     access = [line for line in lines if line.get("event") == "request" and line.get("request_id") == "req-42"]
     assert access

@@ -9,8 +9,16 @@ from fastapi.responses import JSONResponse
 
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import RunCreate, run_json
-from parley.api.sse import EventStream, check_cursor, parse_cursor, stream_run
-from parley.errors import ApiError
+from parley.api.sse import (
+    SSE_EVENT_SCHEMA,
+    SSE_RESPONSES,
+    EventStream,
+    check_cursor,
+    parse_cursor,
+    stream_run,
+)
+from parley.errors import ApiError, documented_error
+from parley.ratelimit import rate_class
 
 router = APIRouter(tags=["runs"])
 
@@ -18,8 +26,15 @@ router = APIRouter(tags=["runs"])
 @router.post(
     "/v1/threads/{thread_id}/runs",
     status_code=201,
-    responses={200: {"description": "An Idempotency-Key replay: the run created the first time."}},
+    responses={
+        200: {
+            "description": "An Idempotency-Key replay (the first run), or the run's SSE stream with stream=true.",
+            "content": {"application/json": {}, "text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
+        },
+        409: documented_error("The thread has an active run (multitask=reject)."),
+    },
 )
+@rate_class("runs")
 async def create(
     thread_id: str,
     body: RunCreate,
@@ -57,7 +72,7 @@ async def read(run_id: str, parley: ParleyDep, principal: PrincipalDep) -> dict[
 @router.get(
     "/v1/runs/{run_id}/events",
     response_class=EventStream,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "The run's events as SSE."}},
+    responses=SSE_RESPONSES,
 )
 async def events(
     run_id: str,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from typing import Any
 
 from sse_starlette import ServerSentEvent
 from starlette.responses import StreamingResponse
@@ -22,6 +23,25 @@ from parley.metrics import Metrics
 
 Translate = Callable[[RunEvent], Iterable[ServerSentEvent]]
 _PING = ServerSentEvent(comment="ping").encode()
+
+
+#: OpenAPI for a route answering with an ``EventStream``: each event has ``event``, ``data`` (JSON
+#: text) and ``id`` (the cursor to resume after it).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
+        "description": "Server-sent events.",
+    }
+}
 
 
 class EventStream(StreamingResponse):

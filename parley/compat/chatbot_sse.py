@@ -20,9 +20,10 @@ from sse_starlette import ServerSentEvent
 from parley import events as ev
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import Body, iso
-from parley.api.sse import EventStream, check_cursor, parse_cursor, stream_run
+from parley.api.sse import SSE_RESPONSES, EventStream, check_cursor, parse_cursor, stream_run
 from parley.errors import ApiError, not_found
 from parley.events import RunEvent
+from parley.ratelimit import rate_class
 from parley.store.schema import Run, User
 from parley.threads import create_thread
 from parley.users import create_user
@@ -37,7 +38,7 @@ class UserIn(Body):
 
 
 class ThreadIn(Body):
-    user_id: int
+    user_id: int = Field(ge=1, le=2**31 - 1)  # a database integer id
 
 
 class MessageIn(Body):
@@ -101,6 +102,7 @@ async def create_thread_(body: ThreadIn, parley: ParleyDep, principal: Principal
 
 
 @router.post("/threads/{thread_id}/messages")
+@rate_class("runs")
 async def post_message(
     thread_id: str, body: MessageIn, parley: ParleyDep, principal: PrincipalDep
 ) -> dict[str, Any]:
@@ -117,7 +119,7 @@ async def get_run(run_id: str, parley: ParleyDep, principal: PrincipalDep) -> di
     return _run(await parley.runs.get(principal, run_id))
 
 
-@router.get("/runs/{run_id}/events", response_class=EventStream)
+@router.get("/runs/{run_id}/events", response_class=EventStream, responses=SSE_RESPONSES)
 async def run_events(
     run_id: str,
     parley: ParleyDep,

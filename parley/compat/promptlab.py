@@ -21,7 +21,7 @@ from sse_starlette import ServerSentEvent
 from parley import events as ev
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import Body
-from parley.api.sse import EventStream, stream_run
+from parley.api.sse import SSE_RESPONSES, EventStream, stream_run
 from parley.errors import ApiError
 from parley.events import RunEvent
 from parley.feedback import rate, stats_by_variant
@@ -86,7 +86,7 @@ class _Frames:
             yield ServerSentEvent(data=json.dumps({"error": "the answer was cancelled"}), id=seq)
 
 
-@router.post("/chat", response_class=EventStream)
+@router.post("/chat", response_class=EventStream, responses=SSE_RESPONSES)
 async def chat(body: ChatIn, parley: ParleyDep, principal: PrincipalDep) -> EventStream:
     if len(body.message) > parley.settings.max_input_chars:
         raise ApiError(

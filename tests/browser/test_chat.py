@@ -7,6 +7,7 @@ import json
 import pytest
 from playwright.async_api import BrowserContext, Request, Route, expect
 
+from parley.keys import create_key
 from parley.providers.base import ProviderError, TextDelta
 from parley.providers.scripted import ScriptedProvider
 from tests.browser.conftest import ChatServer, ask, open_app, replies, screenshot, send
@@ -290,28 +291,23 @@ async def test_refused_requests_are_explained_in_the_page_and_the_text_is_kept(
 async def test_a_server_that_wants_an_api_key_gets_one_from_the_page(
     chat_server: ChatServer, context: BrowserContext
 ) -> None:
-    # API keys are another issue's: this server's 401 is faked at the HTTP boundary.
-    async with chat_server() as server:
+    async with chat_server(auth="required") as server:
+        secret = (await create_key(server.parley.db, "browser")).secret
         page = await context.new_page()
         authorized: list[str | None] = []
 
         async def assistants(route: Route, request: Request) -> None:
-            header = await request.header_value("authorization")
-            authorized.append(header)
-            if header == "Bearer pk_test_123":
-                await route.continue_()
-            else:
-                error = {"code": "unauthorized", "message": "an API key is required"}
-                await route.fulfill(status=401, json={"error": error})
+            authorized.append(await request.header_value("authorization"))
+            await route.continue_()
 
         await page.route("**/v1/assistants", assistants)
         await page.goto(server.url)
         dialog = page.get_by_role("dialog", name="This server needs an API key")
         await expect(dialog).to_be_visible()
-        await dialog.get_by_label("API key").fill("pk_test_123")
+        await dialog.get_by_label("API key").fill(secret)
         await dialog.get_by_role("button", name="Save").click()
         await expect(page.locator("body[data-ready=true]")).to_be_attached()
         await expect(page.get_by_role("combobox", name="Assistant")).to_have_value("general")
-        assert authorized == [None, "Bearer pk_test_123"]
+        assert authorized == [None, f"Bearer {secret}"]
         reply = await ask(page, "hello with a key")
         await expect(reply).to_have_attribute("data-status", "completed")
