@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from parley import events as ev
 from parley import passthrough
-from parley.context import build_request
 from parley.providers.base import (
     ChatMessage,
     Fallback,
@@ -67,12 +66,14 @@ async def run_agent(executor: Executor, state: RunState) -> None:
 
 
 async def prepare(executor: Executor, state: RunState) -> ProviderRequest:
-    """The request for the first model turn: instructions and history (see ``parley.context``)."""
+    """The request for the first model turn: instructions, memory, summary, history (``parley.context``)."""
     assert state.assistant is not None
-    async with executor.db.session() as session:
-        messages = await history(session, state.run.thread_id)
-    request = build_request(state.assistant, messages, thread_id=state.run.thread_id)
-    return replace(request, **state.assistant.sampling())
+    assert state.route is not None
+    context = await executor.context.build(
+        state.run, state.assistant, state.route.primary, sources=state.sources
+    )
+    state.message_data["context"] = context.info()
+    return replace(context.request, **state.assistant.sampling())
 
 
 async def stream_turn(

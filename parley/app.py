@@ -13,6 +13,7 @@ from parley.api import account as account_api
 from parley.api import experiments as experiments_api
 from parley.api import feedback as feedback_api
 from parley.api import files as files_api
+from parley.api import memory as memory_api
 from parley.api import openai as openai_api
 from parley.api import runs as runs_api
 from parley.api import system as system_api
@@ -24,6 +25,7 @@ from parley.bus import Bus, LocalBus
 from parley.compat import chatbot_sse, jobs, promptlab
 from parley.compat import shop as shop_compat
 from parley.config import Settings
+from parley.context import ContextBuilder
 from parley.events import EventLog
 from parley.executor import Executor
 from parley.experiments import Experiments, load_config
@@ -73,12 +75,15 @@ class Parley:
         )
         for assistant in self.assistants.all():
             self.tools.select(assistant.tools)  # an unknown tool name fails here, at start
+        self.context = ContextBuilder(self.db, settings, self.providers)
+        self.context.validate(self.assistants.all())
         self.executor = Executor(
             self.db,
             self.log,
             self.providers,
             self.assistants,
             self.metrics,
+            context=self.context,
             max_concurrent=settings.max_concurrent_runs,
             tools=self.tools,
         )
@@ -122,6 +127,7 @@ class Parley:
     async def stop(self) -> None:
         self.ready = False
         await self.executor.stop()
+        await self.context.aclose()
         await self.log.stop()
         await self.providers.aclose()
         await self.bus.close()
@@ -171,6 +177,7 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
         feedback_api.router,
         usage_api.router,
         promptlab.router,
+        memory_api.router,
     ):
         app.include_router(router, responses=errors.RESPONSES)
     app.add_middleware(RateLimitHeaders)

@@ -86,6 +86,19 @@ class Settings(BaseSettings):
     shop_tax_rate: float = Field(
         default=0.10, ge=0, description="Estimated tax on cart totals (seed 000: 10%)."
     )
+    context_window: int = Field(
+        default=8192, ge=256, description="Model window when neither the assistant nor the provider says."
+    )
+    context_budget: int = Field(
+        default=4096, ge=128, description="Most prompt tokens per model call; older turns are summarized."
+    )
+    context_reserve_tokens: int = Field(default=1024, ge=0, description="Window room kept for the answer.")
+    context_summary_tokens: int = Field(default=400, ge=0, description="Size of a thread's rolling summary.")
+    summary_model: str | None = Field(
+        default=None, description="Route that writes summaries (else extractive)."
+    )
+    memory: bool = Field(default=True, description="Remember facts users state; off for everyone when false.")
+    memory_model: str | None = Field(default=None, description="Route that extracts facts (else rules).")
     log_level: str = "INFO"
     log_json: bool = True
 

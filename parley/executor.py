@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select, update
@@ -35,6 +35,9 @@ from parley.providers.route import AllProvidersFailed, Route
 from parley.store.db import Database
 from parley.store.schema import Message, Run, new_id, now
 from parley.tools.base import Tools
+
+if TYPE_CHECKING:
+    from parley.context import ContextBuilder
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +102,7 @@ class Executor:
         assistants: Assistants,
         metrics: Metrics,
         *,
+        context: ContextBuilder,
         max_concurrent: int = 32,
         tools: Tools | None = None,
     ) -> None:
@@ -120,6 +124,8 @@ class Executor:
         self.apply_variant: ApplyVariant | None = None
         #: Wraps a run's route, e.g. to meter it against the user's token budget.
         self.guard_route: Callable[[Run, Route], Route] | None = None
+        #: Builds prompts within the token budget; keeps summaries and memory (``parley.context``).
+        self.context = context
 
     # -- scheduling --------------------------------------------------------------
 
@@ -359,6 +365,7 @@ class Executor:
         await self.log.append_terminal(run.id, ev.RUN_COMPLETED, data, finish)
         self.metrics.runs.labels(run.assistant, "completed").inc()
         log.info("run_completed", **{k: v for k, v in usage.items() if v is not None})
+        self.context.after_run(state)
 
     async def _write_failed(self, state: RunState, error: BaseException) -> None:
         run = state.run

@@ -14,6 +14,7 @@ from parley.config import Settings
 from parley.providers.base import ProviderError, TextDelta, ToolCallDelta
 from parley.providers.scripted import Hang, ScriptedProvider
 from tests.conftest import Server, serve
+from tests.identity import key_for
 
 WEATHER = {
     "type": "function",
@@ -25,8 +26,10 @@ WEATHER = {
 }
 
 
-def sdk(server: Server) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+async def sdk(server: Server) -> openai.AsyncOpenAI:
+    """The official SDK, with a Parley API key of its own user."""
+    key = await key_for(server, "sdk-user")
+    return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
 
 
 @asynccontextmanager
@@ -38,7 +41,7 @@ async def scripted(
 
 
 async def test_models_are_the_assistants(server: Server) -> None:
-    client = sdk(server)
+    client = await sdk(server)
     models = await client.models.list()
     assistants = (await server.client.get("/v1/assistants")).json()["data"]
     assert [m.id for m in models.data] == [a["name"] for a in assistants]
@@ -49,7 +52,7 @@ async def test_models_are_the_assistants(server: Server) -> None:
 
 
 async def test_a_completion_answers_and_is_accounted_for(server: Server) -> None:
-    client = sdk(server)
+    client = await sdk(server)
     completion = await client.chat.completions.create(
         model="general", messages=[{"role": "user", "content": "hello over there"}]
     )
@@ -73,7 +76,7 @@ async def test_a_completion_answers_and_is_accounted_for(server: Server) -> None
 
 
 async def test_a_stream_arrives_in_chunks_with_usage_last(server: Server) -> None:
-    client = sdk(server)
+    client = await sdk(server)
     stream = await client.chat.completions.create(
         model="general",
         messages=[{"role": "system", "content": "Echo."}, {"role": "user", "content": "one two three"}],
@@ -99,7 +102,7 @@ async def test_client_tools_come_back_as_tool_calls(settings_for: Callable[..., 
         ]
     )
     async with scripted(settings_for, provider) as server:
-        client = sdk(server)
+        client = await sdk(server)
         question = {"role": "user", "content": "Weather in Oslo?"}
         first = await client.chat.completions.create(
             model="general", messages=[question], tools=[WEATHER], tool_choice="auto"
@@ -137,7 +140,7 @@ async def test_client_tools_come_back_as_tool_calls(settings_for: Callable[..., 
 async def test_streamed_tool_calls(settings_for: Callable[..., Settings]) -> None:
     provider = ScriptedProvider(turns=[[ToolCallDelta(0, "call_9", "get_weather", '{"city": "Rome"}')]])
     async with scripted(settings_for, provider) as server:
-        stream = await sdk(server).chat.completions.create(
+        stream = await (await sdk(server)).chat.completions.create(
             model="general", messages=[{"role": "user", "content": "Rome?"}], tools=[WEATHER], stream=True
         )
         chunks = [c async for c in stream]
@@ -152,7 +155,7 @@ async def test_sampling_and_format_reach_the_provider(settings_for: Callable[...
     provider = ScriptedProvider(turns=[[TextDelta('{"ok": true}')]])
     async with scripted(settings_for, provider) as server:
         schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
-        await sdk(server).chat.completions.create(
+        await (await sdk(server)).chat.completions.create(
             model="general",
             messages=[{"role": "user", "content": "ok?"}],
             max_tokens=7,
@@ -178,20 +181,22 @@ async def test_bad_requests_are_refused_and_store_nothing(
     server: Server, messages: list[dict[str, object]]
 ) -> None:
     with pytest.raises(openai.UnprocessableEntityError):
-        await sdk(server).chat.completions.create(model="general", messages=messages)  # type: ignore[arg-type]
+        await (await sdk(server)).chat.completions.create(model="general", messages=messages)  # type: ignore[arg-type]
     assert (await server.client.get("/v1/threads")).json()["data"] == []
 
 
 async def test_an_unknown_model_is_a_404(server: Server) -> None:
     with pytest.raises(openai.NotFoundError, match="assistants"):
-        await sdk(server).chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}])
+        await (await sdk(server)).chat.completions.create(
+            model="gpt-5", messages=[{"role": "user", "content": "hi"}]
+        )
 
 
 async def test_a_failed_run_is_an_api_error(settings_for: Callable[..., Settings]) -> None:
     provider = ScriptedProvider(turns=[[ProviderError("the model refused", status=400)]])
     async with scripted(settings_for, provider) as server:
         with pytest.raises(openai.APIStatusError) as caught:
-            await sdk(server).chat.completions.create(
+            await (await sdk(server)).chat.completions.create(
                 model="general", messages=[{"role": "user", "content": "x"}]
             )
         assert caught.value.status_code == 502
@@ -200,7 +205,7 @@ async def test_a_failed_run_is_an_api_error(settings_for: Callable[..., Settings
 async def test_a_stream_the_client_drops_cancels_the_run(settings_for: Callable[..., Settings]) -> None:
     provider = ScriptedProvider(turns=[[TextDelta("thinking"), Hang()]])
     async with scripted(settings_for, provider) as server:
-        stream = await sdk(server).chat.completions.create(
+        stream = await (await sdk(server)).chat.completions.create(
             model="general", messages=[{"role": "user", "content": "go"}], stream=True
         )
         async for chunk in stream:
@@ -219,7 +224,7 @@ async def test_a_stream_the_client_drops_cancels_the_run(settings_for: Callable[
 
 async def test_a_json_schema_format_without_a_schema_is_refused(server: Server) -> None:
     with pytest.raises(openai.UnprocessableEntityError, match="schema"):
-        await sdk(server).chat.completions.create(
+        await (await sdk(server)).chat.completions.create(
             model="general",
             messages=[{"role": "user", "content": "hi"}],
             response_format={"type": "json_schema", "json_schema": {"name": "x"}},  # type: ignore[typeddict-item]

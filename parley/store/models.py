@@ -5,8 +5,10 @@ from parley.experiments import Experiment, Exposure
 from parley.feedback import Feedback
 from parley.files import File
 from parley.keys import ApiKey
+from parley.memory import MemoryFact, MemorySetting
 from parley.shop import CartItem, Product
 from parley.store.schema import Base, Event, Message, Run, Thread, User
+from parley.summaries import ThreadSummary
 
 __all__ = [
     "ApiKey",
@@ -17,10 +19,13 @@ __all__ = [
     "Exposure",
     "Feedback",
     "File",
+    "MemoryFact",
+    "MemorySetting",
     "Message",
     "Product",
     "Run",
     "Thread",
+    "ThreadSummary",
     "TokenUsage",
     "User",
 ]
