@@ -15,8 +15,15 @@ install: $(VENV)/.installed
 system:
 	scripts/bootstrap.sh system
 
-run: install
-	$(VENV)/bin/parley serve
+# The demo knowledge of the `support` and `recruiter` assistants, synced when the server starts.
+DEMO_CVS ?= .parley/demo-cvs
+PARLEY_KNOWLEDGE ?= {"parley-faq": ["parley/knowledge/demo/parley-faq.md"], "demo-cvs": ["$(DEMO_CVS)"]}
+
+$(DEMO_CVS): scripts/make_demo_cvs.py | $(VENV)/.installed
+	$(PY) scripts/make_demo_cvs.py $@
+
+run: install $(DEMO_CVS)
+	PARLEY_KNOWLEDGE='$(PARLEY_KNOWLEDGE)' $(VENV)/bin/parley serve
 
 lint: install
 	$(PY) -m ruff check parley tests bench

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from parley import events as ev
 from parley import passthrough
+from parley.knowledge.grounding import cite, decline, prompt_source, retrieve
 from parley.providers.base import (
     ChatMessage,
     Fallback,
@@ -40,7 +41,11 @@ if TYPE_CHECKING:
 
 
 async def run_agent(executor: Executor, state: RunState) -> None:
-    request = passthrough.apply(await prepare(executor, state), state.run.options)
+    prepared = await prepare(executor, state)
+    if prepared is None:  # answered without the model (nothing in the knowledge bases fits)
+        await executor.log.flush()
+        return
+    request = passthrough.apply(prepared, state.run.options)
     assert state.assistant is not None
     assert state.route is not None
     tools = executor.tools
@@ -49,6 +54,7 @@ async def run_agent(executor: Executor, state: RunState) -> None:
         fragments = await stream_turn(executor, state, request)
         if client_tools:
             passthrough.report(executor, state, fragments)
+        cite(executor, state)
         estimate_usage(state, request, state.text)
     else:
         toolbox = tools.select(state.assistant.tools)
@@ -62,17 +68,29 @@ async def run_agent(executor: Executor, state: RunState) -> None:
             await server_chosen_tools(executor, state, request, toolbox, ctx, seen)
         if state.tool_calls:
             state.message_data["tool_calls"] = state.tool_calls
+        cite(executor, state)
     await executor.log.flush()
 
 
-async def prepare(executor: Executor, state: RunState) -> ProviderRequest:
-    """The request for the first model turn: instructions, memory, summary, history (``parley.context``)."""
+async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None:
+    """The request for the first model turn: instructions, memory, retrieved sources, summary and
+    history (``parley.context``).
+
+    ``None`` when the run is already answered: the assistant has knowledge bases and nothing
+    in them is about the question, so it says so instead of calling the model.
+    """
     assert state.assistant is not None
     assert state.route is not None
-    context = await executor.context.build(
-        state.run, state.assistant, state.route.primary, sources=state.sources
-    )
+    sources: list[dict[str, str]] = []
+    if state.assistant.knowledge_bases:
+        hits = await retrieve(executor, state, state.run.input)
+        if not hits:
+            decline(executor, state)
+            return None
+        sources = [prompt_source(hit) for hit in hits]
+    context = await executor.context.build(state.run, state.assistant, state.route.primary, sources=sources)
     state.message_data["context"] = context.info()
+    del state.sources[context.sources :]  # the answer cites only the sources that fit the prompt
     return replace(context.request, **state.assistant.sampling())
 
 

@@ -13,6 +13,7 @@ from parley.api import account as account_api
 from parley.api import experiments as experiments_api
 from parley.api import feedback as feedback_api
 from parley.api import files as files_api
+from parley.api import knowledge as knowledge_api
 from parley.api import memory as memory_api
 from parley.api import openai as openai_api
 from parley.api import runs as runs_api
@@ -22,7 +23,7 @@ from parley.api import usage as usage_api
 from parley.assistants import Assistants
 from parley.budgets import Budgets
 from parley.bus import Bus, LocalBus
-from parley.compat import chatbot_sse, jobs, promptlab
+from parley.compat import chatbot_sse, faq, jobs, promptlab
 from parley.compat import shop as shop_compat
 from parley.config import Settings
 from parley.context import ContextBuilder
@@ -32,6 +33,7 @@ from parley.experiments import Experiments, load_config
 from parley.files import Files
 from parley.http import BodyLimit, RequestContext
 from parley.keys import Authenticator, check_bind
+from parley.knowledge.bases import Knowledge
 from parley.metrics import Metrics
 from parley.providers.base import Provider
 from parley.providers.registry import Providers
@@ -87,6 +89,8 @@ class Parley:
             max_concurrent=settings.max_concurrent_runs,
             tools=self.tools,
         )
+        self.knowledge = Knowledge(self.db, embeddings=settings.embeddings)
+        self.executor.knowledge = self.knowledge
         self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
         self.experiments = Experiments(
             self.db, self.assistants, self.providers, load_config(settings.config_file)
@@ -117,6 +121,8 @@ class Parley:
         await self.auth.start()
         await self.experiments.sync_config()
         await shop_tools.start(self.shop, self.tools, demo_catalog=self.settings.shop_demo_catalog)
+        assert self.local_user is not None
+        await self.knowledge.start(owner_id=self.local_user.user_id, sync=self.settings.knowledge)
         await self.log.start()
         await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
         await self.providers.prepare(await self.experiments.model_routes())
@@ -178,6 +184,8 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
         usage_api.router,
         promptlab.router,
         memory_api.router,
+        knowledge_api.router,
+        faq.router,
     ):
         app.include_router(router, responses=errors.RESPONSES)
     app.add_middleware(RateLimitHeaders)

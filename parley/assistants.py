@@ -55,6 +55,27 @@ BUILTIN: dict[str, Assistant] = {
             "clear_cart",
         ],
     ),
+    "support": Assistant(
+        name="support",
+        description="Answers questions about Parley from its FAQ, citing the entries it used.",
+        instructions=(
+            "You are Parley's support assistant. Answer from the numbered sources you are given, "
+            "cite them like [1], and keep answers to two or three sentences. "
+            "If the sources do not answer the question, say you don't know."
+        ),
+        knowledge_bases=["parley-faq"],
+    ),
+    "recruiter": Assistant(
+        name="recruiter",
+        description="Finds candidates in a set of CVs and answers questions about them, with citations.",
+        instructions=(
+            "You are a recruiting assistant. Answer from the CV excerpts you are given, name the "
+            "candidates, cite the excerpts like [1], and keep answers short. "
+            "If the excerpts do not answer the question, say you don't know."
+        ),
+        knowledge_bases=["demo-cvs"],
+        options={"top_k": 5},
+    ),
 }
 
 

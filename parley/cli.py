@@ -1,4 +1,4 @@
-"""The ``parley`` command: serve, chat, ask, db, keys, import-products."""
+"""The ``parley`` command: serve, chat, ask, ingest, db, keys, import-products."""
 
 from __future__ import annotations
 
@@ -218,6 +218,20 @@ async def _probe(client: Client) -> bool:
 def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(1)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders: Markdown, text, PDF.", exists=True)],
+    kb: Annotated[str, typer.Option("--kb", help="Knowledge base name (created if missing).")],
+    prune: Annotated[bool, typer.Option(help="Delete documents no longer among PATHS.")] = False,
+) -> None:
+    """Ingest files into a knowledge base of the local user; unchanged files are skipped."""
+    import asyncio
+
+    from parley.knowledge.cli import run_ingest
+
+    raise typer.Exit(asyncio.run(run_ingest(Settings(), paths, kb, prune=prune)))
 
 
 @db_app.command("upgrade")

@@ -45,6 +45,15 @@ class Settings(BaseSettings):
         default="NORMAL",
         description="NORMAL survives a killed process (WAL); FULL also survives a power cut.",
     )
+    embeddings: Literal["minilm", "hash", "none"] = Field(
+        default="minilm",
+        description="Knowledge search embeddings: minilm ([embeddings] extra), hash (a fast fake) or none (BM25 only).",
+    )
+    knowledge: dict[str, list[Path]] = Field(
+        default_factory=dict,
+        description='Knowledge bases kept in sync with files at start, e.g. {"parley-faq": ["faq.md"]}.',
+    )
+    knowledge_max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     local_threads: int = Field(default_factory=_default_threads, ge=1)
     local_context_tokens: int = Field(default=4096, ge=256, description="Context window of a local model.")
     local_cache_mb: int = Field(

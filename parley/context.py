@@ -6,7 +6,10 @@ The prompt is, in order of priority when it does not all fit:
    anything after it in this run, such as tool calls and their results) — always sent;
 2. the user's most relevant remembered facts (``parley.memory``), up to ``memory_tokens``;
 3. retrieved sources (``sources``: mappings with ``text`` and optional ``title``), numbered
-   [1], [2] ..., dropped from the least relevant end;
+   [1], [2] ..., dropped from the least relevant end. With sources, the latest turn becomes
+   a grounded prompt: the sources, then the question, then the instruction to answer only
+   from them and cite them (small local models follow context there far better than in a
+   long system prompt);
 4. the thread's rolling summary (``parley.summaries``);
 5. as many earlier turns as fit, newest first. A turn (a user message and everything
    up to the next one) is kept or dropped whole, so a tool call never loses its result.
@@ -66,7 +69,11 @@ FOLD_TO = 0.5
 
 MEMORY_HEADER = "What you remember about me from earlier conversations (use it when relevant):"
 SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
-SOURCES_HEADER = "Sources (cite them as [1], [2] ... when you use them):"
+SOURCES_HEADER = "Sources:"
+GROUNDING_INSTRUCTION = (
+    "Answer briefly, using only the sources above, and cite them like [1]. "
+    "If they do not answer the question, say you don't know."
+)
 
 
 class ContextOptions(BaseModel):
@@ -229,13 +236,18 @@ def group_turns(history: Sequence[Message]) -> list[list[Message]]:
     return turns
 
 
-def _sources_block(sources: Sequence[Mapping[str, Any]]) -> str:
-    lines = [SOURCES_HEADER]
-    for number, source in enumerate(sources, start=1):
+def _sources_block(sources: Sequence[Mapping[str, Any]], start: int = 1) -> str:
+    blocks = []
+    for number, source in enumerate(sources, start=start):
         title = str(source.get("title") or "").strip()
         text = str(source.get("text") or "").strip()
-        lines.append(f"[{number}] {title}: {text}" if title else f"[{number}] {text}")
-    return "\n".join(lines)
+        blocks.append(f"[{number}] {title}\n{text}" if title else f"[{number}] {text}")
+    return "\n\n".join(blocks)
+
+
+def grounded(question: str, sources: Sequence[Mapping[str, Any]]) -> str:
+    """The latest user turn with retrieved sources: numbered sources, the question, how to answer."""
+    return f"{SOURCES_HEADER}\n{_sources_block(sources)}\n\nQuestion: {question}\n\n{GROUNDING_INSTRUCTION}"
 
 
 def build_context(
@@ -277,9 +289,9 @@ def build_context(
 
     kept_sources: list[Mapping[str, Any]] = []
     if sources and current_chat:
-        left -= counter.text(SOURCES_HEADER)
-        for source in sources:
-            cost = counter.text(_sources_block([source])) - counter.text(SOURCES_HEADER)
+        left -= counter.text(grounded("", []))
+        for number, source in enumerate(sources, start=1):
+            cost = counter.text(_sources_block([source], start=number)) + 1
             if cost > left:
                 break
             kept_sources.append(source)
@@ -310,8 +322,6 @@ def build_context(
     if summary_text:
         system_parts.append(SUMMARY_HEADER + "\n" + summary_text)
     blocks = [MEMORY_HEADER + "\n" + "\n".join(fact_lines)] if fact_lines else []
-    if kept_sources:
-        blocks.append(_sources_block(kept_sources))
     # (message, cache key): stored messages are counted once; composed ones every time.
     prompt: list[tuple[ChatMessage, str | None]] = []
     if system_parts:
@@ -319,8 +329,9 @@ def build_context(
     prompt.extend(pair for turn in kept for m in turn for pair in expanded(m))
     latest_user = max((i for i, (chat, _) in enumerate(current_chat) if chat.role == "user"), default=None)
     for index, (chat, key) in enumerate(current_chat):
-        if blocks and index == latest_user:
-            prompt.append((ChatMessage("user", "\n\n".join([*blocks, chat.content])), None))
+        if (blocks or kept_sources) and index == latest_user:
+            content = grounded(chat.content, kept_sources) if kept_sources else chat.content
+            prompt.append((ChatMessage("user", "\n\n".join([*blocks, content])), None))
         else:
             prompt.append((chat, key))
     raw = REPLY_OVERHEAD + sum(counter.message_raw(chat, key=key) for chat, key in prompt)

@@ -39,6 +39,9 @@ from parley.tools.base import Tools
 if TYPE_CHECKING:
     from parley.context import ContextBuilder
 
+if TYPE_CHECKING:
+    from parley.knowledge.bases import Knowledge
+
 log = structlog.get_logger(__name__)
 
 INTERRUPTED_ERROR = {
@@ -119,6 +122,8 @@ class Executor:
         self._cancel_reasons: dict[str, str] = {}
         self._thread_queue: dict[str, deque[str | Run]] = {}
         self._stopping = False
+        #: Knowledge bases that assistants retrieve from (set by the app).
+        self.knowledge: Knowledge | None = None
         #: The agent loop (``parley.agent.run_agent``); tests may swap it.
         self.produce: Producer = run_agent
         self.apply_variant: ApplyVariant | None = None

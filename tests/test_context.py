@@ -17,6 +17,7 @@ from parley.app import create_app
 from parley.assistants import Assistant
 from parley.config import Settings
 from parley.context import (
+    GROUNDING_INSTRUCTION,
     MEMORY_HEADER,
     SUMMARY_HEADER,
     Budget,
@@ -261,8 +262,9 @@ def test_sources_are_numbered_in_the_latest_user_turn_and_trimmed_from_the_end()
     history = [message("user", "hi"), message("assistant", "hello"), message("user", "can I return a lamp?")]
     roomy = build(history, 4096, sources=sources)
     latest = roomy.request.messages[-1].content
-    assert latest.index("[1] Returns: Items can be returned") < latest.index("[2] Shipping")
-    assert latest.endswith("can I return a lamp?")
+    assert latest.index("[1] Returns\nItems can be returned") < latest.index("[2] Shipping")
+    assert latest.index("[2] Shipping") < latest.index("Question: can I return a lamp?")
+    assert latest.endswith(GROUNDING_INSTRUCTION)
     assert roomy.sources == 2
     tight = build(history, 150, sources=sources)
     assert tight.sources == 1

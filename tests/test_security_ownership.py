@@ -7,6 +7,7 @@ objects user A owns (see ``objects_of_a``).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,15 @@ MATRIX: dict[str, Row] = {
     "seed 002: stream events": Row("GET", "/api/runs/{run}/events"),
     "seed 002: cancel a run": Row("POST", "/api/runs/{run}/cancel"),
     "seed 001: read a job": Row("GET", "/messages/{job}"),
+    "read a knowledge base": Row("GET", "/v1/knowledge-bases/{kb}"),
+    "delete a knowledge base": Row("DELETE", "/v1/knowledge-bases/{kb}"),
+    "list a knowledge base's documents": Row("GET", "/v1/knowledge-bases/{kb}/documents"),
+    "add a document": Row(
+        "POST", "/v1/knowledge-bases/{kb}/documents", json={"title": "t", "text": "mine now"}
+    ),
+    "delete a document": Row("DELETE", "/v1/knowledge-bases/{kb}/documents/{document}"),
+    "search a knowledge base": Row("GET", "/v1/knowledge-bases/{kb}/search", params={"q": "secret"}),
+    "forget a remembered fact": Row("DELETE", "/v1/memory/{fact}"),
     "rate an answer": Row("POST", "/v1/messages/{message}/feedback", json={"rating": -1}),
     "seed 003: chat in a conversation": Row(
         "POST", "/chat", json={"message": "hi", "conversation_id": "{thread}"}
@@ -99,7 +109,24 @@ async def objects_of_a(client: httpx.AsyncClient) -> dict[str, Any]:
         "/api/functions/add_to_cart", json={"session_id": thread, "product_id": product, "quantity": 1}
     )
     assert added.json()["success"], added.text
+    kb = (await client.post("/v1/knowledge-bases", json={"name": "secrets"})).json()["id"]
+    document = await client.post(
+        f"/v1/knowledge-bases/{kb}/documents", json={"title": "Plans", "text": "The secret plans are here."}
+    )
+    assert document.status_code == 201, document.text
+    told = await start_run(client, thread, "My name is Alice.", multitask="enqueue")
+    await read_events(client, f"/v1/runs/{told['id']}/events")
+    facts: list[dict[str, Any]] = []
+    for _ in range(100):  # facts are extracted in the background after the run
+        facts = (await client.get("/v1/memory")).json()["data"]
+        if facts:
+            break
+        await asyncio.sleep(0.05)
+    assert facts, "the memory of alice's name"
     return {
+        "fact": facts[0]["id"],
+        "kb": kb,
+        "document": document.json()["id"],
         "message": answer["id"],
         "product": product,
         "thread": thread,
@@ -141,6 +168,10 @@ async def test_user_b_gets_404_for_everything_of_user_a(server: Server) -> None:
         assert [m["content"] for m in messages][:2] == ["my secret plans", "my secret plans"]
         assert (await bob.get("/v1/files")).json()["data"] == []
         assert len((await alice.get(f"/api/cart/{ids['thread']}")).json()["items"]) == 1
+        assert len((await alice.get(f"/v1/knowledge-bases/{ids['kb']}/documents")).json()["data"]) == 1
+        assert ids["fact"] in [f["id"] for f in (await alice.get("/v1/memory")).json()["data"]]
+        assert (await bob.get("/v1/knowledge-bases")).json()["data"] == []
+        assert (await bob.get("/v1/memory")).json()["data"] == []
 
 
 async def test_lists_show_only_the_callers_own_objects(server: Server) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from parley.store.db import Database, alembic_config
@@ -22,6 +23,12 @@ async def test_migrations_match_the_models(database_url: str) -> None:
             await conn.run_sync(lambda sync: command.check(alembic_config(sync)))
     finally:
         await db.close()
+
+
+def test_the_migration_history_has_one_head() -> None:
+    """Features built in parallel each branched from 0001; a merge revision joins them, so the
+    next migration has one parent (and ``alembic upgrade head`` works)."""
+    assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
 
 
 async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:

@@ -1,0 +1,566 @@
+"""Knowledge bases as their owners see them: create, ingest, delete, search.
+
+``Knowledge`` holds one in-memory ``KbIndex`` per knowledge base, loaded at start and
+updated in place after each write. Every write bumps the knowledge base's ``revision``
+in the same transaction; before a search, the revision in the database is compared with
+the index's, so a change written by another process (``parley ingest`` while the server
+runs, or another worker) is picked up without a restart.
+
+Re-ingesting compares hashes: an unchanged file is skipped; in a changed one, chunks whose
+text is unchanged keep their vectors, and only new chunks are embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.errors import ApiError, not_found
+from parley.knowledge.embeddings import Embedder, EmbeddingsUnavailable, from_bytes, load_embedder, to_bytes
+from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, iter_files, parse
+from parley.knowledge.schema import Chunk, Document, KnowledgeBase
+from parley.knowledge.search import ChunkEntry, Hit, KbIndex, Mode, merge, tokenize
+from parley.store.db import Database
+from parley.store.schema import new_id, now
+from parley.threads import visible
+from parley.users import Principal
+
+log = structlog.get_logger(__name__)
+
+#: Documents written per transaction (and per index update) by a folder ingest.
+BATCH = 64
+
+
+@dataclass(slots=True)
+class Ingested:
+    document: Document
+    status: str  # "created", "updated" or "unchanged"
+    chunks: int
+    embedded: int
+
+
+@dataclass(slots=True)
+class SyncReport:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    chunks: int = 0
+    embedded: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, result: Ingested) -> None:
+        setattr(self, result.status, getattr(self, result.status) + 1)
+        self.chunks += result.chunks
+        self.embedded += result.embedded
+
+
+Progress = Callable[[str, str | None], None]
+
+
+class Knowledge:
+    def __init__(self, db: Database, *, embeddings: str = "minilm", embedder: Embedder | None = None) -> None:
+        self.db = db
+        self._spec = embeddings
+        self._embedder = embedder
+        self._embedder_loaded = embeddings == "none" or embedder is not None
+        self._indexes: dict[str, KbIndex] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._embed_lock = asyncio.Lock()
+        #: The operator: assistants' knowledge bases are looked up among this user's.
+        self.owner_id: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self, *, owner_id: int, sync: Mapping[str, Sequence[Path]] | None = None) -> None:
+        """Load every knowledge base's index, then sync ``{name: paths}`` into the owner's bases.
+
+        Vectors of another model than the configured one are recomputed while loading.
+        """
+        self.owner_id = owner_id
+        async with self.db.session() as session:
+            bases = (await session.execute(select(KnowledgeBase.id, KnowledgeBase.revision))).all()
+        for kb_id, revision in bases:
+            await self._reload(kb_id, revision)
+        if bases:
+            log.info("knowledge_loaded", bases=len(bases), chunks=sum(len(i) for i in self._indexes.values()))
+        for name, paths in (sync or {}).items():
+            present = [p for p in paths if p.exists()]
+            if len(present) < len(paths):
+                log.warning(
+                    "knowledge_path_missing", kb=name, missing=[str(p) for p in paths if not p.exists()]
+                )
+            report = await self.sync(owner_id, name, present, prune=bool(present))
+            log.info(
+                "knowledge_synced",
+                kb=name,
+                created=report.created,
+                updated=report.updated,
+                unchanged=report.unchanged,
+                deleted=report.deleted,
+                failed=len(report.failed),
+            )
+
+    async def embedder(self) -> Embedder | None:
+        """The embedding backend, loaded on first use (a model takes seconds to load)."""
+        if not self._embedder_loaded:
+            async with self._embed_lock:
+                if not self._embedder_loaded:
+                    try:
+                        self._embedder = await asyncio.to_thread(load_embedder, self._spec)
+                    except EmbeddingsUnavailable as exc:
+                        log.warning("embeddings_unavailable", reason=str(exc), fallback="bm25 only")
+                        self._spec = "none"
+                    self._embedder_loaded = True
+        return self._embedder
+
+    @property
+    def dense_available(self) -> bool:
+        return self._spec != "none"
+
+    # -- knowledge bases ----------------------------------------------------------
+
+    async def create_base(self, principal: Principal, name: str, description: str = "") -> KnowledgeBase:
+        kb = KnowledgeBase(id=new_id("kb"), user_id=principal.user_id, name=name, description=description)
+        try:
+            async with self.db.transaction() as session:
+                session.add(kb)
+        except IntegrityError:
+            raise ApiError(409, "name_taken", f"you already have a knowledge base named {name!r}") from None
+        self._indexes[kb.id] = KbIndex(kb.id, 0)
+        return kb
+
+    async def ensure_base(self, user_id: int, name: str) -> KnowledgeBase:
+        async with self.db.session() as session:
+            kb = await session.scalar(
+                select(KnowledgeBase).where(KnowledgeBase.user_id == user_id, KnowledgeBase.name == name)
+            )
+        if kb is not None:
+            return kb
+        try:
+            return await self.create_base(Principal(user_id, ""), name)
+        except ApiError:
+            return await self.ensure_base(user_id, name)
+
+    async def list_bases(self, principal: Principal) -> list[tuple[KnowledgeBase, int]]:
+        """The caller's own knowledge bases with their document counts."""
+        counts = select(Document.kb_id, func.count().label("n")).group_by(Document.kb_id).subquery("counts")
+        stmt = (
+            select(KnowledgeBase, func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.kb_id == KnowledgeBase.id)
+            .where(KnowledgeBase.user_id == principal.user_id)
+            .order_by(KnowledgeBase.created_at)
+        )
+        async with self.db.session() as session:
+            return [(kb, int(n)) for kb, n in (await session.execute(stmt)).all()]
+
+    async def get_base(self, principal: Principal, kb_id: str) -> KnowledgeBase:
+        async with self.db.session() as session:
+            return await _base(session, principal, kb_id)
+
+    async def bases_named(self, user_id: int, names: Sequence[str]) -> list[KnowledgeBase]:
+        async with self.db.session() as session:
+            rows = await session.scalars(
+                select(KnowledgeBase).where(KnowledgeBase.user_id == user_id, KnowledgeBase.name.in_(names))
+            )
+            return list(rows)
+
+    async def delete_base(self, principal: Principal, kb_id: str) -> None:
+        async with self._lock(kb_id), self.db.transaction() as session:
+            await _base(session, principal, kb_id)
+            await session.execute(delete(Chunk).where(Chunk.kb_id == kb_id))
+            await session.execute(delete(Document).where(Document.kb_id == kb_id))
+            await session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb_id))
+        self._indexes.pop(kb_id, None)
+
+    # -- documents ----------------------------------------------------------------
+
+    async def list_documents(self, principal: Principal, kb_id: str) -> list[Document]:
+        async with self.db.session() as session:
+            await _base(session, principal, kb_id)
+            rows = await session.scalars(
+                select(Document).where(Document.kb_id == kb_id).order_by(Document.source)
+            )
+            return list(rows)
+
+    async def add_document(
+        self, principal: Principal, kb_id: str, source: str, parsed: ParsedDocument
+    ) -> Ingested:
+        await self.get_base(principal, kb_id)
+        return (await self.add_documents(kb_id, [(source, parsed)]))[0]
+
+    async def add_documents(self, kb_id: str, items: Sequence[tuple[str, ParsedDocument]]) -> list[Ingested]:
+        """Create or update documents by source; one transaction, one index update."""
+        async with self._lock(kb_id):
+            async with self.db.session() as session:
+                existing = {
+                    d.source: d
+                    for d in await session.scalars(
+                        select(Document).where(
+                            Document.kb_id == kb_id, Document.source.in_([s for s, _ in items])
+                        )
+                    )
+                }
+                changed_ids = [
+                    existing[s].id for s, p in items if s in existing and existing[s].sha256 != p.sha256
+                ]
+                old_chunks: dict[str, list[Chunk]] = {}
+                if changed_ids:
+                    for chunk in await session.scalars(
+                        select(Chunk).where(Chunk.document_id.in_(changed_ids))
+                    ):
+                        old_chunks.setdefault(chunk.document_id, []).append(chunk)
+            plan = [
+                _plan(kb_id, source, parsed, existing.get(source), old_chunks) for source, parsed in items
+            ]
+            embedder = await self.embedder()
+            fresh = [row for p in plan for row in p.new_rows]
+            if embedder is not None and fresh:
+                vectors = await asyncio.to_thread(embedder.embed, [_indexed(r) for r in fresh])
+                for row, vector in zip(fresh, vectors, strict=True):
+                    row.vector, row.vector_model = to_bytes(vector), embedder.name
+            if not any(p.status != "unchanged" for p in plan):
+                return [p.result() for p in plan]
+            async with self.db.transaction() as session:
+                for p in plan:
+                    await p.write(session)
+                revision = await _bump(session, kb_id)
+            await self._apply(kb_id, revision, plan)
+            return [p.result() for p in plan]
+
+    async def delete_document(self, principal: Principal, kb_id: str, document_id: str) -> None:
+        async with self._lock(kb_id):
+            async with self.db.transaction() as session:
+                await _base(session, principal, kb_id)
+                doc = await session.scalar(
+                    select(Document).where(Document.id == document_id, Document.kb_id == kb_id)
+                )
+                if doc is None:
+                    raise not_found("document", document_id)
+                removed = set(await session.scalars(select(Chunk.id).where(Chunk.document_id == document_id)))
+                await session.execute(delete(Chunk).where(Chunk.document_id == document_id))
+                await session.execute(delete(Document).where(Document.id == document_id))
+                revision = await _bump(session, kb_id)
+            index = self._indexes.get(kb_id)
+            if index is not None and index.revision == revision - 1:
+                self._indexes[kb_id] = await asyncio.to_thread(index.with_changes, revision, removed, [])
+            else:
+                await self._reload(kb_id, revision)
+
+    async def sync(
+        self,
+        user_id: int,
+        name: str,
+        paths: Sequence[Path],
+        *,
+        prune: bool = False,
+        progress: Progress | None = None,
+    ) -> SyncReport:
+        """Ingest files and folders into the knowledge base ``name`` of ``user_id`` (created if needed).
+
+        Bad files are reported in ``failed`` and skipped. With ``prune``, documents whose
+        source is no longer among the files are deleted: the knowledge base mirrors the paths.
+        """
+        kb = await self.ensure_base(user_id, name)
+        report = SyncReport()
+        seen: set[str] = set()
+        batch: list[tuple[str, ParsedDocument]] = []
+        files = [(source, path) for root in paths for source, path in iter_files(root)]
+        for source, path in files:
+            seen.add(source)
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+                batch.append((source, await asyncio.to_thread(parse, path.name, data)))
+                error = None
+            except (UnreadableDocument, OSError) as exc:
+                error = exc.reason if isinstance(exc, UnreadableDocument) else f"cannot read: {exc}"
+                report.failed.append((source, error))
+                log.warning("ingest_skipped", source=source, reason=error)
+            if progress is not None:
+                progress(source, error)
+            if len(batch) >= BATCH:
+                for result in await self.add_documents(kb.id, batch):
+                    report.add(result)
+                batch = []
+        if batch:
+            for result in await self.add_documents(kb.id, batch):
+                report.add(result)
+        if prune:
+            owner = Principal(user_id, "", is_admin=False)
+            async with self.db.session() as session:
+                stale = (
+                    await session.execute(select(Document.id, Document.source).where(Document.kb_id == kb.id))
+                ).all()
+            for doc_id, source in stale:
+                if source not in seen:
+                    await self.delete_document(owner, kb.id, doc_id)
+                    report.deleted += 1
+        return report
+
+    # -- search ---------------------------------------------------------------------
+
+    async def search(
+        self,
+        principal: Principal,
+        kb_id: str,
+        query: str,
+        *,
+        mode: Mode = "hybrid",
+        k: int = 10,
+        document: str | None = None,
+    ) -> list[Hit]:
+        await self.get_base(principal, kb_id)
+        return await self.search_bases([kb_id], query, mode=mode, k=k, document=document)
+
+    async def search_bases(
+        self,
+        kb_ids: Sequence[str],
+        query: str,
+        *,
+        mode: Mode = "hybrid",
+        k: int = 10,
+        document: str | None = None,
+    ) -> list[Hit]:
+        """Search knowledge bases the caller has already been allowed to read."""
+        if mode != "bm25" and not self.dense_available:
+            if mode == "dense":
+                raise ApiError(422, "dense_unavailable", "dense search is off (PARLEY_EMBEDDINGS=none)")
+            mode = "bm25"
+        indexes = [await self._fresh(kb_id) for kb_id in kb_ids]
+        vector = None
+        if mode != "bm25" and any(i.has_vectors for i in indexes):
+            embedder = await self.embedder()
+            if embedder is not None:
+                vector = (await asyncio.to_thread(embedder.embed, [query]))[0]
+        tokens = tokenize([query])[0]
+
+        def run() -> list[Hit]:
+            hits = [h for i in indexes for h in i.search(tokens, vector, mode=mode, k=k, document=document)]
+            return merge(hits, k)
+
+        return await asyncio.to_thread(run)
+
+    async def first_chunks(self, kb_ids: Sequence[str], k: int) -> list[Hit]:
+        """The first ``k`` chunks in document order: "all context" for small knowledge bases."""
+        hits: list[Hit] = []
+        for kb_id in kb_ids:
+            index = await self._fresh(kb_id)
+            for e in sorted(index.entries, key=lambda e: (e.document_title, e.position))[:k]:
+                hits.append(
+                    Hit(
+                        kb_id,
+                        e.id,
+                        e.document_id,
+                        e.document_title,
+                        e.title,
+                        e.text,
+                        e.position,
+                        1.0,
+                        None,
+                        None,
+                    )
+                )
+        return hits[:k]
+
+    def relevance_floor(self) -> float | None:
+        """The cosine similarity a passage needs to count as relevant (None: BM25 only)."""
+        return None if self._embedder is None else self._embedder.relevance_floor
+
+    # -- index upkeep ---------------------------------------------------------------
+
+    def _lock(self, kb_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(kb_id, asyncio.Lock())
+
+    async def _fresh(self, kb_id: str) -> KbIndex:
+        async with self.db.session() as session:
+            revision = await session.scalar(select(KnowledgeBase.revision).where(KnowledgeBase.id == kb_id))
+        if revision is None:
+            self._indexes.pop(kb_id, None)
+            return KbIndex(kb_id, 0)
+        index = self._indexes.get(kb_id)
+        if index is None or index.revision != revision:
+            async with self._lock(kb_id):
+                index = self._indexes.get(kb_id)
+                if index is None or index.revision != revision:
+                    await self._reload(kb_id, revision)
+        return self._indexes[kb_id]
+
+    async def _reload(self, kb_id: str, revision: int) -> None:
+        async with self.db.session() as session:
+            rows = (
+                await session.execute(
+                    select(Chunk, Document.title)
+                    .join(Document, Document.id == Chunk.document_id)
+                    .where(Chunk.kb_id == kb_id)
+                    .order_by(Chunk.document_id, Chunk.position)
+                )
+            ).all()
+        embedder = await self.embedder() if rows and self._spec != "none" else None
+        if embedder is not None:
+            stale = [c for c, _ in rows if c.vector is None or c.vector_model != embedder.name]
+            if stale:
+                log.info("knowledge_reembedding", kb_id=kb_id, chunks=len(stale), model=embedder.name)
+                vectors = await asyncio.to_thread(embedder.embed, [_indexed(c) for c in stale])
+                async with self.db.transaction() as session:
+                    for chunk, vector in zip(stale, vectors, strict=True):
+                        chunk.vector, chunk.vector_model = to_bytes(vector), embedder.name
+                        await session.execute(
+                            update(Chunk)
+                            .where(Chunk.id == chunk.id)
+                            .values(vector=chunk.vector, vector_model=embedder.name)
+                        )
+        dim = None if embedder is None else embedder.dim
+        entries = await asyncio.to_thread(_entries, [(c, title) for c, title in rows], dim)
+        self._indexes[kb_id] = await asyncio.to_thread(KbIndex.build, kb_id, revision, entries, dim)
+
+    async def _apply(self, kb_id: str, revision: int, plan: Sequence[_Plan]) -> None:
+        index = self._indexes.get(kb_id)
+        if index is None or index.revision != revision - 1:
+            await self._reload(kb_id, revision)
+            return
+        dim = None if self._embedder is None else self._embedder.dim
+        removed = {c for p in plan for c in p.removed}
+        positions = {cid: pos for p in plan for cid, pos in p.moved.items()}
+        titles = {p.document.id: p.document.title for p in plan if p.status == "updated"}
+        added = await asyncio.to_thread(
+            _entries, [(row, p.document.title) for p in plan for row in p.new_rows], dim
+        )
+        self._indexes[kb_id] = await asyncio.to_thread(
+            index.with_changes, revision, removed, added, positions=positions, titles=titles, dim=dim
+        )
+
+
+async def _base(session: AsyncSession, principal: Principal, kb_id: str) -> KnowledgeBase:
+    kb = await session.scalar(
+        visible(select(KnowledgeBase).where(KnowledgeBase.id == kb_id), principal, KnowledgeBase.user_id)
+    )
+    if kb is None:
+        raise not_found("knowledge base", kb_id)
+    return kb
+
+
+async def _bump(session: AsyncSession, kb_id: str) -> int:
+    kb = await session.scalar(select(KnowledgeBase).where(KnowledgeBase.id == kb_id).with_for_update())
+    if kb is None:
+        raise not_found("knowledge base", kb_id)
+    kb.revision += 1
+    kb.updated_at = now()
+    return kb.revision
+
+
+def _indexed(chunk: Chunk) -> str:
+    return f"{chunk.title}\n{chunk.text}" if chunk.title and chunk.title not in chunk.text else chunk.text
+
+
+def _entries(rows: Sequence[tuple[Chunk, str]], dim: int | None) -> list[ChunkEntry]:
+    tokens = tokenize([_indexed(c) for c, _ in rows])
+    return [
+        ChunkEntry(
+            id=c.id,
+            document_id=c.document_id,
+            title=c.title,
+            text=c.text,
+            position=c.position,
+            document_title=title,
+            tokens=t,
+            vector=None if dim is None or c.vector is None else from_bytes(c.vector, dim),
+        )
+        for (c, title), t in zip(rows, tokens, strict=True)
+    ]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What ingesting one parsed document changes."""
+
+    document: Document
+    status: str
+    new_rows: list[Chunk] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    moved: dict[str, int] = field(default_factory=dict)
+    chunk_count: int = 0
+
+    async def write(self, session: AsyncSession) -> None:
+        if self.status == "unchanged":
+            return
+        if self.status == "created":
+            session.add(self.document)
+        else:
+            await session.execute(
+                update(Document)
+                .where(Document.id == self.document.id)
+                .values(
+                    title=self.document.title,
+                    format=self.document.format,
+                    sha256=self.document.sha256,
+                    size=self.document.size,
+                    chunk_count=self.document.chunk_count,
+                    updated_at=self.document.updated_at,
+                )
+            )
+        await session.flush()
+        if self.removed:
+            await session.execute(delete(Chunk).where(Chunk.id.in_(self.removed)))
+        for chunk_id, position in self.moved.items():
+            await session.execute(update(Chunk).where(Chunk.id == chunk_id).values(position=position))
+        session.add_all(self.new_rows)
+
+    def result(self) -> Ingested:
+        return Ingested(self.document, self.status, self.chunk_count, len(self.new_rows))
+
+
+def _plan(
+    kb_id: str,
+    source: str,
+    parsed: ParsedDocument,
+    existing: Document | None,
+    old_chunks: dict[str, list[Chunk]],
+) -> _Plan:
+    if existing is not None and existing.sha256 == parsed.sha256:
+        return _Plan(existing, "unchanged", chunk_count=existing.chunk_count)
+    values: dict[str, Any] = {
+        "title": parsed.title[:300],
+        "format": parsed.format,
+        "sha256": parsed.sha256,
+        "size": parsed.size,
+        "chunk_count": len(parsed.chunks),
+        "updated_at": now(),
+    }
+    if existing is None:
+        document = Document(id=new_id("doc"), kb_id=kb_id, source=source, created_at=now(), **values)
+        plan = _Plan(document, "created", chunk_count=len(parsed.chunks))
+    else:
+        for key, value in values.items():
+            setattr(existing, key, value)
+        plan = _Plan(existing, "updated", chunk_count=len(parsed.chunks))
+    reusable: dict[str, list[Chunk]] = {}
+    for chunk in old_chunks.get(plan.document.id, []):
+        reusable.setdefault(chunk.sha256, []).append(chunk)
+    for position, piece in enumerate(parsed.chunks):
+        kept = reusable.get(piece.sha256)
+        if kept:
+            old = kept.pop()
+            if old.position != position:
+                plan.moved[old.id] = position
+            continue
+        plan.new_rows.append(
+            Chunk(
+                id=new_id("chk"),
+                kb_id=kb_id,
+                document_id=plan.document.id,
+                position=position,
+                title=piece.title,
+                text=piece.text,
+                sha256=piece.sha256,
+            )
+        )
+    plan.removed = [c.id for rest in reusable.values() for c in rest]
+    return plan

