@@ -6,7 +6,7 @@ For each paraphrased StackFAQ question, the top 3 passages (hybrid search, MiniL
 given to SmolLM2-135M-Instruct (llama.cpp, greedy) two ways:
 
 - ``user``: numbered passages in the user turn, right before the question (what
-  ``parley.knowledge.grounding.grounded_prompt`` does);
+  ``parley.context.grounded`` does);
 - ``system``: the same passages appended to the system prompt, the question alone in
   the user turn.
 
@@ -33,8 +33,9 @@ from bm25s.stopwords import STOPWORDS_EN
 
 from bench.retrieval import CACHE, DATASETS, Bench, CachedEmbedder, jsonl
 from parley.assistants import BUILTIN
+from parley.context import grounded
 from parley.knowledge.embeddings import MiniLMEmbedder
-from parley.knowledge.grounding import grounded_prompt
+from parley.knowledge.grounding import prompt_source
 from parley.knowledge.ingest import parse
 from parley.knowledge.search import Hit
 
@@ -56,7 +57,7 @@ def system_prompt_variant(instructions: str, question: str, hits: list[Hit]) -> 
 def user_turn_variant(instructions: str, question: str, hits: list[Hit]) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": instructions},
-        {"role": "user", "content": grounded_prompt(question, hits)},
+        {"role": "user", "content": grounded(question, [prompt_source(h) for h in hits])},
     ]
 
 
