@@ -95,6 +95,7 @@ class Parley:
         self.experiments = Experiments(
             self.db, self.assistants, self.providers, load_config(settings.config_file)
         )
+        self.runs.on_delete.append(self.shop.clear_cart)  # a deleted thread's cart gives its stock back
         self.runs.assign = self.experiments.assign
         self.executor.apply_variant = self.experiments.apply
         self.auth = Authenticator(self.db, settings)

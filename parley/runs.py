@@ -28,6 +28,8 @@ ACTIVE_STATUSES = ("queued", "running")
 Assign = Callable[[AsyncSession, Run, Thread], Awaitable[None]]
 #: Decides, inside the creating transaction, whether a run may be created (raises ``ApiError``).
 Admit = Callable[[AsyncSession, Thread, str], Awaitable[None]]
+#: Releases what a thread holds outside its own rows before it is deleted (``Shop.clear_cart``).
+Release = Callable[[str], Awaitable[object]]
 
 
 def request_hash(thread_id: str, body: dict[str, Any]) -> str:
@@ -43,6 +45,7 @@ class Runs:
         self._cancel_wait = cancel_wait
         self.assign: Assign | None = None
         self.admit: Admit | None = None
+        self.on_delete: list[Release] = []
 
     async def create(
         self,
@@ -187,4 +190,6 @@ class Runs:
             ).all()
         for run_id in active:
             await self._executor.cancel(run_id, wait=self._cancel_wait)
+        for release in self.on_delete:
+            await release(thread_id)
         await delete_thread_rows(self._db, thread_id)

@@ -140,6 +140,20 @@ async def test_removing_and_clearing_release_the_stock(server: Server) -> None:
         await shop.remove_from_cart(thread, "KEY-102")
 
 
+async def test_deleting_a_thread_gives_its_cart_back_to_the_stock(server: Server) -> None:
+    await _last_units(server, "SPK-101", 3)
+    session_id = (await server.client.post("/api/sessions")).json()["session_id"]
+    added = await server.client.post(
+        "/api/functions/add_to_cart", json={"session_id": session_id, "product_id": "SPK-101", "quantity": 3}
+    )
+    assert added.json()["success"], added.text
+    assert (await server.parley.shop.get("SPK-101")).stock == 0  # type: ignore[union-attr]
+    assert (await server.client.delete(f"/v1/threads/{session_id}")).status_code == 204
+    assert (await server.parley.shop.get("SPK-101")).stock == 3  # type: ignore[union-attr]
+    async with server.parley.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(CartItem)) == 0
+
+
 def test_a_column_map_is_checked() -> None:
     assert parse_map(["id=item_id,name=name", "category=category", "price=price", "description=a+b"]) == {
         "id": ["item_id"],
