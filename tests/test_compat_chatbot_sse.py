@@ -43,8 +43,18 @@ def _frames(text: str) -> list[tuple[str, str]]:
     return frames
 
 
-async def test_the_seed_readme_curl_flow_works_verbatim(settings_for) -> None:
-    async with serve(settings_for(model="scripted:bench?tokens=30&delay_ms=1")) as server:
+def recruiter(settings_for, tmp_path, **overrides):
+    """Seed 002 is the CV recruiter: its threads go to the `recruiter` assistant, which answers
+    from its CVs and declines what they do not mention; this one CV mentions "hello"."""
+    cv = tmp_path / "ada-park.md"
+    cv.write_text("# Ada Park\n\nSupport engineer; greets every customer with a hello in five languages.\n")
+    return settings_for(embeddings="none", knowledge={"demo-cvs": [cv]}, **overrides)
+
+
+async def test_the_seed_readme_curl_flow_works_verbatim(settings_for, tmp_path) -> None:
+    async with serve(
+        recruiter(settings_for, tmp_path, model="scripted:bench?tokens=30&delay_ms=1")
+    ) as server:
         script = FLOW.replace("http://localhost:8000", server.url)
         result = await asyncio.to_thread(
             subprocess.run, ["bash", "-c", script], capture_output=True, text=True, timeout=60
@@ -57,9 +67,8 @@ async def test_the_seed_readme_curl_flow_works_verbatim(settings_for) -> None:
         assert status["run_id"] == run_id
         assert status["status"] in {"running", "done"}
         stream = _frames(out.split("---stream")[1].split("---resume")[0])
-        assert stream[0] == ("1", "run.started")
-        assert [e for _, e in stream].count("token") == 30
-        assert [e for _, e in stream][-2:] == ["final", "done"]
+        # 30 tokens of the model, then the sources it was given, listed since it cited none.
+        assert [e for _, e in stream] == ["run.started", "retrieval", *["token"] * 31, "final", "done"]
         resumed = _frames(out.split("---resume")[1].split("---cancel")[0])
         assert resumed[0][0] == "11"
         assert resumed[-2:] == [(stream[-2][0], "final"), ("", "done")]
@@ -68,20 +77,37 @@ async def test_the_seed_readme_curl_flow_works_verbatim(settings_for) -> None:
         assert cancel["status"] == "done"  # the run had finished: cancel changes nothing
 
 
-async def test_seed_status_and_ids(settings_for) -> None:
-    async with serve(settings_for()) as server:
+async def test_seed_status_and_ids(settings_for, tmp_path) -> None:
+    async with serve(recruiter(settings_for, tmp_path)) as server:
         user = (await server.client.post("/api/users", json={"name": "ana"})).json()
         thread = (await server.client.post("/api/threads", json={"user_id": user["user_id"]})).json()
         run = (
-            await server.client.post(f"/api/threads/{thread['thread_id']}/messages", json={"content": "hi"})
+            await server.client.post(
+                f"/api/threads/{thread['thread_id']}/messages", json={"content": "hello"}
+            )
         ).json()
         frames = await read_events(server.client, f"/api/runs/{run['run_id']}/events")
-        assert [f.event for f in frames] == ["run.started", "token", "final", "done"]
-        assert frames[1].json == {"token": "hi"}
-        assert frames[2].json["text"] == "hi"
+        events = [f.event for f in frames]
+        assert events[:2] == ["run.started", "retrieval"]
+        assert events[-2:] == ["final", "done"]
+        assert set(events[2:-2]) == {"token"}
+        final = frames[-2].json
+        # scripted:echo repeats the user turn it was given: the CV excerpt, then the question.
+        assert final["text"] == "".join(f.json["token"] for f in frames[2:-2])
+        assert "[1] Ada Park" in final["text"]
+        assert "Question: hello" in final["text"]
+        assert [s["title"] for s in final["sources"]] == ["Ada Park"]
         state = (await server.client.get(f"/api/runs/{run['run_id']}")).json()
         assert state["status"] == "done"
-        assert state["output"] == "hi"
+        assert state["output"] == final["text"]
+        declined = (
+            await server.client.post(
+                f"/api/threads/{thread['thread_id']}/messages", json={"content": "Who knows Rust?"}
+            )
+        ).json()
+        frames = await read_events(server.client, f"/api/runs/{declined['run_id']}/events")
+        assert frames[-2].json["text"].startswith("I don't know")
+        assert frames[-2].json["sources"] == []
         missing = await server.client.post("/api/threads", json={"user_id": 999})
         assert missing.status_code == 404
         assert (await server.client.get("/api/runs/run_nope")).status_code == 404
