@@ -71,7 +71,7 @@ async def ratings(db: Database, message_ids: Sequence[str]) -> dict[str, int]:
         rows = await session.execute(
             select(Feedback.message_id, Feedback.rating).where(Feedback.message_id.in_(message_ids))
         )
-        return {message_id: rating for message_id, rating in rows}
+        return {str(message_id): int(rating) for message_id, rating in rows.tuples()}
 
 
 async def stats_by_variant(db: Database, principal: Principal) -> list[dict[str, Any]]:

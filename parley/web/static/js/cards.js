@@ -133,8 +133,8 @@ function cartSummary(ui) {
 
 // Citations: title and snippet of each source a reply drew on.
 export function sourceSnippet(source) {
-  const text = [source.snippet, source.text, source.content, typeof source.chunk === "string" ? source.chunk : null]
-    .find((v) => typeof v === "string" && v.trim());
+  // `chunk` is the chunk's id, not its text: never shown.
+  const text = [source.snippet, source.text, source.content].find((v) => typeof v === "string" && v.trim());
   if (!text) return "";
   const clean = text.replace(/\s+/g, " ").trim();
   return clean.length > 280 ? `${clean.slice(0, 277)}…` : clean;

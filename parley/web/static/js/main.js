@@ -1,6 +1,6 @@
 // The chat page: a reader of the native API and of each run's event log.
 
-import { api, ApiError, describeError, onApiError, setApiKey } from "./api.js";
+import { api, ApiError, apiKey, describeError, onApiError, setApiKey } from "./api.js";
 import { Composer } from "./composer.js";
 import { h } from "./dom.js";
 import { Reply, userMessage } from "./reply.js";
@@ -562,7 +562,11 @@ function route() {
 window.addEventListener("hashchange", route);
 
 onApiError((error) => {
-  if (error.status === 401 && !els.signin.open) els.signin.showModal();
+  if (error.status !== 401 || els.signin.open) return;
+  const refused = $("signin-error");
+  refused.textContent = apiKey() ? `The key saved in this browser was refused: ${error.message}.` : "";
+  refused.hidden = !apiKey();
+  els.signin.showModal();
 });
 
 els.signin.addEventListener("close", () => {

@@ -90,6 +90,7 @@ export class Reply {
         usage,
         model: message.model ?? null,
         messageId: message.id,
+        rating: message.feedback === 1 || message.feedback === -1 ? message.feedback : 0,
       },
       hooks,
     );
