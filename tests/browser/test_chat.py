@@ -294,7 +294,11 @@ async def test_a_message_over_the_daily_token_budget_is_refused_in_the_page(
             re.compile("^please summarise")
         )
         await expect(page.locator(".msg-user")).to_have_count(0)
+        # The refused first message leaves no empty conversation behind.
+        await expect(page.locator("#threads-empty")).to_be_visible()
+        await expect(page.locator("#thread-title")).to_have_text("New chat")
         await screenshot(page, "error-over-budget")
+        assert (await server.client.get("/v1/threads")).json()["data"] == []
         # A shorter message fits what is left of the budget.
         reply = await ask(page, "hi")
         await expect(reply).to_have_attribute("data-status", "completed")
