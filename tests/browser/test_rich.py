@@ -1,11 +1,9 @@
 """Rich results in a real browser: tool cards, a refused tool call, citations, usage, uploads, feedback.
 
-Citations come from a real knowledge base (the ``support`` assistant grounding its answers),
-uploads go to the real ``POST /v1/files`` and feedback to the real
-``POST /v1/messages/{id}/feedback``; no request of the page is answered by the test.
-The shop test swaps the run's producer (``Executor.produce``, the agent-loop seam) for a small
-script that appends ``tool.call``/``tool.result``/``tool.rejected`` events through the real event
-log: it shows every card shape, including a refused call, on cue.
+Everything is the real server: the shop's tools, catalog and provenance checks, a knowledge
+base grounding the ``support`` assistant, ``POST /v1/files`` and
+``POST /v1/messages/{id}/feedback``. The scripted provider stands in for the model only;
+no request of the page is answered by the test.
 """
 
 from __future__ import annotations
@@ -13,141 +11,83 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import time
 from pathlib import Path
 
 import pytest
 from playwright.async_api import BrowserContext, expect
 from playwright.async_api import Error as PlaywrightError
 
-from parley import events as ev
-from parley.executor import Executor, RunState
 from parley.providers.base import TextDelta
 from parley.providers.scripted import ScriptedProvider
 from tests.browser.conftest import ChatServer, ask, open_app, replies, screenshot, send
+from tests.browser.scripts import FOUND, SHOP_MODEL, add_to_cart, choose, shop_model
 from tests.knowledge_data import FAQ
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
-
-PRODUCTS = [
-    {
-        "id": "P-100",
-        "name": "Aria Wireless Headphones",
-        "price": 129.0,
-        "currency": "USD",
-        "stock": 12,
-        "category": "Audio",
-        "rating": 4.6,
-        "description": "Over-ear, 30-hour battery, active noise cancelling.",
-    },
-    {
-        "id": "P-101",
-        "name": "Pulse Earbuds",
-        "price": 59.5,
-        "currency": "USD",
-        "stock": 3,
-        "category": "Audio",
-    },
-]
-
-
-async def stream_text(executor: Executor, state: RunState, text: str) -> None:
-    for i, word in enumerate(text.split(" ")):
-        piece = word if i == 0 else " " + word
-        if state.first_token is None:
-            state.first_token = time.perf_counter()
-        state.text += piece
-        executor.log.append(state.run.id, ev.MESSAGE_DELTA, {"text": piece})
-        await asyncio.sleep(0.01)
-
-
-async def shop(executor: Executor, state: RunState) -> None:
-    """Search on the first message; add to the cart when asked, after one refused call."""
-    run_id, emit = state.run.id, executor.log.append
-    wanted = re.search(r"product (P-\d+)", state.run.input)
-    if wanted is None:
-        call = {"id": "call_search", "name": "search_products", "arguments": {"query": "headphones"}}
-        emit(run_id, ev.TOOL_CALL, call)
-        await asyncio.sleep(0.3)
-        ui = {"type": "products", "items": PRODUCTS}
-        emit(run_id, ev.TOOL_RESULT, {"id": "call_search", "output": {"count": 2}, "ui": ui})
-        text = "I found **2 headphones** for you."
-    else:
-        product = next(p for p in PRODUCTS if p["id"] == wanted.group(1))
-        emit(
-            run_id,
-            ev.TOOL_REJECTED,
-            {
-                "id": "call_bad",
-                "name": "add_to_cart",
-                "reason": "product P-999 was never shown in this conversation",
-                "suggestions": ["P-100", "P-101"],
-            },
-        )
-        call = {
-            "id": "call_add",
-            "name": "add_to_cart",
-            "arguments": {"product_id": product["id"], "quantity": 2},
-        }
-        emit(run_id, ev.TOOL_CALL, call)
-        line = {
-            "product_id": product["id"],
-            "name": product["name"],
-            "quantity": 2,
-            "price": product["price"],
-        }
-        ui = {"type": "cart", "items": [line], "total": 2 * product["price"], "currency": "USD"}
-        emit(run_id, ev.TOOL_RESULT, {"id": "call_add", "output": {"ok": True}, "ui": ui})
-        text = f"Added two {product['name']} to your cart."
-    state.message_data["tool_calls"] = [{**call, "output": None, "ui": ui}]
-    await stream_text(executor, state, text)
-    await executor.log.flush()
 
 
 async def test_tool_results_render_as_cards_and_add_to_cart_works(
     chat_server: ChatServer, context: BrowserContext
 ) -> None:
-    async with chat_server(model="scripted:echo") as server:
-        server.parley.executor.produce = shop
+    model = shop_model()
+    async with chat_server(model=SHOP_MODEL, providers={SHOP_MODEL: model}) as server:
         page = await open_app(context, server)
-        await send(page, "find me headphones")
-        reply = replies(page).last
+        await choose(page, "shop")
+        reply = await ask(page, "find me aurora headphones")
+        await expect(reply).to_have_attribute("data-status", "completed")
         await expect(reply.locator(".tool-chip")).to_contain_text("Used search_products")
+        thread = page.url.rsplit("/", 1)[1]
+        answer = (await server.client.get(f"/v1/threads/{thread}/messages")).json()["data"][-1]
+        products = answer["tool_calls"][0]["ui"]["products"]
+        assert [p["id"] for p in products] == FOUND
         cards = reply.locator(".product-card")
-        await expect(cards).to_have_count(2)
-        aria = reply.get_by_role("article", name="Aria Wireless Headphones")
-        await expect(aria.locator(".price")).to_have_text("$129.00")
-        await expect(aria.locator(".badge")).to_have_text("In stock")
-        await expect(reply.get_by_role("article", name="Pulse Earbuds").locator(".badge")).to_have_text(
-            "Only 3 left"
-        )
+        await expect(cards.locator(".product-name")).to_have_text([p["name"] for p in products])
+        blue = reply.get_by_role("article", name="Aurora ANC Wireless Headphones, Midnight Blue")
+        await expect(blue.locator(".price")).to_have_text("$234.99")
+        await expect(blue.locator(".badge")).to_have_text("Only 2 left")
+        white = reply.get_by_role("article", name="Aurora ANC Wireless Headphones, White")
+        await expect(white.locator(".badge")).to_have_text("In stock")
         await expect(reply.locator(".markdown strong")).to_have_text("2 headphones")
 
-        await aria.get_by_role("button", name="Add to cart: Aria Wireless Headphones").click()
-        await expect(page.locator(".msg-user .bubble").last).to_contain_text("product P-100")
+        # The model first names a product it was never shown: refused by the server, then corrected.
+        for turn in add_to_cart("AUD-101", invented="AUD-999"):
+            model.enqueue(turn)
+        await blue.get_by_role(
+            "button", name="Add to cart: Aurora ANC Wireless Headphones, Midnight Blue"
+        ).click()
+        await expect(page.locator(".msg-user .bubble").last).to_contain_text("(product AUD-101)")
         await expect(replies(page)).to_have_count(2)
         reply = replies(page).last
         await expect(reply).to_have_attribute("data-status", "completed")
         cart = reply.get_by_role("region", name="Cart")
-        await expect(cart).to_contain_text("Aria Wireless Headphones")
+        await expect(cart.locator(".cart-name")).to_have_text(
+            ["Aurora ANC Wireless Headphones, Midnight Blue"]
+        )
         await expect(cart.locator(".cart-qty")).to_have_text("\u00d7 2")
-        await expect(cart.locator(".cart-total")).to_have_text("$258.00")
+        await expect(cart.locator(".cart-subtotal")).to_have_text("$469.98")
+        await expect(cart.locator(".cart-tax")).to_have_text("$47.00")
+        await expect(cart.locator(".cart-total")).to_have_text("$516.98")
         await expect(cart).to_contain_text("2 items")
         # The refused call is mentioned, quietly: a muted note, not an error.
         rejected = reply.locator(".note-rejected")
-        await expect(rejected).to_have_text(
-            "Skipped add_to_cart: product P-999 was never shown in this conversation"
+        await expect(rejected).to_contain_text(
+            "Skipped add_to_cart: product_id 'AUD-999' does not name a product"
         )
+        await expect(rejected).to_have_attribute("title", re.compile(r"^Closest known: .*\(AUD-10[12]\)"))
         await expect(reply.get_by_role("alert")).to_have_count(0)
+        product = await server.parley.shop.get("AUD-101")
+        assert product is not None
+        assert product.stock == 0
         await screenshot(page, "tool-card")
 
-        # After a reload the cards come back from the stored messages.
+        # After a reload the cards and the refusal come back from the stored messages.
         await page.reload()
         await expect(replies(page)).to_have_count(2)
         await expect(replies(page).first.locator(".product-card")).to_have_count(2)
-        await expect(
-            replies(page).last.get_by_role("region", name="Cart").locator(".cart-total")
-        ).to_have_text("$258.00")
+        last = replies(page).last
+        await expect(last.get_by_role("region", name="Cart").locator(".cart-total")).to_have_text("$516.98")
+        await expect(last.locator(".note-rejected")).to_contain_text("Skipped add_to_cart")
+        await expect(last.locator(".tool-chip")).to_have_count(1)
 
 
 async def test_citations_from_a_knowledge_base_show_titles_and_snippets_and_usage_is_on_demand(
