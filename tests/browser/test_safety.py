@@ -2,6 +2,9 @@
 
 The hostile reply is streamed in small pieces that cut through tags and links, so every
 intermediate render is hostile too. It comes back after a reload from the stored message.
+Its producer (``Executor.produce``) is swapped for a script, because no real tool returns a
+hostile card or source on cue; the hostile knowledge-base test below goes through the real
+ingestion, retrieval and grounding instead.
 """
 
 from __future__ import annotations
