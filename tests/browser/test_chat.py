@@ -324,7 +324,6 @@ async def test_a_server_that_wants_an_api_key_gets_one_from_the_page(
         dialog = page.get_by_role("dialog", name="This server needs an API key")
         await expect(dialog).to_be_visible()
         await expect(dialog.get_by_role("alert")).to_be_hidden()
-        await screenshot(page, "api-key")
         await dialog.get_by_label("API key").fill("pk_not_a_real_key")
         await dialog.get_by_role("button", name="Save").click()
         # A refused key says so, in the dialog and above the message box.
@@ -332,6 +331,7 @@ async def test_a_server_that_wants_an_api_key_gets_one_from_the_page(
         await expect(dialog.get_by_role("alert")).to_have_text(
             "The key saved in this browser was refused: the API key is not valid or has been revoked."
         )
+        await screenshot(page, "api-key-refused")
         await dialog.get_by_label("API key").fill(secret)
         await dialog.get_by_role("button", name="Save").click()
         await expect(page.locator("body[data-ready=true]")).to_be_attached()
