@@ -6,6 +6,7 @@ thread may rate its answers; for anyone else the message does not exist (404).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -60,6 +61,17 @@ async def rate(
         feedback.updated_at = now()
     log.info("feedback", message_id=message_id, rating=rating, replaced=not created)
     return feedback, created
+
+
+async def ratings(db: Database, message_ids: Sequence[str]) -> dict[str, int]:
+    """The rating of each of these messages that has one (the page shows it after a reload)."""
+    if not message_ids:
+        return {}
+    async with db.session() as session:
+        rows = await session.execute(
+            select(Feedback.message_id, Feedback.rating).where(Feedback.message_id.in_(message_ids))
+        )
+        return {str(message_id): int(rating) for message_id, rating in rows.tuples()}
 
 
 async def stats_by_variant(db: Database, principal: Principal) -> list[dict[str, Any]]:

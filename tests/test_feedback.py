@@ -53,6 +53,22 @@ async def test_changing_your_mind_replaces_the_rating(server: Server) -> None:
         assert (rows[0][0], rows[0][2], rows[0][3]) == (done["message_id"], -1, None)
 
 
+async def test_a_thread_s_messages_carry_the_rating_of_each_answer(server: Server) -> None:
+    async with client_as(server, "ana") as ana:
+        thread, done = await answer(ana)
+        url = f"/v1/messages/{done['message_id']}/feedback"
+
+        async def shown() -> list[tuple[str, int | None]]:
+            data = (await ana.get(f"/v1/threads/{thread}/messages")).json()["data"]
+            return [(m["role"], m["feedback"]) for m in data]
+
+        assert await shown() == [("user", None), ("assistant", None)]
+        assert (await ana.post(url, json={"rating": 1})).status_code == 201
+        assert await shown() == [("user", None), ("assistant", 1)]
+        assert (await ana.post(url, json={"rating": -1})).status_code == 200
+        assert await shown() == [("user", None), ("assistant", -1)]
+
+
 async def test_only_the_owner_can_rate_an_answer(server: Server) -> None:
     async with client_as(server, "ana") as ana, client_as(server, "bob") as bob:
         _, done = await answer(ana)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from parley.config import Settings
-from parley.knowledge.grounding import NO_ANSWER
+from parley.knowledge.grounding import NO_ANSWER, SNIPPET_CHARS, snippet
 from parley.providers.base import TextDelta
 from parley.providers.scripted import ScriptedProvider
 from tests.conftest import serve
@@ -32,7 +32,8 @@ async def test_the_support_assistant_retrieves_cites_and_records_its_sources(
     assert [f.event for f in frames[:2]] == ["run.started", "retrieval"]
     sources = frames[1].json["sources"]
     assert sources[0]["title"] == "What is the refund policy?"
-    assert set(sources[0]) == {"document", "chunk", "score", "title"}
+    assert set(sources[0]) == {"document", "chunk", "score", "title", "snippet"}
+    assert sources[0]["snippet"].startswith("Q: What is the refund policy? A: Annual plans are refunded")
     # scripted:echo repeats the user turn it was given: the retrieved passages, numbered, then the question.
     text = frames[-1].json["text"]
     assert text.startswith("Sources: [1] Q: What is the refund policy? A: Annual plans are refunded")
@@ -134,3 +135,15 @@ async def test_the_demo_faq_is_synced_at_start_and_again_is_unchanged(
     async with serve(config) as server:
         again = (await server.client.get("/v1/knowledge-bases")).json()["data"]
         assert [(b["id"], b["revision"]) for b in again] == [(bases[0]["id"], bases[0]["revision"])]
+
+
+def test_a_snippet_is_the_start_of_the_passage_cut_at_a_word() -> None:
+    assert snippet("Annual plans\n\n  are   refunded.") == "Annual plans are refunded."
+    long = " ".join(f"word{i}" for i in range(200))
+    cut = snippet(long)
+    assert len(cut) <= SNIPPET_CHARS
+    assert cut.endswith("\u2026")
+    assert long.startswith(cut[:-1])
+    assert long[len(cut) - 1] == " "  # ends on a whole word
+    unbroken = "x" * 1000
+    assert snippet(unbroken) == "x" * (SNIPPET_CHARS - 1) + "\u2026"

@@ -50,7 +50,7 @@ def thread_json(thread: Thread) -> dict[str, Any]:
     }
 
 
-def message_json(message: Message) -> dict[str, Any]:
+def message_json(message: Message, feedback: int | None = None) -> dict[str, Any]:
     data = message.data or {}
     return {
         "id": message.id,
@@ -62,6 +62,7 @@ def message_json(message: Message) -> dict[str, Any]:
         "sources": data.get("sources", []),
         "tool_calls": data.get("tool_calls", []),
         "usage": data.get("usage"),
+        "feedback": feedback,
         "created_at": iso(message.created_at),
     }
 

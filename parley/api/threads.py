@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import ThreadCreate, ThreadUpdate, message_json, thread_json
 from parley.errors import ApiError
+from parley.feedback import ratings
 from parley.threads import create_thread, get_thread, list_messages, list_threads, update_thread
 
 router = APIRouter(prefix="/v1/threads", tags=["threads"])
@@ -66,4 +67,6 @@ async def messages(
     after: str | None = Query(None, description="Last message id of the previous page."),
 ) -> dict[str, Any]:
     rows, has_more = await list_messages(parley.db, principal, thread_id, limit=limit, after=after)
-    return {"object": "list", "data": [message_json(m) for m in rows], "has_more": has_more}
+    rated = await ratings(parley.db, [m.id for m in rows if m.role == "assistant"])
+    data = [message_json(m, rated.get(m.id)) for m in rows]
+    return {"object": "list", "data": data, "has_more": has_more}

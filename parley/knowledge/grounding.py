@@ -25,7 +25,19 @@ NO_ANSWER = (
     "I don't know: I found nothing about that in my knowledge base. "
     "Try rephrasing the question, or ask about something it covers."
 )
+#: Characters of a source's text kept as its ``snippet``: enough to recognise the passage.
+SNIPPET_CHARS = 240
 _CITATION = re.compile(r"\[\d+\]")
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """The start of a passage, whitespace collapsed, cut at a word and marked with an ellipsis."""
+    clean = " ".join(text.split())
+    if len(clean) <= limit:
+        return clean
+    cut = clean[: limit - 1]
+    head, space, _ = cut.rpartition(" ")
+    return (head if space and len(head) > limit // 2 else cut).rstrip(" ,;:") + "\u2026"
 
 
 def source_json(hit: Hit) -> dict[str, Any]:
@@ -34,6 +46,7 @@ def source_json(hit: Hit) -> dict[str, Any]:
         "chunk": hit.chunk_id,
         "score": round(hit.score, 6),
         "title": hit.title or hit.document_title,
+        "snippet": snippet(hit.text),
     }
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import re
+from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext, Request, Route, expect
+from playwright.async_api import BrowserContext, Request, expect
 
 from parley.keys import create_key
 from parley.providers.base import ProviderError, TextDelta
@@ -250,42 +251,60 @@ async def test_a_failed_run_says_the_model_is_unavailable(
         await screenshot(page, "error-run-failed")
 
 
-@pytest.mark.parametrize(
-    ("code", "headline", "detail"),
-    [
-        ("rate_limited", "Too many requests", "Try again in 7 s."),
-        ("budget_exceeded", "Usage budget reached", "daily token budget"),
-    ],
-)
-async def test_refused_requests_are_explained_in_the_page_and_the_text_is_kept(
-    chat_server: ChatServer, context: BrowserContext, code: str, headline: str, detail: str
+async def test_a_rate_limited_message_is_explained_and_its_text_is_kept(
+    chat_server: ChatServer, context: BrowserContext, tmp_path: Path
 ) -> None:
-    # The limits themselves are another issue's: the refusal is faked at the HTTP boundary
-    # with the documented error shape, to show what the page does with it.
-    async with chat_server() as server:
+    config = tmp_path / "parley.toml"
+    config.write_text('[rate_limits]\nruns = "1/minute"\n')
+    async with chat_server(config_file=config) as server:
         page = await open_app(context, server)
-        await page.route(
-            "**/v1/threads/*/runs",
-            lambda route: route.fulfill(
-                status=429,
-                headers={"Retry-After": "7", "Content-Type": "application/json"},
-                body=json.dumps({"error": {"code": code, "message": "over the daily token budget"}}),
-            ),
-        )
-        await send(page, "hello")
+        first = await ask(page, "hello")
+        await expect(first).to_have_attribute("data-status", "completed")
+        async with page.expect_response("**/v1/threads/*/runs") as refusal:
+            await send(page, "and again")
+        response = await refusal.value
+        assert response.status == 429
+        assert (await response.json())["error"]["code"] == "rate_limited"
+        wait = int(await response.header_value("retry-after") or 0)
+        assert 0 < wait <= 60
         banner = page.locator("#banner")
         await expect(banner).to_be_visible()
         await expect(banner).to_have_attribute("role", "alert")
-        await expect(banner).to_contain_text(headline)
-        await expect(banner).to_contain_text(detail)
-        await expect(page.get_by_role("textbox", name="Message")).to_have_value("hello")
+        await expect(banner).to_contain_text("Too many requests")
+        await expect(banner).to_contain_text(f"Try again in {wait} s.")
+        await expect(page.get_by_role("textbox", name="Message")).to_have_value("and again")
+        await expect(page.locator(".msg-user")).to_have_count(1)
+        await expect(replies(page)).to_have_count(1)
+        await expect(page.get_by_role("button", name="Send message")).to_be_enabled()
+        await screenshot(page, "error-rate-limited")
+
+
+async def test_a_message_over_the_daily_token_budget_is_refused_in_the_page(
+    chat_server: ChatServer, context: BrowserContext
+) -> None:
+    async with chat_server(daily_token_budget=60, budget_output_tokens=16) as server:
+        page = await open_app(context, server)
+        await send(page, "please summarise " + "the whole history of tea " * 30)
+        banner = page.locator("#banner")
+        await expect(banner).to_be_visible()
+        await expect(banner).to_contain_text("Usage budget reached")
+        await expect(banner).to_contain_text("daily token budget exhausted")
+        await expect(banner).to_contain_text("resets at 00:00 UTC")
+        await expect(page.get_by_role("textbox", name="Message")).to_have_value(
+            re.compile("^please summarise")
+        )
         await expect(page.locator(".msg-user")).to_have_count(0)
-        if code == "rate_limited":
-            await screenshot(page, "error-rate-limited")
-        await page.unroute("**/v1/threads/*/runs")
-        await page.get_by_role("textbox", name="Message").press("Enter")
+        # The refused first message leaves no empty conversation behind.
+        await expect(page.locator("#threads-empty")).to_be_visible()
+        await expect(page.locator("#thread-title")).to_have_text("New chat")
+        await screenshot(page, "error-over-budget")
+        assert (await server.client.get("/v1/threads")).json()["data"] == []
+        # A shorter message fits what is left of the budget.
+        reply = await ask(page, "hi")
+        await expect(reply).to_have_attribute("data-status", "completed")
         await expect(banner).to_be_hidden()
-        await expect(replies(page).last).to_have_attribute("data-status", "completed")
+        me = (await server.client.get("/v1/me")).json()
+        assert 0 < me["budget"]["used"] <= 60
 
 
 async def test_a_server_that_wants_an_api_key_gets_one_from_the_page(
@@ -296,18 +315,46 @@ async def test_a_server_that_wants_an_api_key_gets_one_from_the_page(
         page = await context.new_page()
         authorized: list[str | None] = []
 
-        async def assistants(route: Route, request: Request) -> None:
-            authorized.append(await request.header_value("authorization"))
-            await route.continue_()
+        async def watch(request: Request) -> None:
+            if request.url.endswith("/v1/assistants"):
+                authorized.append(await request.header_value("authorization"))
 
-        await page.route("**/v1/assistants", assistants)
+        page.on("request", watch)
         await page.goto(server.url)
         dialog = page.get_by_role("dialog", name="This server needs an API key")
         await expect(dialog).to_be_visible()
+        await expect(dialog.get_by_role("alert")).to_be_hidden()
+        await dialog.get_by_label("API key").fill("pk_not_a_real_key")
+        await dialog.get_by_role("button", name="Save").click()
+        # A refused key says so, in the dialog and above the message box.
+        await expect(dialog).to_be_visible()
+        await expect(dialog.get_by_role("alert")).to_have_text(
+            "The key saved in this browser was refused: the API key is not valid or has been revoked."
+        )
+        await screenshot(page, "api-key-refused")
         await dialog.get_by_label("API key").fill(secret)
         await dialog.get_by_role("button", name="Save").click()
         await expect(page.locator("body[data-ready=true]")).to_be_attached()
         await expect(page.get_by_role("combobox", name="Assistant")).to_have_value("general")
-        assert authorized == [None, f"Bearer {secret}"]
+        await expect(dialog).to_be_hidden()
+        assert authorized == [None, "Bearer pk_not_a_real_key", f"Bearer {secret}"]
+        assert await page.evaluate("localStorage.getItem('parley.apiKey')") == secret
         reply = await ask(page, "hello with a key")
         await expect(reply).to_have_attribute("data-status", "completed")
+        threads = (
+            await server.client.get("/v1/threads", headers={"Authorization": f"Bearer {secret}"})
+        ).json()
+        assert [t["title"] for t in threads["data"]] == ["hello with a key"]
+
+
+async def test_a_page_without_a_key_says_what_is_missing(
+    chat_server: ChatServer, context: BrowserContext
+) -> None:
+    async with chat_server(auth="required") as server:
+        page = await context.new_page()
+        await page.goto(server.url)
+        dialog = page.get_by_role("dialog", name="This server needs an API key")
+        await dialog.get_by_role("button", name="Cancel").click()
+        banner = page.locator("#banner")
+        await expect(banner).to_contain_text("API key needed")
+        await expect(banner).to_contain_text("an API key is required")

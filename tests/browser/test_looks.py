@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from parley.executor import Executor, RunState
+from parley.providers.base import TextDelta
 from tests.browser.conftest import ChatServer, ask, open_app, replies, screenshot, send
-from tests.browser.test_rich import knowledge, shop
+from tests.browser.scripts import SEARCH, SHOP_MODEL, add_to_cart, call, choose, shop_model
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -32,18 +32,6 @@ def greet(name: str) -> str:
 """
 
 
-async def rich(executor: Executor, state: RunState) -> None:
-    if "plan" in state.run.input:
-        from tests.browser.test_rich import stream_text
-
-        await stream_text(executor, state, MARKDOWN)
-        await executor.log.flush()
-    elif "return" in state.run.input:
-        await knowledge(executor, state)
-    else:
-        await shop(executor, state)
-
-
 async def unnamed_controls(page: Page) -> list[str]:
     names: list[str] = await page.evaluate(
         """() => [...document.querySelectorAll('button, select, textarea, input:not([type=file]), a[href]')]
@@ -57,16 +45,19 @@ async def unnamed_controls(page: Page) -> list[str]:
 async def test_light_and_dark_themes_with_a_rich_conversation(
     chat_server: ChatServer, context: BrowserContext
 ) -> None:
-    async with chat_server(model="scripted:echo") as server:
-        server.parley.executor.produce = rich
+    model = shop_model(
+        [TextDelta(MARKDOWN)],
+        [call("search_products", SEARCH)],
+        [TextDelta("I found **2 headphones** for you.")],
+    )
+    async with chat_server(model=SHOP_MODEL, providers={SHOP_MODEL: model}) as server:
         page = await open_app(context, server)
         await expect(page.get_by_role("heading", name="How can I help?")).to_be_visible()
         await screenshot(page, "empty")
         plan = await ask(page, "make me a travel plan")
         await expect(plan).to_have_attribute("data-status", "completed")
         await expect(plan.locator(".markdown table")).to_be_visible()
-        answer = await ask(page, "can I return things?")
-        await expect(answer).to_have_attribute("data-status", "completed")
+        await expect(plan.locator(".markdown pre code")).to_contain_text("def greet")
         assert await unnamed_controls(page) == []
         await screenshot(page, "light-conversation")
 
@@ -80,9 +71,12 @@ async def test_light_and_dark_themes_with_a_rich_conversation(
         await page.reload()
         await expect(page.locator("html")).to_have_attribute("data-theme", "dark")
         await expect(page.get_by_role("button", name="Switch to light theme")).to_be_visible()
+        await page.get_by_role("button", name="New chat").click()
+        await choose(page, "shop")
         cards = await ask(page, "find me headphones")
         await expect(cards.locator(".product-card")).to_have_count(2)
         await expect(cards).to_have_attribute("data-status", "completed")
+        assert await unnamed_controls(page) == []
         await screenshot(page, "dark-tool-card")
 
 
@@ -97,8 +91,8 @@ async def test_a_dark_system_preference_is_followed(chat_server: ChatServer, bro
 
 
 async def test_phone_width_keeps_everything_reachable(chat_server: ChatServer, browser: Browser) -> None:
-    async with chat_server(model="scripted:echo") as server:
-        server.parley.executor.produce = rich
+    model = shop_model()
+    async with chat_server(model=SHOP_MODEL, providers={SHOP_MODEL: model}) as server:
         ctx = await browser.new_context(
             viewport={"width": 390, "height": 780}, is_mobile=True, has_touch=True
         )
@@ -106,9 +100,12 @@ async def test_phone_width_keeps_everything_reachable(chat_server: ChatServer, b
             page = await open_app(ctx, server)
             sidebar = page.locator("#sidebar")
             await expect(sidebar).not_to_be_in_viewport()
+            await choose(page, "shop")
             await send(page, "find me headphones")
             await expect(replies(page).last.locator(".product-card")).to_have_count(2)
-            cart = await ask(page, "Add Aria (product P-100) to my cart.")
+            for turn in add_to_cart("AUD-102"):
+                model.enqueue(turn)
+            cart = await ask(page, "Add the white Aurora (product AUD-102) to my cart.")
             await expect(cart.locator(".cart-card")).to_be_visible()
             await expect(cart).to_have_attribute("data-status", "completed")
             overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")

@@ -2,17 +2,23 @@
 
 The hostile reply is streamed in small pieces that cut through tags and links, so every
 intermediate render is hostile too. It comes back after a reload from the stored message.
+Its producer (``Executor.produce``) is swapped for a script, because no real tool returns a
+hostile card or source on cue; the hostile knowledge-base test below goes through the real
+ingestion, retrieval and grounding instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from parley import events as ev
 from parley.executor import Executor, RunState
+from parley.providers.base import TextDelta
+from parley.providers.scripted import ScriptedProvider
 from tests.browser.conftest import ChatServer, open_app, replies, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -40,7 +46,8 @@ HOSTILE = """# Totally normal answer
 HOSTILE_NAME = "<img src=x onerror=\"window.__pwned='card'\">Evil Lamp"
 HOSTILE_SOURCE = {
     "document": "doc_evil",
-    "chunk": "<script>window.__pwned='snippet'</script> Lamps are bright.",
+    "chunk": "chk_evil",
+    "snippet": "<script>window.__pwned='snippet'</script> Lamps are bright.",
     "score": 0.5,
     "title": "<b onmouseover=\"window.__pwned='title'\">Lamp manual</b>",
     "url": "javascript:window.__pwned='source-url'",
@@ -128,3 +135,47 @@ async def test_hostile_markdown_tool_and_source_text_cannot_run_script(
         await page.locator(".source-title").hover()
         assert await page.evaluate("window.__pwned") is None
         assert evil_requests == []
+
+
+HOSTILE_FAQ = """# <img src=x onerror="window.__pwned='doc-title'">Lamp help
+
+Q: How bright is the <b onmouseover="window.__pwned='question'">lamp</b>?
+A: Very bright. <script>window.__pwned='answer'</script><img src=x onerror="window.__pwned='img'">
+"""
+
+
+async def test_hostile_text_in_a_knowledge_base_stays_text_in_the_citations(
+    chat_server: ChatServer, context: BrowserContext, tmp_path: Path
+) -> None:
+    faq = tmp_path / "lamps.md"
+    faq.write_text(HOSTILE_FAQ)
+    model = ScriptedProvider(turns=[[TextDelta("It is very bright [1].")]], name="scripted:kb")
+    async with chat_server(
+        model="scripted:kb",
+        providers={"scripted:kb": model},
+        embeddings="hash",
+        knowledge={"parley-faq": [faq]},
+    ) as server:
+        page = await open_app(context, server)
+        await page.get_by_role("combobox", name="Assistant").select_option("support")
+        await send(page, "How bright is the lamp?")
+        reply = replies(page).last
+        await expect(reply).to_have_attribute("data-status", "completed")
+        sources = reply.get_by_role("region", name="Sources")
+        await expect(sources.locator(".source-title")).to_contain_text(["<b onmouseover="])
+        await expect(sources.locator(".source-snippet")).to_contain_text(
+            ["<script>window.__pwned='answer'</script>"]
+        )
+        for _ in range(2):
+            found = await reply.evaluate(
+                """(root) => [...root.querySelectorAll('*')].filter((el) =>
+                    ['SCRIPT', 'IMG', 'B'].includes(el.tagName)
+                    || [...el.attributes].some((a) => a.name.startsWith('on'))).map((el) => el.outerHTML)"""
+            )
+            assert found == []
+            await sources.locator(".source-title").first.hover()
+            assert await page.evaluate("window.__pwned") is None
+            await page.reload()
+            reply = replies(page).last
+            await expect(reply.get_by_role("region", name="Sources").locator(".source")).to_have_count(1)
+            sources = reply.get_by_role("region", name="Sources")

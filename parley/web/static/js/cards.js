@@ -27,6 +27,13 @@ function stockBadge(stock) {
   return h("span", { class: "badge badge-in", text: "In stock" });
 }
 
+// `stock` (docs/UI.md) or the shop's `stock_quantity` / `in_stock`.
+function stockOf(product) {
+  const n = product.stock ?? product.stock_quantity;
+  if (n !== null && n !== undefined) return n;
+  return product.in_stock === false ? 0 : null;
+}
+
 function addToCartAction(product) {
   const actions = Array.isArray(product.actions) ? product.actions : [];
   const custom = actions.find((a) => a && typeof a.send === "string" && typeof a.label === "string");
@@ -38,7 +45,8 @@ function productCard(product, { send, currency, compact = false }) {
   const name = String(product.name ?? "Product");
   const image = safeUrl(product.image_url ?? product.image);
   const action = addToCartAction(product);
-  const soldOut = Number(product.stock) <= 0;
+  const stock = stockOf(product);
+  const soldOut = stock !== null && Number(stock) <= 0;
   const meta = [product.category, product.brand].filter((v) => typeof v === "string" && v).join(" · ");
   const rating = Number(product.rating);
   const button = h(
@@ -74,7 +82,7 @@ function productCard(product, { send, currency, compact = false }) {
         "div",
         { class: "product-foot" },
         h("span", { class: "price", text: formatMoney(product.price, product.currency ?? currency) }),
-        stockBadge(product.stock),
+        stockBadge(stock),
       ),
       button,
     ),
@@ -104,6 +112,7 @@ function productList(ui, send) {
 function cartSummary(ui) {
   const items = Array.isArray(ui.items) ? ui.items : [];
   const currency = ui.currency;
+  const summary = ui.summary && typeof ui.summary === "object" ? ui.summary : {};
   const rows = items.map((item) => {
     const quantity = Number(item.quantity ?? 1);
     const line = item.line_total ?? item.total_price ?? (Number(item.price ?? item.unit_price) * quantity);
@@ -115,26 +124,29 @@ function cartSummary(ui) {
       h("td", { class: "cart-price", text: formatMoney(line, item.currency ?? currency) }),
     );
   });
-  const count = items.reduce((n, item) => n + Number(item.quantity ?? 1), 0);
+  const count = Number(summary.total_items ?? items.reduce((n, item) => n + Number(item.quantity ?? 1), 0));
+  const total = ui.total ?? summary.estimated_total ?? summary.subtotal;
+  const foot = [];
+  const hasTax = summary.estimated_tax !== undefined && summary.estimated_tax !== null && ui.total === undefined;
+  if (hasTax) {
+    foot.push(h("tr", { class: "cart-sub" }, h("th", { scope: "row", colspan: "2", text: "Subtotal" }), h("td", { class: "cart-subtotal", text: formatMoney(summary.subtotal, currency) })));
+    foot.push(h("tr", { class: "cart-sub" }, h("th", { scope: "row", colspan: "2", text: "Estimated tax" }), h("td", { class: "cart-tax", text: formatMoney(summary.estimated_tax, currency) })));
+  }
+  foot.push(h("tr", {}, h("th", { scope: "row", colspan: "2", text: hasTax ? "Estimated total" : "Total" }), h("td", { class: "cart-total", text: formatMoney(total, currency) })));
   return h(
     "section",
     { class: "card cart-card", "aria-label": "Cart" },
     h("h3", { class: "cart-title" }, icon("cart"), "Your cart", h("span", { class: "muted", text: ` · ${count} ${count === 1 ? "item" : "items"}` })),
     items.length
-      ? h(
-          "table",
-          { class: "cart-table" },
-          h("tbody", {}, rows),
-          h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: "2", text: "Total" }), h("td", { class: "cart-total", text: formatMoney(ui.total ?? ui.summary?.subtotal, currency) }))),
-        )
+      ? h("table", { class: "cart-table" }, h("tbody", {}, rows), h("tfoot", {}, foot))
       : h("p", { class: "muted", text: "Your cart is empty." }),
   );
 }
 
 // Citations: title and snippet of each source a reply drew on.
 export function sourceSnippet(source) {
-  const text = [source.snippet, source.text, source.content, typeof source.chunk === "string" ? source.chunk : null]
-    .find((v) => typeof v === "string" && v.trim());
+  // `chunk` is the chunk's id, not its text: never shown.
+  const text = [source.snippet, source.text, source.content].find((v) => typeof v === "string" && v.trim());
   if (!text) return "";
   const clean = text.replace(/\s+/g, " ").trim();
   return clean.length > 280 ? `${clean.slice(0, 277)}…` : clean;

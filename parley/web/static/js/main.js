@@ -1,6 +1,6 @@
 // The chat page: a reader of the native API and of each run's event log.
 
-import { api, ApiError, describeError, onApiError, setApiKey } from "./api.js";
+import { api, ApiError, apiKey, describeError, onApiError, setApiKey } from "./api.js";
 import { Composer } from "./composer.js";
 import { h } from "./dom.js";
 import { Reply, userMessage } from "./reply.js";
@@ -443,10 +443,11 @@ async function sendMessage(text, files) {
   }
   hideError();
   let thread = state.thread;
+  let created = null;
   const bubble = userMessage(text, files);
   try {
     if (!thread) {
-      thread = await api.createThread(els.assistant.value || "general");
+      thread = created = await api.createThread(els.assistant.value || "general");
       state.view += 1;
       setThread(thread);
       history.replaceState(null, "", `#/t/${encodeURIComponent(thread.id)}`);
@@ -466,10 +467,22 @@ async function sendMessage(text, files) {
     return true;
   } catch (error) {
     bubble.remove();
+    if (created) discardThread(created.id);
     updateEmpty();
     showError(error);
     return false;
   }
+}
+
+// A new chat whose first message was refused (rate limit, budget) leaves no empty conversation behind.
+function discardThread(id) {
+  api.deleteThread(id).then(() => channel?.postMessage({ type: "deleted", threadId: id }), () => {});
+  sidebar.remove(id);
+  if (state.thread?.id !== id) return;
+  state.view += 1;
+  setThread(null);
+  sidebar.setActive(null);
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search);
 }
 
 async function refreshThread(id) {
@@ -562,7 +575,11 @@ function route() {
 window.addEventListener("hashchange", route);
 
 onApiError((error) => {
-  if (error.status === 401 && !els.signin.open) els.signin.showModal();
+  if (error.status !== 401 || els.signin.open) return;
+  const refused = $("signin-error");
+  refused.textContent = apiKey() ? `The key saved in this browser was refused: ${error.message}.` : "";
+  refused.hidden = !apiKey();
+  els.signin.showModal();
 });
 
 els.signin.addEventListener("close", () => {

@@ -71,6 +71,7 @@ export class Reply {
 
   static fromMessage(message, assistant, hooks) {
     const usage = message.usage ?? null;
+    const calls = Array.isArray(message.tool_calls) ? message.tool_calls : [];
     return new Reply(
       {
         runId: message.run_id,
@@ -79,7 +80,13 @@ export class Reply {
         status: "completed",
         text: message.content ?? "",
         sources: message.sources ?? [],
-        tools: (message.tool_calls ?? []).map((call) => ({
+        rejected: calls.filter((call) => call.status === "rejected").map((call) => ({
+          id: call.id,
+          name: call.name ?? "tool",
+          reason: call.output?.error ?? null,
+          suggestions: call.output?.suggestions ?? [],
+        })),
+        tools: calls.filter((call) => call.status !== "rejected").map((call) => ({
           id: call.id,
           name: call.name ?? call.function?.name ?? "tool",
           arguments: call.arguments,
@@ -90,6 +97,7 @@ export class Reply {
         usage,
         model: message.model ?? null,
         messageId: message.id,
+        rating: message.feedback === 1 || message.feedback === -1 ? message.feedback : 0,
       },
       hooks,
     );
@@ -323,7 +331,9 @@ export class Reply {
       );
     }
     for (const r of s.rejected) {
-      const suggestions = (r.suggestions ?? []).filter((x) => typeof x === "string" || typeof x === "number");
+      const suggestions = (Array.isArray(r.suggestions) ? r.suggestions : [])
+        .map((x) => (x && typeof x === "object" ? (x.name ? `${x.name} (${x.id})` : x.id) : x))
+        .filter((x) => typeof x === "string" || typeof x === "number");
       items.push(
         h(
           "p",
