@@ -10,7 +10,7 @@ from starlette.datastructures import UploadFile
 
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import Body, iso
-from parley.errors import ApiError
+from parley.errors import ApiError, documented_error
 from parley.knowledge.bases import Ingested
 from parley.knowledge.ingest import UnreadableDocument, parse, parse_text
 from parley.knowledge.schema import Document, KnowledgeBase
@@ -69,7 +69,11 @@ def document_json(doc: Document) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    responses={409: documented_error("You already have a knowledge base with that name.")},
+)
 async def create(body: KnowledgeBaseCreate, parley: ParleyDep, principal: PrincipalDep) -> dict[str, Any]:
     return kb_json(await parley.knowledge.create_base(principal, body.name, body.description), 0)
 
@@ -100,7 +104,10 @@ async def documents(kb_id: str, parley: ParleyDep, principal: PrincipalDep) -> d
 @router.post(
     "/{kb_id}/documents",
     status_code=201,
-    responses={200: {"description": "The document was already there with the same content."}},
+    responses={
+        200: {"description": "The document was already there with the same content."},
+        415: documented_error("The file's type is not one Parley can read (Markdown, text, PDF)."),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
