@@ -144,7 +144,7 @@ class EventLog:
         seq = self._next_seq[run_id]
         self._next_seq[run_id] = seq + 1
         event = RunEvent(run_id, seq, type_, encode(data), time.time())
-        self._open_text.pop(run_id, None)
+        self._close_text(run_id)
         self._queue(event)
         return event
 
@@ -168,12 +168,18 @@ class EventLog:
             self._pending_done = asyncio.get_running_loop().create_future()
         self._wake.set()
 
+    def _close_text(self, run_id: str) -> None:
+        """Encode the run's open delta: text from now on goes into a new event."""
+        open_ = self._open_text.pop(run_id, None)
+        if open_ is not None:
+            event = self._pending[open_.index]
+            self._pending[open_.index] = event._replace(data=encode({"text": "".join(open_.pieces)}))
+
     def _take_pending(self) -> list[RunEvent]:
-        """The pending batch, with its coalesced deltas encoded; later text starts new events."""
+        """The pending batch, its coalesced deltas encoded."""
+        for run_id in list(self._open_text):
+            self._close_text(run_id)
         batch, self._pending = self._pending, []
-        for open_ in self._open_text.values():
-            batch[open_.index] = batch[open_.index]._replace(data=encode({"text": "".join(open_.pieces)}))
-        self._open_text.clear()
         return batch
 
     async def pace(self, run_id: str) -> None:

@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 from httpx_sse import aconnect_sse
 
+from parley import events as ev
 from parley.config import Settings
+from parley.executor import Executor, RunState
 from parley.store.db import WriteLock
 from tests.conftest import Server, serve
 from tests.sse import assert_contiguous, kinds, new_thread, read_events
@@ -32,6 +34,31 @@ async def test_a_fast_stream_is_coalesced_and_keeps_its_text(settings_for: Calla
         # What was streamed live is what the log replays.
         replay = await read_events(server.client, f"/v1/runs/{frames[0].json['run_id']}/events")
         assert replay == frames
+
+
+async def test_another_event_closes_the_pending_delta(server: Server) -> None:
+    async def produce(executor: Executor, state: RunState) -> None:
+        log, run_id = executor.log, state.run.id
+        log.append_text(run_id, "Let me ")
+        log.append_text(run_id, "look.")
+        log.append(run_id, ev.TOOL_CALL, {"id": "call_1", "name": "search", "arguments": {}})
+        log.append_text(run_id, "Found it.")
+        state.text = "Let me look.Found it."
+        await log.flush()
+
+    server.parley.executor.produce = produce
+    thread = await new_thread(server.client)
+    frames = await read_events(
+        server.client, f"/v1/threads/{thread}/runs", method="POST", json={"input": "go", "stream": True}
+    )
+    assert_contiguous(frames)
+    assert [(f.event, f.json.get("text")) for f in frames[:-1]] == [
+        ("run.started", None),
+        ("message.delta", "Let me look."),
+        ("tool.call", None),
+        ("message.delta", "Found it."),
+    ]
+    assert frames[-1].json["text"] == "Let me look.Found it."
 
 
 async def test_a_new_runs_first_token_does_not_wait_for_a_long_stream(
