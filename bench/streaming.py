@@ -3,14 +3,22 @@
 ``scripted:bench?tokens=500&delay_ms=0`` streamed by ``parley serve`` (a subprocess) to an
 HTTP/SSE client (``POST /v1/threads/{id}/runs`` with ``"stream": true``), against the same
 provider called in-process, in one run. Reports the added TTFT at 1 and at 100 concurrent
-streams. Run: ``python -m bench.streaming [--db postgres]``.
+streams, and the CPU the client and the server used (they share the machine's cores).
+Run: ``python -m bench.streaming [--db postgres] [--baseline DIR]``; ``--baseline`` serves a
+second server from another checkout (e.g. ``git archive`` of the previous commit) and
+interleaves the two, so both sides see the same machine load.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from httpx_sse import aconnect_sse
@@ -20,6 +28,7 @@ from parley.providers.base import ProviderRequest, TextDelta
 from parley.providers.scripted import ScriptedProvider
 
 SPEC = "scripted:bench?tokens=500&delay_ms=0"
+EXPECTED = "".join(f" tok{i}" for i in range(500))
 
 
 async def in_process_ttft(samples: int) -> list[float]:
@@ -36,18 +45,18 @@ async def in_process_ttft(samples: int) -> list[float]:
     return out
 
 
-async def one_stream(client: httpx.AsyncClient, thread: str) -> tuple[float, int]:
+async def one_stream(client: httpx.AsyncClient, thread: str) -> tuple[float, str]:
     started = time.perf_counter()
     ttft = float("nan")
-    tokens = 0
+    text: list[str] = []
     body = {"input": "go", "stream": True}
     async with aconnect_sse(client, "POST", f"/v1/threads/{thread}/runs", json=body) as source:
         async for sse in source.aiter_sse():
             if sse.event == "message.delta":
-                if tokens == 0:
+                if not text:
                     ttft = (time.perf_counter() - started) * 1000
-                tokens += 1
-    return ttft, tokens
+                text.append(json.loads(sse.data)["text"])
+    return ttft, "".join(text)
 
 
 async def through_server(url: str, concurrency: int, rounds: int) -> list[float]:
@@ -63,34 +72,90 @@ async def through_server(url: str, concurrency: int, rounds: int) -> list[float]
         for _ in range(rounds):
             threads = await fresh_threads()
             results = await asyncio.gather(*(one_stream(client, t) for t in threads))
-            assert all(tokens == 500 for _, tokens in results), "a stream lost tokens"
+            assert all(text == EXPECTED for _, text in results), "a stream lost or garbled tokens"
             ttfts.extend(t for t, _ in results)
         return ttfts
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Side:
+    """One server under test and what it measured."""
+
+    name: str
+    server: ServerProcess
+    ttfts: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+
+    def measure(self, concurrency: int, rounds: int) -> None:
+        wall, client, served = time.perf_counter(), time.process_time(), cpu_seconds(self.server.proc.pid)
+        self.ttfts += asyncio.run(through_server(self.server.url, concurrency, rounds))
+        self.wall += time.perf_counter() - wall
+        self.client_cpu += time.process_time() - client
+        self.server_cpu += cpu_seconds(self.server.proc.pid) - served
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3, help="bursts of 100 streams per side")
+    parser.add_argument("--streams", type=int, nargs="+", choices=[1, 100], default=[1, 100])
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also serve from this checkout of parley (SQLite only), interleaved with this one",
+    )
     args = parser.parse_args()
-    print(f"machine: {machine()}")
-    with postgres() as pg:
-        env = {"PARLEY_MODEL": SPEC, "PARLEY_MAX_CONCURRENT_RUNS": "128"}
+    if args.baseline and args.db != "sqlite":
+        raise SystemExit("--baseline compares on SQLite: two servers must not share one database")
+    print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
+    with postgres() as pg, ExitStack() as stack:
+        env = {
+            "PARLEY_MODEL": SPEC,
+            "PARLEY_MAX_CONCURRENT_RUNS": "128",
+            "PARLEY_RATE_LIMIT": "1000000/minute",
+        }
         if args.db == "postgres":
             if not pg:
                 raise SystemExit("no PostgreSQL available")
             env["PARLEY_DATABASE_URL"] = pg
-        with ServerProcess(env) as server:
-            local = asyncio.run(in_process_ttft(args.samples))
-            print(f"in-process provider TTFT ms:      {summary(local)}")
-            base = pct(local, 50)
-            for concurrency, rounds in ((1, args.samples), (100, 3)):
-                ttfts = asyncio.run(through_server(server.url, concurrency, rounds))
-                added = [t - base for t in ttfts]
+        sides = [Side("this", stack.enter_context(ServerProcess(env)))]
+        if args.baseline:
+            baseline = ServerProcess({**env, "PYTHONPATH": str(Path(args.baseline).resolve())})
+            sides.append(Side("baseline", stack.enter_context(baseline)))
+        local = asyncio.run(in_process_ttft(args.samples))
+        print(f"in-process provider TTFT ms:      {summary(local)}")
+        base = pct(local, 50)
+        block = 10
+        plan = {1: (args.samples, block), 100: (args.rounds, 1)}
+        for concurrency in args.streams:
+            rounds, step = plan[concurrency]
+            for side in sides:
+                side.ttfts, side.wall, side.client_cpu, side.server_cpu = [], 0.0, 0.0, 0.0
+            for _ in range(0, rounds, step):
+                for side in sides:
+                    side.measure(concurrency, step)
+            for side in sides:
+                added = [t - base for t in side.ttfts]
                 print(
-                    f"{args.db} {concurrency:3d} stream(s) TTFT ms: {summary(ttfts)}   "
+                    f"{side.name:8s} {args.db} {concurrency:3d} stream(s) TTFT ms: {summary(side.ttfts)}   "
                     f"added p50 {pct(added, 50):.2f}  p95 {pct(added, 95):.2f}"
                 )
+                both = side.client_cpu + side.server_cpu
+                print(
+                    f"    wall {side.wall:.1f} s; CPU: client {side.client_cpu:.1f} s, server {side.server_cpu:.1f} s "
+                    f"(the client {side.client_cpu / max(both, 1e-9):.0%} of what both used)"
+                )
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

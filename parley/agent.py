@@ -116,7 +116,8 @@ async def stream_turn(
                 text = "\n\n" + text.lstrip()
             separate = False
             state.text += text
-            executor.log.append(run.id, ev.MESSAGE_DELTA, {"text": text})
+            executor.log.append_text(run.id, text)
+            await executor.log.pace(run.id)
         elif isinstance(delta, Usage):
             state.input_tokens += delta.input_tokens
             state.output_tokens += delta.output_tokens

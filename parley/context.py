@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley import summaries
@@ -349,17 +349,27 @@ def build_context(
     )
 
 
-async def history_after(
-    session: AsyncSession, thread_id: str, summary: ThreadSummary | None
-) -> list[Message]:
-    """The thread's messages the summary does not cover, in order."""
-    stmt = select(Message).where(Message.thread_id == thread_id)
-    if summary is not None:
-        stmt = stmt.where(
-            (Message.created_at > summary.until_created_at)
-            | ((Message.created_at == summary.until_created_at) & (Message.id > summary.until_message_id))
+async def history_after(session: AsyncSession, thread_id: str) -> tuple[ThreadSummary | None, list[Message]]:
+    """The thread's summary and the messages it does not cover, in order: one query."""
+    after = or_(
+        ThreadSummary.thread_id.is_(None),
+        Message.created_at > ThreadSummary.until_created_at,
+        and_(
+            Message.created_at == ThreadSummary.until_created_at,
+            Message.id > ThreadSummary.until_message_id,
+        ),
+    )
+    rows = (
+        await session.execute(
+            select(Message, ThreadSummary)
+            .outerjoin(ThreadSummary, ThreadSummary.thread_id == Message.thread_id)
+            .where(Message.thread_id == thread_id, after)
+            .order_by(Message.created_at, Message.id)
         )
-    return list((await session.scalars(stmt.order_by(Message.created_at, Message.id))).all())
+    ).all()
+    if not rows:
+        return await session.get(ThreadSummary, thread_id), []
+    return rows[0][1], [message for message, _ in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,8 +422,7 @@ class ContextBuilder:
             facts: list[MemoryFact] = []
             if options.memory:
                 facts = await self.memory.recall(session, run.user_id, run.input, budget.memory_top_k)
-            summary = await session.get(ThreadSummary, run.thread_id)
-            history = await history_after(session, run.thread_id, summary)
+            summary, history = await history_after(session, run.thread_id)
         return build_context(
             assistant,
             history,
@@ -497,8 +506,7 @@ class ContextBuilder:
         budget = Budget.of(options, self.settings, provider)
         counter = self.tokens.counter(provider)
         async with self.db.session() as session:
-            summary = await session.get(ThreadSummary, thread_id)
-            history = await history_after(session, thread_id, summary)
+            summary, history = await history_after(session, thread_id)
         turns = group_turns(history)
         if len(turns) < 2:
             return False

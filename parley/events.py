@@ -7,6 +7,12 @@ reader therefore only ever sees committed events: an event a client received is 
 
 Per run there is a single writer (the executor task that owns the run), so ``seq`` is
 assigned in memory; the primary key ``(run_id, seq)`` fences any stale writer.
+
+Text deltas coalesce: ``append_text`` adds to the run's last event when that event is a
+``message.delta`` still waiting for its commit. A run that produces faster than events
+commit (a zero-delay provider) therefore writes one delta per commit instead of one per
+token, the text and the seqs staying exactly what a reader would have assembled; a run
+that produces slower than commits (any real model) still gets one event per token.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"
 # How long a finished run's events stay in memory for late readers.
 _TAIL_LINGER_SECONDS = 60.0
 _READ_PAGE = 1000
+# A coalesced delta is closed at this size, so a resumed reader's page stays bounded.
+_MAX_DELTA_CHARS = 8192
+_MAX_AHEAD = 64
 _RECHECK_SECONDS = 5.0
 
 
@@ -89,6 +98,8 @@ class EventLog:
         self._on_commit = on_commit
         self._next_seq: dict[str, int] = {}
         self._pending: list[RunEvent] = []
+        # Runs whose last pending event is a message.delta still open to more text.
+        self._open_text: dict[str, _OpenText] = {}
         self._pending_done: asyncio.Future[None] | None = None
         self._inflight_done: asyncio.Future[None] | None = None
         # Committed events of runs written here: seqs start..start+len-1, for fast reads.
@@ -133,11 +144,56 @@ class EventLog:
         seq = self._next_seq[run_id]
         self._next_seq[run_id] = seq + 1
         event = RunEvent(run_id, seq, type_, encode(data), time.time())
+        self._close_text(run_id)
+        self._queue(event)
+        return event
+
+    def append_text(self, run_id: str, text: str) -> None:
+        """Queue a ``message.delta``, merged into the run's pending one if there is one."""
+        if self._closing:
+            raise EventLogError("the event log is shutting down")
+        open_ = self._open_text.get(run_id)
+        if open_ is not None and open_.size + len(text) <= _MAX_DELTA_CHARS:
+            open_.pieces.append(text)
+            open_.size += len(text)
+            return
+        seq = self._next_seq[run_id]
+        self._next_seq[run_id] = seq + 1
+        self._open_text[run_id] = _OpenText(len(self._pending), text)
+        self._queue(RunEvent(run_id, seq, MESSAGE_DELTA, "", time.time()))
+
+    def _queue(self, event: RunEvent) -> None:
         self._pending.append(event)
         if self._pending_done is None:
             self._pending_done = asyncio.get_running_loop().create_future()
         self._wake.set()
-        return event
+
+    def _close_text(self, run_id: str) -> None:
+        """Encode the run's open delta: text from now on goes into a new event."""
+        open_ = self._open_text.pop(run_id, None)
+        if open_ is not None:
+            event = self._pending[open_.index]
+            self._pending[open_.index] = event._replace(data=encode({"text": "".join(open_.pieces)}))
+
+    def _take_pending(self) -> list[RunEvent]:
+        """The pending batch, its coalesced deltas encoded."""
+        for run_id in list(self._open_text):
+            self._close_text(run_id)
+        batch, self._pending = self._pending, []
+        return batch
+
+    async def pace(self, run_id: str) -> None:
+        """After a text delta: when it opened a new event, let the flusher start its commit;
+        once ``_MAX_AHEAD`` deltas wait for it, wait for it. A provider that never waits
+        would otherwise hold the event loop for its whole answer. In between, no yield: a
+        loop kept busy token by token makes every database call wait for the GIL."""
+        open_ = self._open_text.get(run_id)
+        if open_ is None:
+            return
+        if len(open_.pieces) == 1:
+            await asyncio.sleep(0)
+        elif len(open_.pieces) >= _MAX_AHEAD:
+            await self.flush()
 
     async def flush(self) -> None:
         """Wait until every event appended so far is committed (raises if a commit failed)."""
@@ -177,7 +233,7 @@ class EventLog:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                batch, self._pending = self._pending, []
+                batch = self._take_pending()
                 done, self._pending_done = self._pending_done, None
                 self._inflight_done = done
                 try:
@@ -199,7 +255,7 @@ class EventLog:
     async def _commit(self, batch: list[RunEvent]) -> None:
         # The driver's executemany directly: the ORM's per-row bookkeeping would cost more
         # than the insert itself on this hot path.
-        async with self._db.engine.begin() as conn:
+        async with self._db.writer(urgent=True), self._db.engine.begin() as conn:
             for start in range(0, len(batch), self._max_batch):
                 await conn.exec_driver_sql(self._insert_sql, batch[start : start + self._max_batch])
         self._published(batch)
@@ -287,6 +343,15 @@ class EventLog:
                 # A timeout also guards against a lost wake-up from a remote bus.
                 if not await subscription.wait(every):
                     yield None
+
+
+class _OpenText:
+    __slots__ = ("index", "pieces", "size")
+
+    def __init__(self, index: int, text: str) -> None:
+        self.index = index
+        self.pieces = [text]
+        self.size = len(text)
 
 
 class _Tail:

@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Boolean, Float, ForeignKey, String, Text, UniqueConstraint, delete, select
+from sqlalchemy import Boolean, Float, ForeignKey, String, Text, UniqueConstraint, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -138,9 +138,11 @@ class Memory:
 
     async def recall(self, session: AsyncSession, user_id: int, query: str, k: int) -> list[MemoryFact]:
         """The ``k`` facts about ``user_id`` most relevant to ``query`` (none when memory is off)."""
-        if k <= 0 or not await self.user_enabled(user_id, session):
+        if k <= 0 or not self.enabled:
             return []
-        stmt = select(MemoryFact).where(MemoryFact.user_id == user_id)
+        # One query on the run's path to its first token: the user's switch is a condition of it.
+        switched_off = exists().where(MemorySetting.user_id == user_id, MemorySetting.enabled.is_(False))
+        stmt = select(MemoryFact).where(MemoryFact.user_id == user_id, ~switched_off)
         return rank(
             (await session.scalars(stmt.order_by(MemoryFact.created_at, MemoryFact.id))).all(), query, k
         )

@@ -63,3 +63,13 @@ async def start_run(client: httpx.AsyncClient, thread_id: str, text: str, **body
 def assert_contiguous(frames: list[Frame], start: int = 1) -> None:
     seqs = [f.seq for f in frames if f.id]
     assert seqs == list(range(start, start + len(seqs))), seqs
+
+
+def kinds(frames: list[Frame]) -> list[str]:
+    """Event types, each run of ``message.delta`` as one: deltas a fast producer wrote before
+    their commit arrive merged (``EventLog.append_text``), so their number depends on timing."""
+    out: list[str] = []
+    for frame in frames:
+        if not (frame.event == "message.delta" and out and out[-1] == "message.delta"):
+            out.append(frame.event)
+    return out

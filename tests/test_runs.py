@@ -11,7 +11,7 @@ from parley.providers.base import TextDelta
 from parley.providers.scripted import Hang, ScriptedProvider
 from parley.store.schema import Event, Run
 from tests.conftest import Server, serve
-from tests.sse import assert_contiguous, new_thread, read_events, start_run
+from tests.sse import assert_contiguous, kinds, new_thread, read_events, start_run
 
 TEXT = "the quick brown fox jumps over the lazy dog"
 
@@ -26,7 +26,6 @@ async def test_run_streams_the_echo_and_completes(server: Server) -> None:
     assert frames[0].json["assistant"] == "general"
     deltas = [f.json["text"] for f in frames if f.event == "message.delta"]
     assert "".join(deltas) == TEXT
-    assert len(deltas) == len(TEXT.split())
     assert frames[-1].event == "run.completed"
     done = frames[-1].json
     assert done["text"] == TEXT
@@ -50,7 +49,8 @@ async def test_stream_true_answers_with_the_sse_stream(server: Server) -> None:
         method="POST",
         json={"input": "hello there", "stream": True},
     )
-    assert [f.event for f in frames] == ["run.started", "message.delta", "message.delta", "run.completed"]
+    assert kinds(frames) == ["run.started", "message.delta", "run.completed"]
+    assert "".join(f.json["text"] for f in frames if f.event == "message.delta") == "hello there"
     assert_contiguous(frames)
 
 

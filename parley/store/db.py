@@ -8,6 +8,7 @@ stale snapshot. PostgreSQL gets the same guarantee from ``SELECT ... FOR UPDATE`
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,6 +43,7 @@ class Database:
         self._immediate = async_sessionmaker(
             self.engine.execution_options(parley_immediate=True), expire_on_commit=False
         )
+        self._write_lock = WriteLock() if self.is_sqlite else None
 
     def session(self) -> AsyncSession:
         """A session for reads and for writes that do not depend on what they read."""
@@ -50,8 +52,23 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A read-then-write transaction, committed on success and rolled back on error."""
-        async with self._immediate() as session, session.begin():
+        async with self.writer(), self._immediate() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def writer(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Wait for SQLite's single write lock in this process: in arrival order, ``urgent``
+        writers (the event log's group commit, which every live stream waits on) first.
+
+        Without this, concurrent writers meet in SQLite's busy handler, which sleeps up to
+        100 ms between tries: at 100 concurrent runs, writes took seconds (docs/BENCHMARKS.md).
+        PostgreSQL locks rows, not the database: nothing to wait for here.
+        """
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock.hold(urgent=urgent):
+            yield
 
     async def upgrade(self) -> None:
         """Apply every pending Alembic migration (all heads)."""
@@ -60,6 +77,42 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+class WriteLock:
+    """A lock handed over in arrival order, urgent waiters before the others."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+
+    @asynccontextmanager
+    async def hold(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        if self._held:
+            future = asyncio.get_running_loop().create_future()
+            (self._urgent if urgent else self._normal).append(future)
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._release()  # it was handed over just as this waiter was cancelled
+                raise
+        else:
+            self._held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for queue in (self._urgent, self._normal):
+            while queue:
+                future = queue.popleft()
+                if not future.done():
+                    future.set_result(None)  # the lock passes to it: still held
+                    return
+        self._held = False
 
 
 def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:

@@ -1,0 +1,152 @@
+"""Streaming under load: fast producers are coalesced, paced, and do not hold up other runs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from httpx_sse import aconnect_sse
+
+from parley import events as ev
+from parley.config import Settings
+from parley.executor import Executor, RunState
+from parley.store.db import WriteLock
+from tests.conftest import Server, serve
+from tests.sse import assert_contiguous, kinds, new_thread, read_events
+
+TOKENS = 10_000
+FAST = f"scripted:bench?tokens={TOKENS}&delay_ms=0"
+EXPECTED = "".join(f" tok{i}" for i in range(TOKENS))
+
+
+async def test_a_fast_stream_is_coalesced_and_keeps_its_text(settings_for: Callable[..., Settings]) -> None:
+    async with serve(settings_for(model=FAST)) as server:
+        thread = await new_thread(server.client)
+        url = f"/v1/threads/{thread}/runs"
+        frames = await read_events(server.client, url, method="POST", json={"input": "go", "stream": True})
+        assert_contiguous(frames)
+        assert kinds(frames) == ["run.started", "message.delta", "run.completed"]
+        deltas = [f.json["text"] for f in frames if f.event == "message.delta"]
+        assert "".join(deltas) == EXPECTED == frames[-1].json["text"]
+        # Text produced while a commit was in flight rode in the next event, not one per token.
+        assert len(deltas) <= TOKENS // 3
+        # What was streamed live is what the log replays.
+        replay = await read_events(server.client, f"/v1/runs/{frames[0].json['run_id']}/events")
+        assert replay == frames
+
+
+async def test_another_event_closes_the_pending_delta(server: Server) -> None:
+    async def produce(executor: Executor, state: RunState) -> None:
+        log, run_id = executor.log, state.run.id
+        log.append_text(run_id, "Let me ")
+        log.append_text(run_id, "look.")
+        log.append(run_id, ev.TOOL_CALL, {"id": "call_1", "name": "search", "arguments": {}})
+        log.append_text(run_id, "Found it.")
+        state.text = "Let me look.Found it."
+        await log.flush()
+
+    server.parley.executor.produce = produce
+    thread = await new_thread(server.client)
+    frames = await read_events(
+        server.client, f"/v1/threads/{thread}/runs", method="POST", json={"input": "go", "stream": True}
+    )
+    assert_contiguous(frames)
+    assert [(f.event, f.json.get("text")) for f in frames[:-1]] == [
+        ("run.started", None),
+        ("message.delta", "Let me look."),
+        ("tool.call", None),
+        ("message.delta", "Found it."),
+    ]
+    assert frames[-1].json["text"] == "Let me look.Found it."
+
+
+async def test_a_new_runs_first_token_does_not_wait_for_a_long_stream(
+    settings_for: Callable[..., Settings],
+) -> None:
+    async with serve(settings_for(model=FAST)) as server:
+        long_thread, short_thread = await new_thread(server.client), await new_thread(server.client)
+        streaming = asyncio.Event()
+        long_done: list[float] = []
+
+        async def long_run() -> None:
+            body = {"input": "go", "stream": True}
+            async with aconnect_sse(
+                server.client, "POST", f"/v1/threads/{long_thread}/runs", json=body
+            ) as source:
+                async for sse in source.aiter_sse():
+                    if sse.event == "message.delta":
+                        streaming.set()
+                    if sse.event == "run.completed":
+                        long_done.append(time.perf_counter())
+
+        task = asyncio.create_task(long_run())
+        await asyncio.wait_for(streaming.wait(), 30)
+        first_token = await first_token_at(server, short_thread)
+        await task
+        assert long_done, "the long run did not complete"
+        assert first_token < long_done[0], "the second run's first token waited for the whole first run"
+
+
+async def first_token_at(server: Server, thread: str) -> float:
+    body = {"input": "go", "stream": True}
+    async with aconnect_sse(server.client, "POST", f"/v1/threads/{thread}/runs", json=body) as source:
+        async for sse in source.aiter_sse():
+            if sse.event == "message.delta":
+                return time.perf_counter()
+    raise AssertionError("the second run streamed no text")
+
+
+async def test_the_write_lock_serves_urgent_writers_first() -> None:
+    lock = WriteLock()
+    order: list[str] = []
+
+    async def write(name: str, urgent: bool) -> None:
+        async with lock.hold(urgent=urgent):
+            order.append(name)
+            await asyncio.sleep(0)
+
+    async with lock.hold():
+        tasks = [
+            asyncio.create_task(write("run 1", False)),
+            asyncio.create_task(write("run 2", False)),
+            asyncio.create_task(write("events", True)),
+        ]
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert order == ["events", "run 1", "run 2"]
+
+
+async def test_a_cancelled_waiter_does_not_keep_the_write_lock() -> None:
+    lock = WriteLock()
+    entered = asyncio.Event()
+
+    async def write() -> None:
+        async with lock.hold():
+            entered.set()
+
+    async with lock.hold():
+        waiter = asyncio.create_task(write())
+        await asyncio.sleep(0)
+        waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert not entered.is_set()
+    await asyncio.wait_for(write(), 1)
+    assert entered.is_set()
+
+
+async def test_a_waiter_cancelled_as_the_lock_reaches_it_passes_it_on() -> None:
+    lock = WriteLock()
+    entered: list[str] = []
+
+    async def write(name: str) -> None:
+        async with lock.hold():
+            entered.append(name)
+
+    async with lock.hold():
+        first = asyncio.create_task(write("first"))
+        await asyncio.sleep(0)
+    first.cancel()  # the lock was just handed to it; it has not run yet
+    await asyncio.gather(first, return_exceptions=True)
+    await asyncio.wait_for(write("second"), 1)
+    assert entered == ["second"]
