@@ -30,12 +30,13 @@ curl -X POST http://localhost:8000/api/runs/$RUN_ID/cancel
 """
 
 
-def _frames(text: str) -> list[tuple[str, str]]:
+def _frames(text: str) -> list[tuple[str, str, str]]:
+    """(id, event, data) of each SSE frame."""
     frames, current = [], {}
     for line in text.replace("\r\n", "\n").split("\n"):
         if not line.strip():
             if current:
-                frames.append((current.get("id", ""), current.get("event", "")))
+                frames.append((current.get("id", ""), current.get("event", ""), current.get("data", "")))
             current = {}
         elif ":" in line and not line.startswith(":"):
             key, _, value = line.partition(":")
@@ -53,7 +54,7 @@ def recruiter(settings_for, tmp_path, **overrides):
 
 async def test_the_seed_readme_curl_flow_works_verbatim(settings_for, tmp_path) -> None:
     async with serve(
-        recruiter(settings_for, tmp_path, model="scripted:bench?tokens=30&delay_ms=1")
+        recruiter(settings_for, tmp_path, model="scripted:bench?tokens=60&delay_ms=20")
     ) as server:
         script = FLOW.replace("http://localhost:8000", server.url)
         result = await asyncio.to_thread(
@@ -67,11 +68,18 @@ async def test_the_seed_readme_curl_flow_works_verbatim(settings_for, tmp_path) 
         assert status["run_id"] == run_id
         assert status["status"] in {"running", "done"}
         stream = _frames(out.split("---stream")[1].split("---resume")[0])
-        # 30 tokens of the model, then the sources it was given, listed since it cited none.
-        assert [e for _, e in stream] == ["run.started", "retrieval", *["token"] * 31, "final", "done"]
+        events = [event for _, event, _ in stream]
+        assert events[:2] == ["run.started", "retrieval"]
+        assert events[-2:] == ["final", "done"]
+        assert set(events[2:-2]) == {"token"}
+        assert [int(i) for i, _, _ in stream[:-1]] == list(range(1, len(stream)))
+        # The model's tokens (a delta may carry several), then the sources, listed since it cited none.
+        final = json.loads(stream[-2][2])
+        assert "".join(json.loads(data)["token"] for _, _, data in stream[2:-2]) == final["text"]
+        assert final["text"].endswith("Sources: [1] Ada Park")
         resumed = _frames(out.split("---resume")[1].split("---cancel")[0])
-        assert resumed[0][0] == "11"
-        assert resumed[-2:] == [(stream[-2][0], "final"), ("", "done")]
+        assert len(stream) > 12
+        assert resumed == [frame for frame in stream if frame[0] and int(frame[0]) > 10] + [stream[-1]]
         cancel = json.loads(out.split("---cancel")[1])
         assert cancel["run_id"] == run_id
         assert cancel["status"] == "done"  # the run had finished: cancel changes nothing
