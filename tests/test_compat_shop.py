@@ -94,14 +94,11 @@ async def test_the_stream_greets_then_streams_each_message(settings_for) -> None
         assert events[0] == "connection"
         assert frames[0].json == {"status": "connected", "session_id": session_id}
         welcome = events.index("completion")
-        assert events[1:welcome] == ["text_chunk"] * 4
-        assert events[welcome + 1 :] == [
-            "function_call",
-            "function_result",
-            "text_chunk",
-            "text_chunk",
-            "completion",
-        ]
+        assert set(events[1:welcome]) == {"text_chunk"}
+        # A chunk carries the text produced since the last one (one or several model deltas).
+        assert events[welcome + 1 : welcome + 3] == ["function_call", "function_result"]
+        assert set(events[welcome + 3 : -1]) == {"text_chunk"}
+        assert events[-1] == "completion"
         turn = frames[welcome + 1 :]
         assert turn[0].json["function"] == "search_products"
         assert turn[0].json["parameters"] == {"query": "wireless headphones"}
@@ -113,10 +110,9 @@ async def test_the_stream_greets_then_streams_each_message(settings_for) -> None
             )
             or result["data"]["total"] > 0
         )
-        assert [f.json for f in turn[2:4]] == [
-            {"content": "Here are ", "partial": True},
-            {"content": "some headphones.", "partial": True},
-        ]
+        chunks = [f.json for f in turn[2:-1]]
+        assert "".join(c["content"] for c in chunks) == "Here are some headphones."
+        assert all(c["partial"] for c in chunks)
         assert turn[-1].json["status"] == "complete"
         run_id = turn[-1].json["turn_id"]
         assert all(f.id.startswith(f"{run_id}:") for f in turn)
