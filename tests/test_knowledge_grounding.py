@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +15,8 @@ from tests.conftest import serve
 from tests.knowledge_data import FAQ
 from tests.sse import assert_contiguous, new_thread, read_events, start_run
 
-FAQ_FILE = Path(__file__).resolve().parents[1] / "parley" / "knowledge" / "demo" / "parley-faq.md"
+ROOT = Path(__file__).resolve().parents[1]
+FAQ_FILE = ROOT / "parley" / "knowledge" / "demo" / "parley-faq.md"
 
 
 def settings(settings_for: Callable[..., Settings], tmp_path: Path, **overrides: object) -> Settings:
@@ -134,3 +137,33 @@ async def test_the_demo_faq_is_synced_at_start_and_again_is_unchanged(
     async with serve(config) as server:
         again = (await server.client.get("/v1/knowledge-bases")).json()["data"]
         assert [(b["id"], b["revision"]) for b in again] == [(bases[0]["id"], bases[0]["revision"])]
+
+
+async def test_the_recruiter_answers_from_the_demo_cvs_the_repo_generates(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    cvs = tmp_path / "demo-cvs"
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_demo_cvs.py"), str(cvs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    async with serve(settings_for(embeddings="hash", knowledge={"demo-cvs": [cvs]})) as server:
+        bases = (await server.client.get("/v1/knowledge-bases")).json()["data"]
+        assert [(b["name"], b["documents"]) for b in bases] == [("demo-cvs", 10)]
+        docs = (await server.client.get(f"/v1/knowledge-bases/{bases[0]['id']}/documents")).json()["data"]
+        assert {d["format"] for d in docs} == {"pdf"}
+        assert all(d["chunks"] >= 1 for d in docs)
+        thread = await new_thread(server.client, "recruiter")
+        run = await start_run(server.client, thread, "Which candidate is a registered nurse in Sweden?")
+        frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
+    assert [f.event for f in frames[:2]] == ["run.started", "retrieval"]
+    sources = frames[1].json["sources"]
+    assert 1 <= len(sources) <= 5  # the recruiter's top_k
+    assert sources[0]["title"].startswith("Sofia Lindqvist")
+    assert frames[-1].event == "run.completed"
+    assert "Sofia Lindqvist" in frames[-1].json["text"]  # scripted:echo repeats the excerpts it was given
+    assert frames[-1].json["sources"] == sources
