@@ -10,18 +10,26 @@ A hybrid search's latency is the MiniLM forward pass of the question plus the in
 - ``forward``: tokenize + the model's forward pass directly (no ``encode`` bookkeeping);
 - ``int8``: the same forward on a dynamically int8-quantized copy (``torch.ao``, no extra
   package), with its agreement with the float32 vectors (cosine);
-- each also with ``torch.set_num_threads(1)``;
-- ``lru hit``: a repeated question answered from ``QueryVectors`` (no forward pass).
+- ``embed_query``: what a search runs now, ``encode`` on one thread;
+- ``forward`` and ``int8`` also with ``torch.set_num_threads(1)``;
+- ``lru hit``: a repeated question answered from ``QueryVectors`` (no forward pass);
+- ``onnx`` and ``onnx int8``: the model exported to ONNX (mean pooling and normalization
+  inside) and run by onnxruntime, float32 and dynamically int8-quantized. Only when the
+  ``onnx`` and ``onnxruntime`` packages are importable: they are not Parley dependencies.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +49,62 @@ def forward(
         return np.asarray(out[0].numpy(), dtype=np.float32)
 
     return embed
+
+
+class Pooled(torch.nn.Module):
+    """The transformer, mean pooling and normalization: one graph to export."""
+
+    def __init__(self, transformer: torch.nn.Module) -> None:
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self.transformer(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=1)
+
+
+def onnx_variants(st: Any, folder: Path) -> dict[str, Callable[[str], Vectors]]:
+    if not (importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime")):
+        return {}
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tokenizer = st.tokenizer
+    sample = tokenizer(["a question"], return_tensors="pt")
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    fp32, int8 = folder / "minilm.onnx", folder / "minilm-int8.onnx"
+    torch.onnx.export(
+        Pooled(st[0].auto_model).eval(),
+        tuple(sample[n] for n in names),
+        str(fp32),
+        input_names=names,
+        output_names=["embedding"],
+        dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names},
+        opset_version=17,
+        dynamo=False,
+    )
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    variants: dict[str, Callable[[str], Vectors]] = {}
+    for name, path in (("onnx", fp32), ("onnx int8", int8)):
+        for threads in (2, 1):
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+            def embed(query: str, session: Any = session) -> Vectors:
+                inputs = tokenizer([query], return_tensors="np", truncation=True, max_length=256)
+                out = session.run(None, {n: inputs[n].astype(np.int64) for n in names})[0]
+                return np.asarray(out[0], dtype=np.float32)
+
+            variants[name if threads == 2 else f"{name}, 1 thread"] = embed
+    return variants
 
 
 def one_thread(fn: Callable[[str], Vectors]) -> Callable[[str], Vectors]:
@@ -75,8 +139,11 @@ def main() -> None:
         "int8": forward(quantized, st.tokenize),
         "lru hit": cache.get,
     }
-    for name in ("encode", "forward", "int8"):
+    variants["embed_query"] = embedder.embed_query
+    for name in ("forward", "int8"):
         variants[f"{name}, 1 thread"] = one_thread(variants[name])
+    exported = tempfile.TemporaryDirectory()
+    variants |= onnx_variants(st, Path(exported.name))
     timings: dict[str, list[float]] = {name: [] for name in variants}
     vectors: dict[str, list[Vectors]] = {name: [] for name in variants}
     names = list(variants)
@@ -106,6 +173,7 @@ def main() -> None:
             f"{name:18} {pct(timings[name], 50):7.2f} {pct(timings[name], 95):7.2f} {ratio:14.2f} "
             f"{cos.mean():17.4f}/{cos.min():.4f}"
         )
+    exported.cleanup()
 
 
 if __name__ == "__main__":

@@ -80,6 +80,12 @@ class CachedEmbedder(Embedder):
                 self.save()
         return np.vstack([self.vectors[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
 
+    def embed_query(self, text: str) -> Vectors:
+        if self.live:
+            return self.inner.embed_query(text)
+        vector: Vectors = self.embed([text])[0]
+        return vector
+
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = list(self.vectors)

@@ -10,7 +10,13 @@ from sqlalchemy import func, select
 
 from parley.errors import ApiError
 from parley.knowledge.bases import Knowledge
-from parley.knowledge.embeddings import HashEmbedder, QueryVectors, Vectors
+from parley.knowledge.embeddings import (
+    EmbeddingsUnavailable,
+    HashEmbedder,
+    MiniLMEmbedder,
+    QueryVectors,
+    Vectors,
+)
 from parley.knowledge.ingest import parse
 from parley.knowledge.schema import Chunk
 from parley.store.db import Database
@@ -249,3 +255,20 @@ async def test_nobody_reaches_another_users_knowledge_base(db: Database) -> None
     with pytest.raises(ApiError) as taken:
         await knowledge.create_base(alice, "private")
     assert taken.value.status == 409
+
+
+def test_minilm_embeds_a_question_on_one_thread_with_the_same_vector() -> None:
+    pytest.importorskip("sentence_transformers")
+    torch = pytest.importorskip("torch")
+    try:
+        embedder = MiniLMEmbedder()
+    except EmbeddingsUnavailable as exc:
+        pytest.skip(str(exc))
+    threads = torch.get_num_threads()
+    question = "How do I reset my password?"
+    single = embedder.embed_query(question)
+    batch = embedder.embed([question, "an unrelated sentence about tomatoes"])
+    assert single.shape == (384,)
+    assert float(single @ batch[0]) > 0.9999
+    assert float(single @ batch[1]) < 0.5
+    assert torch.get_num_threads() == threads

@@ -45,6 +45,11 @@ class Embedder(ABC):
     def embed(self, texts: Sequence[str]) -> Vectors:
         """One unit-length row per text."""
 
+    def embed_query(self, text: str) -> Vectors:
+        """One question, as a search embeds it: latency matters more than throughput."""
+        vector: Vectors = self.embed([text])[0]
+        return vector
+
 
 class HashEmbedder(Embedder):
     relevance_floor = 0.25
@@ -133,6 +138,8 @@ class MiniLMEmbedder(Embedder):
     name = "all-MiniLM-L6-v2"
     dim = 384
     relevance_floor = 0.3
+    #: Threads for one question's forward pass (a batch of chunks uses torch's default).
+    query_threads = 1
 
     def __init__(self, path: Path | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,6 +166,22 @@ class MiniLMEmbedder(Embedder):
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
+
+    def embed_query(self, text: str) -> Vectors:
+        """On one thread: a short question gains little from two, and on a busy machine the
+        second thread's waits cost more than it saves (see bench.query_embedding)."""
+        import torch
+
+        with self._lock:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.query_threads)
+            try:
+                vector = self._model.encode(
+                    [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+                )[0]
+            finally:
+                torch.set_num_threads(threads)
+        return np.asarray(vector, dtype=np.float32)
 
 
 class QueryVectors:
@@ -188,7 +211,7 @@ class QueryVectors:
         known = self.cached(query)
         if known is not None:
             return known
-        vector: Vectors = self.embedder.embed([query])[0]
+        vector = self.embedder.embed_query(query)
         vector.setflags(write=False)
         with self._lock:
             self.misses += 1
