@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from parley.assistants import BUILTIN
 from parley.config import Settings
 from parley.knowledge.grounding import NO_ANSWER, SNIPPET_CHARS, snippet
 from parley.providers.base import TextDelta
@@ -13,7 +19,8 @@ from tests.conftest import serve
 from tests.knowledge_data import FAQ
 from tests.sse import assert_contiguous, kinds, new_thread, read_events, start_run
 
-FAQ_FILE = Path(__file__).resolve().parents[1] / "parley" / "knowledge" / "demo" / "parley-faq.md"
+ROOT = Path(__file__).resolve().parents[1]
+FAQ_FILE = ROOT / "parley" / "knowledge" / "demo" / "parley-faq.md"
 
 
 def settings(settings_for: Callable[..., Settings], tmp_path: Path, **overrides: object) -> Settings:
@@ -148,3 +155,49 @@ def test_a_snippet_is_the_start_of_the_passage_cut_at_a_word() -> None:
     assert long[len(cut) - 1] == " "  # ends on a whole word
     unbroken = "x" * 1000
     assert snippet(unbroken) == "x" * (SNIPPET_CHARS - 1) + "\u2026"
+
+
+async def test_the_recruiter_answers_from_the_demo_cvs_the_repo_generates(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    cvs = tmp_path / "demo-cvs"
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_demo_cvs.py"), str(cvs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    async with serve(settings_for(embeddings="hash", knowledge={"demo-cvs": [cvs]})) as server:
+        bases = (await server.client.get("/v1/knowledge-bases")).json()["data"]
+        assert [(b["name"], b["documents"]) for b in bases] == [("demo-cvs", 10)]
+        docs = (await server.client.get(f"/v1/knowledge-bases/{bases[0]['id']}/documents")).json()["data"]
+        assert {d["format"] for d in docs} == {"pdf"}
+        assert all(d["chunks"] >= 1 for d in docs)
+        thread = await new_thread(server.client, "recruiter")
+        run = await start_run(server.client, thread, "Which candidate is a registered nurse in Sweden?")
+        frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
+    assert [f.event for f in frames[:2]] == ["run.started", "retrieval"]
+    sources = frames[1].json["sources"]
+    assert 1 <= len(sources) <= 5  # the recruiter's top_k
+    assert sources[0]["title"].startswith("Sofia Lindqvist")
+    assert frames[-1].event == "run.completed"
+    assert "Sofia Lindqvist" in frames[-1].json["text"]  # scripted:echo repeats the excerpts it was given
+    assert frames[-1].json["sources"] == sources
+
+
+def test_make_run_syncs_the_support_and_recruiter_knowledge(monkeypatch: pytest.MonkeyPatch) -> None:
+    dry = subprocess.run(
+        ["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "scripts/make_demo_cvs.py .parley/demo-cvs" in dry.stdout
+    serve_line = next(line for line in dry.stdout.splitlines() if line.endswith("parley serve"))
+    found = re.search(r"PARLEY_KNOWLEDGE='([^']*)'", serve_line)
+    assert found is not None, serve_line
+    monkeypatch.setenv("PARLEY_KNOWLEDGE", found.group(1))
+    knowledge = Settings(_env_file=None).knowledge  # type: ignore[call-arg]
+    wanted = {*BUILTIN["support"].knowledge_bases, *BUILTIN["recruiter"].knowledge_bases}
+    assert set(knowledge) == wanted == {"parley-faq", "demo-cvs"}
+    assert knowledge["demo-cvs"] == [Path(".parley/demo-cvs")]
+    assert [ROOT / p for p in knowledge["parley-faq"]] == [FAQ_FILE]

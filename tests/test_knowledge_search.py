@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,13 @@ from sqlalchemy import func, select
 
 from parley.errors import ApiError
 from parley.knowledge.bases import Knowledge
-from parley.knowledge.embeddings import HashEmbedder
+from parley.knowledge.embeddings import (
+    EmbeddingsUnavailable,
+    HashEmbedder,
+    MiniLMEmbedder,
+    QueryVectors,
+    Vectors,
+)
 from parley.knowledge.ingest import parse
 from parley.knowledge.schema import Chunk
 from parley.store.db import Database
@@ -115,6 +121,49 @@ async def test_modes_scores_and_document_filter(db: Database) -> None:
     assert only_faq == []
 
 
+class CountingEmbedder(HashEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.seen += texts
+        return super().embed(texts)
+
+
+async def test_a_repeated_question_is_not_embedded_again(db: Database) -> None:
+    alice = await create_user(db, "alice")
+    embedder = CountingEmbedder()
+    knowledge = Knowledge(db, embedder=embedder)
+    await knowledge.start(owner_id=alice.user_id)
+    kb = await knowledge.create_base(alice, "help")
+    await knowledge.add_document(alice, kb.id, "help.md", parse("help.md", FAQ.encode()))
+    embedder.seen.clear()
+
+    first = await knowledge.search(alice, kb.id, "password reset email", mode="hybrid")
+    again = await knowledge.search(alice, kb.id, "password reset email", mode="dense")
+    other = await knowledge.search(alice, kb.id, "how do refunds work", mode="hybrid")
+    await knowledge.search(alice, kb.id, "anything at all", mode="bm25")
+    assert embedder.seen == ["password reset email", "how do refunds work"]
+    assert first[0].title == again[0].title == "How do I reset my password?"
+    assert first[0].similarity == again[0].similarity
+    assert other[0].title == "What is the refund policy?"
+
+
+def test_query_vectors_forget_the_least_recently_used_question() -> None:
+    embedder = CountingEmbedder()
+    queries = QueryVectors(embedder, size=2)
+    first = queries.get("a b c")
+    queries.get("d e f")
+    queries.get("a b c")
+    queries.get("g h i")  # "d e f" is the least recently used: forgotten
+    queries.get("a b c")
+    queries.get("d e f")
+    assert embedder.seen == ["a b c", "d e f", "g h i", "d e f"]
+    assert (queries.hits, queries.misses) == (2, 4)
+    assert not first.flags.writeable  # callers share the cached vector
+
+
 async def test_a_new_process_loads_the_index_from_the_database(db: Database) -> None:
     alice = await create_user(db, "alice")
     writer = await started(db, alice)
@@ -206,3 +255,20 @@ async def test_nobody_reaches_another_users_knowledge_base(db: Database) -> None
     with pytest.raises(ApiError) as taken:
         await knowledge.create_base(alice, "private")
     assert taken.value.status == 409
+
+
+def test_minilm_embeds_a_question_on_one_thread_with_the_same_vector() -> None:
+    pytest.importorskip("sentence_transformers")
+    torch = pytest.importorskip("torch")
+    try:
+        embedder = MiniLMEmbedder()
+    except EmbeddingsUnavailable as exc:
+        pytest.skip(str(exc))
+    threads = torch.get_num_threads()
+    question = "How do I reset my password?"
+    single = embedder.embed_query(question)
+    batch = embedder.embed([question, "an unrelated sentence about tomatoes"])
+    assert single.shape == (384,)
+    assert float(single @ batch[0]) > 0.9999
+    assert float(single @ batch[1]) < 0.5
+    assert torch.get_num_threads() == threads

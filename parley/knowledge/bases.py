@@ -24,7 +24,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import ApiError, not_found
-from parley.knowledge.embeddings import Embedder, EmbeddingsUnavailable, from_bytes, load_embedder, to_bytes
+from parley.knowledge.embeddings import (
+    Embedder,
+    EmbeddingsUnavailable,
+    QueryVectors,
+    Vectors,
+    from_bytes,
+    load_embedder,
+    to_bytes,
+)
 from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, iter_files, parse
 from parley.knowledge.schema import Chunk, Document, KnowledgeBase
 from parley.knowledge.search import ChunkEntry, Hit, KbIndex, Mode, merge, tokenize
@@ -75,6 +83,7 @@ class Knowledge:
         self._indexes: dict[str, KbIndex] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._embed_lock = asyncio.Lock()
+        self._queries: QueryVectors | None = None
         #: The operator: assistants' knowledge bases are looked up among this user's.
         self.owner_id: int | None = None
 
@@ -121,6 +130,14 @@ class Knowledge:
                         self._spec = "none"
                     self._embedder_loaded = True
         return self._embedder
+
+    async def _query_vectors(self) -> QueryVectors | None:
+        embedder = await self.embedder()
+        if embedder is None:
+            return None
+        if self._queries is None or self._queries.embedder is not embedder:
+            self._queries = QueryVectors(embedder)
+        return self._queries
 
     @property
     def dense_available(self) -> bool:
@@ -335,12 +352,17 @@ class Knowledge:
                 raise ApiError(422, "dense_unavailable", "dense search is off (PARLEY_EMBEDDINGS=none)")
             mode = "bm25"
         indexes = [await self._fresh(kb_id) for kb_id in kb_ids]
-        vector = None
+        vector: Vectors | None = None
+        pending: asyncio.Future[Vectors] | None = None
         if mode != "bm25" and any(i.has_vectors for i in indexes):
-            embedder = await self.embedder()
-            if embedder is not None:
-                vector = (await asyncio.to_thread(embedder.embed, [query]))[0]
-        tokens = tokenize([query])[0]
+            queries = await self._query_vectors()
+            if queries is not None:
+                vector = queries.cached(query)
+                if vector is None:
+                    pending = asyncio.get_running_loop().run_in_executor(None, queries.get, query)
+        tokens = tokenize([query])[0]  # while the model embeds the question
+        if pending is not None:
+            vector = await pending
 
         def run() -> list[Hit]:
             hits = [h for i in indexes for h in i.search(tokens, vector, mode=mode, k=k, document=document)]

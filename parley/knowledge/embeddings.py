@@ -13,6 +13,7 @@ import os
 import re
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +44,11 @@ class Embedder(ABC):
     @abstractmethod
     def embed(self, texts: Sequence[str]) -> Vectors:
         """One unit-length row per text."""
+
+    def embed_query(self, text: str) -> Vectors:
+        """One question, as a search embeds it: latency matters more than throughput."""
+        vector: Vectors = self.embed([text])[0]
+        return vector
 
 
 class HashEmbedder(Embedder):
@@ -132,6 +138,8 @@ class MiniLMEmbedder(Embedder):
     name = "all-MiniLM-L6-v2"
     dim = 384
     relevance_floor = 0.3
+    #: Threads for one question's forward pass (a batch of chunks uses torch's default).
+    query_threads = 1
 
     def __init__(self, path: Path | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -158,6 +166,59 @@ class MiniLMEmbedder(Embedder):
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
+
+    def embed_query(self, text: str) -> Vectors:
+        """On one thread: a short question gains little from two, and on a busy machine the
+        second thread's waits cost more than it saves (see bench.query_embedding)."""
+        import torch
+
+        with self._lock:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.query_threads)
+            try:
+                vector = self._model.encode(
+                    [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+                )[0]
+            finally:
+                torch.set_num_threads(threads)
+        return np.asarray(vector, dtype=np.float32)
+
+
+class QueryVectors:
+    """The vectors of the last ``size`` distinct questions: a repeated one skips the model.
+
+    A MiniLM forward pass is most of a hybrid search's time on a CPU (tens of milliseconds
+    against well under one for the index); support questions repeat. Thread-safe.
+    """
+
+    def __init__(self, embedder: Embedder, size: int = 1024) -> None:
+        self.embedder = embedder
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._vectors: OrderedDict[str, Vectors] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def cached(self, query: str) -> Vectors | None:
+        with self._lock:
+            vector = self._vectors.get(query)
+            if vector is not None:
+                self._vectors.move_to_end(query)
+                self.hits += 1
+            return vector
+
+    def get(self, query: str) -> Vectors:
+        known = self.cached(query)
+        if known is not None:
+            return known
+        vector = self.embedder.embed_query(query)
+        vector.setflags(write=False)
+        with self._lock:
+            self.misses += 1
+            self._vectors[query] = vector
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+        return vector
 
 
 def model_path() -> Path:

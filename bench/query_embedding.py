@@ -1,0 +1,181 @@
+"""What one query embedding costs on the CPU, and what makes it cheaper. SciFact questions.
+
+    python -m bench.query_embedding [--queries 200]
+
+A hybrid search's latency is the MiniLM forward pass of the question plus the index
+(< 1 ms). Variants, all on the same local all-MiniLM-L6-v2 weights, timed interleaved
+(each question runs every variant, in a rotating order) so load hits them alike:
+
+- ``encode``: ``SentenceTransformer.encode([q])``, what ``MiniLMEmbedder`` does;
+- ``forward``: tokenize + the model's forward pass directly (no ``encode`` bookkeeping);
+- ``int8``: the same forward on a dynamically int8-quantized copy (``torch.ao``, no extra
+  package), with its agreement with the float32 vectors (cosine);
+- ``embed_query``: what a search runs now, ``encode`` on one thread;
+- ``forward`` and ``int8`` also with ``torch.set_num_threads(1)``;
+- ``lru hit``: a repeated question answered from ``QueryVectors`` (no forward pass);
+- ``onnx`` and ``onnx int8``: the model exported to ONNX (mean pooling and normalization
+  inside) and run by onnxruntime, float32 and dynamically int8-quantized. Only when the
+  ``onnx`` and ``onnxruntime`` packages are importable: they are not Parley dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench._util import pct
+from bench.retrieval import DATASETS, jsonl
+from parley.knowledge.embeddings import MiniLMEmbedder, QueryVectors, Vectors
+
+
+def forward(
+    model: torch.nn.Module, tokenize: Callable[[list[str]], dict[str, torch.Tensor]]
+) -> Callable[[str], Vectors]:
+    def embed(query: str) -> Vectors:
+        with torch.inference_mode():
+            out = model(tokenize([query]))["sentence_embedding"]
+            out = torch.nn.functional.normalize(out, dim=1)
+        return np.asarray(out[0].numpy(), dtype=np.float32)
+
+    return embed
+
+
+class Pooled(torch.nn.Module):
+    """The transformer, mean pooling and normalization: one graph to export."""
+
+    def __init__(self, transformer: torch.nn.Module) -> None:
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self.transformer(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=1)
+
+
+def onnx_variants(st: Any, folder: Path) -> dict[str, Callable[[str], Vectors]]:
+    if not (importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime")):
+        return {}
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tokenizer = st.tokenizer
+    sample = tokenizer(["a question"], return_tensors="pt")
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    fp32, int8 = folder / "minilm.onnx", folder / "minilm-int8.onnx"
+    torch.onnx.export(
+        Pooled(st[0].auto_model).eval(),
+        tuple(sample[n] for n in names),
+        str(fp32),
+        input_names=names,
+        output_names=["embedding"],
+        dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names},
+        opset_version=17,
+        dynamo=False,
+    )
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    variants: dict[str, Callable[[str], Vectors]] = {}
+    for name, path in (("onnx", fp32), ("onnx int8", int8)):
+        for threads in (2, 1):
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+            def embed(query: str, session: Any = session) -> Vectors:
+                inputs = tokenizer([query], return_tensors="np", truncation=True, max_length=256)
+                out = session.run(None, {n: inputs[n].astype(np.int64) for n in names})[0]
+                return np.asarray(out[0], dtype=np.float32)
+
+            variants[name if threads == 2 else f"{name}, 1 thread"] = embed
+    return variants
+
+
+def one_thread(fn: Callable[[str], Vectors]) -> Callable[[str], Vectors]:
+    def embed(query: str) -> Vectors:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(query)
+        finally:
+            torch.set_num_threads(before)
+
+    return embed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args()
+    queries = [q["text"] for q in jsonl(DATASETS / "scifact" / "queries.jsonl")][: args.queries + args.warmup]
+    embedder = MiniLMEmbedder()
+    st = embedder._model
+    quantized = torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(st), {torch.nn.Linear}, dtype=torch.qint8
+    )
+    cache = QueryVectors(embedder, size=1024)
+    for q in queries:
+        cache.get(q)
+    variants: dict[str, Callable[[str], Vectors]] = {
+        "encode": lambda q: embedder.embed([q])[0],
+        "forward": forward(st, st.tokenize),
+        "int8": forward(quantized, st.tokenize),
+        "lru hit": cache.get,
+    }
+    variants["embed_query"] = embedder.embed_query
+    for name in ("forward", "int8"):
+        variants[f"{name}, 1 thread"] = one_thread(variants[name])
+    exported = tempfile.TemporaryDirectory()
+    variants |= onnx_variants(st, Path(exported.name))
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    vectors: dict[str, list[Vectors]] = {name: [] for name in variants}
+    names = list(variants)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    for i, q in enumerate(queries):
+        order = names[i % len(names) :] + names[: i % len(names)]
+        for name in order:
+            started = time.perf_counter()
+            vector = variants[name](q)
+            elapsed = (time.perf_counter() - started) * 1000
+            if i >= args.warmup:
+                timings[name].append(elapsed)
+                vectors[name].append(vector)
+    print(f"load after: {os.getloadavg()[0]:.2f}; {len(queries) - args.warmup} SciFact questions each\n")
+    base = np.vstack(vectors["encode"])
+    print(
+        f"{'variant':18} {'p50 ms':>7} {'p95 ms':>7} {'vs encode p50':>14} {'cosine to fp32 (mean/min)':>26}"
+    )
+    for name in names:
+        cos = np.sum(np.vstack(vectors[name]) * base, axis=1)
+        ratio = pct(timings[name], 50) / pct(timings["encode"], 50)
+        print(
+            f"{name:18} {pct(timings[name], 50):7.2f} {pct(timings[name], 95):7.2f} {ratio:14.2f} "
+            f"{cos.mean():17.4f}/{cos.min():.4f}"
+        )
+    exported.cleanup()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
