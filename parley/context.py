@@ -217,14 +217,6 @@ def expanded(message: Message) -> list[tuple[ChatMessage, str]]:
     return [(chat, f"{message.id}#{index}") for index, chat in enumerate(chats)]
 
 
-def build_request(assistant: Assistant, history: Sequence[Message], *, thread_id: str) -> ProviderRequest:
-    """Instructions and the whole history, unbudgeted (for callers that manage length themselves)."""
-    messages = [ChatMessage("system", assistant.instructions)] if assistant.instructions else []
-    for message in history:
-        messages.extend(to_chat_messages(message))
-    return ProviderRequest(messages=messages, thread_id=thread_id)
-
-
 def group_turns(history: Sequence[Message]) -> list[list[Message]]:
     """Split history into turns: a user message and everything up to the next user message."""
     turns: list[list[Message]] = []
