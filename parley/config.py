@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         default="NORMAL",
         description="NORMAL survives a killed process (WAL); FULL also survives a power cut.",
     )
+    sqlite_driver: Literal["inline", "thread"] = Field(
+        default="inline",
+        description="inline: SQLite calls run on the event loop (fast for small statements); "
+        "thread: in aiosqlite's worker thread.",
+    )
     embeddings: Literal["minilm", "hash", "none"] = Field(
         default="minilm",
         description="Knowledge search embeddings: minilm ([embeddings] extra), hash (a fast fake) or none (BM25 only).",

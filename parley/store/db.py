@@ -17,19 +17,32 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from parley.store.sqlite import inline_connector
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Database:
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "NORMAL",
+        sqlite_driver: str = "inline",
+        echo: bool = False,
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
+        inline = self.is_sqlite and sqlite_driver == "inline"
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
+            if inline:
+                kwargs["async_creator"] = inline_connector(make_url(url).database or ":memory:")
+            else:
+                kwargs["connect_args"] = {"timeout": 30}
             kwargs["pool_size"] = 8
             kwargs["max_overflow"] = 16
         else:
@@ -38,7 +51,7 @@ class Database:
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
-            _configure_sqlite(self.engine, sqlite_synchronous)
+            _configure_sqlite(self.engine, sqlite_synchronous, busy_timeout_ms=0 if inline else 30_000)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._immediate = async_sessionmaker(
             self.engine.execution_options(parley_immediate=True), expire_on_commit=False
@@ -115,16 +128,17 @@ class WriteLock:
         self._held = False
 
 
-def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
+def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # Take over BEGIN from the driver so a transaction can ask for IMMEDIATE.
-        dbapi_connection.isolation_level = None
+        if dbapi_connection.isolation_level is not None:
+            dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
