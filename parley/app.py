@@ -64,7 +64,6 @@ class Parley:
         self.log = EventLog(
             self.db,
             self.bus,
-            max_batch=settings.event_commit_max_batch,
             on_commit=self.metrics.events_written.inc,
         )
         self.providers = Providers(settings, providers)

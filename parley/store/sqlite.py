@@ -112,6 +112,11 @@ class InlineConnection:
     async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> InlineCursor:
         return await InlineCursor(self._conn.cursor(), self._busy_timeout).execute(sql, parameters)
 
+    async def executemany(
+        self, sql: str, parameters: Iterable[Sequence[Any] | dict[str, Any]]
+    ) -> InlineCursor:
+        return await InlineCursor(self._conn.cursor(), self._busy_timeout).executemany(sql, parameters)
+
     async def commit(self) -> None:
         await _retrying(self._conn.commit, self._busy_timeout)
 
