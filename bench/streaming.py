@@ -212,7 +212,7 @@ def main() -> None:
             env["PARLEY_DATABASE_URL"] = pg
         sides = [Side("this", stack.enter_context(ServerProcess(env)), args.client)]
         if args.baseline:
-            baseline = ServerProcess({**env, "PYTHONPATH": str(Path(args.baseline).resolve())})
+            baseline = ServerProcess(env, code=Path(args.baseline).resolve())
             sides.append(Side("baseline", stack.enter_context(baseline), args.client))
         local = asyncio.run(in_process_ttft(args.samples))
         print(f"in-process provider TTFT ms:      {summary(local)}")
