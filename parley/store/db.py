@@ -183,7 +183,8 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, busy_timeout_ms:
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("parley_immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Straight to the driver: a statement through SQLAlchemy costs ten times more here.
+        conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")  # type: ignore[union-attr]
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
