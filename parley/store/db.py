@@ -8,6 +8,7 @@ stale snapshot. PostgreSQL gets the same guarantee from ``SELECT ... FOR UPDATE`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -95,29 +96,41 @@ class Database:
         kept for it: the event log's group commit. SQLAlchemy's per-transaction work (pool
         checkout and reset, BEGIN event, result set-up) costs ten times the insert of a few
         rows (docs/BENCHMARKS.md, "Streaming overhead"). ``sql`` uses the driver's placeholders.
+
+        A kept PostgreSQL connection that was closed meanwhile (server restart, idle timeout)
+        is replaced and the insert tried once more, as the pool's pre-ping would.
         """
-        if self._hot is None:
-            self._hot = await self.engine.connect()
-        hot = self._hot
-        try:
-            raw: Any = (await hot.get_raw_connection()).driver_connection
-            if self.is_sqlite:
-                await raw.execute("BEGIN IMMEDIATE")
-                try:
-                    await raw.executemany(sql, rows)
-                    await raw.commit()
-                except BaseException:
-                    await raw.rollback()
+        for attempt in (1, 2):
+            if self._hot is None:
+                self._hot = await self.engine.connect()
+            hot = self._hot
+            raw: Any = None
+            try:
+                raw = (await hot.get_raw_connection()).driver_connection
+                await self._insert_many(raw, sql, rows)
+                return
+            except BaseException:
+                # The connection's state is unknown (dropped, cancelled mid-statement): start afresh.
+                self._hot = None
+                with contextlib.suppress(Exception):
+                    await hot.invalidate()
+                    await hot.close()
+                closed = raw is not None and not self.is_sqlite and raw.is_closed()
+                if attempt == 2 or not closed:
                     raise
-            else:
-                async with raw.transaction():
-                    await raw.executemany(sql, rows)
-        except BaseException:
-            # The connection's state is unknown (dropped, cancelled mid-statement): start afresh.
-            self._hot = None
-            await hot.invalidate()
-            await hot.close()
-            raise
+
+    async def _insert_many(self, raw: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self.is_sqlite:
+            await raw.execute("BEGIN IMMEDIATE")
+            try:
+                await raw.executemany(sql, rows)
+                await raw.commit()
+            except BaseException:
+                await raw.rollback()
+                raise
+        else:
+            async with raw.transaction():
+                await raw.executemany(sql, rows)
 
     async def upgrade(self) -> None:
         """Apply every pending Alembic migration (all heads)."""
