@@ -25,12 +25,12 @@ from typing import Any, NamedTuple
 
 import orjson
 import structlog
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.bus import Bus
 from parley.store.db import Database
-from parley.store.schema import Event, Run
+from parley.store.schema import Base, Event, Run
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +81,11 @@ def encode(data: dict[str, Any]) -> str:
 
 class EventLogError(RuntimeError):
     pass
+
+
+_events = Base.metadata.tables[Event.__tablename__]
+_LAST_SEQ = select(func.max(_events.c.seq)).where(_events.c.run_id == bindparam("run_id"))
+_INSERT_EVENT = insert(_events)
 
 
 class EventLog:
@@ -221,9 +226,10 @@ class EventLog:
         if run_id in self._next_seq:
             await self.flush()
         async with self._db.transaction() as session:
-            last = await session.scalar(select(func.max(Event.seq)).where(Event.run_id == run_id))
+            conn = await session.connection()
+            last = (await conn.execute(_LAST_SEQ, {"run_id": run_id})).scalar()
             event = RunEvent(run_id, (last or 0) + 1, type_, encode(data), time.time())
-            await session.execute(insert(Event), [_row(event)])
+            await conn.execute(_INSERT_EVENT, _row(event))
             await with_event(session)
         self._next_seq.pop(run_id, None)
         self._speaking.discard(run_id)
