@@ -75,9 +75,17 @@ Progress = Callable[[str, str | None], None]
 
 
 class Knowledge:
-    def __init__(self, db: Database, *, embeddings: str = "minilm", embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        embeddings: str = "minilm",
+        embedder: Embedder | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
         self.db = db
         self._spec = embeddings
+        self._cache_dir = cache_dir
         self._embedder = embedder
         self._embedder_loaded = embeddings == "none" or embedder is not None
         self._indexes: dict[str, KbIndex] = {}
@@ -124,7 +132,7 @@ class Knowledge:
             async with self._embed_lock:
                 if not self._embedder_loaded:
                     try:
-                        self._embedder = await asyncio.to_thread(load_embedder, self._spec)
+                        self._embedder = await asyncio.to_thread(load_embedder, self._spec, self._cache_dir)
                     except EmbeddingsUnavailable as exc:
                         log.warning("embeddings_unavailable", reason=str(exc), fallback="bm25 only")
                         self._spec = "none"
