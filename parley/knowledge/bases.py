@@ -403,26 +403,21 @@ class Knowledge:
             mode = "bm25"
         indexes = [await self._fresh(kb_id) for kb_id in kb_ids]
         store = self._pgvector
-        vector: Vectors | None = None
-        pending: asyncio.Future[Vectors] | None = None
         dense_wanted = (
             any(len(i) for i in indexes) if store is not None else any(i.has_vectors for i in indexes)
         )
-        if mode != "bm25" and dense_wanted:
-            queries = await self._query_vectors()
-            if queries is not None:
-                vector = queries.cached(query)
-                if vector is None:
-                    pending = asyncio.get_running_loop().run_in_executor(None, queries.get, query)
-        tokens = tokenize([query])[0]  # while the model embeds the question
-        if pending is not None:
-            vector = await pending
-        if store is not None and vector is not None and self._embedder is not None:
+        queries = await self._query_vectors() if mode != "bm25" and dense_wanted else None
+        if store is not None and queries is not None and self._embedder is not None:
+            pending = asyncio.get_running_loop().run_in_executor(None, queries.get, query)
+            tokens = tokenize([query])[0]  # while the model embeds the question
             return await self._search_pgvector(
-                store, self._embedder, indexes, tokens, vector, mode, k, document
+                store, self._embedder, indexes, tokens, await pending, mode, k, document
             )
 
         def run() -> list[Hit]:
+            """One trip to a worker thread: on a busy machine each hand-off can wait a time slice."""
+            vector = None if queries is None else queries.get(query)
+            tokens = tokenize([query])[0]
             hits = [h for i in indexes for h in i.search(tokens, vector, mode=mode, k=k, document=document)]
             return merge(hits, k)
 
