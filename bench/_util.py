@@ -64,9 +64,11 @@ def postgres() -> Iterator[str | None]:
 
 
 class ServerProcess:
-    """``parley serve`` in a subprocess on a free loopback port."""
+    """``parley serve`` in a subprocess on a free loopback port; with ``code``, the ``parley``
+    package from that directory (``python -m`` puts the working directory first on the path,
+    ahead of PYTHONPATH, so the server runs from there)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, code: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = tempfile.mkdtemp(prefix="parley-bench-")
@@ -75,6 +77,7 @@ class ServerProcess:
             [sys.executable, "-m", "parley", "serve", "--port", str(self.port)],
             env=full_env,
             stdout=subprocess.DEVNULL,
+            cwd=code,
         )
 
     def wait_ready(self, timeout: float = 120) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,79 @@ async def through_server(url: str, concurrency: int, rounds: int) -> list[float]
         return ttfts
 
 
+class RawClient:
+    """A minimal HTTP/1.1 + SSE client on one keep-alive connection: what the server adds to
+    time to first token, without httpx's own cost (a millisecond or more per request here)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def connect(cls, url: str) -> RawClient:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer, f"{host}:{port}")
+
+    def post(self, path: str, body: dict[str, object]) -> None:
+        data = json.dumps(body).encode()
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+
+    async def head(self) -> dict[str, str]:
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+        assert lines[0].split()[1] in ("200", "201"), lines[0]
+        return {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+
+    async def body(self, headers: dict[str, str]) -> AsyncIterator[bytes]:
+        if "content-length" in headers:
+            yield await self.reader.readexactly(int(headers["content-length"]))
+            return
+        while size := int((await self.reader.readuntil(b"\r\n")).strip(), 16):
+            yield (await self.reader.readexactly(size + 2))[:-2]
+        await self.reader.readuntil(b"\r\n")
+
+    async def new_thread(self) -> str:
+        self.post("/v1/threads", {})
+        return str(json.loads(b"".join([c async for c in self.body(await self.head())]))["id"])
+
+    async def stream(self, thread: str) -> tuple[float, str]:
+        started = time.perf_counter()
+        ttft, text, buffer = float("nan"), [], b""
+        self.post(f"/v1/threads/{thread}/runs", {"input": "go", "stream": True})
+        async for chunk in self.body(await self.head()):
+            buffer += chunk
+            *frames, buffer = buffer.replace(b"\r\n", b"\n").split(b"\n\n")
+            for frame in frames:
+                fields = dict(line.split(b": ", 1) for line in frame.split(b"\n") if b": " in line)
+                if fields.get(b"event") == b"message.delta":
+                    if not text:
+                        ttft = (time.perf_counter() - started) * 1000
+                    text.append(json.loads(fields[b"data"])["text"])
+        return ttft, "".join(text)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def through_server_raw(url: str, concurrency: int, rounds: int) -> list[float]:
+    clients = [await RawClient.connect(url) for _ in range(concurrency)]
+    try:
+        await clients[0].stream(await clients[0].new_thread())  # warm up
+        ttfts: list[float] = []
+        for _ in range(rounds):
+            threads = [await c.new_thread() for c in clients]
+            results = await asyncio.gather(*(c.stream(t) for c, t in zip(clients, threads, strict=True)))
+            assert all(text == EXPECTED for _, text in results), "a stream lost or garbled tokens"
+            ttfts.extend(t for t, _ in results)
+        return ttfts
+    finally:
+        for c in clients:
+            c.close()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux ``/proc``)."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -90,6 +164,7 @@ class Side:
 
     name: str
     server: ServerProcess
+    client: str = "httpx"
     ttfts: list[float] = field(default_factory=list)
     wall: float = 0.0
     client_cpu: float = 0.0
@@ -97,7 +172,8 @@ class Side:
 
     def measure(self, concurrency: int, rounds: int) -> None:
         wall, client, served = time.perf_counter(), time.process_time(), cpu_seconds(self.server.proc.pid)
-        self.ttfts += asyncio.run(through_server(self.server.url, concurrency, rounds))
+        run = through_server_raw if self.client == "raw" else through_server
+        self.ttfts += asyncio.run(run(self.server.url, concurrency, rounds))
         self.wall += time.perf_counter() - wall
         self.client_cpu += time.process_time() - client
         self.server_cpu += cpu_seconds(self.server.proc.pid) - served
@@ -114,6 +190,12 @@ def main() -> None:
         metavar="DIR",
         help="also serve from this checkout of parley (SQLite only), interleaved with this one",
     )
+    parser.add_argument(
+        "--client",
+        choices=["httpx", "raw"],
+        default="httpx",
+        help="httpx + httpx-sse, or a minimal HTTP/1.1 client on raw sockets (measures the server alone)",
+    )
     args = parser.parse_args()
     if args.baseline and args.db != "sqlite":
         raise SystemExit("--baseline compares on SQLite: two servers must not share one database")
@@ -128,10 +210,10 @@ def main() -> None:
             if not pg:
                 raise SystemExit("no PostgreSQL available")
             env["PARLEY_DATABASE_URL"] = pg
-        sides = [Side("this", stack.enter_context(ServerProcess(env)))]
+        sides = [Side("this", stack.enter_context(ServerProcess(env)), args.client)]
         if args.baseline:
-            baseline = ServerProcess({**env, "PYTHONPATH": str(Path(args.baseline).resolve())})
-            sides.append(Side("baseline", stack.enter_context(baseline)))
+            baseline = ServerProcess(env, code=Path(args.baseline).resolve())
+            sides.append(Side("baseline", stack.enter_context(baseline), args.client))
         local = asyncio.run(in_process_ttft(args.samples))
         print(f"in-process provider TTFT ms:      {summary(local)}")
         base = pct(local, 50)
@@ -147,7 +229,7 @@ def main() -> None:
             for side in sides:
                 added = [t - base for t in side.ttfts]
                 print(
-                    f"{side.name:8s} {args.db} {concurrency:3d} stream(s) TTFT ms: {summary(side.ttfts)}   "
+                    f"{side.name:8s} {args.db} {args.client} {concurrency:3d} stream(s) TTFT ms: {summary(side.ttfts)}   "
                     f"added p50 {pct(added, 50):.2f}  p95 {pct(added, 95):.2f}"
                 )
                 both = side.client_cpu + side.server_cpu

@@ -55,12 +55,15 @@ class Parley:
     def __init__(self, settings: Settings, *, providers: dict[str, Provider] | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        self.db = Database(
+            settings.resolved_database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            sqlite_driver=settings.sqlite_driver,
+        )
         self.bus: Bus = LocalBus()
         self.log = EventLog(
             self.db,
             self.bus,
-            max_batch=settings.event_commit_max_batch,
             on_commit=self.metrics.events_written.inc,
         )
         self.providers = Providers(settings, providers)

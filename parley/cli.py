@@ -255,7 +255,7 @@ def _with_db(action: Callable[..., Awaitable[T]]) -> T:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     async def run() -> T:
-        db = Database(settings.resolved_database_url)
+        db = Database(settings.resolved_database_url, sqlite_driver=settings.sqlite_driver)
         try:
             await db.upgrade()
             return await action(db)

@@ -36,7 +36,6 @@ class Settings(BaseSettings):
     port: int = 8000
 
     max_concurrent_runs: int = Field(default=32, ge=1, description="Runs executing at once in this process.")
-    event_commit_max_batch: int = Field(default=2048, ge=1)
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     cancel_wait_seconds: float = Field(default=2.0, gt=0)
     max_input_chars: int = Field(default=32_000, ge=1)
@@ -44,6 +43,11 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = Field(
         default="NORMAL",
         description="NORMAL survives a killed process (WAL); FULL also survives a power cut.",
+    )
+    sqlite_driver: Literal["inline", "thread"] = Field(
+        default="inline",
+        description="inline: SQLite calls run on the event loop (fast for small statements); "
+        "thread: in aiosqlite's worker thread.",
     )
     embeddings: Literal["minilm", "minilm-torch", "hash", "none"] = Field(
         default="minilm",

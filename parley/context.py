@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley import summaries
@@ -341,24 +341,26 @@ def build_context(
     )
 
 
+_AFTER_SUMMARY = or_(
+    ThreadSummary.thread_id.is_(None),
+    Message.created_at > ThreadSummary.until_created_at,
+    and_(
+        Message.created_at == ThreadSummary.until_created_at,
+        Message.id > ThreadSummary.until_message_id,
+    ),
+)
+# Built once: constructing a statement costs about as much as running it on SQLite.
+_HISTORY = (
+    select(Message, ThreadSummary)
+    .outerjoin(ThreadSummary, ThreadSummary.thread_id == Message.thread_id)
+    .where(Message.thread_id == bindparam("thread_id"), _AFTER_SUMMARY)
+    .order_by(Message.created_at, Message.id)
+)
+
+
 async def history_after(session: AsyncSession, thread_id: str) -> tuple[ThreadSummary | None, list[Message]]:
     """The thread's summary and the messages it does not cover, in order: one query."""
-    after = or_(
-        ThreadSummary.thread_id.is_(None),
-        Message.created_at > ThreadSummary.until_created_at,
-        and_(
-            Message.created_at == ThreadSummary.until_created_at,
-            Message.id > ThreadSummary.until_message_id,
-        ),
-    )
-    rows = (
-        await session.execute(
-            select(Message, ThreadSummary)
-            .outerjoin(ThreadSummary, ThreadSummary.thread_id == Message.thread_id)
-            .where(Message.thread_id == thread_id, after)
-            .order_by(Message.created_at, Message.id)
-        )
-    ).all()
+    rows = (await session.execute(_HISTORY, {"thread_id": thread_id})).all()
     if not rows:
         return await session.get(ThreadSummary, thread_id), []
     return rows[0][1], [message for message, _ in rows]

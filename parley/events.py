@@ -25,12 +25,12 @@ from typing import Any, NamedTuple
 
 import orjson
 import structlog
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.bus import Bus
 from parley.store.db import Database
-from parley.store.schema import Event, Run
+from parley.store.schema import Base, Event, Run
 
 log = structlog.get_logger(__name__)
 
@@ -83,23 +83,28 @@ class EventLogError(RuntimeError):
     pass
 
 
+_events = Base.metadata.tables[Event.__tablename__]
+_LAST_SEQ = select(func.max(_events.c.seq)).where(_events.c.run_id == bindparam("run_id"))
+_INSERT_EVENT = insert(_events)
+
+
 class EventLog:
     def __init__(
         self,
         db: Database,
         bus: Bus,
         *,
-        max_batch: int = 2048,
         on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self._db = db
         self._bus = bus
-        self._max_batch = max_batch
         self._on_commit = on_commit
         self._next_seq: dict[str, int] = {}
         self._pending: list[RunEvent] = []
         # Runs whose last pending event is a message.delta still open to more text.
         self._open_text: dict[str, _OpenText] = {}
+        # Runs whose last event is text: their next delta continues a reply already shown.
+        self._speaking: set[str] = set()
         self._pending_done: asyncio.Future[None] | None = None
         self._inflight_done: asyncio.Future[None] | None = None
         # Committed events of runs written here: seqs start..start+len-1, for fast reads.
@@ -145,6 +150,7 @@ class EventLog:
         self._next_seq[run_id] = seq + 1
         event = RunEvent(run_id, seq, type_, encode(data), time.time())
         self._close_text(run_id)
+        self._speaking.discard(run_id)
         self._queue(event)
         return event
 
@@ -159,7 +165,8 @@ class EventLog:
             return
         seq = self._next_seq[run_id]
         self._next_seq[run_id] = seq + 1
-        self._open_text[run_id] = _OpenText(len(self._pending), text)
+        self._open_text[run_id] = _OpenText(len(self._pending), text, opens=run_id not in self._speaking)
+        self._speaking.add(run_id)
         self._queue(RunEvent(run_id, seq, MESSAGE_DELTA, "", time.time()))
 
     def _queue(self, event: RunEvent) -> None:
@@ -183,14 +190,15 @@ class EventLog:
         return batch
 
     async def pace(self, run_id: str) -> None:
-        """After a text delta: when it opened a new event, let the flusher start its commit;
-        once ``_MAX_AHEAD`` deltas wait for it, wait for it. A provider that never waits
-        would otherwise hold the event loop for its whole answer. In between, no yield: a
-        loop kept busy token by token makes every database call wait for the GIL."""
+        """After a text delta. The first text of a reply (or after a tool call) is committed
+        at once: let the flusher run. Later text waits in the open event until the provider
+        yields (a real model, between tokens) or ``_MAX_AHEAD`` deltas are queued: then wait
+        for the commit. A provider that never waits would otherwise hold the event loop for
+        its whole answer, or spend it committing one event per token."""
         open_ = self._open_text.get(run_id)
         if open_ is None:
             return
-        if len(open_.pieces) == 1:
+        if open_.opens and len(open_.pieces) == 1:
             await asyncio.sleep(0)
         elif len(open_.pieces) >= _MAX_AHEAD:
             await self.flush()
@@ -218,11 +226,13 @@ class EventLog:
         if run_id in self._next_seq:
             await self.flush()
         async with self._db.transaction() as session:
-            last = await session.scalar(select(func.max(Event.seq)).where(Event.run_id == run_id))
+            conn = await session.connection()
+            last = (await conn.execute(_LAST_SEQ, {"run_id": run_id})).scalar()
             event = RunEvent(run_id, (last or 0) + 1, type_, encode(data), time.time())
-            await session.execute(insert(Event), [_row(event)])
+            await conn.execute(_INSERT_EVENT, _row(event))
             await with_event(session)
         self._next_seq.pop(run_id, None)
+        self._speaking.discard(run_id)
         self._published([event])
         self._finished[run_id] = time.monotonic()
         await self._bus.publish(run_id)
@@ -253,11 +263,8 @@ class EventLog:
                 return
 
     async def _commit(self, batch: list[RunEvent]) -> None:
-        # The driver's executemany directly: the ORM's per-row bookkeeping would cost more
-        # than the insert itself on this hot path.
-        async with self._db.writer(urgent=True), self._db.engine.begin() as conn:
-            for start in range(0, len(batch), self._max_batch):
-                await conn.exec_driver_sql(self._insert_sql, batch[start : start + self._max_batch])
+        async with self._db.writer(urgent=True):
+            await self._db.insert_many(self._insert_sql, batch)
         self._published(batch)
         for run_id in {e.run_id for e in batch}:
             await self._bus.publish(run_id)
@@ -279,6 +286,7 @@ class EventLog:
     def forget(self, run_id: str) -> None:
         """Drop a run's writer state (its task ended without a terminal event here)."""
         self._next_seq.pop(run_id, None)
+        self._speaking.discard(run_id)
         self._tail.pop(run_id, None)
 
     # -- reading ---------------------------------------------------------------
@@ -346,10 +354,12 @@ class EventLog:
 
 
 class _OpenText:
-    __slots__ = ("index", "pieces", "size")
+    __slots__ = ("index", "opens", "pieces", "size")
 
-    def __init__(self, index: int, text: str) -> None:
+    def __init__(self, index: int, text: str, *, opens: bool) -> None:
         self.index = index
+        #: The first text since the run's last other event (the start of a reply).
+        self.opens = opens
         self.pieces = [text]
         self.size = len(text)
 

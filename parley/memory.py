@@ -16,7 +16,18 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Boolean, Float, ForeignKey, String, Text, UniqueConstraint, delete, exists, select
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    String,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    delete,
+    exists,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -98,6 +109,17 @@ def _fact_terms(fact: MemoryFact) -> set[str]:
     return set(_terms(f"{fact.text} {fact.key.replace(':', ' ')} {_HINTS.get(head, '')}"))
 
 
+# One query on the run's path to its first token: the user's switch is a condition of it.
+_RECALL = (
+    select(MemoryFact)
+    .where(
+        MemoryFact.user_id == bindparam("user_id"),
+        ~exists().where(MemorySetting.user_id == bindparam("user_id"), MemorySetting.enabled.is_(False)),
+    )
+    .order_by(MemoryFact.created_at, MemoryFact.id)
+)
+
+
 def rank(facts: Sequence[MemoryFact], query: str, k: int) -> list[MemoryFact]:
     """The ``k`` facts most relevant to ``query``: shared terms weighted by rarity, plus a prior
     that keeps the name and constraints (an allergy matters even when not mentioned)."""
@@ -140,12 +162,8 @@ class Memory:
         """The ``k`` facts about ``user_id`` most relevant to ``query`` (none when memory is off)."""
         if k <= 0 or not self.enabled:
             return []
-        # One query on the run's path to its first token: the user's switch is a condition of it.
-        switched_off = exists().where(MemorySetting.user_id == user_id, MemorySetting.enabled.is_(False))
-        stmt = select(MemoryFact).where(MemoryFact.user_id == user_id, ~switched_off)
-        return rank(
-            (await session.scalars(stmt.order_by(MemoryFact.created_at, MemoryFact.id))).all(), query, k
-        )
+        facts = (await session.scalars(_RECALL, {"user_id": user_id})).all()
+        return rank(facts, query, k)
 
     async def set_enabled(self, principal: Principal, enabled: bool) -> bool:
         async with self.db.transaction() as session:

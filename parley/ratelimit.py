@@ -105,6 +105,7 @@ class RateLimiter:
         self._classes = {
             name: parse_limits(value, f"[rate_limits] {name}") for name, value in (classes or {}).items()
         }
+        self._classes.setdefault(AUTH_FAILURES, parse_limits(DEFAULT_AUTH_FAILURES, AUTH_FAILURES))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
@@ -129,8 +130,6 @@ class RateLimiter:
         return cls(storage, settings.rate_limit, load_class_limits(settings.config_file))
 
     def limits_of(self, rate_class_: str) -> list[RateLimitItem]:
-        if rate_class_ == AUTH_FAILURES and AUTH_FAILURES not in self._classes:
-            return parse_limits(DEFAULT_AUTH_FAILURES, AUTH_FAILURES)
         return self._classes.get(rate_class_, self._classes.get(DEFAULT_CLASS, self._default))
 
     async def authenticate(self, request: Request, attempt: Callable[[], Awaitable[Principal]]) -> Principal:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,7 +18,7 @@ from parley.errors import ApiError, not_found
 from parley.events import TERMINAL_STATUSES, EventLog
 from parley.executor import Executor
 from parley.store.db import Database
-from parley.store.schema import Message, Run, Thread, new_id, now
+from parley.store.schema import Base, Message, Run, Thread, new_id, now, row
 from parley.threads import delete_thread_rows, get_thread, visible
 from parley.users import Principal
 
@@ -30,6 +30,25 @@ Assign = Callable[[AsyncSession, Run, Thread], Awaitable[None]]
 Admit = Callable[[AsyncSession, Thread, str], Awaitable[None]]
 #: Releases what a thread holds outside its own rows before it is deleted (``Shop.clear_cart``).
 Release = Callable[[str], Awaitable[object]]
+
+
+_runs, _threads = Base.metadata.tables["runs"], Base.metadata.tables["threads"]
+_ACTIVE = select(_runs.c.id).where(
+    _runs.c.thread_id == bindparam("thread_id"), _runs.c.status.in_(ACTIVE_STATUSES)
+)
+_THREAD = (
+    select(_threads.c.user_id, _threads.c.assistant, _threads.c.title)
+    .where(_threads.c.id == bindparam("thread_id"))
+    .with_for_update()
+)
+_OWN_THREAD = _THREAD.where(_threads.c.user_id == bindparam("user_id"))
+_INSERT_RUN = insert(_runs)
+_INSERT_MESSAGE = insert(Base.metadata.tables["messages"])
+_TOUCH_THREAD = (
+    update(_threads)
+    .where(_threads.c.id == bindparam("thread_id"))
+    .values(updated_at=bindparam("touched_at"), title=bindparam("new_title"))
+)
 
 
 def request_hash(thread_id: str, body: dict[str, Any]) -> str:
@@ -96,7 +115,16 @@ class Runs:
         input_message_id: str | None = None,
     ) -> tuple[Run, bool, list[str]]:
         async with self._db.transaction() as session:
-            thread = await get_thread(session, principal, thread_id, lock=True)
+            conn = await session.connection()
+            found = (
+                await conn.execute(
+                    _THREAD if principal.is_admin else _OWN_THREAD,
+                    {"thread_id": thread_id, "user_id": principal.user_id},
+                )
+            ).first()
+            if found is None:
+                raise not_found("thread", thread_id)
+            thread = Thread(id=thread_id, user_id=found.user_id, assistant=found.assistant, title=found.title)
             if key is not None:
                 existing = await session.scalar(
                     select(Run).where(Run.user_id == thread.user_id, Run.idempotency_key == key)
@@ -109,11 +137,7 @@ class Runs:
                             "this Idempotency-Key was already used with a different request",
                         )
                     return existing, False, []
-            active = (
-                await session.scalars(
-                    select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_STATUSES))
-                )
-            ).all()
+            active = (await conn.execute(_ACTIVE, {"thread_id": thread_id})).scalars().all()
             if active and multitask == "reject":
                 raise ApiError(
                     409,
@@ -138,23 +162,26 @@ class Runs:
             )
             if self.assign is not None:
                 await self.assign(session, run, thread)
+            message = None
             if not active and self._executor.has_capacity():
                 # Nothing ahead of it: claim it in this same transaction (one commit fewer
                 # before the first token); the executor starts it as soon as this returns.
                 run.status, run.attempt, run.started_at = "running", 1, now()
-                session.add(run)
                 if run.input_message_id is None:
                     message = Message(
                         id=new_id("msg"), thread_id=thread_id, role="user", content=text, run_id=run.id
                     )
                     run.input_message_id = message.id
-                    await session.flush()
-                    session.add(message)
-            else:
-                session.add(run)
-            thread.updated_at = now()
-            if thread.title is None:
-                thread.title = text.strip().splitlines()[0][:80] if text.strip() else None
+            # Core inserts: the run is returned as a plain object, not tracked by the session.
+            await conn.execute(_INSERT_RUN, row(run))
+            if message is not None:
+                await conn.execute(_INSERT_MESSAGE, row(message))
+            title = thread.title
+            if title is None and text.strip():
+                title = text.strip().splitlines()[0][:80]
+            await conn.execute(
+                _TOUCH_THREAD, {"thread_id": thread_id, "touched_at": now(), "new_title": title}
+            )
         return run, True, list(active) if multitask == "interrupt" else []
 
     async def get(self, principal: Principal, run_id: str) -> Run:
@@ -183,11 +210,7 @@ class Runs:
         """Delete a thread, cancelling its active runs first."""
         async with self._db.session() as session:
             await get_thread(session, principal, thread_id)
-            active = (
-                await session.scalars(
-                    select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_STATUSES))
-                )
-            ).all()
+            active = (await session.execute(_ACTIVE, {"thread_id": thread_id})).scalars().all()
         for run_id in active:
             await self._executor.cancel(run_id, wait=self._cancel_wait)
         for release in self.on_delete:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from httpx_sse import aconnect_sse
 
@@ -12,7 +13,7 @@ from parley import events as ev
 from parley.config import Settings
 from parley.executor import Executor, RunState
 from parley.store.db import WriteLock
-from tests.conftest import Server, serve
+from tests.conftest import Server, fresh_postgres, serve
 from tests.sse import assert_contiguous, kinds, new_thread, read_events
 
 TOKENS = 10_000
@@ -150,3 +151,34 @@ async def test_a_waiter_cancelled_as_the_lock_reaches_it_passes_it_on() -> None:
     await asyncio.gather(first, return_exceptions=True)
     await asyncio.wait_for(write("second"), 1)
     assert entered == ["second"]
+
+
+async def test_runs_go_on_after_the_database_dropped_every_connection(tmp_path: Path) -> None:
+    """The event log keeps a connection for its commits: one the server closed is replaced."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    async with (
+        fresh_postgres() as url,
+        serve(Settings(data_dir=tmp_path, database_url=url, model="scripted:echo")) as server,
+    ):
+        body = {"input": "before the restart", "stream": True}
+        thread = await new_thread(server.client)
+        frames = await read_events(server.client, f"/v1/threads/{thread}/runs", method="POST", json=body)
+        assert frames[-1].event == "run.completed"
+
+        admin = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert killed >= 1  # the event log's kept connection among them
+        await asyncio.sleep(0.2)
+
+        body = {"input": "after the restart", "stream": True}
+        frames = await read_events(server.client, f"/v1/threads/{thread}/runs", method="POST", json=body)
+        assert_contiguous(frames)
+        assert kinds(frames)[-1] == "run.completed"
+        assert frames[-1].json["text"] == "after the restart"

@@ -12,14 +12,18 @@ if TYPE_CHECKING:
     from parley.app import Parley
 
 
-def get_parley(request: Request) -> Parley:
-    parley: Parley = request.app.state.parley
-    return parley
+async def get_parley(request: Request) -> Parley:
+    # async: FastAPI runs a plain function dependency in its thread pool (a hand-off per request).
+    return _parley(request)
 
 
 async def get_principal(request: Request) -> Principal:
-    parley = get_parley(request)
-    return await parley.authenticate(request)
+    return await _parley(request).authenticate(request)
+
+
+def _parley(request: Request) -> Parley:
+    parley: Parley = request.app.state.parley
+    return parley
 
 
 ParleyDep = Annotated["Parley", Depends(get_parley)]

@@ -23,7 +23,11 @@ async def run_ingest(settings: Settings, paths: Sequence[Path], kb: str, *, prun
     console = Console(stderr=True)
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    db = Database(
+        settings.resolved_database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_driver=settings.sqlite_driver,
+    )
     started = time.perf_counter()
     try:
         await db.upgrade()

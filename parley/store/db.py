@@ -8,8 +8,9 @@ stale snapshot. PostgreSQL gets the same guarantee from ``SELECT ... FOR UPDATE`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,19 +18,38 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from parley.store.sqlite import inline_connector
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Database:
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "NORMAL",
+        sqlite_driver: str = "inline",
+        echo: bool = False,
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
+        inline = self.is_sqlite and sqlite_driver == "inline"
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
+            if inline:
+                kwargs["async_creator"] = inline_connector(make_url(url).database or ":memory:")
+            else:
+                kwargs["connect_args"] = {"timeout": 30}
             kwargs["pool_size"] = 8
             kwargs["max_overflow"] = 16
         else:
@@ -38,12 +58,13 @@ class Database:
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
-            _configure_sqlite(self.engine, sqlite_synchronous)
+            _configure_sqlite(self.engine, sqlite_synchronous, busy_timeout_ms=0 if inline else 30_000)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._immediate = async_sessionmaker(
             self.engine.execution_options(parley_immediate=True), expire_on_commit=False
         )
         self._write_lock = WriteLock() if self.is_sqlite else None
+        self._hot: AsyncConnection | None = None
 
     def session(self) -> AsyncSession:
         """A session for reads and for writes that do not depend on what they read."""
@@ -70,12 +91,56 @@ class Database:
         async with self._write_lock.hold(urgent=urgent):
             yield
 
+    async def insert_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ``rows`` in one transaction, straight through the driver, on a connection
+        kept for it: the event log's group commit. SQLAlchemy's per-transaction work (pool
+        checkout and reset, BEGIN event, result set-up) costs ten times the insert of a few
+        rows (docs/BENCHMARKS.md, "Streaming overhead"). ``sql`` uses the driver's placeholders.
+
+        A kept PostgreSQL connection that was closed meanwhile (server restart, idle timeout)
+        is replaced and the insert tried once more, as the pool's pre-ping would.
+        """
+        for attempt in (1, 2):
+            if self._hot is None:
+                self._hot = await self.engine.connect()
+            hot = self._hot
+            raw: Any = None
+            try:
+                raw = (await hot.get_raw_connection()).driver_connection
+                await self._insert_many(raw, sql, rows)
+                return
+            except BaseException:
+                # The connection's state is unknown (dropped, cancelled mid-statement): start afresh.
+                self._hot = None
+                with contextlib.suppress(Exception):
+                    await hot.invalidate()
+                    await hot.close()
+                closed = raw is not None and not self.is_sqlite and raw.is_closed()
+                if attempt == 2 or not closed:
+                    raise
+
+    async def _insert_many(self, raw: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self.is_sqlite:
+            await raw.execute("BEGIN IMMEDIATE")
+            try:
+                await raw.executemany(sql, rows)
+                await raw.commit()
+            except BaseException:
+                await raw.rollback()
+                raise
+        else:
+            async with raw.transaction():
+                await raw.executemany(sql, rows)
+
     async def upgrade(self) -> None:
         """Apply every pending Alembic migration (all heads)."""
         async with self.engine.begin() as conn:
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:
+        if self._hot is not None:
+            await self._hot.close()
+            self._hot = None
         await self.engine.dispose()
 
 
@@ -115,22 +180,24 @@ class WriteLock:
         self._held = False
 
 
-def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
+def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # Take over BEGIN from the driver so a transaction can ask for IMMEDIATE.
-        dbapi_connection.isolation_level = None
+        if dbapi_connection.isolation_level is not None:
+            dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("parley_immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Straight to the driver: a statement through SQLAlchemy costs ten times more here.
+        conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")  # type: ignore[union-attr]
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, inspect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -32,6 +32,21 @@ def now() -> float:
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def row(obj: Base) -> dict[str, Any]:
+    """``obj``'s row for a Core ``insert(table)``, its unset columns set to their defaults
+    (on ``obj`` too). A Core insert skips the ORM's unit of work, a few hundred
+    microseconds per object on the hot path of creating a run."""
+    values: dict[str, Any] = {}
+    for attr in inspect(type(obj)).column_attrs:
+        column = attr.columns[0]
+        if attr.key not in obj.__dict__ and column.default is not None:
+            default: Any = column.default
+            setattr(obj, attr.key, default.arg(None) if default.is_callable else default.arg)
+        if attr.key in obj.__dict__:
+            values[column.key] = obj.__dict__[attr.key]
+    return values
 
 
 class User(Base):
