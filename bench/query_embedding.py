@@ -10,7 +10,9 @@ A hybrid search's latency is the MiniLM forward pass of the question plus the in
 - ``forward``: tokenize + the model's forward pass directly (no ``encode`` bookkeeping);
 - ``int8``: the same forward on a dynamically int8-quantized copy (``torch.ao``, no extra
   package), with its agreement with the float32 vectors (cosine);
-- ``embed_query``: what a search runs now, ``encode`` on one thread;
+- ``embed_query (torch)``: ``MiniLMEmbedder(runtime="torch")``, ``encode`` on one thread;
+- ``embed_query (onnx)``: what a search runs now, ``MiniLMEmbedder()`` on ONNX Runtime
+  (``parley.knowledge.minilm_onnx``: one thread, the fast tokenizer directly);
 - ``forward`` and ``int8`` also with ``torch.set_num_threads(1)``;
 - ``lru hit``: a repeated question answered from ``QueryVectors`` (no forward pass);
 - ``onnx`` and ``onnx int8``: the model exported to ONNX (mean pooling and normalization
@@ -125,7 +127,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
     queries = [q["text"] for q in jsonl(DATASETS / "scifact" / "queries.jsonl")][: args.queries + args.warmup]
-    embedder = MiniLMEmbedder()
+    embedder = MiniLMEmbedder(runtime="torch")
+    onnx = MiniLMEmbedder()
     st = embedder._model
     quantized = torch.ao.quantization.quantize_dynamic(
         copy.deepcopy(st), {torch.nn.Linear}, dtype=torch.qint8
@@ -139,7 +142,9 @@ def main() -> None:
         "int8": forward(quantized, st.tokenize),
         "lru hit": cache.get,
     }
-    variants["embed_query"] = embedder.embed_query
+    variants["embed_query (torch)"] = embedder.embed_query
+    if onnx.runtime == "onnx":
+        variants["embed_query (onnx)"] = onnx.embed_query
     for name in ("forward", "int8"):
         variants[f"{name}, 1 thread"] = one_thread(variants[name])
     exported = tempfile.TemporaryDirectory()

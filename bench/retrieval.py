@@ -1,13 +1,18 @@
 """Knowledge retrieval quality and speed, on the shared evaluation datasets.
 
     python -m bench.retrieval [--only scifact,stackfaq,cvs] [--latency-queries 300]
+        [--pgvector postgresql+asyncpg://USER@HOST:PORT/DB]
 
 - SciFact (5,183 abstracts, 809 train queries): nDCG@10 and recall@100 for bm25, dense
   and hybrid; ingest docs/s; search latency p50/p95 (warm), end to end and index only.
   End to end embeds each question with the model (the vector cache is bypassed): "new"
-  is a question seen for the first time, "before" the same with the question embedded on
-  torch's default threads (as before ``embed_query``), interleaved with "new"; "again"
-  the question repeated (answered from ``Knowledge``'s query-vector LRU).
+  is a question seen for the first time, embedded as the server does (ONNX Runtime where
+  installed), "torch" the same question embedded by sentence-transformers on torch (one
+  thread), interleaved with "new"; "again" the question repeated (answered from
+  ``Knowledge``'s query-vector LRU: the search without the model).
+- With ``--pgvector`` (a PostgreSQL server with the extension; a throwaway database is
+  made on it): SciFact again with the vectors in pgvector, nDCG@10 / recall@100 through
+  ``Knowledge.search_bases``, and the warm search ("again") interleaved with the in-app one.
 - StackFAQ (125 FAQ entries, 625 paraphrased questions): top-1 / top-5 hit rate of the
   right entry, and how many questions clear the relevance floor.
 - CVs (72 real PDFs, 24 categories of 3): every PDF ingests with text; precision@3 and
@@ -119,11 +124,14 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, root: Path, embedder: CachedEmbedder | None) -> None:
+    def __init__(self, root: Path, embedder: CachedEmbedder | None, url: str | None = None) -> None:
         self.root = root
         self.embedder = embedder
         self.modes: tuple[Mode, ...] = MODES if embedder is not None else ("bm25",)
-        self.db = Database(f"sqlite+aiosqlite:///{root / 'bench.db'}", sqlite_synchronous="OFF")
+        if url is not None:
+            self.db = Database(url)
+        else:
+            self.db = Database(f"sqlite+aiosqlite:///{root / 'bench.db'}", sqlite_synchronous="OFF")
         self.knowledge = (
             Knowledge(self.db, embedder=embedder)
             if embedder is not None
@@ -155,7 +163,7 @@ class Bench:
         return [index.search(t, v, mode=mode, k=k) for t, v in zip(tokens, vectors, strict=True)]
 
 
-async def scifact(bench: Bench, latency_queries: int) -> dict[str, Any]:
+async def scifact(bench: Bench, latency_queries: int, pg: Bench | None = None) -> dict[str, Any]:
     root = DATASETS / "scifact"
     corpus = jsonl(root / "corpus.jsonl")
     queries = {q["_id"]: q["text"] for q in jsonl(root / "queries.jsonl")}
@@ -193,11 +201,9 @@ async def scifact(bench: Bench, latency_queries: int) -> dict[str, Any]:
     sample, warmup = texts[:latency_queries], texts[-20:]
     latency: dict[str, dict[str, float]] = {}
     inner = bench.embedder.inner if bench.embedder else None
-    before_threads = None
-    if isinstance(inner, MiniLMEmbedder):
-        import torch
-
-        before_threads = torch.get_num_threads()  # how a question was embedded before embed_query
+    torch_side = None
+    if isinstance(inner, MiniLMEmbedder) and inner.runtime != "torch":
+        torch_side = MiniLMEmbedder(runtime="torch")
     if bench.embedder:
         bench.embedder.live = True
 
@@ -211,16 +217,16 @@ async def scifact(bench: Bench, latency_queries: int) -> dict[str, Any]:
     for mode in bench.modes:
         for q in warmup:
             await timed(q, mode, forget=True)
-        sides = ["now", "before"] if before_threads is not None and mode != "bm25" else ["now"]
-        timings: dict[str, list[float]] = {"now": [], "before": [], "again": []}
+        sides = ["now", "torch"] if torch_side is not None and mode != "bm25" else ["now"]
+        timings: dict[str, list[float]] = {"now": [], "torch": [], "again": []}
         for i, q in enumerate(sample):
             for side in sides if i % 2 == 0 else sides[::-1]:
-                if isinstance(inner, MiniLMEmbedder):
-                    inner.query_threads = before_threads if side == "before" else MiniLMEmbedder.query_threads
+                if bench.embedder is not None and inner is not None and torch_side is not None:
+                    bench.embedder.inner = torch_side if side == "torch" else inner
                 timings[side].append(await timed(q, mode, forget=True))
             timings["again"].append(await timed(q, mode, forget=False))
-        if isinstance(inner, MiniLMEmbedder):
-            inner.query_threads = MiniLMEmbedder.query_threads
+        if bench.embedder is not None and inner is not None:
+            bench.embedder.inner = inner
         index = bench.knowledge._indexes[kb_id]
         vectors = bench.embedder.embed(sample) if bench.embedder else [None] * len(sample)
         tokens = tokenize(sample)
@@ -237,12 +243,15 @@ async def scifact(bench: Bench, latency_queries: int) -> dict[str, Any]:
             "index_p50_ms": percentile(index_only, 50),
             "index_p95_ms": percentile(index_only, 95),
         }
-        if timings["before"]:
-            latency[mode]["before_p50_ms"] = percentile(timings["before"], 50)
-            latency[mode]["before_p95_ms"] = percentile(timings["before"], 95)
+        if timings["torch"]:
+            latency[mode]["torch_p50_ms"] = percentile(timings["torch"], 50)
+            latency[mode]["torch_p95_ms"] = percentile(timings["torch"], 95)
     if bench.embedder:
         bench.embedder.live = False
+    stores = await pgvector_side(bench, kb_id, pg, items, ids, texts, qrels, sample) if pg else None
     return {
+        "runtime": getattr(inner, "runtime", None),
+        "stores": stores,
         "docs": len(corpus),
         "chunks": chunks,
         "queries": len(ids),
@@ -326,6 +335,44 @@ async def cvs(bench: Bench) -> dict[str, Any]:
     return result
 
 
+async def pgvector_side(
+    app: Bench,
+    app_kb: str,
+    pg: Bench,
+    items: list[tuple[str, ParsedDocument]],
+    ids: list[str],
+    texts: list[str],
+    qrels: dict[str, set[str]],
+    sample: list[str],
+) -> dict[str, Any]:
+    """SciFact with the vectors in pgvector: quality through search_bases, warm latency vs in-app."""
+    kb_id, sources, ingest_s = await pg.ingest("scifact", items)
+    assert pg.knowledge.vector_store == "pgvector", "the --pgvector database has no pgvector"
+    out: dict[str, Any] = {"ingest_s": ingest_s, "quality": {}, "latency": {}}
+    for mode in ("dense", "hybrid"):
+        runs = [await pg.knowledge.search_bases([kb_id], t, mode=mode, k=300) for t in texts]
+        ranked = [documents_in_order(hits, sources)[:100] for hits in runs]
+        out["quality"][mode] = {
+            "ndcg@10": statistics.mean(ndcg_at(r, qrels[q], 10) for r, q in zip(ranked, ids, strict=True)),
+            "recall@100": statistics.mean(
+                len(set(r) & qrels[q]) / len(qrels[q]) for r, q in zip(ranked, ids, strict=True)
+            ),
+        }
+    sides = {"in-app": (app, app_kb), "pgvector": (pg, kb_id)}
+    for mode in ("dense", "hybrid"):
+        timings: dict[str, list[float]] = {side: [] for side in sides}
+        for i, q in enumerate(sample):
+            for side in list(sides) if i % 2 == 0 else list(sides)[::-1]:
+                bench, kb = sides[side]
+                await bench.knowledge.search_bases([kb], q, mode=mode, k=10)  # the question's vector cached
+                t0 = time.perf_counter()
+                await bench.knowledge.search_bases([kb], q, mode=mode, k=10)
+                timings[side].append((time.perf_counter() - t0) * 1000)
+        out["latency"][mode] = {side: (percentile(t, 50), percentile(t, 95)) for side, t in timings.items()}
+    out["load"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return out
+
+
 def report(results: dict[str, Any]) -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     if "scifact" in results:
@@ -342,19 +389,32 @@ def report(results: dict[str, Any]) -> None:
             f"ingest: {s['docs_per_s']:.1f} docs/s ({s['parse_s'] + s['ingest_s']:.1f} s; "
             f"{s['embedded_now']} chunks embedded now in {s['embed_s']:.1f} s)"
         )
-        print(f"search latency, ms ({s['latency_queries']} questions; load {s['load']})")
+        print(f"search latency, ms ({s['latency_queries']} questions; new: {s['runtime']}; load {s['load']})")
         print(
-            f"{'mode':8} {'new p50':>8} {'new p95':>8} {'before p50':>11} {'before p95':>11} "
+            f"{'mode':8} {'new p50':>8} {'new p95':>8} {'torch p50':>10} {'torch p95':>10} "
             f"{'again p50':>10} {'again p95':>10} {'index p50':>10} {'index p95':>10}"
         )
         for mode in s["latency"]:
             lat = s["latency"][mode]
-            before = lat.get("before_p50_ms", math.nan), lat.get("before_p95_ms", math.nan)
+            torch = lat.get("torch_p50_ms", math.nan), lat.get("torch_p95_ms", math.nan)
             print(
-                f"{mode:8} {lat['p50_ms']:8.2f} {lat['p95_ms']:8.2f} {before[0]:11.2f} {before[1]:11.2f} "
+                f"{mode:8} {lat['p50_ms']:8.2f} {lat['p95_ms']:8.2f} {torch[0]:10.2f} {torch[1]:10.2f} "
                 f"{lat['repeat_p50_ms']:10.2f} {lat['repeat_p95_ms']:10.2f} "
                 f"{lat['index_p50_ms']:10.2f} {lat['index_p95_ms']:10.2f}"
             )
+        if s.get("stores"):
+            st = s["stores"]
+            print(
+                f"\nSciFact with the vectors in pgvector (ingest {st['ingest_s']:.1f} s; load {st['load']})"
+            )
+            for mode, q in st["quality"].items():
+                print(f"{mode:8} nDCG@10 {q['ndcg@10']:.4f}  R@100 {q['recall@100']:.4f}")
+            print("warm search (question's vector cached), ms p50 / p95, interleaved:")
+            for mode, sides in st["latency"].items():
+                print(
+                    f"{mode:8} "
+                    + "  ".join(f"{side} {p50:.2f} / {p95:.2f}" for side, (p50, p95) in sides.items())
+                )
     if "stackfaq" in results:
         s = results["stackfaq"]
         print(f"\nStackFAQ: {s['entries']} entries, {s['queries']} paraphrased questions")
@@ -376,12 +436,29 @@ def report(results: dict[str, Any]) -> None:
             print("  failed:", line)
 
 
+async def throwaway_database(server: str, drop: str | None = None) -> str:
+    import asyncpg  # type: ignore[import-untyped]
+
+    dsn = server.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        if drop is not None:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{drop.rsplit("/", 1)[1]}" WITH (FORCE)')
+            return drop
+        name = f"bench_{os.getpid()}_{int(time.time())}"
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        return server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await conn.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="scifact,stackfaq,cvs")
     parser.add_argument("--latency-queries", type=int, default=300)
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     parser.add_argument("--bm25-only", action="store_true", help="No embeddings: BM25 figures in seconds.")
+    parser.add_argument("--pgvector", help="A PostgreSQL server with pgvector: SciFact there too.")
     args = parser.parse_args()
     embedder = None if args.bm25_only else CachedEmbedder(MiniLMEmbedder(), CACHE / "minilm.npz")
     results: dict[str, Any] = {}
@@ -389,11 +466,15 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             bench = Bench(Path(tmp), embedder)
             await bench.start()
+            pg_url = await throwaway_database(args.pgvector) if args.pgvector and embedder else None
+            pg = Bench(Path(tmp), embedder, pg_url) if pg_url else None
+            if pg is not None:
+                await pg.start()
             try:
                 for name in args.only.split(","):
                     started = time.perf_counter()
                     runners = {
-                        "scifact": lambda: scifact(bench, args.latency_queries),
+                        "scifact": lambda: scifact(bench, args.latency_queries, pg),
                         "stackfaq": lambda: stackfaq(bench),
                         "cvs": lambda: cvs(bench),
                     }
@@ -401,6 +482,9 @@ async def main() -> None:
                     print(f"[{name}: {time.perf_counter() - started:.1f} s]", flush=True)
             finally:
                 await bench.db.close()
+                if pg is not None and pg_url is not None:
+                    await pg.db.close()
+                    await throwaway_database(args.pgvector, drop=pg_url)
     finally:
         if embedder is not None:
             embedder.save()

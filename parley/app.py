@@ -92,7 +92,9 @@ class Parley:
             max_concurrent=settings.max_concurrent_runs,
             tools=self.tools,
         )
-        self.knowledge = Knowledge(self.db, embeddings=settings.embeddings)
+        self.knowledge = Knowledge(
+            self.db, embeddings=settings.embeddings, cache_dir=settings.data_dir / "models"
+        )
         self.executor.knowledge = self.knowledge
         self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
         self.experiments = Experiments(

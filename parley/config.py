@@ -49,9 +49,10 @@ class Settings(BaseSettings):
         description="inline: SQLite calls run on the event loop (fast for small statements); "
         "thread: in aiosqlite's worker thread.",
     )
-    embeddings: Literal["minilm", "hash", "none"] = Field(
+    embeddings: Literal["minilm", "minilm-torch", "hash", "none"] = Field(
         default="minilm",
-        description="Knowledge search embeddings: minilm ([embeddings] extra), hash (a fast fake) or none (BM25 only).",
+        description="Knowledge search embeddings: minilm ([embeddings] extra; ONNX Runtime, else torch), "
+        "minilm-torch, hash (a fast fake) or none (BM25 only).",
     )
     knowledge: dict[str, list[Path]] = Field(
         default_factory=dict,

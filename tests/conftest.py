@@ -24,6 +24,8 @@ from parley.config import Settings
 from parley.providers.base import Provider
 
 POSTGRES_URL = os.environ.get("PARLEY_TEST_POSTGRES_URL")
+#: A second PostgreSQL with the pgvector extension (scripts/services.sh), for the knowledge tests.
+PGVECTOR_URL = os.environ.get("PARLEY_TEST_PGVECTOR_URL")
 REDIS_URL = os.environ.get("PARLEY_TEST_REDIS_URL")
 REQUIRE_SERVICES = os.environ.get("PARLEY_TEST_REQUIRE_SERVICES") == "1"
 
@@ -37,11 +39,11 @@ def _need(url: str | None, name: str) -> str:
 
 
 @asynccontextmanager
-async def fresh_postgres() -> AsyncIterator[str]:
-    """A new, empty database on the test PostgreSQL server; dropped afterwards."""
+async def fresh_postgres(*, pgvector: bool = False) -> AsyncIterator[str]:
+    """A new, empty database on the test PostgreSQL server (or the pgvector one); dropped afterwards."""
     import asyncpg  # type: ignore[import-untyped]
 
-    base = _need(POSTGRES_URL, "PostgreSQL")
+    base = _need(PGVECTOR_URL, "PostgreSQL with pgvector") if pgvector else _need(POSTGRES_URL, "PostgreSQL")
     name = f"t_{uuid.uuid4().hex[:16]}"
     dsn = base.replace("postgresql+asyncpg://", "postgresql://")
     conn = await asyncpg.connect(dsn)
@@ -59,12 +61,19 @@ async def fresh_postgres() -> AsyncIterator[str]:
             await conn.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
+@asynccontextmanager
+async def database_of(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh database: ``sqlite``, ``postgres`` or ``pgvector`` (PostgreSQL with the extension)."""
+    if kind == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
         return
-    async with fresh_postgres() as url:
+    async with fresh_postgres(pgvector=kind == "pgvector") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    async with database_of(request.param, tmp_path) as url:
         yield url
 
 

