@@ -163,7 +163,9 @@ class Bench:
         return [index.search(t, v, mode=mode, k=k) for t, v in zip(tokens, vectors, strict=True)]
 
 
-async def scifact(bench: Bench, latency_queries: int, pg: Bench | None = None) -> dict[str, Any]:
+async def scifact(
+    bench: Bench, latency_queries: int, pg: Bench | None = None, *, torch_side_by_side: bool = True
+) -> dict[str, Any]:
     root = DATASETS / "scifact"
     corpus = jsonl(root / "corpus.jsonl")
     queries = {q["_id"]: q["text"] for q in jsonl(root / "queries.jsonl")}
@@ -202,7 +204,7 @@ async def scifact(bench: Bench, latency_queries: int, pg: Bench | None = None) -
     latency: dict[str, dict[str, float]] = {}
     inner = bench.embedder.inner if bench.embedder else None
     torch_side = None
-    if isinstance(inner, MiniLMEmbedder) and inner.runtime != "torch":
+    if torch_side_by_side and isinstance(inner, MiniLMEmbedder) and inner.runtime != "torch":
         torch_side = MiniLMEmbedder(runtime="torch")
     if bench.embedder:
         bench.embedder.live = True
@@ -459,6 +461,11 @@ async def main() -> None:
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     parser.add_argument("--bm25-only", action="store_true", help="No embeddings: BM25 figures in seconds.")
     parser.add_argument("--pgvector", help="A PostgreSQL server with pgvector: SciFact there too.")
+    parser.add_argument(
+        "--no-torch",
+        action="store_true",
+        help="Time only the server's own embedding path (no torch searches interleaved, as in a server).",
+    )
     args = parser.parse_args()
     embedder = None if args.bm25_only else CachedEmbedder(MiniLMEmbedder(), CACHE / "minilm.npz")
     results: dict[str, Any] = {}
@@ -474,7 +481,9 @@ async def main() -> None:
                 for name in args.only.split(","):
                     started = time.perf_counter()
                     runners = {
-                        "scifact": lambda: scifact(bench, args.latency_queries, pg),
+                        "scifact": lambda: scifact(
+                            bench, args.latency_queries, pg, torch_side_by_side=not args.no_torch
+                        ),
                         "stackfaq": lambda: stackfaq(bench),
                         "cvs": lambda: cvs(bench),
                     }

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Boolean, delete, func, literal_column, select, update
+from sqlalchemy import Boolean, bindparam, delete, func, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,6 +79,10 @@ class SyncReport:
 
 
 Progress = Callable[[str, str | None], None]
+
+
+# Before every search: built once (building it cost as much as running it on SQLite).
+_REVISION = select(KnowledgeBase.revision).where(KnowledgeBase.id == bindparam("kb_id"))
 
 
 class Knowledge:
@@ -491,7 +495,7 @@ class Knowledge:
 
     async def _fresh(self, kb_id: str) -> KbIndex:
         async with self.db.session() as session:
-            revision = await session.scalar(select(KnowledgeBase.revision).where(KnowledgeBase.id == kb_id))
+            revision = (await (await session.connection()).execute(_REVISION, {"kb_id": kb_id})).scalar()
         if revision is None:
             self._indexes.pop(kb_id, None)
             return KbIndex(kb_id, 0)
