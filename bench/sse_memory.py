@@ -44,7 +44,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "hang.json"
         script.write_text(json.dumps([[{"text": "thinking"}, {"hang": True}]]))
-        env = {"PARLEY_MODEL": f"scripted:script?path={script}", "PARLEY_SSE_PING_SECONDS": "15"}
+        env = {
+            "PARLEY_MODEL": f"scripted:script?path={script}",
+            "PARLEY_SSE_PING_SECONDS": "15",
+            # 1,000 streams from one address in seconds: past the default per-client limit.
+            "PARLEY_RATE_LIMIT": "1000000/minute",
+        }
         with ServerProcess(env) as server:
             process = psutil.Process(server.proc.pid)
             client = httpx.Client(base_url=server.url)
