@@ -10,7 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,19 +36,23 @@ _runs, _threads = Base.metadata.tables["runs"], Base.metadata.tables["threads"]
 _ACTIVE = select(_runs.c.id).where(
     _runs.c.thread_id == bindparam("thread_id"), _runs.c.status.in_(ACTIVE_STATUSES)
 )
-_THREAD = (
-    select(_threads.c.user_id, _threads.c.assistant, _threads.c.title)
-    .where(_threads.c.id == bindparam("thread_id"))
-    .with_for_update()
-)
-_OWN_THREAD = _THREAD.where(_threads.c.user_id == bindparam("user_id"))
-_INSERT_RUN = insert(_runs)
-_INSERT_MESSAGE = insert(Base.metadata.tables["messages"])
+# Locks the thread's row (as SELECT ... FOR UPDATE would), bumps it and reads it: one statement.
 _TOUCH_THREAD = (
     update(_threads)
     .where(_threads.c.id == bindparam("thread_id"))
-    .values(updated_at=bindparam("touched_at"), title=bindparam("new_title"))
+    .values(updated_at=bindparam("touched_at"), title=func.coalesce(_threads.c.title, bindparam("new_title")))
+    .returning(_threads.c.user_id, _threads.c.assistant)
 )
+_TOUCH_OWN_THREAD = _TOUCH_THREAD.where(_threads.c.user_id == bindparam("owner_id"))
+_INSERT_RUN = insert(_runs)
+_INSERT_MESSAGE = insert(Base.metadata.tables["messages"])
+
+
+class _Replay(Exception):
+    """An Idempotency-Key seen before: its run is the answer, and the transaction rolls back."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
 
 
 def request_hash(thread_id: str, body: dict[str, Any]) -> str:
@@ -114,17 +118,42 @@ class Runs:
         options: dict[str, Any],
         input_message_id: str | None = None,
     ) -> tuple[Run, bool, list[str]]:
+        try:
+            return await self._insert_new(
+                principal, thread_id, text, multitask, key, digest, options, input_message_id
+            )
+        except _Replay as replay:
+            return replay.run, False, []
+
+    async def _insert_new(
+        self,
+        principal: Principal,
+        thread_id: str,
+        text: str,
+        multitask: Multitask,
+        key: str | None,
+        digest: str,
+        options: dict[str, Any],
+        input_message_id: str | None,
+    ) -> tuple[Run, bool, list[str]]:
+        title = text.strip().splitlines()[0][:80] if text.strip() else None
         async with self._db.transaction() as session:
             conn = await session.connection()
             found = (
                 await conn.execute(
-                    _THREAD if principal.is_admin else _OWN_THREAD,
-                    {"thread_id": thread_id, "user_id": principal.user_id},
+                    _TOUCH_THREAD if principal.is_admin else _TOUCH_OWN_THREAD,
+                    {
+                        "thread_id": thread_id,
+                        "owner_id": principal.user_id,
+                        "touched_at": now(),
+                        "new_title": title,
+                    },
                 )
             ).first()
             if found is None:
                 raise not_found("thread", thread_id)
-            thread = Thread(id=thread_id, user_id=found.user_id, assistant=found.assistant, title=found.title)
+            # The hooks read it; it is not attached to the session.
+            thread = Thread(id=thread_id, user_id=found.user_id, assistant=found.assistant)
             if key is not None:
                 existing = await session.scalar(
                     select(Run).where(Run.user_id == thread.user_id, Run.idempotency_key == key)
@@ -136,7 +165,10 @@ class Runs:
                             "idempotency_key_reused",
                             "this Idempotency-Key was already used with a different request",
                         )
-                    return existing, False, []
+                    session.expunge(
+                        existing
+                    )  # kept as loaded when the rollback expires the session's objects
+                    raise _Replay(existing)
             active = (await conn.execute(_ACTIVE, {"thread_id": thread_id})).scalars().all()
             if active and multitask == "reject":
                 raise ApiError(
@@ -176,12 +208,6 @@ class Runs:
             await conn.execute(_INSERT_RUN, row(run))
             if message is not None:
                 await conn.execute(_INSERT_MESSAGE, row(message))
-            title = thread.title
-            if title is None and text.strip():
-                title = text.strip().splitlines()[0][:80]
-            await conn.execute(
-                _TOUCH_THREAD, {"thread_id": thread_id, "touched_at": now(), "new_title": title}
-            )
         return run, True, list(active) if multitask == "interrupt" else []
 
     async def get(self, principal: Principal, run_id: str) -> Run:

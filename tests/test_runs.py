@@ -201,13 +201,16 @@ async def test_idempotency_key_returns_the_same_run(server: Server) -> None:
     thread = await new_thread(server.client)
     headers = {"Idempotency-Key": "k-1"}
     first = await server.client.post(f"/v1/threads/{thread}/runs", json={"input": "hi"}, headers=headers)
-    again = await server.client.post(f"/v1/threads/{thread}/runs", json={"input": "hi"}, headers=headers)
     assert first.status_code == 201
+    before = (await server.client.get(f"/v1/threads/{thread}")).json()
+    again = await server.client.post(f"/v1/threads/{thread}/runs", json={"input": "hi"}, headers=headers)
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     other = await server.client.post(f"/v1/threads/{thread}/runs", json={"input": "bye"}, headers=headers)
     assert other.status_code == 422
     assert other.json()["error"]["code"] == "idempotency_key_reused"
+    # A replay, or a refused one, changes nothing: the thread is as the first request left it.
+    assert (await server.client.get(f"/v1/threads/{thread}")).json() == before
 
 
 async def test_twenty_concurrent_duplicates_create_one_run(server: Server) -> None:
