@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Literal
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -88,24 +89,33 @@ class Runs:
         """
         options = options or {}
         digest = request_hash(thread_id, {"input": text, "multitask": multitask, "options": options})
+        insert = partial(
+            self._insert,
+            principal,
+            thread_id,
+            text,
+            multitask,
+            idempotency_key,
+            digest,
+            options,
+            input_message_id,
+        )
         try:
-            run, created, interrupted = await self._insert(
-                principal, thread_id, text, multitask, idempotency_key, digest, options, input_message_id
-            )
-        except IntegrityError:
-            # A concurrent request with the same key won the race: answer with its run.
-            run, created, interrupted = await self._insert(
-                principal, thread_id, text, multitask, idempotency_key, digest, options, input_message_id
-            )
-        if created:
-            for active_id in interrupted:
-                await self._executor.cancel(active_id, reason="interrupted", wait=0)
-            if run.status == "running":
-                self._log.open_new(run.id)
-                self._executor.submit(run, run.thread_id)
-            else:
-                self._executor.submit(run.id, run.thread_id)
-        return run, created
+            try:
+                run, interrupted = await insert()
+            except IntegrityError:
+                # A concurrent request with the same key won the race: answer with its run.
+                run, interrupted = await insert()
+        except _Replay as replay:
+            return replay.run, False
+        for active_id in interrupted:
+            await self._executor.cancel(active_id, reason="interrupted", wait=0)
+        if run.status == "running":
+            self._log.open_new(run.id)
+            self._executor.submit(run, run.thread_id)
+        else:
+            self._executor.submit(run.id, run.thread_id)
+        return run, True
 
     async def _insert(
         self,
@@ -116,26 +126,9 @@ class Runs:
         key: str | None,
         digest: str,
         options: dict[str, Any],
-        input_message_id: str | None = None,
-    ) -> tuple[Run, bool, list[str]]:
-        try:
-            return await self._insert_new(
-                principal, thread_id, text, multitask, key, digest, options, input_message_id
-            )
-        except _Replay as replay:
-            return replay.run, False, []
-
-    async def _insert_new(
-        self,
-        principal: Principal,
-        thread_id: str,
-        text: str,
-        multitask: Multitask,
-        key: str | None,
-        digest: str,
-        options: dict[str, Any],
         input_message_id: str | None,
-    ) -> tuple[Run, bool, list[str]]:
+    ) -> tuple[Run, list[str]]:
+        """Insert a new run; its thread's active runs to interrupt. Raises ``_Replay`` for a known key."""
         title = text.strip().splitlines()[0][:80] if text.strip() else None
         async with self._db.transaction() as session:
             conn = await session.connection()
@@ -208,7 +201,7 @@ class Runs:
             await conn.execute(_INSERT_RUN, row(run))
             if message is not None:
                 await conn.execute(_INSERT_MESSAGE, row(message))
-        return run, True, list(active) if multitask == "interrupt" else []
+        return run, list(active) if multitask == "interrupt" else []
 
     async def get(self, principal: Principal, run_id: str) -> Run:
         async with self._db.session() as session:
