@@ -15,16 +15,15 @@ A hybrid search's latency is the MiniLM forward pass of the question plus the in
   (``parley.knowledge.minilm_onnx``: one thread, the fast tokenizer directly);
 - ``forward`` and ``int8`` also with ``torch.set_num_threads(1)``;
 - ``lru hit``: a repeated question answered from ``QueryVectors`` (no forward pass);
-- ``onnx`` and ``onnx int8``: the model exported to ONNX (mean pooling and normalization
-  inside) and run by onnxruntime, float32 and dynamically int8-quantized. Only when the
-  ``onnx`` and ``onnxruntime`` packages are importable: they are not Parley dependencies.
+- ``onnx`` and ``onnx int8``: the model Parley exports to ONNX (mean pooling and normalization
+  inside) run by onnxruntime through transformers' tokenizer call, float32 and dynamically
+  int8-quantized, on two threads and on one. Only when ``MiniLMEmbedder`` runs on ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import os
 import platform
 import tempfile
@@ -39,6 +38,7 @@ import torch
 from bench._util import pct
 from bench.retrieval import DATASETS, jsonl
 from parley.knowledge.embeddings import MiniLMEmbedder, QueryVectors, Vectors
+from parley.knowledge.minilm_onnx import INPUTS
 
 
 def forward(
@@ -53,44 +53,13 @@ def forward(
     return embed
 
 
-class Pooled(torch.nn.Module):
-    """The transformer, mean pooling and normalization: one graph to export."""
-
-    def __init__(self, transformer: torch.nn.Module) -> None:
-        super().__init__()
-        self.transformer = transformer
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
-    ) -> torch.Tensor:
-        hidden = self.transformer(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=1)
-
-
-def onnx_variants(st: Any, folder: Path) -> dict[str, Callable[[str], Vectors]]:
-    if not (importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime")):
-        return {}
+def onnx_variants(st: Any, fp32: Path, folder: Path) -> dict[str, Callable[[str], Vectors]]:
+    """``fp32``: the model Parley exported (``parley.knowledge.minilm_onnx``); int8 is quantized from it."""
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tokenizer = st.tokenizer
-    sample = tokenizer(["a question"], return_tensors="pt")
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    fp32, int8 = folder / "minilm.onnx", folder / "minilm-int8.onnx"
-    torch.onnx.export(
-        Pooled(st[0].auto_model).eval(),
-        tuple(sample[n] for n in names),
-        str(fp32),
-        input_names=names,
-        output_names=["embedding"],
-        dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names},
-        opset_version=17,
-        dynamo=False,
-    )
+    int8 = folder / "minilm-int8.onnx"
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
     variants: dict[str, Callable[[str], Vectors]] = {}
     for name, path in (("onnx", fp32), ("onnx int8", int8)):
@@ -102,7 +71,7 @@ def onnx_variants(st: Any, folder: Path) -> dict[str, Callable[[str], Vectors]]:
 
             def embed(query: str, session: Any = session) -> Vectors:
                 inputs = tokenizer([query], return_tensors="np", truncation=True, max_length=256)
-                out = session.run(None, {n: inputs[n].astype(np.int64) for n in names})[0]
+                out = session.run(None, {n: inputs[n].astype(np.int64) for n in INPUTS})[0]
                 return np.asarray(out[0], dtype=np.float32)
 
             variants[name if threads == 2 else f"{name}, 1 thread"] = embed
@@ -148,7 +117,8 @@ def main() -> None:
     for name in ("forward", "int8"):
         variants[f"{name}, 1 thread"] = one_thread(variants[name])
     exported = tempfile.TemporaryDirectory()
-    variants |= onnx_variants(st, Path(exported.name))
+    if onnx._onnx is not None:
+        variants |= onnx_variants(st, onnx._onnx.onnx_path, Path(exported.name))
     timings: dict[str, list[float]] = {name: [] for name in variants}
     vectors: dict[str, list[Vectors]] = {name: [] for name in variants}
     names = list(variants)
