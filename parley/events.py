@@ -132,7 +132,7 @@ class EventLog:
     async def open(self, run_id: str) -> int:
         """Become the writer of a run; returns the last committed seq (0 for a new run)."""
         async with self._db.session() as session:
-            last = await session.scalar(select(func.max(Event.seq)).where(Event.run_id == run_id))
+            last = await session.scalar(_LAST_SEQ, {"run_id": run_id})
         self.open_new(run_id, last or 0)
         return last or 0
 
@@ -310,7 +310,7 @@ class EventLog:
         if tail is not None:
             return tail.start + len(tail.events) - 1
         async with self._db.session() as session:
-            value = await session.scalar(select(func.max(Event.seq)).where(Event.run_id == run_id))
+            value = await session.scalar(_LAST_SEQ, {"run_id": run_id})
         return value or 0
 
     async def _is_finished(self, run_id: str) -> bool:
