@@ -1,15 +1,16 @@
 """Knowledge retrieval quality and speed, on the shared evaluation datasets.
 
     python -m bench.retrieval [--only scifact,stackfaq,cvs] [--latency-queries 300]
-        [--pgvector postgresql+asyncpg://USER@HOST:PORT/DB]
+        [--compare float32|torch|none] [--pgvector postgresql+asyncpg://USER@HOST:PORT/DB]
 
 - SciFact (5,183 abstracts, 809 train queries): nDCG@10 and recall@100 for bm25, dense
   and hybrid; ingest docs/s; search latency p50/p95 (warm), end to end and index only.
   End to end embeds each question with the model (the vector cache is bypassed): "new"
   is a question seen for the first time, embedded as the server does (ONNX Runtime where
-  installed), "torch" the same question embedded by sentence-transformers on torch (one
-  thread), interleaved with "new"; "again" the question repeated (answered from
-  ``Knowledge``'s query-vector LRU: the search without the model).
+  installed, questions on its int8 copy), "other" the same question embedded the
+  ``--compare`` way (default ``float32``: the chunks' model; or ``torch``), interleaved with
+  "new"; "again" the question repeated (answered from ``Knowledge``'s query-vector LRU: the
+  search without the model). Quality is scored for both ways too.
 - With ``--pgvector`` (a PostgreSQL server with the extension; a throwaway database is
   made on it): SciFact again with the vectors in pgvector, nDCG@10 / recall@100 through
   ``Knowledge.search_bases``, and the warm search ("again") interleaved with the in-app one.
@@ -87,10 +88,19 @@ class CachedEmbedder(Embedder):
         return np.vstack([self.vectors[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
 
     def embed_query(self, text: str) -> Vectors:
-        if self.live:
-            return self.inner.embed_query(text)
-        vector: Vectors = self.embed([text])[0]
-        return vector
+        return self.inner.embed_query(text) if self.live else self.question(text)
+
+    def question(self, text: str, embedder: Embedder | None = None) -> Vectors:
+        """``text`` as a search embeds a question (by default an int8 copy of MiniLM), by
+        ``embedder`` (else the wrapped one), cached by its runtime, precision and text: quality
+        runs score the vectors a server would search with."""
+        embedder = embedder or self.inner
+        runtime = getattr(embedder, "runtime", "")
+        precision = getattr(embedder, "question_precision", "float32")
+        key = hashlib.sha1(f"question:{runtime}:{precision}:{text}".encode()).hexdigest()
+        if key not in self.vectors:
+            self.vectors[key] = embedder.embed_query(text)
+        return self.vectors[key]
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,16 +165,33 @@ class Bench:
         seconds = time.perf_counter() - started
         return kb.id, {r.document.id: r.document.source for r in results}, seconds
 
-    def search_all(self, kb_id: str, queries: list[str], mode: Mode, k: int) -> list[list[Hit]]:
-        """Quality runs: the index searched directly with batch-embedded queries."""
+    def search_all(
+        self, kb_id: str, queries: list[str], mode: Mode, k: int, questions: Embedder | None = None
+    ) -> list[list[Hit]]:
+        """Quality runs: the index searched directly, each question embedded as a search does
+        (by ``questions`` in place of the server's embedder, for a side-by-side)."""
         index = self.knowledge._indexes[kb_id]
-        vectors = self.embedder.embed(queries) if mode != "bm25" and self.embedder else [None] * len(queries)
+        embedder = self.embedder if mode != "bm25" else None
+        vectors = [embedder.question(q, questions) if embedder else None for q in queries]
         tokens = tokenize(queries)
         return [index.search(t, v, mode=mode, k=k) for t, v in zip(tokens, vectors, strict=True)]
 
 
+def compare_side(bench: Bench, compare: str) -> tuple[str, Embedder] | None:
+    """The other way to embed a question, timed and scored beside the server's in one run:
+    ``float32`` (the chunks' model, where questions run on the int8 copy), ``torch`` or ``none``."""
+    inner = bench.embedder.inner if bench.embedder else None
+    if not isinstance(inner, MiniLMEmbedder) or compare == "none":
+        return None
+    if compare == "torch" and inner.runtime != "torch":
+        return "torch", MiniLMEmbedder(runtime="torch")
+    if compare == "float32" and inner.question_precision == "int8":
+        return "float32", MiniLMEmbedder(questions="float32")
+    return None
+
+
 async def scifact(
-    bench: Bench, latency_queries: int, pg: Bench | None = None, *, torch_side_by_side: bool = True
+    bench: Bench, latency_queries: int, pg: Bench | None = None, *, compare: str = "float32"
 ) -> dict[str, Any]:
     root = DATASETS / "scifact"
     corpus = jsonl(root / "corpus.jsonl")
@@ -190,11 +217,15 @@ async def scifact(
     chunks = len(bench.knowledge._indexes[kb_id])
     ids = [q for q in qrels if q in queries]
     texts = [queries[q] for q in ids]
+    other = compare_side(bench, compare)
     quality: dict[str, dict[str, float]] = {}
-    for mode in bench.modes:
-        runs = bench.search_all(kb_id, texts, mode, k=300)
+    for mode, label, questions in [
+        *((m, m, None) for m in bench.modes),
+        *((m, f"{m} ({other[0]})", other[1]) for m in bench.modes if other and m != "bm25"),
+    ]:
+        runs = bench.search_all(kb_id, texts, mode, k=300, questions=questions)
         ranked = [documents_in_order(hits, sources)[:100] for hits in runs]
-        quality[mode] = {
+        quality[label] = {
             "ndcg@10": statistics.mean(ndcg_at(r, qrels[q], 10) for r, q in zip(ranked, ids, strict=True)),
             "recall@100": statistics.mean(
                 len(set(r) & qrels[q]) / len(qrels[q]) for r, q in zip(ranked, ids, strict=True)
@@ -203,9 +234,6 @@ async def scifact(
     sample, warmup = texts[:latency_queries], texts[-20:]
     latency: dict[str, dict[str, float]] = {}
     inner = bench.embedder.inner if bench.embedder else None
-    torch_side = None
-    if torch_side_by_side and isinstance(inner, MiniLMEmbedder) and inner.runtime != "torch":
-        torch_side = MiniLMEmbedder(runtime="torch")
     if bench.embedder:
         bench.embedder.live = True
 
@@ -219,12 +247,12 @@ async def scifact(
     for mode in bench.modes:
         for q in warmup:
             await timed(q, mode, forget=True)
-        sides = ["now", "torch"] if torch_side is not None and mode != "bm25" else ["now"]
-        timings: dict[str, list[float]] = {"now": [], "torch": [], "again": []}
+        sides = ["now", "other"] if other is not None and mode != "bm25" else ["now"]
+        timings: dict[str, list[float]] = {"now": [], "other": [], "again": []}
         for i, q in enumerate(sample):
             for side in sides if i % 2 == 0 else sides[::-1]:
-                if bench.embedder is not None and inner is not None and torch_side is not None:
-                    bench.embedder.inner = torch_side if side == "torch" else inner
+                if bench.embedder is not None and inner is not None and other is not None:
+                    bench.embedder.inner = other[1] if side == "other" else inner
                 timings[side].append(await timed(q, mode, forget=True))
             timings["again"].append(await timed(q, mode, forget=False))
         if bench.embedder is not None and inner is not None:
@@ -245,14 +273,16 @@ async def scifact(
             "index_p50_ms": percentile(index_only, 50),
             "index_p95_ms": percentile(index_only, 95),
         }
-        if timings["torch"]:
-            latency[mode]["torch_p50_ms"] = percentile(timings["torch"], 50)
-            latency[mode]["torch_p95_ms"] = percentile(timings["torch"], 95)
+        if timings["other"]:
+            latency[mode]["other_p50_ms"] = percentile(timings["other"], 50)
+            latency[mode]["other_p95_ms"] = percentile(timings["other"], 95)
     if bench.embedder:
         bench.embedder.live = False
     stores = await pgvector_side(bench, kb_id, pg, items, ids, texts, qrels, sample) if pg else None
     return {
         "runtime": getattr(inner, "runtime", None),
+        "questions": getattr(inner, "question_precision", None),
+        "other": other[0] if other else None,
         "stores": stores,
         "docs": len(corpus),
         "chunks": chunks,
@@ -269,7 +299,7 @@ async def scifact(
     }
 
 
-async def stackfaq(bench: Bench) -> dict[str, Any]:
+async def stackfaq(bench: Bench, compare: str = "float32") -> dict[str, Any]:
     root = DATASETS / "stackfaq"
     faq = jsonl(root / "faq.jsonl")
     queries = jsonl(root / "queries.jsonl")
@@ -283,10 +313,15 @@ async def stackfaq(bench: Bench) -> dict[str, Any]:
     kb_id, sources, ingest_s = await bench.ingest("stackfaq", items)
     texts = [q["query"] for q in queries]
     result: dict[str, Any] = {"entries": len(faq), "queries": len(queries), "ingest_s": ingest_s}
-    for mode in bench.modes:
-        runs = bench.search_all(kb_id, texts, mode, k=20)
+    other = compare_side(bench, compare)
+    for mode, label, questions in [
+        *((m, m, None) for m in bench.modes),
+        *((m, f"{m} ({other[0]})", other[1]) for m in bench.modes if other and m != "bm25"),
+    ]:
+        runs = bench.search_all(kb_id, texts, mode, k=20, questions=questions)
         ranked = [documents_in_order(hits, sources) for hits in runs]
-        result[mode] = {
+        result.setdefault("modes", []).append(label)
+        result[label] = {
             "top1": statistics.mean(r[:1] == [q["faq_id"]] for r, q in zip(ranked, queries, strict=True)),
             "top5": statistics.mean(q["faq_id"] in r[:5] for r, q in zip(ranked, queries, strict=True)),
         }
@@ -383,7 +418,7 @@ def report(results: dict[str, Any]) -> None:
         print(f"{'mode':8} {'nDCG@10':>8} {'R@100':>7}")
         for mode in s["quality"]:
             q = s["quality"][mode]
-            print(f"{mode:8} {q['ndcg@10']:8.4f} {q['recall@100']:7.4f}")
+            print(f"{mode:18} {q['ndcg@10']:8.4f} {q['recall@100']:7.4f}")
         if "hybrid" in s["quality"]:
             best = max(s["quality"]["bm25"]["ndcg@10"], s["quality"]["dense"]["ndcg@10"])
             print(f"hybrid / best single nDCG@10: {s['quality']['hybrid']['ndcg@10'] / best:.3f}")
@@ -391,16 +426,19 @@ def report(results: dict[str, Any]) -> None:
             f"ingest: {s['docs_per_s']:.1f} docs/s ({s['parse_s'] + s['ingest_s']:.1f} s; "
             f"{s['embedded_now']} chunks embedded now in {s['embed_s']:.1f} s)"
         )
-        print(f"search latency, ms ({s['latency_queries']} questions; new: {s['runtime']}; load {s['load']})")
         print(
-            f"{'mode':8} {'new p50':>8} {'new p95':>8} {'torch p50':>10} {'torch p95':>10} "
+            f"search latency, ms ({s['latency_queries']} questions; new: {s['runtime']}, "
+            f"{s['questions']} questions; interleaved with: {s['other']}; load {s['load']})"
+        )
+        print(
+            f"{'mode':8} {'new p50':>8} {'new p95':>8} {'other p50':>10} {'other p95':>10} "
             f"{'again p50':>10} {'again p95':>10} {'index p50':>10} {'index p95':>10}"
         )
         for mode in s["latency"]:
             lat = s["latency"][mode]
-            torch = lat.get("torch_p50_ms", math.nan), lat.get("torch_p95_ms", math.nan)
+            other = lat.get("other_p50_ms", math.nan), lat.get("other_p95_ms", math.nan)
             print(
-                f"{mode:8} {lat['p50_ms']:8.2f} {lat['p95_ms']:8.2f} {torch[0]:10.2f} {torch[1]:10.2f} "
+                f"{mode:8} {lat['p50_ms']:8.2f} {lat['p95_ms']:8.2f} {other[0]:10.2f} {other[1]:10.2f} "
                 f"{lat['repeat_p50_ms']:10.2f} {lat['repeat_p95_ms']:10.2f} "
                 f"{lat['index_p50_ms']:10.2f} {lat['index_p95_ms']:10.2f}"
             )
@@ -420,8 +458,8 @@ def report(results: dict[str, Any]) -> None:
     if "stackfaq" in results:
         s = results["stackfaq"]
         print(f"\nStackFAQ: {s['entries']} entries, {s['queries']} paraphrased questions")
-        for mode in [m for m in MODES if m in s]:
-            print(f"{mode:8} top-1 {s[mode]['top1']:.3f}  top-5 {s[mode]['top5']:.3f}")
+        for mode in s["modes"]:
+            print(f"{mode:18} top-1 {s[mode]['top1']:.3f}  top-5 {s[mode]['top5']:.3f}")
         if "above_floor" in s:
             print(f"questions whose best passage clears the relevance floor: {s['above_floor']:.3f}")
     if "cvs" in results:
@@ -462,11 +500,16 @@ async def main() -> None:
     parser.add_argument("--bm25-only", action="store_true", help="No embeddings: BM25 figures in seconds.")
     parser.add_argument("--pgvector", help="A PostgreSQL server with pgvector: SciFact there too.")
     parser.add_argument(
-        "--no-torch",
-        action="store_true",
-        help="Time only the server's own embedding path (no torch searches interleaved, as in a server).",
+        "--compare",
+        choices=["float32", "torch", "none"],
+        default="float32",
+        help="Embed each question a second way, interleaved (latency) and scored (quality) beside "
+        "the server's: float32 (the chunks' model; the server's questions run on an int8 copy), "
+        "torch, or none (only the server's path, as in a server).",
     )
+    parser.add_argument("--no-torch", action="store_true", help="Older spelling of --compare none.")
     args = parser.parse_args()
+    compare = "none" if args.no_torch else args.compare
     embedder = None if args.bm25_only else CachedEmbedder(MiniLMEmbedder(), CACHE / "minilm.npz")
     results: dict[str, Any] = {}
     try:
@@ -481,10 +524,8 @@ async def main() -> None:
                 for name in args.only.split(","):
                     started = time.perf_counter()
                     runners = {
-                        "scifact": lambda: scifact(
-                            bench, args.latency_queries, pg, torch_side_by_side=not args.no_torch
-                        ),
-                        "stackfaq": lambda: stackfaq(bench),
+                        "scifact": lambda: scifact(bench, args.latency_queries, pg, compare=compare),
+                        "stackfaq": lambda: stackfaq(bench, compare),
                         "cvs": lambda: cvs(bench),
                     }
                     results[name] = await runners[name]()

@@ -93,7 +93,10 @@ class Parley:
             tools=self.tools,
         )
         self.knowledge = Knowledge(
-            self.db, embeddings=settings.embeddings, cache_dir=settings.data_dir / "models"
+            self.db,
+            embeddings=settings.embeddings,
+            cache_dir=settings.data_dir / "models",
+            questions=settings.question_embedding,
         )
         self.executor.knowledge = self.knowledge
         self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)

@@ -261,10 +261,11 @@ async def test_nobody_reaches_another_users_knowledge_base(db: Database) -> None
 
 
 def test_minilm_embeds_a_question_on_one_thread_with_the_same_vector() -> None:
+    """With float32 questions (the int8 default is tested in test_knowledge_embeddings.py)."""
     pytest.importorskip("sentence_transformers")
     torch = pytest.importorskip("torch")
     try:
-        embedder = MiniLMEmbedder()
+        embedder = MiniLMEmbedder(questions="float32")
     except EmbeddingsUnavailable as exc:
         pytest.skip(str(exc))
     threads = torch.get_num_threads()

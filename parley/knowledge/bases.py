@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from parley.knowledge.embeddings import (
     to_bytes,
 )
 from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, iter_files, parse
+from parley.knowledge.minilm_onnx import QuestionPrecision
 from parley.knowledge.pgvector import PgVector
 from parley.knowledge.schema import Chunk, Document, KnowledgeBase
 from parley.knowledge.search import ChunkEntry, Hit, KbIndex, Mode, depth_for, merge, tokenize
@@ -94,8 +96,10 @@ class Knowledge:
         embedder: Embedder | None = None,
         cache_dir: Path | None = None,
         use_pgvector: bool = True,
+        questions: QuestionPrecision = "int8",
     ) -> None:
-        """``use_pgvector``: keep vectors in pgvector where the database has it (else in-app)."""
+        """``use_pgvector``: keep vectors in pgvector where the database has it (else in-app);
+        ``questions``: the precision MiniLM embeds questions in (``MiniLMEmbedder``)."""
         self.db = db
         self._use_pgvector = use_pgvector
         self._pgvector: PgVector | None = None
@@ -103,6 +107,7 @@ class Knowledge:
         self._vector_indexes: set[tuple[str, int]] = set()
         self._spec = embeddings
         self._cache_dir = cache_dir
+        self._questions: QuestionPrecision = questions
         self._embedder = embedder
         self._embedder_loaded = embeddings == "none" or embedder is not None
         self._indexes: dict[str, KbIndex] = {}
@@ -150,7 +155,9 @@ class Knowledge:
             async with self._embed_lock:
                 if not self._embedder_loaded:
                     try:
-                        self._embedder = await asyncio.to_thread(load_embedder, self._spec, self._cache_dir)
+                        self._embedder = await asyncio.to_thread(
+                            partial(load_embedder, self._spec, self._cache_dir, questions=self._questions)
+                        )
                     except EmbeddingsUnavailable as exc:
                         log.warning("embeddings_unavailable", reason=str(exc), fallback="bm25 only")
                         self._spec = "none"

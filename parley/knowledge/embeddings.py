@@ -26,7 +26,7 @@ import numpy.typing as npt
 import structlog
 
 from parley.knowledge import minilm_onnx
-from parley.knowledge.minilm_onnx import OnnxMiniLM
+from parley.knowledge.minilm_onnx import OnnxMiniLM, QuestionPrecision
 
 Vectors = npt.NDArray[np.float32]
 log = structlog.get_logger(__name__)
@@ -146,6 +146,9 @@ class MiniLMEmbedder(Embedder):
 
     Both give the same vectors (cosine > 0.999, checked when the ONNX model is exported),
     so stored vectors stay valid whichever runs. ``runtime``: ``auto``, ``onnx`` or ``torch``.
+    ``questions``: on ONNX Runtime, ``int8`` embeds questions with a quantized copy of the model
+    (~40 % faster, cosine > 0.97 to float32, same retrieval quality: see ``minilm_onnx``) or
+    ``float32`` with the chunks' model itself. Torch always runs float32.
     """
 
     name = "all-MiniLM-L6-v2"
@@ -155,7 +158,12 @@ class MiniLMEmbedder(Embedder):
     query_threads = 1
 
     def __init__(
-        self, path: Path | None = None, *, runtime: str = "auto", cache_dir: Path | None = None
+        self,
+        path: Path | None = None,
+        *,
+        runtime: str = "auto",
+        cache_dir: Path | None = None,
+        questions: QuestionPrecision = "int8",
     ) -> None:
         if runtime not in ("auto", "onnx", "torch"):
             raise ValueError(f"unknown runtime {runtime!r}: use auto, onnx or torch")
@@ -167,7 +175,9 @@ class MiniLMEmbedder(Embedder):
         self._model: Any = None
         if runtime != "torch":
             try:
-                self._onnx = minilm_onnx.load(self.path, cache_dir or minilm_onnx.default_cache_dir())
+                self._onnx = minilm_onnx.load(
+                    self.path, cache_dir or minilm_onnx.default_cache_dir(), questions=questions
+                )
             except Exception as exc:  # no onnxruntime, an unwritable cache, an exporter failure
                 if runtime == "onnx":
                     raise EmbeddingsUnavailable(f"the ONNX runtime is unavailable: {exc}") from exc
@@ -178,6 +188,10 @@ class MiniLMEmbedder(Embedder):
     @property
     def runtime(self) -> str:
         return "torch" if self._onnx is None else "onnx"
+
+    @property
+    def question_precision(self) -> QuestionPrecision:
+        return "float32" if self._onnx is None else self._onnx.question_precision
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
@@ -274,17 +288,22 @@ def model_path() -> Path:
     )
 
 
-def load_embedder(spec: str, cache_dir: Path | None = None) -> Embedder | None:
+def load_embedder(
+    spec: str, cache_dir: Path | None = None, *, questions: QuestionPrecision = "int8"
+) -> Embedder | None:
     """``minilm`` (ONNX Runtime, else torch), ``minilm-torch``, ``hash`` or ``none`` (BM25 only).
 
-    ``cache_dir``: where the exported ONNX model is kept (the user's cache folder by default).
+    ``cache_dir``: where the exported ONNX model is kept (the user's cache folder by default);
+    ``questions``: the precision MiniLM embeds questions in on ONNX Runtime (``MiniLMEmbedder``).
     """
     if spec == "none":
         return None
     if spec == "hash":
         return HashEmbedder()
     if spec in ("minilm", "minilm-torch"):
-        return MiniLMEmbedder(runtime="torch" if spec == "minilm-torch" else "auto", cache_dir=cache_dir)
+        return MiniLMEmbedder(
+            runtime="torch" if spec == "minilm-torch" else "auto", cache_dir=cache_dir, questions=questions
+        )
     raise ValueError(f"unknown embeddings backend {spec!r}: use minilm, minilm-torch, hash or none")
 
 
