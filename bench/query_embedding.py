@@ -12,7 +12,9 @@ A hybrid search's latency is the MiniLM forward pass of the question plus the in
   package), with its agreement with the float32 vectors (cosine);
 - ``embed_query (torch)``: ``MiniLMEmbedder(runtime="torch")``, ``encode`` on one thread;
 - ``embed_query (onnx)``: what a search runs now, ``MiniLMEmbedder()`` on ONNX Runtime
-  (``parley.knowledge.minilm_onnx``: one thread, the fast tokenizer directly);
+  (``parley.knowledge.minilm_onnx``: one thread, the fast tokenizer directly, the int8 copy
+  with per-channel MatMul weights); ``embed_query (onnx float32)``: the same on the exported
+  float32 model (``PARLEY_QUESTION_EMBEDDING=float32``);
 - ``forward`` and ``int8`` also with ``torch.set_num_threads(1)``;
 - ``lru hit``: a repeated question answered from ``QueryVectors`` (no forward pass);
 - ``onnx`` and ``onnx int8``: the model Parley exports to ONNX (mean pooling and normalization
@@ -62,7 +64,7 @@ def onnx_variants(st: Any, fp32: Path, folder: Path) -> dict[str, Callable[[str]
     int8 = folder / "minilm-int8.onnx"
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
     variants: dict[str, Callable[[str], Vectors]] = {}
-    for name, path in (("onnx", fp32), ("onnx int8", int8)):
+    for name, path in (("onnx", fp32), ("onnx int8 per tensor", int8)):
         for threads in (2, 1):
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
@@ -114,6 +116,7 @@ def main() -> None:
     variants["embed_query (torch)"] = embedder.embed_query
     if onnx.runtime == "onnx":
         variants["embed_query (onnx)"] = onnx.embed_query
+        variants["embed_query (onnx float32)"] = MiniLMEmbedder(questions="float32").embed_query
     for name in ("forward", "int8"):
         variants[f"{name}, 1 thread"] = one_thread(variants[name])
     exported = tempfile.TemporaryDirectory()
@@ -139,13 +142,13 @@ def main() -> None:
     print(f"load after: {os.getloadavg()[0]:.2f}; {len(queries) - args.warmup} SciFact questions each\n")
     base = np.vstack(vectors["encode"])
     print(
-        f"{'variant':18} {'p50 ms':>7} {'p95 ms':>7} {'vs encode p50':>14} {'cosine to fp32 (mean/min)':>26}"
+        f"{'variant':32} {'p50 ms':>7} {'p95 ms':>7} {'vs encode p50':>14} {'cosine to fp32 (mean/min)':>26}"
     )
     for name in names:
         cos = np.sum(np.vstack(vectors[name]) * base, axis=1)
         ratio = pct(timings[name], 50) / pct(timings["encode"], 50)
         print(
-            f"{name:18} {pct(timings[name], 50):7.2f} {pct(timings[name], 95):7.2f} {ratio:14.2f} "
+            f"{name:32} {pct(timings[name], 50):7.2f} {pct(timings[name], 95):7.2f} {ratio:14.2f} "
             f"{cos.mean():17.4f}/{cos.min():.4f}"
         )
     exported.cleanup()
