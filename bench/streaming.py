@@ -7,6 +7,13 @@ streams, and the CPU the client and the server used (they share the machine's co
 Run: ``python -m bench.streaming [--db postgres] [--baseline DIR]``; ``--baseline`` serves a
 second server from another checkout (e.g. ``git archive`` of the previous commit) and
 interleaves the two, so both sides see the same machine load.
+
+"100 concurrent streams" is measured two ways. ``--streams 100``: a burst, 100 runs created
+at the same instant (every run's set-up queues behind the others'). ``--sustained 100``: 100
+streams kept open, each token paced (``--delay-ms``, 20 by default: 50 tokens/s, 10 s per
+stream), clients starting new ones as theirs end, staggered so arrivals spread out: the
+time to first token of a stream that starts while ~99 others are streaming, against the
+same paced provider in-process (whose first token also waits one delay).
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ SPEC = "scripted:bench?tokens=500&delay_ms=0"
 EXPECTED = "".join(f" tok{i}" for i in range(500))
 
 
-async def in_process_ttft(samples: int) -> list[float]:
-    provider = ScriptedProvider.from_spec(SPEC.split(":", 1)[1])
+async def in_process_ttft(samples: int, spec: str = SPEC) -> list[float]:
+    provider = ScriptedProvider.from_spec(spec.split(":", 1)[1])
     out = []
     for _ in range(samples):
         started = time.perf_counter()
@@ -151,6 +158,39 @@ async def through_server_raw(url: str, concurrency: int, rounds: int) -> list[fl
             c.close()
 
 
+async def sustained(url: str, streams: int, stream_s: float, measure_s: float) -> list[tuple[float, int]]:
+    """``streams`` clients, each streaming run after run; started ``stream_s / streams`` apart so
+    that arrivals spread evenly. ``(ttft, streams open when it started)`` for each stream started
+    after the ramp (one stream's length), until ``measure_s`` later."""
+    clients = [await RawClient.connect(url) for _ in range(streams)]
+    opened = 0
+    started = time.perf_counter()
+    ramp_end, stop = started + stream_s, started + stream_s + measure_s
+    out: list[tuple[float, int]] = []
+
+    async def client(i: int, c: RawClient) -> None:
+        nonlocal opened
+        await asyncio.sleep(i * stream_s / streams)
+        while time.perf_counter() < stop:
+            thread = await c.new_thread()
+            measured, others = time.perf_counter() >= ramp_end, opened
+            opened += 1
+            try:
+                ttft, text = await c.stream(thread)
+            finally:
+                opened -= 1
+            assert text == EXPECTED, "a stream lost or garbled tokens"
+            if measured:
+                out.append((ttft, others))
+
+    try:
+        await asyncio.gather(*(client(i, c) for i, c in enumerate(clients)))
+        return out
+    finally:
+        for c in clients:
+            c.close()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux ``/proc``)."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -186,6 +226,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="bursts of 100 streams per side")
     parser.add_argument("--streams", type=int, nargs="+", choices=[1, 100], default=[1, 100])
     parser.add_argument(
+        "--sustained",
+        type=int,
+        metavar="N",
+        help="instead: N streams kept open with paced tokens (see the module's doc), raw client",
+    )
+    parser.add_argument("--delay-ms", type=float, default=20.0, help="--sustained: delay per token")
+    parser.add_argument("--seconds", type=float, default=30.0, help="--sustained: measured time")
+    parser.add_argument(
         "--baseline",
         metavar="DIR",
         help="also serve from this checkout of parley (SQLite only), interleaved with this one",
@@ -211,6 +259,12 @@ def main() -> None:
                 raise SystemExit("no PostgreSQL available")
             env["PARLEY_DATABASE_URL"] = pg
         sides = [Side("this", stack.enter_context(ServerProcess(env)), args.client)]
+        if args.sustained:
+            paced = f"scripted:bench?tokens=500&delay_ms={args.delay_ms:g}"
+            server = stack.enter_context(ServerProcess({**env, "PARLEY_MODEL": paced}))
+            measure_sustained(server, paced, args)
+            print(f"load average at end {os.getloadavg()[0]:.2f}")
+            return
         if args.baseline:
             baseline = ServerProcess(env, code=Path(args.baseline).resolve())
             sides.append(Side("baseline", stack.enter_context(baseline), args.client))
@@ -238,6 +292,36 @@ def main() -> None:
                     f"(the client {side.client_cpu / max(both, 1e-9):.0%} of what both used)"
                 )
     print(f"load average at end {os.getloadavg()[0]:.2f}")
+
+
+def measure_sustained(server: ServerProcess, spec: str, args: argparse.Namespace) -> None:
+    local = asyncio.run(in_process_ttft(50, spec))
+    print(f"in-process provider TTFT ms ({spec}): {summary(local)}")
+    stream_s = 500 * args.delay_ms / 1000
+    wall, client, served = time.perf_counter(), time.process_time(), cpu_seconds(server.proc.pid)
+    before = event_counters(server.url)
+    results = asyncio.run(sustained(server.url, args.sustained, stream_s, args.seconds))
+    wall = time.perf_counter() - wall
+    events, commits = (a - b for a, b in zip(event_counters(server.url), before, strict=True))
+    ttfts, others = [t for t, _ in results], [n for _, n in results]
+    added = [t - pct(local, 50) for t in ttfts]
+    print(
+        f"{args.db} raw, {args.sustained} streams kept open, {len(results)} streams measured; "
+        f"other streams open at each start: p5 {pct(others, 5):.0f}, p50 {pct(others, 50):.0f}"
+    )
+    print(f"TTFT ms: {summary(ttfts)}   added p50 {pct(added, 50):.2f}  p95 {pct(added, 95):.2f}")
+    print(
+        f"    wall {wall:.1f} s; CPU: client {time.process_time() - client:.1f} s, "
+        f"server {cpu_seconds(server.proc.pid) - served:.1f} s; event log: {events / wall:.0f} events/s "
+        f"in {commits / wall:.0f} commits/s ({events / max(commits, 1):.1f} per commit)"
+    )
+
+
+def event_counters(url: str) -> tuple[float, float]:
+    """Events written and group commits so far, from the server's /metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("parley_event"))
+    return float(values["parley_events_written_total"]), float(values["parley_event_commits_total"])
 
 
 if __name__ == "__main__":

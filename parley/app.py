@@ -64,7 +64,7 @@ class Parley:
         self.log = EventLog(
             self.db,
             self.bus,
-            on_commit=self.metrics.events_written.inc,
+            on_commit=self.metrics.events_committed,
         )
         self.providers = Providers(settings, providers)
         self.assistants = Assistants.load(settings.model, settings.config_file)

@@ -39,6 +39,11 @@ class Metrics:
         self.events_written = Counter(
             "parley_events_written", "Events committed to the event log.", registry=self.registry
         )
+        self.event_commits = Counter(
+            "parley_event_commits",
+            "Group commits of the event log (events written / commits = events per commit).",
+            registry=self.registry,
+        )
         self.runs_active = Gauge("parley_runs_active", "Runs executing now.", registry=self.registry)
         self.sse_streams = Gauge("parley_sse_streams", "Open SSE streams.", registry=self.registry)
         self.provider_fallbacks = Counter(
@@ -54,6 +59,11 @@ class Metrics:
             ["tool", "status"],
             registry=self.registry,
         )
+
+    def events_committed(self, count: int) -> None:
+        """One group commit of ``count`` events (the event log's ``on_commit``)."""
+        self.events_written.inc(count)
+        self.event_commits.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

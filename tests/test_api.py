@@ -120,11 +120,17 @@ async def test_health_readiness_and_metrics(server: Server) -> None:
     assert ready.json()["checks"] == {"database": "ok", "executor": "ok"}
     thread = await new_thread(server.client)
     run = await start_run(server.client, thread, "count me")
-    await read_events(server.client, f"/v1/runs/{run['id']}/events")
+    events = await read_events(server.client, f"/v1/runs/{run['id']}/events")
     text = (await server.client.get("/metrics")).text
     assert 'parley_runs_total{assistant="general",status="completed"} 1.0' in text
     assert "parley_time_to_first_token_seconds_count" in text
-    assert "parley_events_written_total" in text
+    counters = {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in text.splitlines())
+        if name in ("parley_events_written_total", "parley_event_commits_total")
+    }
+    assert counters["parley_events_written_total"] >= len(events) >= 3
+    assert 1 <= counters["parley_event_commits_total"] <= counters["parley_events_written_total"]
     assert 'parley_http_requests_total{method="POST",route="/v1/threads",status="201"}' in text
 
 

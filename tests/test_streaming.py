@@ -62,6 +62,43 @@ async def test_another_event_closes_the_pending_delta(server: Server) -> None:
     assert frames[-1].json["text"] == "Let me look.Found it."
 
 
+async def test_continuing_text_shares_commits_and_keeps_every_token(server: Server) -> None:
+    """A paced producer (a real model between tokens) gets its first text committed at once and
+    its later text committed at most every TEXT_COMMIT_INTERVAL, not once per token."""
+    commits: list[float] = []
+    log = server.parley.executor.log
+    counted = log._on_commit
+    log._on_commit = lambda n: (commits.append(time.monotonic()), counted and counted(n))
+    spans: dict[str, float] = {}
+    pieces = [f" t{i}" for i in range(60)]
+
+    async def produce(executor: Executor, state: RunState) -> None:
+        run_id = state.run.id
+        executor.log.append_text(run_id, "Hello")
+        await executor.log.flush()
+        started, before = time.monotonic(), len(commits)
+        for piece in pieces:
+            executor.log.append_text(run_id, piece)
+            await executor.log.pace(run_id)
+            await asyncio.sleep(0.001)
+        spans["seconds"], spans["commits"] = time.monotonic() - started, len(commits) - before
+        state.text = "Hello" + "".join(pieces)
+        await executor.log.flush()
+
+    server.parley.executor.produce = produce
+    thread = await new_thread(server.client)
+    frames = await read_events(
+        server.client, f"/v1/threads/{thread}/runs", method="POST", json={"input": "go", "stream": True}
+    )
+    assert_contiguous(frames)
+    deltas = [f.json["text"] for f in frames if f.event == "message.delta"]
+    assert deltas[0] == "Hello"
+    assert "".join(deltas) == "Hello" + "".join(pieces) == frames[-1].json["text"]
+    # One commit per token would be 60; spaced commits are bounded by the time taken.
+    assert spans["commits"] <= spans["seconds"] / ev.TEXT_COMMIT_INTERVAL + 2
+    assert len(deltas) - 1 <= spans["commits"] + 1
+
+
 async def test_a_new_runs_first_token_does_not_wait_for_a_long_stream(
     settings_for: Callable[..., Settings],
 ) -> None:
