@@ -117,18 +117,20 @@ class Budgets:
         ).first()
         return Standing(limit, row[0] if row else 0, row[1] if row else 0)
 
-    async def admit(self, session: AsyncSession, thread: Thread, text: str) -> None:
-        """Refuse (429) a run whose first turn could not fit in what is left of today's budget."""
+    async def admit(self, thread: Thread, text: str) -> None:
+        """Refuse (429) a run whose first turn could not fit in what is left of today's budget.
+        Called while the run is created; reads in a session of its own (nothing when off)."""
         if not self.enabled:
             return
-        standing = await self.standing(session, thread.user_id)
-        if standing.remaining is None:
-            return
-        history = await session.scalar(
-            select(func.coalesce(func.sum(func.length(Message.content)), 0)).where(
-                Message.thread_id == thread.id
+        async with self._db.session() as session:
+            standing = await self.standing(session, thread.user_id)
+            if standing.remaining is None:
+                return
+            history = await session.scalar(
+                select(func.coalesce(func.sum(func.length(Message.content)), 0)).where(
+                    Message.thread_id == thread.id
+                )
             )
-        )
         instructions = (
             len(self._assistants.get(thread.assistant).instructions)
             if thread.assistant in self._assistants

@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import and_, bindparam, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley import summaries
 from parley.assistants import Assistant
@@ -54,8 +53,8 @@ from parley.facts import Fact, extract, extract_with_model
 from parley.memory import Memory, MemoryFact
 from parley.providers.base import ChatMessage, Provider, ProviderError, ProviderRequest, ToolCall
 from parley.providers.registry import Providers, UnknownProvider
-from parley.store.db import Database
-from parley.store.schema import Message, Run
+from parley.store.db import Database, Direct
+from parley.store.schema import Message, Run, from_row
 from parley.summaries import ThreadSummary
 from parley.tokens import REPLY_OVERHEAD, TokenCounter, Tokens
 
@@ -358,12 +357,19 @@ _HISTORY = (
 )
 
 
-async def history_after(session: AsyncSession, thread_id: str) -> tuple[ThreadSummary | None, list[Message]]:
+_SUMMARY = select(ThreadSummary).where(ThreadSummary.thread_id == bindparam("thread_id"))
+_MESSAGE_COLUMNS = len(Message.__table__.columns)
+
+
+async def history_after(reader: Direct, thread_id: str) -> tuple[ThreadSummary | None, list[Message]]:
     """The thread's summary and the messages it does not cover, in order: one query."""
-    rows = (await session.execute(_HISTORY, {"thread_id": thread_id})).all()
+    rows = await reader.rows(_HISTORY, {"thread_id": thread_id})
     if not rows:
-        return await session.get(ThreadSummary, thread_id), []
-    return rows[0][1], [message for message, _ in rows]
+        found = await reader.first(_SUMMARY, {"thread_id": thread_id})
+        return (from_row(ThreadSummary, found) if found is not None else None), []
+    first = rows[0][_MESSAGE_COLUMNS:]
+    summary = from_row(ThreadSummary, first) if first[0] is not None else None
+    return summary, [from_row(Message, row[:_MESSAGE_COLUMNS]) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,11 +418,11 @@ class ContextBuilder:
         """The prompt for ``run``'s first model turn, budgeted for ``provider``."""
         options = options_of(assistant)
         budget = Budget.of(options, self.settings, provider)
-        async with self.db.session() as session:
+        async with self.db.read() as reader:  # straight to the driver: before the first token
             facts: list[MemoryFact] = []
             if options.memory:
-                facts = await self.memory.recall(session, run.user_id, run.input, budget.memory_top_k)
-            summary, history = await history_after(session, run.thread_id)
+                facts = await self.memory.recall(reader, run.user_id, run.input, budget.memory_top_k)
+            summary, history = await history_after(reader, run.thread_id)
         return build_context(
             assistant,
             history,
@@ -499,8 +505,8 @@ class ContextBuilder:
         options = options_of(assistant)
         budget = Budget.of(options, self.settings, provider)
         counter = self.tokens.counter(provider)
-        async with self.db.session() as session:
-            summary, history = await history_after(session, thread_id)
+        async with self.db.read() as reader:
+            summary, history = await history_after(reader, thread_id)
         turns = group_turns(history)
         if len(turns) < 2:
             return False

@@ -31,7 +31,6 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import JSON, Float, ForeignKey, Index, String, Text, UniqueConstraint, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from parley.assistants import Assistant, Assistants
@@ -350,38 +349,39 @@ class Experiments:
 
     # -- assignment (hooks of run creation and execution) ---------------------------
 
-    async def assign(self, session: AsyncSession, run: Run, thread: Thread) -> None:
-        """Inside the run's creating transaction: pick the thread owner's variant and record the exposure."""
-        experiment = await self._running_for(session, thread.assistant)
+    async def assign(self, run: Run, thread: Thread) -> Exposure | None:
+        """While the run is created: pick the thread owner's variant; the exposure to record
+        (the creating transaction inserts it with the run). Reads in a session of its own."""
+        experiment = await self._running_for(thread.assistant)
         if experiment is None:
-            return
-        sticky = await session.scalar(
-            select(Exposure.variant)
-            .where(Exposure.experiment_key == experiment.key, Exposure.thread_id == thread.id)
-            .limit(1)
-        )
+            return None
+        async with self._db.session() as session:
+            sticky = await session.scalar(
+                select(Exposure.variant)
+                .where(Exposure.experiment_key == experiment.key, Exposure.thread_id == thread.id)
+                .limit(1)
+            )
         name = (
             sticky
             if sticky in experiment.names
             else choose(experiment.variants, experiment.key, experiment.salt, thread.user_id).name
         )
         run.variant = name
-        session.add(
-            Exposure(
-                run_id=run.id,
-                experiment_key=experiment.key,
-                variant=name,
-                user_id=thread.user_id,
-                thread_id=thread.id,
-                created_at=now(),
-            )
+        return Exposure(
+            run_id=run.id,
+            experiment_key=experiment.key,
+            variant=name,
+            user_id=thread.user_id,
+            thread_id=thread.id,
+            created_at=now(),
         )
 
-    async def _running_for(self, session: AsyncSession, assistant: str) -> Running | None:
+    async def _running_for(self, assistant: str) -> Running | None:
         if time.monotonic() - self._refreshed > REFRESH_SECONDS:
-            rows = (
-                await session.scalars(select(Experiment).where(Experiment.running_assistant.is_not(None)))
-            ).all()
+            async with self._db.session() as session:
+                rows = (
+                    await session.scalars(select(Experiment).where(Experiment.running_assistant.is_not(None)))
+                ).all()
             self._running = {e.assistant: Running.of(e) for e in rows}
             self._refreshed = time.monotonic()
         return self._running.get(assistant)

@@ -34,8 +34,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from parley.errors import not_found
 from parley.facts import Fact, words
-from parley.store.db import Database
-from parley.store.schema import Base, new_id, now
+from parley.store.db import Database, Direct
+from parley.store.schema import Base, from_row, new_id, now
 from parley.users import Principal
 
 
@@ -158,11 +158,11 @@ class Memory:
         setting = await session.get(MemorySetting, user_id)
         return setting is None or setting.enabled
 
-    async def recall(self, session: AsyncSession, user_id: int, query: str, k: int) -> list[MemoryFact]:
+    async def recall(self, reader: Direct, user_id: int, query: str, k: int) -> list[MemoryFact]:
         """The ``k`` facts about ``user_id`` most relevant to ``query`` (none when memory is off)."""
         if k <= 0 or not self.enabled:
             return []
-        facts = (await session.scalars(_RECALL, {"user_id": user_id})).all()
+        facts = [from_row(MemoryFact, row) for row in await reader.rows(_RECALL, {"user_id": user_id})]
         return rank(facts, query, k)
 
     async def set_enabled(self, principal: Principal, enabled: bool) -> bool:

@@ -11,9 +11,8 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import ApiError, not_found
 from parley.events import TERMINAL_STATUSES, EventLog
@@ -25,10 +24,11 @@ from parley.users import Principal
 
 Multitask = Literal["reject", "enqueue", "interrupt"]
 ACTIVE_STATUSES = ("queued", "running")
-#: Sets a new run's experiment variant inside its creating transaction (``Experiments.assign``).
-Assign = Callable[[AsyncSession, Run, Thread], Awaitable[None]]
-#: Decides, inside the creating transaction, whether a run may be created (raises ``ApiError``).
-Admit = Callable[[AsyncSession, Thread, str], Awaitable[None]]
+#: Sets a new run's experiment variant while it is created (``Experiments.assign``); returns a
+#: row (an exposure) that the creating transaction inserts with the run, or None.
+Assign = Callable[[Run, Thread], Awaitable[Base | None]]
+#: Decides, while the run is created, whether it may be (raises ``ApiError``); reads on its own.
+Admit = Callable[[Thread, str], Awaitable[None]]
 #: Releases what a thread holds outside its own rows before it is deleted (``Shop.clear_cart``).
 Release = Callable[[str], Awaitable[object]]
 
@@ -45,15 +45,17 @@ _TOUCH_THREAD = (
     .returning(_threads.c.user_id, _threads.c.assistant)
 )
 _TOUCH_OWN_THREAD = _TOUCH_THREAD.where(_threads.c.user_id == bindparam("owner_id"))
-_INSERT_RUN = insert(_runs)
-_INSERT_MESSAGE = insert(Base.metadata.tables["messages"])
+_BY_KEY = select(_runs.c.id, _runs.c.request_hash).where(
+    _runs.c.user_id == bindparam("user_id"), _runs.c.idempotency_key == bindparam("key")
+)
+_MESSAGES = Base.metadata.tables["messages"]
 
 
 class _Replay(Exception):
     """An Idempotency-Key seen before: its run is the answer, and the transaction rolls back."""
 
-    def __init__(self, run: Run) -> None:
-        self.run = run
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
 
 
 def request_hash(thread_id: str, body: dict[str, Any]) -> str:
@@ -107,7 +109,8 @@ class Runs:
                 # A concurrent request with the same key won the race: answer with its run.
                 run, interrupted = await insert()
         except _Replay as replay:
-            return replay.run, False
+            async with self._db.session() as session:
+                return await session.get_one(Run, replay.run_id), False
         for active_id in interrupted:
             await self._executor.cancel(active_id, reason="interrupted", wait=0)
         if run.status == "running":
@@ -128,41 +131,34 @@ class Runs:
         options: dict[str, Any],
         input_message_id: str | None,
     ) -> tuple[Run, list[str]]:
-        """Insert a new run; its thread's active runs to interrupt. Raises ``_Replay`` for a known key."""
+        """Insert a new run; its thread's active runs to interrupt. Raises ``_Replay`` for a known key.
+
+        Straight through the driver (``Database.direct``): on the path to every run's first token."""
         title = text.strip().splitlines()[0][:80] if text.strip() else None
-        async with self._db.transaction() as session:
-            conn = await session.connection()
-            found = (
-                await conn.execute(
-                    _TOUCH_THREAD if principal.is_admin else _TOUCH_OWN_THREAD,
-                    {
-                        "thread_id": thread_id,
-                        "owner_id": principal.user_id,
-                        "touched_at": now(),
-                        "new_title": title,
-                    },
-                )
-            ).first()
+        async with self._db.direct() as tx:
+            found = await tx.first(
+                _TOUCH_THREAD if principal.is_admin else _TOUCH_OWN_THREAD,
+                {
+                    "thread_id": thread_id,
+                    "owner_id": principal.user_id,
+                    "touched_at": now(),
+                    "new_title": title,
+                },
+            )
             if found is None:
                 raise not_found("thread", thread_id)
-            # The hooks read it; it is not attached to the session.
-            thread = Thread(id=thread_id, user_id=found.user_id, assistant=found.assistant)
+            thread = Thread(id=thread_id, user_id=found[0], assistant=found[1])  # for the hooks
             if key is not None:
-                existing = await session.scalar(
-                    select(Run).where(Run.user_id == thread.user_id, Run.idempotency_key == key)
-                )
+                existing = await tx.first(_BY_KEY, {"user_id": thread.user_id, "key": key})
                 if existing is not None:
-                    if existing.request_hash != digest:
+                    if existing[1] != digest:
                         raise ApiError(
                             422,
                             "idempotency_key_reused",
                             "this Idempotency-Key was already used with a different request",
                         )
-                    session.expunge(
-                        existing
-                    )  # kept as loaded when the rollback expires the session's objects
-                    raise _Replay(existing)
-            active = (await conn.execute(_ACTIVE, {"thread_id": thread_id})).scalars().all()
+                    raise _Replay(existing[0])
+            active = [r[0] for r in await tx.rows(_ACTIVE, {"thread_id": thread_id})]
             if active and multitask == "reject":
                 raise ApiError(
                     409,
@@ -171,7 +167,7 @@ class Runs:
                     "wait for it, cancel it, or send multitask=enqueue or interrupt",
                 )
             if self.admit is not None:
-                await self.admit(session, thread, text)
+                await self.admit(thread, text)
             run = Run(
                 id=new_id("run"),
                 thread_id=thread_id,
@@ -185,8 +181,7 @@ class Runs:
                 options=options,
                 input_message_id=input_message_id,
             )
-            if self.assign is not None:
-                await self.assign(session, run, thread)
+            exposure = await self.assign(run, thread) if self.assign is not None else None
             message = None
             if not active and self._executor.has_capacity():
                 # Nothing ahead of it: claim it in this same transaction (one commit fewer
@@ -197,11 +192,13 @@ class Runs:
                         id=new_id("msg"), thread_id=thread_id, role="user", content=text, run_id=run.id
                     )
                     run.input_message_id = message.id
-            # Core inserts: the run is returned as a plain object, not tracked by the session.
-            await conn.execute(_INSERT_RUN, row(run))
+            # The run is returned as a plain object, tracked by no session.
+            await tx.insert(_runs, row(run))
             if message is not None:
-                await conn.execute(_INSERT_MESSAGE, row(message))
-        return run, list(active) if multitask == "interrupt" else []
+                await tx.insert(_MESSAGES, row(message))
+            if exposure is not None:
+                await tx.insert(exposure.__table__, row(exposure))  # type: ignore[arg-type]
+        return run, active if multitask == "interrupt" else []
 
     async def get(self, principal: Principal, run_id: str) -> Run:
         async with self._db.session() as session:

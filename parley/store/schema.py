@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from collections.abc import Sequence
+from functools import cache
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, inspect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -47,6 +49,20 @@ def row(obj: Base) -> dict[str, Any]:
         if attr.key in obj.__dict__:
             values[column.key] = obj.__dict__[attr.key]
     return values
+
+
+_Model = TypeVar("_Model", bound="Base")
+
+
+def from_row(model: type[_Model], values: Sequence[Any]) -> _Model:
+    """A transient ``model`` from a driver row of its columns, in table order (``Database.read``)."""
+    return model(**dict(zip(_keys(model), values, strict=False)))
+
+
+@cache
+def _keys(model: type[Base]) -> tuple[str, ...]:
+    mapper = inspect(model)
+    return tuple(mapper.get_property_by_column(c).key for c in model.__table__.columns)
 
 
 class User(Base):
