@@ -7,11 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.exc import IntegrityError
 
 from parley.store.db import Database, alembic_config
+from parley.store.schema import Base, Run, new_id, row
+from parley.threads import create_thread
+from parley.users import ensure_local_user
 
 
 async def test_migrations_match_the_models(database_url: str) -> None:
@@ -54,3 +59,53 @@ def test_parley_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "up to date" in result.stdout
     assert (tmp_path / "data" / "parley.db").exists()
+
+
+async def test_direct_statements_write_and_read_what_a_session_does(database_url: str) -> None:
+    """``Database.direct`` / ``read`` bypass SQLAlchemy's execution: JSON, floats and NULLs go in
+    and come out as through a session; an IN of literal values is expanded; a constraint
+    violation is SQLAlchemy's IntegrityError and rolls the whole transaction back; a missing
+    parameter is an error, never a silent NULL."""
+    db = Database(database_url)
+    try:
+        await db.upgrade()
+        principal = await ensure_local_user(db)
+        owner = principal.user_id
+        thread = await create_thread(db, principal, "general")
+        runs = Base.metadata.tables["runs"]
+        options = {"metadata": {"team": "blue", "n": [1, 2.5, None]}, "é": "ünï"}
+        run = Run(id=new_id("run"), thread_id=thread.id, user_id=owner, assistant="general", options=options)
+        async with db.direct() as tx:
+            await tx.insert(runs, row(run))
+        async with db.session() as session:
+            stored = await session.get_one(Run, run.id)
+            assert (stored.options, stored.status, stored.error, stored.created_at) == (
+                options,
+                "queued",
+                None,
+                run.created_at,
+            )
+        active = select(runs.c.id, runs.c.options).where(
+            runs.c.thread_id == bindparam("thread_id"), runs.c.status.in_(("queued", "running"))
+        )
+        async with db.read() as reader:
+            assert [tuple(r) for r in await reader.rows(active, {"thread_id": thread.id})] == [
+                (run.id, options)
+            ]
+            assert await reader.first(active, {"thread_id": "thr_none"}) is None
+            with pytest.raises(KeyError):
+                await reader.rows(active, {})
+        second = Run(id=new_id("run"), thread_id=thread.id, user_id=owner, assistant="general")
+        same_id = Run(id=run.id, thread_id=thread.id, user_id=owner, assistant="general")
+
+        async def insert_both() -> None:
+            async with db.direct() as tx:
+                await tx.insert(runs, row(second))
+                await tx.insert(runs, row(same_id))
+
+        with pytest.raises(IntegrityError):
+            await insert_both()
+        async with db.session() as session:
+            assert await session.get(Run, second.id) is None  # rolled back with the failed insert
+    finally:
+        await db.close()
