@@ -141,13 +141,17 @@ class Database:
             self._hot = await self.engine.connect()
         return (await self._hot.get_raw_connection()).driver_connection
 
-    def compiled(self, statement: ClauseElement, key: object = None) -> _Compiled:
+    def compiled(
+        self, statement: ClauseElement | Callable[[], ClauseElement], key: object = None
+    ) -> _Compiled:
         """``statement`` as this dialect's SQL and the order of its parameters, cached by ``key``
-        (the statement itself by default: build statements once, at import)."""
+        (the statement itself by default: build statements once, at import). ``statement`` may
+        be a function that builds it, called only on the first use of ``key``."""
         key = statement if key is None else key
         found = self._compiled.get(key)
         if found is None:
-            found = self._compiled[key] = _Compiled.of(statement, self.engine.dialect, key)
+            built = statement() if callable(statement) else statement
+            found = self._compiled[key] = _Compiled.of(built, self.engine.dialect, key)
         return found
 
     async def insert_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -279,7 +283,7 @@ class Direct:
     async def insert(self, table: Table, values: Mapping[str, Any]) -> None:
         """Insert one row of ``values`` (the columns it names; the others take their defaults)."""
         key = (table, tuple(values))
-        await self._run(self._db.compiled(insert(table), key), values)
+        await self._run(self._db.compiled(lambda: insert(table), key), values)
 
     async def _run(self, compiled: _Compiled, params: Mapping[str, Any]) -> list[Sequence[Any]]:
         args = compiled.args(params)
