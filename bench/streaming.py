@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
@@ -223,7 +224,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--samples", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3, help="bursts of 100 streams per side")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="bursts of 100 streams per side (--sustained: runs per side)"
+    )
     parser.add_argument("--streams", type=int, nargs="+", choices=[1, 100], default=[1, 100])
     parser.add_argument(
         "--sustained",
@@ -261,8 +264,12 @@ def main() -> None:
         sides = [Side("this", stack.enter_context(ServerProcess(env)), args.client)]
         if args.sustained:
             paced = f"scripted:bench?tokens=500&delay_ms={args.delay_ms:g}"
-            server = stack.enter_context(ServerProcess({**env, "PARLEY_MODEL": paced}))
-            measure_sustained(server, paced, args)
+            penv = {**env, "PARLEY_MODEL": paced}
+            servers = [("this", stack.enter_context(ServerProcess(penv)))]
+            if args.baseline:
+                code = Path(args.baseline).resolve()
+                servers.append(("baseline", stack.enter_context(ServerProcess(penv, code=code))))
+            measure_sustained(servers, paced, args)
             print(f"load average at end {os.getloadavg()[0]:.2f}")
             return
         if args.baseline:
@@ -294,34 +301,50 @@ def main() -> None:
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 
-def measure_sustained(server: ServerProcess, spec: str, args: argparse.Namespace) -> None:
+def measure_sustained(servers: list[tuple[str, ServerProcess]], spec: str, args: argparse.Namespace) -> None:
+    """Each server in turn, ``args.rounds`` times (alternating, so load drifts hit both alike)."""
     local = asyncio.run(in_process_ttft(50, spec))
     print(f"in-process provider TTFT ms ({spec}): {summary(local)}")
     stream_s = 500 * args.delay_ms / 1000
-    wall, client, served = time.perf_counter(), time.process_time(), cpu_seconds(server.proc.pid)
-    before = event_counters(server.url)
-    results = asyncio.run(sustained(server.url, args.sustained, stream_s, args.seconds))
-    wall = time.perf_counter() - wall
-    events, commits = (a - b for a, b in zip(event_counters(server.url), before, strict=True))
-    ttfts, others = [t for t, _ in results], [n for _, n in results]
-    added = [t - pct(local, 50) for t in ttfts]
-    print(
-        f"{args.db} raw, {args.sustained} streams kept open, {len(results)} streams measured; "
-        f"other streams open at each start: p5 {pct(others, 5):.0f}, p50 {pct(others, 50):.0f}"
-    )
-    print(f"TTFT ms: {summary(ttfts)}   added p50 {pct(added, 50):.2f}  p95 {pct(added, 95):.2f}")
-    print(
-        f"    wall {wall:.1f} s; CPU: client {time.process_time() - client:.1f} s, "
-        f"server {cpu_seconds(server.proc.pid) - served:.1f} s; event log: {events / wall:.0f} events/s "
-        f"in {commits / wall:.0f} commits/s ({events / max(commits, 1):.1f} per commit)"
-    )
+    seen: dict[str, dict[str, Any]] = {
+        name: {"results": [], "wall": 0.0, "client": 0.0, "server": 0.0, "events": 0.0, "commits": 0.0}
+        for name, _ in servers
+    }
+    for round_ in range(args.rounds):
+        for name, server in servers if round_ % 2 == 0 else servers[::-1]:
+            side = seen[name]
+            wall, client, served = time.perf_counter(), time.process_time(), cpu_seconds(server.proc.pid)
+            before = event_counters(server.url)
+            side["results"] += asyncio.run(sustained(server.url, args.sustained, stream_s, args.seconds))
+            side["wall"] += time.perf_counter() - wall
+            side["client"] += time.process_time() - client
+            side["server"] += cpu_seconds(server.proc.pid) - served
+            after = event_counters(server.url)
+            side["events"] += after[0] - before[0]
+            side["commits"] += after[1] - before[1]
+    for name, side in seen.items():
+        results, wall = side["results"], side["wall"]
+        ttfts, others = [t for t, _ in results], [n for _, n in results]
+        added = [t - pct(local, 50) for t in ttfts]
+        print(
+            f"{name:8s} {args.db} raw, {args.sustained} streams kept open, {len(results)} streams measured; "
+            f"other streams open at each start: p5 {pct(others, 5):.0f}, p50 {pct(others, 50):.0f}"
+        )
+        print(f"    TTFT ms: {summary(ttfts)}   added p50 {pct(added, 50):.2f}  p95 {pct(added, 95):.2f}")
+        print(
+            f"    wall {wall:.1f} s; CPU: client {side['client']:.1f} s, server {side['server']:.1f} s; "
+            f"event log: {side['events'] / wall:.0f} events/s in {side['commits'] / wall:.0f} commits/s"
+        )
 
 
 def event_counters(url: str) -> tuple[float, float]:
     """Events written and group commits so far, from the server's /metrics."""
     text = httpx.get(f"{url}/metrics").text
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("parley_event"))
-    return float(values["parley_events_written_total"]), float(values["parley_event_commits_total"])
+    # Servers older than the commits counter report none.
+    return float(values["parley_events_written_total"]), float(
+        values.get("parley_event_commits_total", "nan")
+    )
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ class EventLog:
     def open_new(self, run_id: str, last: int = 0) -> None:
         """Become the writer of a run whose last committed seq is known (0: a new run)."""
         self._next_seq[run_id] = last + 1
-        self._tail[run_id] = _Tail(last + 1)
+        self._tail[run_id] = _Tail(run_id, last + 1)
         self._finished.pop(run_id, None)
 
     def append(self, run_id: str, type_: str, data: dict[str, Any]) -> RunEvent:
@@ -300,8 +300,8 @@ class EventLog:
     def _published(self, events: list[RunEvent]) -> None:
         for event in events:
             tail = self._tail.get(event.run_id)
-            if tail is not None and tail.start + len(tail.events) == event.seq:
-                tail.events.append(event)
+            if tail is not None and tail.start + len(tail) == event.seq:
+                tail.append(event)
         if self._on_commit is not None:
             self._on_commit(len(events))
 
@@ -322,8 +322,7 @@ class EventLog:
     async def read(self, run_id: str, after: int, limit: int = _READ_PAGE) -> list[RunEvent]:
         tail = self._tail.get(run_id)
         if tail is not None and tail.start <= after + 1:
-            index = after + 1 - tail.start
-            return tail.events[index : index + limit]
+            return tail.slice(after + 1 - tail.start, limit)
         async with self._db.session() as session:
             rows = await session.execute(
                 select(Event.run_id, Event.seq, Event.type, Event.data, Event.created_at)
@@ -336,7 +335,7 @@ class EventLog:
     async def last_seq(self, run_id: str) -> int:
         tail = self._tail.get(run_id)
         if tail is not None:
-            return tail.start + len(tail.events) - 1
+            return tail.start + len(tail) - 1
         async with self._db.session() as session:
             value = await session.scalar(_LAST_SEQ, {"run_id": run_id})
         return value or 0
@@ -393,11 +392,34 @@ class _OpenText:
 
 
 class _Tail:
-    __slots__ = ("events", "start")
+    """A run's committed events from seq ``start`` on, kept for fast reads: as columns of strings
+    and floats, not ``RunEvent`` tuples. The cyclic GC tracks every instance of a tuple subclass
+    for good, and never a str or a float: at 100 live streams the tails were ~110,000 of the
+    server's ~130,000 tracked objects (12,000 without them), all of which a full collection scans."""
 
-    def __init__(self, start: int) -> None:
+    __slots__ = ("created", "data", "run_id", "start", "types")
+
+    def __init__(self, run_id: str, start: int) -> None:
+        self.run_id = run_id
         self.start = start
-        self.events: list[RunEvent] = []
+        self.types: list[str] = []
+        self.data: list[str] = []
+        self.created: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def append(self, event: RunEvent) -> None:
+        self.types.append(event.type)
+        self.data.append(event.data)
+        self.created.append(event.created_at)
+
+    def slice(self, index: int, limit: int) -> list[RunEvent]:
+        end = min(index + limit, len(self.types))
+        return [
+            RunEvent(self.run_id, self.start + i, self.types[i], self.data[i], self.created[i])
+            for i in range(index, end)
+        ]
 
 
 def _row(event: RunEvent) -> dict[str, Any]:

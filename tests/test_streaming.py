@@ -96,7 +96,6 @@ async def test_continuing_text_shares_commits_and_keeps_every_token(server: Serv
     assert "".join(deltas) == "Hello" + "".join(pieces) == frames[-1].json["text"]
     # One commit per token would be 60; spaced commits are bounded by the time taken.
     assert spans["commits"] <= spans["seconds"] / ev.TEXT_COMMIT_INTERVAL + 2
-    assert len(deltas) - 1 <= spans["commits"] + 1
 
 
 async def test_a_new_runs_first_token_does_not_wait_for_a_long_stream(
