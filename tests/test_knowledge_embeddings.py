@@ -147,7 +147,9 @@ def test_a_damaged_or_missing_export_is_rebuilt(
     files = [*model_files(cache), *model_files(cache, int8=True)]
     assert all(p.stat().st_size > 0 for p in files)
     assert json.loads(files[1].read_text())["weights_sha256"]
-    assert json.loads(files[3].read_text())["source_sha256"] == json.loads(files[1].read_text())["onnx_sha256"]
+    assert (
+        json.loads(files[3].read_text())["source_sha256"] == json.loads(files[1].read_text())["onnx_sha256"]
+    )
     reference = minilm(runtime="torch").embed(TEXTS[:2])
     assert np.min(np.sum(embedder.embed(TEXTS[:2]) * reference, axis=1)) > 0.9999
     assert 0.97 < float(embedder.embed_query(TEXTS[0]) @ reference[0]) < 0.99999
