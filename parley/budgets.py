@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Float, ForeignKey, Integer, String, func, select, update
+from sqlalchemy import Float, ForeignKey, Integer, String, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from parley.assistants import Assistants
@@ -37,7 +36,7 @@ from parley.config import Settings
 from parley.errors import ApiError
 from parley.providers.base import Delta, Finish, ProviderError, ProviderRequest, TextDelta, Usage
 from parley.providers.route import Route
-from parley.store.db import Database
+from parley.store.db import Database, Direct, FirstRow, first_row
 from parley.store.schema import Base, Message, Run, Thread, User, now
 
 log = structlog.get_logger(__name__)
@@ -50,6 +49,15 @@ class TokenUsage(Base):
     used: Mapped[int] = mapped_column(Integer, default=0)
     reserved: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+_USER_NAME = select(User.name).where(User.id == bindparam("user_id"))
+_USAGE = select(TokenUsage.used, TokenUsage.reserved).where(
+    TokenUsage.user_id == bindparam("user_id"), TokenUsage.day == bindparam("day")
+)
+_HISTORY_CHARS = select(func.coalesce(func.sum(func.length(Message.content)), 0)).where(
+    Message.thread_id == bindparam("thread_id")
+)
 
 
 def today() -> str:
@@ -99,38 +107,29 @@ class Budgets:
     def enabled(self) -> bool:
         return self.default is not None or bool(self.per_user)
 
-    async def limit_of(self, session: AsyncSession, user_id: int) -> int | None:
+    async def limit_of(self, first: FirstRow, user_id: int) -> int | None:
+        """Today's limit of ``user_id`` (None: unlimited); ``first`` reads a row (``first_row``)."""
         if self.per_user:
-            name = await session.scalar(select(User.name).where(User.id == user_id))
-            if name in self.per_user:
-                return self.per_user[name]
+            row = await first(_USER_NAME, {"user_id": user_id})
+            if row is not None and row[0] in self.per_user:
+                return self.per_user[row[0]]
         return self.default
 
-    async def standing(self, session: AsyncSession, user_id: int) -> Standing:
-        limit = await self.limit_of(session, user_id)
-        row = (
-            await session.execute(
-                select(TokenUsage.used, TokenUsage.reserved).where(
-                    TokenUsage.user_id == user_id, TokenUsage.day == today()
-                )
-            )
-        ).first()
+    async def standing(self, first: FirstRow, user_id: int) -> Standing:
+        limit = await self.limit_of(first, user_id)
+        row = await first(_USAGE, {"user_id": user_id, "day": today()})
         return Standing(limit, row[0] if row else 0, row[1] if row else 0)
 
-    async def admit(self, thread: Thread, text: str) -> None:
+    async def admit(self, tx: Direct, thread: Thread, text: str) -> None:
         """Refuse (429) a run whose first turn could not fit in what is left of today's budget.
-        Called while the run is created; reads in a session of its own (nothing when off)."""
+        Inside the run's creating transaction (nothing to read when budgets are off)."""
         if not self.enabled:
             return
-        async with self._db.session() as session:
-            standing = await self.standing(session, thread.user_id)
-            if standing.remaining is None:
-                return
-            history = await session.scalar(
-                select(func.coalesce(func.sum(func.length(Message.content)), 0)).where(
-                    Message.thread_id == thread.id
-                )
-            )
+        standing = await self.standing(tx.first, thread.user_id)
+        if standing.remaining is None:
+            return
+        found = await tx.first(_HISTORY_CHARS, {"thread_id": thread.id})
+        history = found[0] if found else 0
         instructions = (
             len(self._assistants.get(thread.assistant).instructions)
             if thread.assistant in self._assistants
@@ -151,7 +150,7 @@ class Budgets:
         """Reserve ``tokens`` of today's budget; ``(granted, day)``."""
         day = today()
         async with self._db.session() as session, session.begin():
-            limit = await self.limit_of(session, user_id)
+            limit = await self.limit_of(first_row(session), user_id)
             if limit is None:
                 return True, day
             values = {"user_id": user_id, "day": day, "used": 0, "reserved": 0, "updated_at": now()}

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import JSON, Float, ForeignKey, Index, String, Text, UniqueConstraint, select
+from sqlalchemy import JSON, Float, ForeignKey, Index, String, Text, UniqueConstraint, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -38,8 +38,8 @@ from parley.errors import ApiError, not_found
 from parley.events import PROVIDER_FALLBACK
 from parley.providers.base import ProviderError
 from parley.providers.registry import Providers, UnknownProvider
-from parley.store.db import Database
-from parley.store.schema import Base, Event, Run, Thread, now
+from parley.store.db import Database, Direct
+from parley.store.schema import Base, Event, Run, Thread, from_row, now
 
 log = structlog.get_logger(__name__)
 
@@ -202,6 +202,13 @@ def load_config(path: Path | None) -> list[tuple[ExperimentSpec, Status]]:
 #: How long a process trusts its list of running experiments. A start or stop through this
 #: process applies at once; other processes see it within this many seconds.
 REFRESH_SECONDS = 2.0
+# Read inside a run's creating transaction (``Database.direct``): built once.
+_RUNNING = select(Experiment).where(Experiment.running_assistant.is_not(None))
+_STICKY = (
+    select(Exposure.variant)
+    .where(Exposure.experiment_key == bindparam("key"), Exposure.thread_id == bindparam("thread_id"))
+    .limit(1)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,18 +356,14 @@ class Experiments:
 
     # -- assignment (hooks of run creation and execution) ---------------------------
 
-    async def assign(self, run: Run, thread: Thread) -> Exposure | None:
-        """While the run is created: pick the thread owner's variant; the exposure to record
-        (the creating transaction inserts it with the run). Reads in a session of its own."""
-        experiment = await self._running_for(thread.assistant)
+    async def assign(self, tx: Direct, run: Run, thread: Thread) -> Exposure | None:
+        """Inside the run's creating transaction: pick the thread owner's variant; the exposure
+        to record (the transaction inserts it with the run)."""
+        experiment = await self._running_for(tx, thread.assistant)
         if experiment is None:
             return None
-        async with self._db.session() as session:
-            sticky = await session.scalar(
-                select(Exposure.variant)
-                .where(Exposure.experiment_key == experiment.key, Exposure.thread_id == thread.id)
-                .limit(1)
-            )
+        found = await tx.first(_STICKY, {"key": experiment.key, "thread_id": thread.id})
+        sticky = found[0] if found else None
         name = (
             sticky
             if sticky in experiment.names
@@ -376,12 +379,9 @@ class Experiments:
             created_at=now(),
         )
 
-    async def _running_for(self, assistant: str) -> Running | None:
+    async def _running_for(self, tx: Direct, assistant: str) -> Running | None:
         if time.monotonic() - self._refreshed > REFRESH_SECONDS:
-            async with self._db.session() as session:
-                rows = (
-                    await session.scalars(select(Experiment).where(Experiment.running_assistant.is_not(None)))
-                ).all()
+            rows = [from_row(Experiment, row) for row in await tx.rows(_RUNNING, {})]
             self._running = {e.assistant: Running.of(e) for e in rows}
             self._refreshed = time.monotonic()
         return self._running.get(assistant)

@@ -17,18 +17,19 @@ from sqlalchemy.exc import IntegrityError
 from parley.errors import ApiError, not_found
 from parley.events import TERMINAL_STATUSES, EventLog
 from parley.executor import Executor
-from parley.store.db import Database
+from parley.store.db import Database, Direct
 from parley.store.schema import Base, Message, Run, Thread, new_id, now, row
 from parley.threads import delete_thread_rows, get_thread, visible
 from parley.users import Principal
 
 Multitask = Literal["reject", "enqueue", "interrupt"]
 ACTIVE_STATUSES = ("queued", "running")
-#: Sets a new run's experiment variant while it is created (``Experiments.assign``); returns a
-#: row (an exposure) that the creating transaction inserts with the run, or None.
-Assign = Callable[[Run, Thread], Awaitable[Base | None]]
-#: Decides, while the run is created, whether it may be (raises ``ApiError``); reads on its own.
-Admit = Callable[[Thread, str], Awaitable[None]]
+#: Sets a new run's experiment variant inside its creating transaction (``Experiments.assign``);
+#: returns a row (an exposure) that the transaction inserts with the run, or None. Hooks read
+#: through the transaction: a second pooled connection per creation could starve the pool.
+Assign = Callable[[Direct, Run, Thread], Awaitable[Base | None]]
+#: Decides, inside the creating transaction, whether a run may be created (raises ``ApiError``).
+Admit = Callable[[Direct, Thread, str], Awaitable[None]]
 #: Releases what a thread holds outside its own rows before it is deleted (``Shop.clear_cart``).
 Release = Callable[[str], Awaitable[object]]
 
@@ -167,7 +168,7 @@ class Runs:
                     "wait for it, cancel it, or send multitask=enqueue or interrupt",
                 )
             if self.admit is not None:
-                await self.admit(thread, text)
+                await self.admit(tx, thread, text)
             run = Run(
                 id=new_id("run"),
                 thread_id=thread_id,
@@ -181,7 +182,7 @@ class Runs:
                 options=options,
                 input_message_id=input_message_id,
             )
-            exposure = await self.assign(run, thread) if self.assign is not None else None
+            exposure = await self.assign(tx, run, thread) if self.assign is not None else None
             message = None
             if not active and self._executor.has_capacity():
                 # Nothing ahead of it: claim it in this same transaction (one commit fewer

@@ -251,3 +251,17 @@ async def test_idle_streams_get_pings_and_a_dropped_client_is_released(settings_
         assert bus.subscriber_count(run["id"]) == 0  # type: ignore[attr-defined]
         assert server.parley.metrics.sse_streams._value.get() == 0
         await server.client.post(f"/v1/runs/{run['id']}/cancel")
+
+
+async def test_more_runs_created_at_once_than_the_pool_has_connections(server: Server) -> None:
+    """Each creation holds one database connection for its transaction and must not need a
+    second: when the experiments list was refreshed on a connection of its own, 100 creations
+    at once on PostgreSQL (pool: 40) all waited out the pool's timeout and failed."""
+    threads = [await new_thread(server.client) for _ in range(60)]
+    server.parley.experiments._forget()  # every creation finds the running experiments stale
+    owner = server.parley.local_user
+    created = await asyncio.wait_for(
+        asyncio.gather(*(server.parley.runs.create(owner, t, "hello") for t in threads)), timeout=25
+    )
+    assert [was_created for _, was_created in created] == [True] * len(threads)
+    assert len({run.id for run, _ in created}) == len(threads)

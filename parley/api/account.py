@@ -14,8 +14,8 @@ router = APIRouter(tags=["account"])
 
 @router.get("/v1/me")
 async def me(parley: ParleyDep, principal: PrincipalDep) -> dict[str, Any]:
-    async with parley.db.session() as session:
-        standing = await parley.budgets.standing(session, principal.user_id)
+    async with parley.db.read() as reader:
+        standing = await parley.budgets.standing(reader.first, principal.user_id)
     return {
         "object": "account",
         "user": {"id": principal.user_id, "name": principal.name, "is_admin": principal.is_admin},

@@ -12,10 +12,10 @@ import contextlib
 import json
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, Executable
 
 from parley.store.sqlite import inline_connector
 
@@ -225,9 +225,15 @@ class _Compiled:
     def of(cls, statement: ClauseElement, dialect: Any, key: object) -> _Compiled:
         columns = list(key[1]) if isinstance(key, tuple) and len(key) == 2 else None
         compiled: Any = statement.compile(dialect=dialect, column_keys=columns)  # an SQLCompiler
-        defaults: dict[str, Any] = {}
+        required = [name for name, bind in compiled.binds.items() if bind.required]
+        # Literal values the statement carries (a LIMIT, a comparison with a constant); a
+        # column's bind without one must come from the caller (its default is not applied here).
+        defaults = {
+            name: bind.value
+            for name, bind in compiled.binds.items()
+            if not bind.required and bind.value is not None
+        }
         if "__[POSTCOMPILE_" in compiled.string:  # IN (literal values): one placeholder each
-            required = [name for name, bind in compiled.binds.items() if bind.required]
             compiled = statement.params(dict.fromkeys(required)).compile(
                 dialect=dialect, compile_kwargs={"render_postcompile": True}
             )
@@ -300,6 +306,20 @@ class Direct:
             if _is_integrity_error(exc):  # as SQLAlchemy would raise it: callers handle one kind
                 raise IntegrityError(compiled.sql, args, exc) from exc
             raise
+
+
+FirstRow = Callable[[ClauseElement, Mapping[str, Any]], Awaitable[Sequence[Any] | None]]
+
+
+def first_row(session: AsyncSession) -> FirstRow:
+    """``Direct.first`` over a session: code that reads in either kind of transaction takes a
+    ``FirstRow``."""
+
+    async def first(statement: ClauseElement, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = (await session.execute(cast(Executable, statement), params)).first()
+        return row
+
+    return first
 
 
 def _is_integrity_error(exc: Exception) -> bool:
