@@ -1,8 +1,10 @@
-"""``parley ingest PATH --kb NAME``: a summary, bad files reported and skipped, reruns incremental."""
+"""``parley ingest PATH --kb NAME``: a progress bar, a summary, bad files reported and skipped,
+reruns incremental."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +14,11 @@ import pytest
 from tests.knowledge_data import FAQ, GUIDE, pdf_bytes
 
 
-def ingest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def ingest(tmp_path: Path, *args: str, terminal: bool = False) -> subprocess.CompletedProcess[str]:
+    """``terminal``: as in an interactive terminal (rich draws progress only there)."""
     env = {
         **os.environ,
+        **({"TTY_INTERACTIVE": "1", "TTY_COMPATIBLE": "1"} if terminal else {}),
         "PARLEY_DATA_DIR": str(tmp_path / "data"),
         "PARLEY_EMBEDDINGS": "hash",
         "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'data' / 'parley.db'}",
@@ -64,3 +68,16 @@ def test_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     result = ingest(tmp_path, str(tmp_path / "nope"), "--kb", "x")
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+def test_a_terminal_sees_a_progress_bar_per_file(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "help.md").write_text(FAQ)
+    (docs / "guide.md").write_text(GUIDE)
+    result = ingest(tmp_path, str(docs), "--kb", "handbook", terminal=True)
+    assert result.returncode == 0, result.stderr
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)
+    assert "ingest into handbook" in shown
+    assert "2/2" in shown  # files done of files found
+    assert "handbook: 2 added, 0 updated, 0 unchanged, 0 deleted, 0 skipped" in shown
