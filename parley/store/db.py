@@ -142,16 +142,20 @@ class Database:
         return (await self._hot.get_raw_connection()).driver_connection
 
     def compiled(
-        self, statement: ClauseElement | Callable[[], ClauseElement], key: object = None
+        self,
+        statement: ClauseElement | Callable[[], ClauseElement],
+        key: object = None,
+        column_keys: Sequence[str] | None = None,
     ) -> _Compiled:
         """``statement`` as this dialect's SQL and the order of its parameters, cached by ``key``
         (the statement itself by default: build statements once, at import). ``statement`` may
-        be a function that builds it, called only on the first use of ``key``."""
+        be a function that builds it, called only on the first use of ``key``; ``column_keys``:
+        an INSERT's columns."""
         key = statement if key is None else key
         found = self._compiled.get(key)
         if found is None:
             built = statement() if callable(statement) else statement
-            found = self._compiled[key] = _Compiled.of(built, self.engine.dialect, key)
+            found = self._compiled[key] = _Compiled.of(built, self.engine.dialect, column_keys)
         return found
 
     async def insert_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -222,8 +226,8 @@ class _Compiled:
         self.json_columns = json_columns
 
     @classmethod
-    def of(cls, statement: ClauseElement, dialect: Any, key: object) -> _Compiled:
-        columns = list(key[1]) if isinstance(key, tuple) and len(key) == 2 else None
+    def of(cls, statement: ClauseElement, dialect: Any, column_keys: Sequence[str] | None) -> _Compiled:
+        columns = list(column_keys) if column_keys is not None else None
         compiled: Any = statement.compile(dialect=dialect, column_keys=columns)  # an SQLCompiler
         required = [name for name, bind in compiled.binds.items() if bind.required]
         # Literal values the statement carries (a LIMIT, a comparison with a constant); a
@@ -287,9 +291,11 @@ class Direct:
         return found[0] if found else None
 
     async def insert(self, table: Table, values: Mapping[str, Any]) -> None:
-        """Insert one row of ``values`` (the columns it names; the others take their defaults)."""
-        key = (table, tuple(values))
-        await self._run(self._db.compiled(lambda: insert(table), key), values)
+        """Insert one row of ``values``, e.g. ``row(obj)`` (every column, defaults set). Python-side
+        column defaults are not applied here: leaving out such a column is a KeyError, never a
+        silent NULL; a column without one takes the database's default."""
+        columns = tuple(values)
+        await self._run(self._db.compiled(lambda: insert(table), (table, columns), columns), values)
 
     async def _run(self, compiled: _Compiled, params: Mapping[str, Any]) -> list[Sequence[Any]]:
         args = compiled.args(params)
