@@ -174,7 +174,9 @@ class Route:
             for retry in range(self.policy.attempts):
                 attempt = _Attempt()
                 try:
-                    await asyncio.sleep(self.health.retry_wait(provider.name))
+                    wait = self.health.retry_wait(provider.name)
+                    if wait > 0:  # sleep(0) would still hand the loop over before every first token
+                        await asyncio.sleep(wait)
                     async with _closing(provider.stream(replace(request, prefix=produced))) as deltas:
                         async for delta in deltas:
                             if isinstance(delta, TextDelta):
