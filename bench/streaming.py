@@ -23,11 +23,11 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from httpx_sse import aconnect_sse
@@ -36,6 +36,7 @@ from bench._util import ServerProcess, machine, pct, postgres, summary
 from parley.providers.base import ProviderRequest, TextDelta
 from parley.providers.scripted import ScriptedProvider
 
+T = TypeVar("T")
 SPEC = "scripted:bench?tokens=500&delay_ms=0"
 EXPECTED = "".join(f" tok{i}" for i in range(500))
 
@@ -210,14 +211,24 @@ class Side:
     wall: float = 0.0
     client_cpu: float = 0.0
     server_cpu: float = 0.0
+    #: ``--sustained``: the streams open when each measured one started; the event log's work.
+    others: list[int] = field(default_factory=list)
+    events: float = 0.0
+    commits: float = 0.0
+
+    def timed(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work``, adding its wall time and the client's and server's CPU to this side."""
+        wall, client, served = time.perf_counter(), time.process_time(), cpu_seconds(self.server.proc.pid)
+        try:
+            return asyncio.run(work)
+        finally:
+            self.wall += time.perf_counter() - wall
+            self.client_cpu += time.process_time() - client
+            self.server_cpu += cpu_seconds(self.server.proc.pid) - served
 
     def measure(self, concurrency: int, rounds: int) -> None:
-        wall, client, served = time.perf_counter(), time.process_time(), cpu_seconds(self.server.proc.pid)
         run = through_server_raw if self.client == "raw" else through_server
-        self.ttfts += asyncio.run(run(self.server.url, concurrency, rounds))
-        self.wall += time.perf_counter() - wall
-        self.client_cpu += time.process_time() - client
-        self.server_cpu += cpu_seconds(self.server.proc.pid) - served
+        self.ttfts += self.timed(run(self.server.url, concurrency, rounds))
 
 
 def main() -> None:
@@ -265,10 +276,10 @@ def main() -> None:
         if args.sustained:
             paced = f"scripted:bench?tokens=500&delay_ms={args.delay_ms:g}"
             penv = {**env, "PARLEY_MODEL": paced}
-            servers = [("this", stack.enter_context(ServerProcess(penv)))]
+            servers = [Side("this", stack.enter_context(ServerProcess(penv)), "raw")]
             if args.baseline:
                 code = Path(args.baseline).resolve()
-                servers.append(("baseline", stack.enter_context(ServerProcess(penv, code=code))))
+                servers.append(Side("baseline", stack.enter_context(ServerProcess(penv, code=code)), "raw"))
             measure_sustained(servers, paced, args)
             print(f"load average at end {os.getloadavg()[0]:.2f}")
             return
@@ -301,39 +312,33 @@ def main() -> None:
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 
-def measure_sustained(servers: list[tuple[str, ServerProcess]], spec: str, args: argparse.Namespace) -> None:
+def measure_sustained(sides: list[Side], spec: str, args: argparse.Namespace) -> None:
     """Each server in turn, ``args.rounds`` times (alternating, so load drifts hit both alike)."""
     local = asyncio.run(in_process_ttft(50, spec))
     print(f"in-process provider TTFT ms ({spec}): {summary(local)}")
     stream_s = 500 * args.delay_ms / 1000
-    seen: dict[str, dict[str, Any]] = {
-        name: {"results": [], "wall": 0.0, "client": 0.0, "server": 0.0, "events": 0.0, "commits": 0.0}
-        for name, _ in servers
-    }
     for round_ in range(args.rounds):
-        for name, server in servers if round_ % 2 == 0 else servers[::-1]:
-            side = seen[name]
-            wall, client, served = time.perf_counter(), time.process_time(), cpu_seconds(server.proc.pid)
-            before = event_counters(server.url)
-            side["results"] += asyncio.run(sustained(server.url, args.sustained, stream_s, args.seconds))
-            side["wall"] += time.perf_counter() - wall
-            side["client"] += time.process_time() - client
-            side["server"] += cpu_seconds(server.proc.pid) - served
-            after = event_counters(server.url)
-            side["events"] += after[0] - before[0]
-            side["commits"] += after[1] - before[1]
-    for name, side in seen.items():
-        results, wall = side["results"], side["wall"]
-        ttfts, others = [t for t, _ in results], [n for _, n in results]
-        added = [t - pct(local, 50) for t in ttfts]
+        for side in sides if round_ % 2 == 0 else sides[::-1]:
+            before = event_counters(side.server.url)
+            results = side.timed(sustained(side.server.url, args.sustained, stream_s, args.seconds))
+            after = event_counters(side.server.url)
+            side.ttfts += [t for t, _ in results]
+            side.others += [n for _, n in results]
+            side.events += after[0] - before[0]
+            side.commits += after[1] - before[1]
+    for side in sides:
+        added = [t - pct(local, 50) for t in side.ttfts]
         print(
-            f"{name:8s} {args.db} raw, {args.sustained} streams kept open, {len(results)} streams measured; "
-            f"other streams open at each start: p5 {pct(others, 5):.0f}, p50 {pct(others, 50):.0f}"
+            f"{side.name:8s} {args.db} raw, {args.sustained} streams kept open, {len(side.ttfts)} streams "
+            f"measured; other streams open at each start: p5 {pct(side.others, 5):.0f}, "
+            f"p50 {pct(side.others, 50):.0f}"
         )
-        print(f"    TTFT ms: {summary(ttfts)}   added p50 {pct(added, 50):.2f}  p95 {pct(added, 95):.2f}")
         print(
-            f"    wall {wall:.1f} s; CPU: client {side['client']:.1f} s, server {side['server']:.1f} s; "
-            f"event log: {side['events'] / wall:.0f} events/s in {side['commits'] / wall:.0f} commits/s"
+            f"    TTFT ms: {summary(side.ttfts)}   added p50 {pct(added, 50):.2f}  p95 {pct(added, 95):.2f}"
+        )
+        print(
+            f"    wall {side.wall:.1f} s; CPU: client {side.client_cpu:.1f} s, server {side.server_cpu:.1f} s; "
+            f"event log: {side.events / side.wall:.0f} events/s in {side.commits / side.wall:.0f} commits/s"
         )
 
 
