@@ -125,8 +125,11 @@ class EventLog:
         self._last_commit = 0.0
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
-        marks = ("?",) * 5 if db.is_sqlite else tuple(f"${i}" for i in range(1, 6))
-        self._insert_sql = f"INSERT INTO {Event.__tablename__} (run_id, seq, type, data, created_at) VALUES ({', '.join(marks)})"
+        # The group commit hands ``RunEvent`` tuples to the driver as they are: in column order.
+        insert_event = db.compiled(_INSERT_EVENT, column_keys=RunEvent._fields)
+        if insert_event.names != list(RunEvent._fields):
+            raise EventLogError(f"RunEvent's fields do not match the insert's columns: {insert_event.names}")
+        self._insert_sql = insert_event.sql
 
     # -- lifecycle -------------------------------------------------------------
 
