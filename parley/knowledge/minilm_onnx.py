@@ -151,17 +151,19 @@ def load(model_dir: Path, cache_dir: Path, *, questions: QuestionPrecision = "in
     if questions == "float32":
         return model
     try:
-        return OnnxMiniLM(model_dir, onnx_path, question_model(model, stem))
+        # The float32 model's digest, as its manifest (just checked or just written) records it.
+        source = json.loads(manifest.read_text())["onnx_sha256"]
+        return OnnxMiniLM(model_dir, onnx_path, question_model(model, stem, source))
     except Exception as exc:  # no onnx package, a full disk, a copy that disagrees
         log.warning("embeddings_int8_unavailable", reason=str(exc), fallback="float32 questions")
         return model
 
 
-def question_model(model: OnnxMiniLM, stem: Path) -> Path:
+def question_model(model: OnnxMiniLM, stem: Path, source: str) -> Path:
     """The int8 copy of ``model``'s graph beside it: reused while its manifest holds, else made
-    (ONNX Runtime's dynamic quantization) and checked against the float32 model on the probes."""
+    (ONNX Runtime's dynamic quantization) and checked against the float32 model on the probes.
+    ``source``: the float32 model's SHA-256, which the copy's manifest must record."""
     path, manifest = stem.with_name(stem.name + "-int8.onnx"), stem.with_name(stem.name + "-int8.json")
-    source = _sha256(model.onnx_path)
     if _valid(path, manifest, source_sha256=source, format=QUANTIZE_FORMAT):
         return path
     from onnxruntime.quantization import QuantType, quantize_dynamic
