@@ -277,8 +277,9 @@ def _decoded(row: Sequence[Any], positions: list[int]) -> list[Any]:
 
 
 class Direct:
-    """The statements of one ``Database.direct`` transaction. Rows are the driver's: tuples
-    (SQLite) or records (PostgreSQL), read by position; JSON columns are encoded here."""
+    """Statements straight through the driver: one ``Database.direct`` transaction's, or
+    ``Database.read``'s. Rows are the driver's: tuples (SQLite) or records (PostgreSQL), read by
+    position; JSON parameters are encoded here, and JSON columns decoded on SQLite."""
 
     def __init__(self, db: Database, raw: Any) -> None:
         self._db, self._raw = db, raw
