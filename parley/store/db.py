@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.sql import ClauseElement, Executable
 
-from parley.store.sqlite import inline_connector
+from parley.store.sqlite import Checkpoints, inline_connector
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -49,9 +49,14 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
         inline = self.is_sqlite and sqlite_driver == "inline"
+        #: WAL checkpoints off the event loop (inline SQLite on a file: parley/store/sqlite.py).
+        self.checkpoints: Checkpoints | None = None
         if self.is_sqlite:
             if inline:
-                kwargs["async_creator"] = inline_connector(make_url(url).database or ":memory:")
+                path = make_url(url).database or ":memory:"
+                if path != ":memory:":
+                    self.checkpoints = Checkpoints(path, exclusive=self.writer)
+                kwargs["async_creator"] = inline_connector(path, checkpoints=self.checkpoints)
             else:
                 kwargs["connect_args"] = {"timeout": 30}
             kwargs["pool_size"] = 8
@@ -208,6 +213,8 @@ class Database:
                 await kept.close()
         self._hot = self._reader = None
         await self.engine.dispose()
+        if self.checkpoints is not None:
+            await self.checkpoints.close()
 
 
 class _Compiled:
