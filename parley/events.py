@@ -209,16 +209,15 @@ class EventLog:
 
     async def pace(self, run_id: str) -> None:
         """After a text delta. The first text of a reply (or after a tool call) is committed
-        at once: let the flusher run. Later text waits in the open event until the provider
-        yields (a real model, between tokens) or ``_MAX_AHEAD`` deltas are queued: then wait
-        for the commit. A provider that never waits would otherwise hold the event loop for
-        its whole answer, or spend it committing one event per token."""
+        at once, and the run waits for that commit: its readers, woken by the commit, send it
+        before the run goes on producing. Later text waits in the open event until the
+        provider yields (a real model, between tokens) or ``_MAX_AHEAD`` deltas are queued:
+        then wait for the commit. A provider that never waits would otherwise hold the event
+        loop for its whole answer, or spend it committing one event per token."""
         open_ = self._open_text.get(run_id)
         if open_ is None:
             return
-        if open_.opens and len(open_.pieces) == 1:
-            await asyncio.sleep(0)
-        elif len(open_.pieces) >= _MAX_AHEAD:
+        if (open_.opens and len(open_.pieces) == 1) or len(open_.pieces) >= _MAX_AHEAD:
             await self.flush()
 
     async def flush(self) -> None:
@@ -254,6 +253,7 @@ class EventLog:
         self._next_seq.pop(run_id, None)
         self._speaking.discard(run_id)
         self._published([event])
+        self._finished.pop(run_id, None)  # to the end: ``_evict`` reads them oldest first
         self._finished[run_id] = time.monotonic()
         await self._bus.publish(run_id)
         return event
@@ -309,8 +309,12 @@ class EventLog:
             self._on_commit(len(events))
 
     def _evict(self) -> None:
+        # In the order the runs finished (a dict keeps insertion order): only the oldest are looked at.
         cutoff = time.monotonic() - _TAIL_LINGER_SECONDS
-        for run_id in [r for r, at in self._finished.items() if at < cutoff]:
+        while self._finished:
+            run_id, at = next(iter(self._finished.items()))
+            if at >= cutoff:
+                return
             del self._finished[run_id]
             self._tail.pop(run_id, None)
 
@@ -354,33 +358,36 @@ class EventLog:
 
     async def follow(self, run_id: str, after: int = 0) -> AsyncIterator[RunEvent]:
         """Replay the log after ``after``, then follow live events; ends after the terminal event."""
-        async for event in self.follow_with_heartbeats(run_id, after, every=_RECHECK_SECONDS):
-            if event is not None:
+        async for batch in self.follow_with_heartbeats(run_id, after, every=_RECHECK_SECONDS):
+            for event in batch:
                 yield event
 
     async def follow_with_heartbeats(
         self, run_id: str, after: int = 0, *, every: float
-    ) -> AsyncIterator[RunEvent | None]:
-        """Like ``follow``, but yields ``None`` after each ``every`` seconds without an event."""
+    ) -> AsyncIterator[list[RunEvent]]:
+        """Like ``follow``, but the events come in the batches they were read in (a reader
+        that sends them can send a batch at once), and an empty batch comes after each
+        ``every`` seconds without an event."""
         async with self._bus.subscribe(run_id) as subscription:
             cursor = after
             while True:
                 events = await self.read(run_id, cursor)
-                for event in events:
-                    yield event
-                    if event.terminal:
-                        return
                 if events:
+                    for i, event in enumerate(events):
+                        if event.terminal:
+                            yield events[: i + 1]
+                            return
+                    yield events
                     cursor = events[-1].seq
                     continue
                 if await self._is_finished(run_id):
                     # Terminal event and final status commit together: one last read is enough.
-                    for event in await self.read(run_id, cursor):
-                        yield event
+                    if last := await self.read(run_id, cursor):
+                        yield last
                     return
                 # A timeout also guards against a lost wake-up from a remote bus.
                 if not await subscription.wait(every):
-                    yield None
+                    yield []
 
 
 class _OpenText:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from httpx_sse import aconnect_sse
 
 from parley import events as ev
@@ -96,6 +97,32 @@ async def test_continuing_text_shares_commits_and_keeps_every_token(server: Serv
     assert "".join(deltas) == "Hello" + "".join(pieces) == frames[-1].json["text"]
     # One commit per token would be 60; spaced commits are bounded by the time taken.
     assert spans["commits"] <= spans["seconds"] / ev.TEXT_COMMIT_INTERVAL + 2
+
+
+async def test_finished_runs_leave_memory_oldest_first_and_replay_from_the_database(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished run's committed events stay in memory a while for fast replays, then only the
+    database has them: runs leave in the order they finished, whatever order they started in."""
+    monkeypatch.setattr(ev, "_TAIL_LINGER_SECONDS", 0.3)
+    log = server.parley.log
+    streamed: dict[str, list[object]] = {}
+    for _ in range(3):
+        thread = await new_thread(server.client)
+        frames = await read_events(
+            server.client, f"/v1/threads/{thread}/runs", method="POST", json={"input": "hi", "stream": True}
+        )
+        streamed[frames[0].json["run_id"]] = frames
+    first, second, third = streamed
+    assert {first, second, third} <= set(log._tail)
+    await asyncio.sleep(0.35)
+    thread = await new_thread(server.client)  # a later run's commits look for runs to drop
+    await read_events(
+        server.client, f"/v1/threads/{thread}/runs", method="POST", json={"input": "hi", "stream": True}
+    )
+    assert not {first, second, third} & (set(log._tail) | set(log._finished))
+    for run_id, frames in streamed.items():
+        assert await read_events(server.client, f"/v1/runs/{run_id}/events") == frames
 
 
 async def test_a_new_runs_first_token_does_not_wait_for_a_long_stream(
