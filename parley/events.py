@@ -110,6 +110,9 @@ class EventLog:
         self._on_commit = on_commit
         self._next_seq: dict[str, int] = {}
         self._pending: list[RunEvent] = []
+        # Runs with an urgent event pending (a start, a reply's first text...): their readers
+        # are woken first after the commit, ahead of runs that only continue their text.
+        self._urgent_runs: dict[str, None] = {}
         # Runs whose last pending event is a message.delta still open to more text.
         self._open_text: dict[str, _OpenText] = {}
         # Runs whose last event is text: their next delta continues a reply already shown.
@@ -190,6 +193,7 @@ class EventLog:
         if self._pending_done is None:
             self._pending_done = asyncio.get_running_loop().create_future()
         if urgent:
+            self._urgent_runs[event.run_id] = None
             self._hurry.set()
         self._wake.set()
 
@@ -200,12 +204,15 @@ class EventLog:
             event = self._pending[open_.index]
             self._pending[open_.index] = event._replace(data=encode({"text": "".join(open_.pieces)}))
 
-    def _take_pending(self) -> list[RunEvent]:
-        """The pending batch, its coalesced deltas encoded."""
+    def _take_pending(self) -> tuple[list[RunEvent], dict[str, None]]:
+        """The pending batch, its coalesced deltas encoded; its runs, urgent ones first."""
         for run_id in list(self._open_text):
             self._close_text(run_id)
         batch, self._pending = self._pending, []
-        return batch
+        runs, self._urgent_runs = self._urgent_runs, {}
+        for event in batch:
+            runs[event.run_id] = None
+        return batch, runs
 
     async def pace(self, run_id: str) -> None:
         """After a text delta. The first text of a reply (or after a tool call) is committed
@@ -264,11 +271,11 @@ class EventLog:
             self._wake.clear()
             while self._pending:
                 await self._space_text_commits()
-                batch = self._take_pending()
+                batch, runs = self._take_pending()
                 done, self._pending_done = self._pending_done, None
                 self._inflight_done = done
                 try:
-                    await self._commit(batch)
+                    await self._commit(batch, runs)
                 except Exception as exc:
                     log.error("event_commit_failed", events=len(batch), error=str(exc))
                     if done is not None and not done.done():
@@ -293,11 +300,13 @@ class EventLog:
         self._hurry.clear()
         self._last_commit = time.monotonic()
 
-    async def _commit(self, batch: list[RunEvent]) -> None:
+    async def _commit(self, batch: list[RunEvent], runs: dict[str, None]) -> None:
         async with self._db.writer(urgent=True):
             await self._db.insert_many(self._insert_sql, batch)
         self._published(batch)
-        for run_id in {e.run_id for e in batch}:
+        # Readers run in the order they are woken: a new stream's first text goes out before
+        # the next token of a hundred streams already under way.
+        for run_id in runs:
             await self._bus.publish(run_id)
 
     def _published(self, events: list[RunEvent]) -> None:
