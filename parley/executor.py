@@ -1,9 +1,9 @@
 """The executor: runs execute as a bounded set of asyncio tasks, one run per thread at a time.
 
-Each run has a bookkeeping task and, inside it, a producer task that streams the
-provider and appends events. Cancelling the producer closes the provider stream
-(the async generator is closed, and with it the upstream connection); the bookkeeping
-task then writes exactly one terminal event, atomically with the run's final state.
+Each run is one task: it streams the provider and appends events, then writes exactly one
+terminal event, atomically with the run's final state. Cancelling a run cancels its task
+while it produces, which closes the provider stream (the async generator is closed, and
+with it the upstream connection); the task catches that and writes the terminal event.
 
 Recovery policy (on start): a run a dead process left ``queued``, or ``running`` without a
 single event, is queued again; a run that had produced events is ended with
@@ -213,8 +213,9 @@ class Executor:
         producer = self._producers.get(run_id)
         if producer is None:
             return  # already finished, or not running in this process
-        self._cancel_reasons[run_id] = reason
-        producer.cancel()
+        if run_id not in self._cancel_reasons:  # a second cancel waits for the first
+            self._cancel_reasons[run_id] = reason
+            producer.cancel()
         task = self._tasks.get(run_id)
         if task is not None and wait > 0:
             await asyncio.wait([task], timeout=wait)
@@ -284,24 +285,28 @@ class Executor:
         if self.guard_route is not None:
             route = self.guard_route(run, route)
         state = RunState(run, assistant, route, model=route.name)
-        producer = asyncio.create_task(self._produce(state), name=f"produce-{run.id}")
-        self._producers[run.id] = producer
+        # The run produces in this same task (a task of its own would cost a pass through the
+        # event loop's queue before the first token); ``cancel`` cancels it, tagged with its reason.
+        task = asyncio.current_task()
+        assert task is not None
+        self._producers[run.id] = task
         try:
-            await asyncio.wait([producer])
+            await self._produce(state)
         except asyncio.CancelledError:
-            # The server is stopping: end the run so its readers are not left hanging.
-            producer.cancel()
-            await asyncio.wait([producer])
-            await asyncio.shield(self._end(state, "interrupted", None))
-            raise
+            if self._stopping:
+                # The server is stopping: end the run so its readers are not left hanging.
+                self._producers.pop(run.id, None)
+                await asyncio.shield(self._end(state, "interrupted", None))
+                raise
+            task.uncancel()
+            outcome, error = self._cancel_reasons.get(run.id, "cancelled"), None
+        except Exception as exc:
+            outcome, error = "failed", exc
+        else:
+            outcome, error = "completed", None
         finally:
             self._producers.pop(run.id, None)
-        if producer.cancelled():
-            await self._end(state, self._cancel_reasons.get(run.id, "cancelled"), None)
-        elif producer.exception() is not None:
-            await self._end(state, "failed", producer.exception())
-        else:
-            await self._end(state, "completed", None)
+        await self._end(state, outcome, error)
 
     async def _produce(self, state: RunState) -> None:
         run = state.run
