@@ -244,19 +244,21 @@ class EventLog:
     ) -> RunEvent:
         """Commit the terminal event and the run's final state in one transaction.
 
-        ``with_event`` writes the final state and raises to refuse (e.g. the run is no
-        longer in the state the caller expected), which rolls the event back too.
-        Also usable by a process that is not the run's writer (cancel of a queued run,
-        recovery): the seq is taken from the log inside the transaction.
+        ``with_event`` writes the final state, first, and raises to refuse (e.g. the run is no
+        longer in the state the caller expected): nothing is written then. Also usable by a
+        process that is not the run's writer (cancel of a queued run, recovery): the seq is
+        taken from the log inside the transaction, after ``with_event``, whose update of the
+        run's row makes a second terminal writer of the run wait on PostgreSQL (SQLite has one
+        writer at a time) and then find the run already ended, instead of taking the same seq.
         """
         if run_id in self._next_seq:
             await self.flush()
         async with self._db.transaction() as session:
+            await with_event(session)
             conn = await session.connection()
             last = (await conn.execute(_LAST_SEQ, {"run_id": run_id})).scalar()
             event = RunEvent(run_id, (last or 0) + 1, type_, encode(data), time.time())
             await conn.execute(_INSERT_EVENT, _row(event))
-            await with_event(session)
         self._next_seq.pop(run_id, None)
         self._speaking.discard(run_id)
         self._published([event])

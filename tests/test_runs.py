@@ -159,6 +159,29 @@ async def test_cancel_closes_the_provider_stream_within_a_second(settings_for) -
         assert await read_events(server.client, url) == frames
 
 
+async def test_cancels_at_once_end_the_run_once(settings_for) -> None:
+    """On PostgreSQL a cancel arriving as the run wrote its terminal event took the same seq:
+    a 500 (unique violation), or a deadlock. The final state is now written first, so the
+    second writer waits on the run's row and finds it ended."""
+    provider = ScriptedProvider(turns=[[TextDelta("partial"), Hang()], [TextDelta("done")]])
+    async with serve(settings_for(model="scripted:hang"), providers={"scripted:hang": provider}) as server:
+        thread = await new_thread(server.client)
+        run = await start_run(server.client, thread, "wait forever")
+        url = f"/v1/runs/{run['id']}/events"
+        await read_events(server.client, url, limit=2)
+        answers = await asyncio.gather(
+            *(server.client.post(f"/v1/runs/{run['id']}/cancel") for _ in range(5))
+        )
+        assert [a.json().get("status", a.text) for a in answers] == ["cancelled"] * 5
+        assert provider.open_streams == 0
+        frames = await read_events(server.client, url)
+        assert [f.event for f in frames] == ["run.started", "message.delta", "run.cancelled"]
+        # The run's task went on after the cancel, and let the thread take its next run.
+        second = await start_run(server.client, thread, "again")
+        frames = await read_events(server.client, f"/v1/runs/{second['id']}/events")
+        assert [f.event for f in frames][-1] == "run.completed"
+
+
 async def test_cancelling_a_finished_run_changes_nothing(server: Server) -> None:
     thread = await new_thread(server.client)
     run = await start_run(server.client, thread, "hello")
