@@ -5,8 +5,10 @@ weighted by how much of it still overlaps), counted in memory or in Redis
 (``PARLEY_REDIS_URL``, shared by every process). Not ``limits``' moving windows: in memory,
 those keep every request's timestamp, and after each request a clean-up task walks every
 key, holding the key's lock across a hand-off to a worker thread; at 100 open streams a
-request waited 3.5 ms (p50) to 10 ms (p90) for that lock (docs/BENCHMARKS.md). ``PARLEY_RATE_LIMIT`` is the limit of
-every class; the config file may set other limits per class::
+request waited 3.5 ms (p50) to 10 ms (p90) for that lock (docs/BENCHMARKS.md).
+
+``PARLEY_RATE_LIMIT`` is the limit of every class; the config file may set other limits
+per class::
 
     [rate_limits]
     runs = "20/minute"
