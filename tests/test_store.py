@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.exc import IntegrityError
 
+from parley.events import _INSERT_EVENT, RunEvent
 from parley.store.db import Database, alembic_config
 from parley.store.schema import Base, Run, new_id, row
 from parley.threads import create_thread
@@ -107,5 +108,33 @@ async def test_direct_statements_write_and_read_what_a_session_does(database_url
             await insert_both()
         async with db.session() as session:
             assert await session.get(Run, second.id) is None  # rolled back with the failed insert
+    finally:
+        await db.close()
+
+
+async def test_a_group_commit_is_all_or_nothing(database_url: str) -> None:
+    """The event log's group commit (``Database.insert_many``): a batch with one bad row stores
+    none of it, and the kept connection goes on committing the next batch. On PostgreSQL there is
+    no BEGIN/COMMIT around it: asyncpg's executemany is one implicit transaction."""
+    db = Database(database_url)
+    try:
+        await db.upgrade()
+        principal = await ensure_local_user(db)
+        thread = await create_thread(db, principal, "general")
+        run = Run(id=new_id("run"), thread_id=thread.id, user_id=principal.user_id, assistant="general")
+        async with db.direct() as tx:
+            await tx.insert(Base.metadata.tables["runs"], row(run))
+        sql = db.compiled(_INSERT_EVENT, column_keys=RunEvent._fields).sql
+
+        def event(seq: int) -> RunEvent:
+            return RunEvent(run.id, seq, "message.delta", '{"text": "x"}', 1.0)
+
+        await db.insert_many(sql, [event(1)])
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"):  # the driver's own error
+            await db.insert_many(sql, [event(2), event(3), event(1)])  # seq 1 again
+        await db.insert_many(sql, [event(2)])
+        async with db.session() as session:
+            seqs = await session.scalars(text("SELECT seq FROM run_events ORDER BY seq"))
+            assert list(seqs) == [1, 2]
     finally:
         await db.close()

@@ -199,8 +199,9 @@ class Database:
                 await raw.rollback()
                 raise
         else:
-            async with raw.transaction():
-                await raw.executemany(sql, rows)
+            # asyncpg's executemany is atomic on its own (one Sync after the last row: an implicit
+            # transaction), so BEGIN and COMMIT would only add two round trips to every commit.
+            await raw.executemany(sql, rows)
 
     async def upgrade(self) -> None:
         """Apply every pending Alembic migration (all heads)."""
