@@ -1,4 +1,5 @@
-"""Run benchmarks: ``python -m bench`` (the quick core set) or ``python -m bench NAME [NAME ...]``."""
+"""Run benchmarks: ``python -m bench`` (the core runtime's, as its targets are stated) or
+``python -m bench NAME [NAME ...]`` (each with its defaults)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,26 @@ import sys
 
 import bench
 
-CORE = ["event_log", "streaming", "sse_memory"]
+#: The core set: the event log, streaming overhead at 1 stream and a burst of 100 (the server
+#: alone: the raw client), 100 streams kept open at a model's pace, SSE memory.
+CORE = [
+    ("event_log", []),
+    ("streaming", ["--client", "raw"]),
+    ("streaming", ["--sustained", "100", "--seconds", "15", "--rounds", "1"]),
+    ("sse_memory", []),
+]
 
 
 def main() -> None:
-    names = sys.argv[1:] or CORE
+    runs = [(name, []) for name in sys.argv[1:]] or CORE
     available = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
-    for name in names:
+    for name, _ in runs:
         if name not in available:
             raise SystemExit(f"unknown benchmark {name!r}; available: {', '.join(available)}")
-    for name in names:
-        print(f"\n=== bench.{name} ===", flush=True)
+    for name, args in runs:
+        print(f"\n=== bench.{name} {' '.join(args)} ===", flush=True)
         module = importlib.import_module(f"bench.{name}")
-        sys.argv = [f"bench.{name}"]
+        sys.argv = [f"bench.{name}", *args]
         module.main()
 
 
