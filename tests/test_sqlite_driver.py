@@ -128,7 +128,7 @@ async def test_wal_checkpoints_run_beside_the_loop_and_keep_the_wal_short(tmp_pa
     assert db.checkpoints.done >= 5
     # Copied into the database file, and the WAL begun again from its start instead of growing
     # by everything written (a lock-free checkpoint alone never lets it restart under steady writes).
-    assert path.stat().st_size > written
+    assert path.stat().st_size > written / 2  # (the last writes may still be only in the WAL)
     assert (tmp_path / "p.db-wal").stat().st_size < written / 4
     await db.close()
     other = sqlite3.connect(path)
