@@ -73,7 +73,11 @@ async def test_a_json_script_plays_a_turn_per_call_and_repeats_the_last(tmp_path
     for _ in range(2):  # the last turn repeats
         with pytest.raises(ProviderError) as failure:
             await play(provider, asking("again"))
-        assert (failure.value.message, failure.value.retryable, failure.value.status) == ("overloaded", True, 529)
+        assert (failure.value.message, failure.value.retryable, failure.value.status) == (
+            "overloaded",
+            True,
+            529,
+        )
 
 
 async def test_a_hang_step_waits_until_the_stream_is_cancelled(tmp_path: Path) -> None:
