@@ -182,6 +182,27 @@ async def test_cancels_at_once_end_the_run_once(settings_for) -> None:
         assert [f.event for f in frames][-1] == "run.completed"
 
 
+async def test_no_more_runs_execute_at_once_than_the_setting_allows(settings_for) -> None:
+    provider = ScriptedProvider(turns=[[TextDelta("partial"), Hang()]])
+    settings = settings_for(model="scripted:hang", max_concurrent_runs=2)
+    async with serve(settings, providers={"scripted:hang": provider}) as server:
+        runs = [await start_run(server.client, await new_thread(server.client), "wait") for _ in range(4)]
+        for run in runs[:2]:
+            await read_events(server.client, f"/v1/runs/{run['id']}/events", limit=2)
+        await asyncio.sleep(0.2)
+        statuses = [(await server.client.get(f"/v1/runs/{r['id']}")).json()["status"] for r in runs]
+        assert statuses == ["running", "running", "queued", "queued"]
+        assert provider.open_streams == 2
+        # A slot freed is taken by the oldest queued run.
+        await server.client.post(f"/v1/runs/{runs[0]['id']}/cancel")
+        third = await read_events(server.client, f"/v1/runs/{runs[2]['id']}/events", limit=2)
+        assert [f.event for f in third] == ["run.started", "message.delta"]
+        assert (await server.client.get(f"/v1/runs/{runs[3]['id']}")).json()["status"] == "queued"
+        assert provider.open_streams == 2
+        for run in runs[1:]:
+            await server.client.post(f"/v1/runs/{run['id']}/cancel")
+
+
 async def test_cancelling_a_finished_run_changes_nothing(server: Server) -> None:
     thread = await new_thread(server.client)
     run = await start_run(server.client, thread, "hello")
