@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -68,7 +70,12 @@ class Parley:
         )
         self.providers = Providers(settings, providers)
         self.assistants = Assistants.load(settings.model, settings.config_file)
-        self.shop = Shop(self.db, tax_rate=settings.shop_tax_rate)
+        self.shop = Shop(
+            self.db,
+            tax_rate=settings.shop_tax_rate,
+            cart_hold_seconds=settings.shop_cart_hold_seconds or None,
+        )
+        self._idle_carts: asyncio.Task[None] | None = None
         self.tools = Tools(
             shop_tools.TOOLS,
             services=[self.shop],
@@ -136,11 +143,16 @@ class Parley:
         await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
         await self.providers.prepare(await self.experiments.model_routes())
         await self.executor.recover()
+        self._idle_carts = asyncio.create_task(self.shop.keep_releasing_idle_carts(), name="idle-carts")
         self.ready = True
         log.info("parley_started", version=__version__, database=self.db.engine.url.render_as_string())
 
     async def stop(self) -> None:
         self.ready = False
+        if self._idle_carts is not None:
+            self._idle_carts.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._idle_carts
         await self.executor.stop()
         await self.context.aclose()
         await self.log.stop()

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     shop_tax_rate: float = Field(
         default=0.10, ge=0, description="Estimated tax on cart totals (seed 000: 10%)."
     )
+    shop_cart_hold_seconds: float = Field(
+        default=3600,
+        ge=0,
+        description="A cart untouched this long gives its reserved stock back (0: carts hold it for ever).",
+    )
     context_window: int = Field(
         default=8192, ge=256, description="Model window when neither the assistant nor the provider says."
     )

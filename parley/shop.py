@@ -8,6 +8,9 @@ index; stock comes from the database, since it changes with every cart.
 Stock is reserved when a product goes into a cart: one conditional ``UPDATE ... SET
 stock = stock - n WHERE stock >= n`` inside the cart transaction, so concurrent buyers of
 the last units can never oversell (the database serialises them on the product row).
+A cart left untouched for ``cart_hold_seconds`` gives its stock back (``release_idle_carts``,
+run every so often by ``keep_releasing_idle_carts``): an abandoned conversation must not keep
+the last units from every other buyer for ever.
 """
 
 from __future__ import annotations
@@ -148,9 +151,18 @@ class _Index:
 class Shop:
     """The catalog and the carts of one server."""
 
-    def __init__(self, db: Database, *, tax_rate: float = 0.0, recheck_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        tax_rate: float = 0.0,
+        recheck_seconds: float = 1.0,
+        cart_hold_seconds: float | None = None,
+    ) -> None:
         self.db = db
         self.tax_rate = tax_rate
+        #: How long a cart keeps its stock after its last change (``None``: for ever).
+        self.cart_hold_seconds = cart_hold_seconds
         self.recheck_seconds = recheck_seconds
         self._index: _Index | None = None
         self._version: tuple[int, float] | None = None
@@ -346,20 +358,64 @@ class Shop:
             else:
                 removed, action = quantity, "reduced"
                 item.quantity -= quantity
-                item.updated_at = now()
             await session.execute(
                 update(Product).where(Product.id == product_id).values(stock=Product.stock + removed)
+            )
+            # A change to the cart: what stays in it is held again from now (its hold's clock).
+            await session.execute(
+                update(CartItem).where(CartItem.thread_id == thread_id).values(updated_at=now())
             )
         return action, removed
 
     async def clear_cart(self, thread_id: str) -> int:
         """Empty the cart and release every reserved unit; returns the units released."""
+        return await self._clear(thread_id)
+
+    async def release_idle_carts(self) -> int:
+        """Empty every cart untouched for ``cart_hold_seconds``, giving its stock back; returns
+        the units released. A cart changed meanwhile (its rows are locked, then looked at
+        again) keeps everything."""
+        if self.cart_hold_seconds is None:
+            return 0
+        cutoff = now() - self.cart_hold_seconds
+        async with self.db.session() as session:
+            idle = (
+                await session.scalars(
+                    select(CartItem.thread_id)
+                    .group_by(CartItem.thread_id)
+                    .having(func.max(CartItem.updated_at) < cutoff)
+                )
+            ).all()
+        released = 0
+        for thread_id in idle:
+            released += await self._clear(thread_id, idle_before=cutoff)
+        return released
+
+    async def keep_releasing_idle_carts(self, every: float | None = None) -> None:
+        """``release_idle_carts`` every ``every`` seconds (a quarter of the hold, at most a
+        minute), until cancelled."""
+        if self.cart_hold_seconds is None:
+            return
+        every = every or min(60.0, self.cart_hold_seconds / 4)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                released = await self.release_idle_carts()
+            except Exception:
+                log.exception("idle_carts_release_failed")
+                continue
+            if released:
+                log.info("idle_carts_released", units=released, hold_seconds=self.cart_hold_seconds)
+
+    async def _clear(self, thread_id: str, *, idle_before: float | None = None) -> int:
         async with self.db.transaction() as session:
             items = (
                 await session.scalars(
                     select(CartItem).where(CartItem.thread_id == thread_id).with_for_update()
                 )
             ).all()
+            if idle_before is not None and any(item.updated_at >= idle_before for item in items):
+                return 0  # changed since it was found idle
             for item in items:
                 await session.execute(
                     update(Product)
@@ -392,7 +448,11 @@ class Shop:
             }
             for item, product in rows
         ]
-        return {"items": items, "summary": self.summary(items)}
+        summary = self.summary(items)
+        if items and self.cart_hold_seconds is not None:
+            # When its stock goes back unless the cart changes again (epoch seconds).
+            summary["reserved_until"] = max(item.updated_at for item, _ in rows) + self.cart_hold_seconds
+        return {"items": items, "summary": summary}
 
     def summary(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         subtotal = round(sum(i["total_price"] for i in items), 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,6 +153,68 @@ async def test_deleting_a_thread_gives_its_cart_back_to_the_stock(server: Server
     assert (await server.parley.shop.get("SPK-101")).stock == 3  # type: ignore[union-attr]
     async with server.parley.db.session() as session:
         assert await session.scalar(select(func.count()).select_from(CartItem)) == 0
+
+
+async def _backdate_cart(server: Server, thread_id: str, seconds: float) -> None:
+    async with server.parley.db.session() as session, session.begin():
+        await session.execute(
+            update(CartItem)
+            .where(CartItem.thread_id == thread_id)
+            .values(updated_at=CartItem.updated_at - seconds)
+        )
+
+
+async def test_an_idle_cart_gives_its_stock_back_and_a_recent_one_keeps_it(server: Server) -> None:
+    shop = server.parley.shop
+    shop.cart_hold_seconds = 600
+    for pid in ("KEY-102", "MOU-103", "SPK-101"):
+        await _last_units(server, pid, 10)
+    idle, changed, reduced = [await new_thread(server.client, "shop") for _ in range(3)]
+    await shop.add_to_cart(idle, "KEY-102", 2)
+    await shop.add_to_cart(idle, "MOU-103", 1)
+    await shop.add_to_cart(changed, "MOU-103", 1)
+    await shop.add_to_cart(reduced, "SPK-101", 3)
+    for thread in (idle, changed, reduced):
+        await _backdate_cart(server, thread, 900)
+    # Changes after the cart went quiet: a new product, fewer units of one already there.
+    await shop.add_to_cart(changed, "KEY-102", 1)
+    assert await shop.remove_from_cart(reduced, "SPK-101", 1) == ("reduced", 1)
+
+    assert await shop.release_idle_carts() == 3  # the idle cart's two keyboards and a mouse
+    assert (await shop.cart(idle))["items"] == []
+    assert [(i["product_id"], i["quantity"]) for i in (await shop.cart(changed))["items"]] == [
+        ("MOU-103", 1),
+        ("KEY-102", 1),
+    ]
+    assert [i["quantity"] for i in (await shop.cart(reduced))["items"]] == [2]
+    left = {pid: (await shop.get(pid)).stock for pid in ("KEY-102", "MOU-103", "SPK-101")}  # type: ignore[union-attr]
+    assert left == {"KEY-102": 9, "MOU-103": 9, "SPK-101": 8}
+
+    # The cart says until when it holds its stock; a cart that holds for ever says nothing.
+    summary = (await shop.cart(changed))["summary"]
+    assert summary["reserved_until"] == pytest.approx(time.time() + 600, abs=30)
+    shop.cart_hold_seconds = None
+    await _backdate_cart(server, changed, 10**6)
+    assert await shop.release_idle_carts() == 0
+    assert "reserved_until" not in (await shop.cart(changed))["summary"]
+    assert len((await shop.cart(changed))["items"]) == 2
+
+
+async def test_the_server_releases_idle_carts_on_its_own(settings_for: Callable[..., Settings]) -> None:
+    async with serve(settings_for(shop_cart_hold_seconds=0.5)) as server:
+        await _last_units(server, "SPK-101", 2)
+        session_id = (await server.client.post("/api/sessions")).json()["session_id"]
+        added = await server.client.post(
+            "/api/functions/add_to_cart",
+            json={"session_id": session_id, "product_id": "SPK-101", "quantity": 2},
+        )
+        assert added.json()["success"], added.text
+        assert (await server.parley.shop.get("SPK-101")).stock == 0  # type: ignore[union-attr]
+        deadline = time.monotonic() + 10
+        while (await server.client.get(f"/api/cart/{session_id}")).json()["items"]:
+            assert time.monotonic() < deadline, "the idle cart was never released"
+            await asyncio.sleep(0.1)
+        assert (await server.parley.shop.get("SPK-101")).stock == 2  # type: ignore[union-attr]
 
 
 def test_a_column_map_is_checked() -> None:

@@ -127,7 +127,7 @@ async def add_to_cart(
     product_id: ProductId,
     quantity: Annotated[int, Field(ge=1, le=99, description="How many units.")] = 1,
 ) -> ToolResult:
-    """Put a product in the shopping cart (its stock is checked and reserved)."""
+    """Put a product in the shopping cart (its stock is checked and reserved while the cart is in use)."""
     shop = ctx.service(Shop)
     item, product = await shop.add_to_cart(ctx.thread_id, product_id, quantity)
     cart = await shop.cart(ctx.thread_id)
