@@ -64,6 +64,9 @@ BUILTIN: dict[str, Assistant] = {
             "If the sources do not answer the question, say you don't know."
         ),
         knowledge_bases=["parley-faq"],
+        options={
+            "greeting": "Hello! I answer questions about Parley from its FAQ. What would you like to know?"
+        },
     ),
     "recruiter": Assistant(
         name="recruiter",
@@ -74,7 +77,11 @@ BUILTIN: dict[str, Assistant] = {
             "If the excerpts do not answer the question, say you don't know."
         ),
         knowledge_bases=["demo-cvs"],
-        options={"top_k": 5},
+        options={
+            "top_k": 5,
+            "greeting": "Hello! I search the CVs I was given: ask me who knows a skill, has worked "
+            "somewhere, or what a candidate has done.",
+        },
     ),
 }
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from parley.assistants import BUILTIN
+from parley.assistants import BUILTIN, Assistant
 from parley.config import Settings
-from parley.knowledge.grounding import NO_ANSWER, SNIPPET_CHARS, snippet
+from parley.knowledge.grounding import NO_ANSWER, SNIPPET_CHARS, small_talk, small_talk_reply, snippet
 from parley.providers.base import TextDelta
 from parley.providers.scripted import ScriptedProvider
 from tests.conftest import serve
@@ -104,6 +104,59 @@ async def test_below_the_relevance_floor_it_says_it_does_not_know_without_the_mo
     assert final["status"] == "completed"
     assert final["output"] == NO_ANSWER
     assert model.requests == []  # nothing was invented
+
+
+async def test_small_talk_gets_a_reply_without_the_model(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    model = ScriptedProvider(turns=[[TextDelta("Invented.")]])
+    async with serve(
+        settings(settings_for, tmp_path, model="scripted:test"), {"scripted:test": model}
+    ) as server:
+        replies = {}
+        for assistant, text in [
+            ("support", "Hello!"),
+            ("support", "thank you so much"),
+            ("support", "ok, bye"),
+            ("recruiter", "hi there, how are you?"),
+        ]:
+            thread = await new_thread(server.client, assistant)
+            run = await start_run(server.client, thread, text)
+            frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
+            assert kinds(frames) == ["run.started", "retrieval", "message.delta", "run.completed"]
+            replies[text] = frames[-1].json["text"]
+    assert replies == {
+        "Hello!": BUILTIN["support"].options["greeting"],
+        "thank you so much": "You're welcome! Ask me anything else you need.",
+        "ok, bye": "Goodbye! Come back whenever you have a question.",
+        "hi there, how are you?": BUILTIN["recruiter"].options["greeting"],
+    }
+    assert model.requests == []
+
+
+def test_small_talk_is_only_small_talk() -> None:
+    assert [
+        small_talk(t) for t in ("hey", "Good morning!", "thanks a lot", "bye for now", "how are you?")
+    ] == [
+        "greeting",
+        "greeting",
+        "thanks",
+        "farewell",
+        "greeting",
+    ]
+    # Questions, however short or friendly, are looked up (and declined when nothing fits).
+    for text in (
+        "Who knows Python?",
+        "hello, who knows Python?",
+        "hi, what is your refund policy",
+        "help",
+        "",
+    ):
+        assert small_talk(text) is None, text
+    custom = Assistant(name="hr", description="Answers questions about our leave policy.", instructions="")
+    assert small_talk_reply("greeting", custom) == (
+        "Hello! I'm the hr assistant. Answers questions about our leave policy. What would you like to know?"
+    )
 
 
 async def test_an_assistant_whose_knowledge_base_is_missing_declines(

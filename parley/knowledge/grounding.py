@@ -5,7 +5,8 @@ The retrieved passages go into the user's turn, numbered, right before the quest
 context there far better than in a long system prompt, and every model can cite ``[1]``,
 ``[2]`` from it. When no passage
 reaches the relevance floor, the assistant says it does not know without calling the
-model, so nothing is invented.
+model, so nothing is invented; a greeting, a thank-you or a goodbye, which no knowledge base
+is about, gets a short reply that says what the assistant is for.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from parley import events as ev
 from parley.knowledge.search import Hit
 
 if TYPE_CHECKING:
+    from parley.assistants import Assistant
     from parley.executor import Executor, RunState
 
 DEFAULT_TOP_K = 4
@@ -28,6 +30,44 @@ NO_ANSWER = (
 #: Characters of a source's text kept as its ``snippet``: enough to recognise the passage.
 SNIPPET_CHARS = 240
 _CITATION = re.compile(r"\[\d+\]")
+
+_WORD = re.compile(r"[a-z']+")
+_GREETINGS = {"hello", "hi", "hey", "hiya", "howdy", "greetings", "yo", "morning", "afternoon", "evening"}
+_THANKS = {"thanks", "thank", "thx", "ty", "cheers", "appreciated"}
+_FAREWELLS = {"bye", "goodbye", "farewell", "later", "goodnight", "night"}
+#: Words that may come with those and leave a message small talk ("hi there, how are you?").
+_FILLER = {
+    "there", "you", "all", "everyone", "good", "great", "ok", "okay", "so", "very", "much", "a", "lot",
+    "how", "are", "is", "it", "going", "doing", "today", "see", "ya", "again", "for", "that", "the",
+    "help", "and", "bot", "assistant", "nice", "cool", "oh", "well", "dear", "friend", "now",
+}  # fmt: skip
+
+
+def small_talk(text: str) -> str | None:
+    """``"greeting"``, ``"thanks"`` or ``"farewell"`` when ``text`` is only that (a few words,
+    each one of them or filler); else ``None``: a question, however short."""
+    words = _WORD.findall(text.lower())
+    if not words or len(words) > 8 or ("?" in text and not {"how", "are"} <= set(words)):
+        return None
+    if not set(words) <= _GREETINGS | _THANKS | _FAREWELLS | _FILLER:
+        return None
+    for kind, vocabulary in (("farewell", _FAREWELLS), ("thanks", _THANKS), ("greeting", _GREETINGS)):
+        if vocabulary & set(words):
+            return kind
+    return "greeting" if {"how", "are"} <= set(words) else None
+
+
+def small_talk_reply(kind: str, assistant: Assistant) -> str:
+    """A reply to small talk; a greeting says what the assistant is for (its ``greeting``
+    option, else its name and description)."""
+    if kind == "farewell":
+        return "Goodbye! Come back whenever you have a question."
+    if kind == "thanks":
+        return "You're welcome! Ask me anything else you need."
+    greeting = assistant.options.get("greeting")
+    if greeting:
+        return str(greeting)
+    return f"Hello! I'm the {assistant.name} assistant. {assistant.description} What would you like to know?"
 
 
 def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
@@ -92,9 +132,14 @@ async def retrieve(executor: Executor, state: RunState, question: str) -> list[H
 
 
 def decline(executor: Executor, state: RunState) -> None:
-    """Answer "I don't know" without the model: nothing retrieved is about the question."""
+    """Answer "I don't know" without the model: nothing retrieved is about the question (or
+    reply to small talk, which no knowledge base is about)."""
     assert state.assistant is not None
-    state.text = str(state.assistant.options.get("no_answer", NO_ANSWER))
+    kind = small_talk(state.run.input)
+    if kind is not None:
+        state.text = small_talk_reply(kind, state.assistant)
+    else:
+        state.text = str(state.assistant.options.get("no_answer", NO_ANSWER))
     executor.log.append(state.run.id, ev.MESSAGE_DELTA, {"text": state.text})
 
 
