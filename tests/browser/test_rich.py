@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,14 @@ async def test_tool_results_render_as_cards_and_add_to_cart_works(
         await expect(cart.locator(".cart-tax")).to_have_text("$47.00")
         await expect(cart.locator(".cart-total")).to_have_text("$516.98")
         await expect(cart).to_contain_text("2 items")
+        # Until when its stock is held (PARLEY_SHOP_CART_HOLD_SECONDS after the cart last changed).
+        held = (await server.client.get(f"/v1/threads/{thread}/messages")).json()["data"][-1]
+        until = held["tool_calls"][-1]["ui"]["summary"]["reserved_until"]
+        assert until == pytest.approx(time.time() + 3600, abs=60)
+        await expect(cart.locator(".cart-hold")).to_contain_text("Held for you until")
+        moment = datetime.fromtimestamp(int(until * 1000) / 1000, UTC)  # as JavaScript's Date keeps it
+        stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        await expect(cart.locator(".cart-hold time")).to_have_attribute("datetime", stamp)
         # The refused call is mentioned, quietly: a muted note, not an error.
         rejected = reply.locator(".note-rejected")
         await expect(rejected).to_contain_text(

@@ -140,7 +140,16 @@ function cartSummary(ui) {
     items.length
       ? h("table", { class: "cart-table" }, h("tbody", {}, rows), h("tfoot", {}, foot))
       : h("p", { class: "muted", text: "Your cart is empty." }),
+    items.length ? cartHold(summary.reserved_until) : null,
   );
+}
+
+// Until when the cart holds its items' stock (the server gives it back after that, unless the cart changes).
+function cartHold(until) {
+  const at = new Date(Number(until) * 1000);
+  if (until === undefined || until === null || Number.isNaN(at.getTime())) return null;
+  const label = at.toLocaleString(undefined, { hour: "2-digit", minute: "2-digit", month: "short", day: "numeric" });
+  return h("p", { class: "muted cart-hold" }, "Held for you until ", h("time", { datetime: at.toISOString(), text: label }));
 }
 
 // Citations: title and snippet of each source a reply drew on.
