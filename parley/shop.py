@@ -422,7 +422,14 @@ class Shop:
                     .where(Product.id == item.product_id)
                     .values(stock=Product.stock + item.quantity)
                 )
-            await session.execute(delete(CartItem).where(CartItem.thread_id == thread_id))
+            # Only the rows locked above: one another transaction put in meanwhile (PostgreSQL
+            # locks rows, not the cart) keeps its units and their reservation.
+            await session.execute(
+                delete(CartItem).where(
+                    CartItem.thread_id == thread_id,
+                    CartItem.product_id.in_([item.product_id for item in items]),
+                )
+            )
         return sum(item.quantity for item in items)
 
     async def cart(self, thread_id: str) -> dict[str, Any]:

@@ -217,6 +217,47 @@ async def test_the_server_releases_idle_carts_on_its_own(settings_for: Callable[
         assert (await server.parley.shop.get("SPK-101")).stock == 2  # type: ignore[union-attr]
 
 
+async def test_a_cart_emptied_keeps_an_item_put_in_while_it_was_emptied(server: Server) -> None:
+    """PostgreSQL locks a cart's rows, not the cart: a row another transaction commits while the
+    cart is being emptied was never counted, so it must stay, with its stock reservation."""
+    if server.parley.db.is_sqlite:
+        pytest.skip("SQLite serialises every writer: nothing can come in between")
+    import asyncpg  # type: ignore[import-untyped]
+
+    shop = server.parley.shop
+    thread = await new_thread(server.client, "shop")
+    await _last_units(server, "KEY-102", 5)
+    await _last_units(server, "MOU-103", 5)
+    await shop.add_to_cart(thread, "KEY-102", 2)
+    url = server.parley.db.engine.url.render_as_string(hide_password=False)
+    other = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        tx = other.transaction()
+        await tx.start()
+        # Another buyer's add to the same cart, not yet committed, holding the keyboard's row.
+        await other.execute("UPDATE products SET stock = stock - 1 WHERE id = 'MOU-103'")
+        await other.execute(
+            "INSERT INTO cart_items (thread_id, product_id, quantity, unit_price, added_at, updated_at) "
+            "VALUES ($1, 'MOU-103', 1, 74.99, 0, 0)",
+            thread,
+        )
+        await other.execute("UPDATE products SET rating = rating WHERE id = 'KEY-102'")
+        clearing = asyncio.create_task(shop.clear_cart(thread))
+        while not await other.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE products%'"
+        ):
+            assert not clearing.done(), clearing
+            await other.execute("SELECT pg_stat_clear_snapshot()")  # a transaction sees one snapshot
+            await asyncio.sleep(0.02)
+        await tx.commit()  # while the clearing waits for the keyboard's row
+        assert await clearing == 2
+    finally:
+        await other.close()
+    assert [(i["product_id"], i["quantity"]) for i in (await shop.cart(thread))["items"]] == [("MOU-103", 1)]
+    assert (await shop.get("KEY-102")).stock == 5  # type: ignore[union-attr]
+    assert (await shop.get("MOU-103")).stock == 4  # type: ignore[union-attr]
+
+
 def test_a_column_map_is_checked() -> None:
     assert parse_map(["id=item_id,name=name", "category=category", "price=price", "description=a+b"]) == {
         "id": ["item_id"],
