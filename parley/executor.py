@@ -210,14 +210,17 @@ class Executor:
         """Cancel a queued or running run. ``reason`` is ``cancelled`` or ``interrupted``."""
         if await self._cancel_queued(run_id, reason):
             return
-        producer = self._producers.get(run_id)
-        if producer is None:
+        task = self._tasks.get(run_id)
+        if task is None:
             return  # already finished, or not running in this process
         if run_id not in self._cancel_reasons:  # a second cancel waits for the first
             self._cancel_reasons[run_id] = reason
-            producer.cancel()
-        task = self._tasks.get(run_id)
-        if task is not None and wait > 0:
+            producer = self._producers.get(run_id)
+            if producer is not None:
+                producer.cancel()
+            # Else the run is being set up (it cancels itself once it starts producing) or is
+            # writing its end: either way, waiting for its task gives the caller the final state.
+        if wait > 0:
             await asyncio.wait([task], timeout=wait)
 
     async def _cancel_queued(self, run_id: str, reason: str) -> bool:
@@ -291,6 +294,8 @@ class Executor:
         assert task is not None
         self._producers[run.id] = task
         try:
+            if run.id in self._cancel_reasons:
+                raise asyncio.CancelledError  # cancelled while it was being set up: nothing produced
             await self._produce(state)
         except asyncio.CancelledError:
             if self._stopping:

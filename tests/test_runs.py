@@ -182,6 +182,34 @@ async def test_cancels_at_once_end_the_run_once(settings_for) -> None:
         assert [f.event for f in frames][-1] == "run.completed"
 
 
+async def test_a_cancel_while_the_run_is_being_set_up_ends_it(settings_for) -> None:
+    """A cancel that comes after the run was claimed but before it produces (here its experiment
+    variant is being looked up, held by the test) is not lost: the caller gets the cancelled run."""
+    provider = ScriptedProvider(turns=[[TextDelta("never")]])
+    async with serve(settings_for(model="scripted:p"), providers={"scripted:p": provider}) as server:
+        gate = asyncio.Event()
+
+        async def in_a_variant(_tx: object, run: Run, _thread: object) -> None:
+            run.variant = "b"  # so the executor looks the variant up: Parley's own hooks
+
+        async def variant_held(_run: Run, assistant: object) -> object:
+            await gate.wait()
+            return assistant
+
+        server.parley.runs.assign = in_a_variant  # type: ignore[assignment]
+        server.parley.executor.apply_variant = variant_held  # type: ignore[assignment]
+        run = await start_run(server.client, await new_thread(server.client), "stop before you start")
+        cancel = asyncio.ensure_future(server.client.post(f"/v1/runs/{run['id']}/cancel"))
+        await asyncio.sleep(0.3)
+        assert not cancel.done()  # it waits for the run to end
+        gate.set()
+        answer = await cancel
+        assert answer.json()["status"] == "cancelled"
+        frames = await read_events(server.client, f"/v1/runs/{run['id']}/events")
+        assert kinds(frames) == ["run.cancelled"]
+        assert provider.requests == []  # the model was never called
+
+
 async def test_no_more_runs_execute_at_once_than_the_setting_allows(settings_for) -> None:
     provider = ScriptedProvider(turns=[[TextDelta("partial"), Hang()]])
     settings = settings_for(model="scripted:hang", max_concurrent_runs=2)
