@@ -118,7 +118,8 @@ class Executor:
         self.tools = tools
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._producers: dict[str, asyncio.Task[None]] = {}
+        #: Runs producing now: their task (in ``_tasks``) may be cancelled to end the stream.
+        self._producing: set[str] = set()
         self._cancel_reasons: dict[str, str] = {}
         self._thread_queue: dict[str, deque[str | Run]] = {}
         self._stopping = False
@@ -215,16 +216,15 @@ class Executor:
             return  # already finished, or not running in this process
         if run_id not in self._cancel_reasons:  # a second cancel waits for the first
             self._cancel_reasons[run_id] = reason
-            producer = self._producers.get(run_id)
-            if producer is not None:
-                producer.cancel()
+            if run_id in self._producing:
+                task.cancel()
             # Else the run is being set up (it cancels itself once it starts producing) or is
             # writing its end: either way, waiting for its task gives the caller the final state.
         if wait > 0:
             await asyncio.wait([task], timeout=wait)
 
     async def _cancel_queued(self, run_id: str, reason: str) -> bool:
-        if run_id in self._producers:
+        if run_id in self._producing:
             return False
         data: dict[str, Any] = {} if reason == "cancelled" else {"reason": reason}
         status = "cancelled" if reason == "cancelled" else "interrupted"
@@ -292,7 +292,7 @@ class Executor:
         # event loop's queue before the first token); ``cancel`` cancels it, tagged with its reason.
         task = asyncio.current_task()
         assert task is not None
-        self._producers[run.id] = task
+        self._producing.add(run.id)
         try:
             if run.id in self._cancel_reasons:
                 raise asyncio.CancelledError  # cancelled while it was being set up: nothing produced
@@ -300,7 +300,7 @@ class Executor:
         except asyncio.CancelledError:
             if self._stopping:
                 # The server is stopping: end the run so its readers are not left hanging.
-                self._producers.pop(run.id, None)
+                self._producing.discard(run.id)
                 await asyncio.shield(self._end(state, "interrupted", None))
                 raise
             task.uncancel()
@@ -310,7 +310,7 @@ class Executor:
         else:
             outcome, error = "completed", None
         finally:
-            self._producers.pop(run.id, None)
+            self._producing.discard(run.id)
         await self._end(state, outcome, error)
 
     async def _produce(self, state: RunState) -> None:
