@@ -66,10 +66,13 @@ class OpenAIProvider(Provider):
             max_retries=0,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         )
+        # The SDK imports its resources (~0.7 s of modules) on the first ``client.chat``: here,
+        # where ``Providers.prepare`` builds the provider off the event loop, not in a first run.
+        self._completions = self.client.chat.completions
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[Delta]:
         try:
-            stream = await self.client.chat.completions.create(**self.params(request))
+            stream = await self._completions.create(**self.params(request))
         except openai.APIError as exc:
             raise self._error(exc) from exc
         finish: str | None = None
