@@ -127,7 +127,6 @@ class Checkpoints:
         self.every = every
         self.long_wal = long_wal
         self.exclusive = exclusive
-        self.done = 0  #: checkpoints completed
         self._last = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._conn: sqlite3.Connection | None = None
@@ -153,7 +152,6 @@ class Checkpoints:
             return  # another process holds the database: tried again at the next one due
         finally:
             self._task = None
-        self.done += 1
 
     def _checkpoint(self) -> int:
         """A passive checkpoint; the WAL's length in pages."""
