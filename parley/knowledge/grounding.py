@@ -47,14 +47,15 @@ def small_talk(text: str) -> str | None:
     """``"greeting"``, ``"thanks"`` or ``"farewell"`` when ``text`` is only that (a few words,
     each one of them or filler); else ``None``: a question, however short."""
     words = _WORD.findall(text.lower())
-    if not words or len(words) > 8 or ("?" in text and not {"how", "are"} <= set(words)):
+    seen = set(words)
+    if not words or len(words) > 8 or ("?" in text and not {"how", "are"} <= seen):
         return None
-    if not set(words) <= _GREETINGS | _THANKS | _FAREWELLS | _FILLER:
+    if not seen <= _GREETINGS | _THANKS | _FAREWELLS | _FILLER:
         return None
     for kind, vocabulary in (("farewell", _FAREWELLS), ("thanks", _THANKS), ("greeting", _GREETINGS)):
-        if vocabulary & set(words):
+        if vocabulary & seen:
             return kind
-    return "greeting" if {"how", "are"} <= set(words) else None
+    return "greeting" if {"how", "are"} <= seen else None
 
 
 def small_talk_reply(kind: str, assistant: Assistant) -> str:
