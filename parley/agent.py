@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING
 
 from parley import events as ev
 from parley import passthrough
-from parley.knowledge.grounding import cite, decline, prompt_source, retrieve
+from parley.answers.compose import (
+    SUPPORT_THRESHOLD,
+    SentenceGate,
+    absent_facts,
+    compose,
+    extractive,
+    is_list_question,
+    list_words,
+    qa_pair,
+)
+from parley.knowledge.grounding import NO_ANSWER, answer, cite, decline, prompt_source, retrieve
+from parley.knowledge.search import Hit
 from parley.providers.base import (
     ChatMessage,
     Fallback,
@@ -76,22 +87,58 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
     """The request for the first model turn: instructions, memory, retrieved sources, summary and
     history (``parley.context``).
 
-    ``None`` when the run is already answered: the assistant has knowledge bases and nothing
-    in them is about the question, so it says so instead of calling the model.
+    ``None`` when the server has answered already (``parley.answers.compose``): the assistant
+    has knowledge bases and nothing in them is about the question, or the answer is composed
+    from the sources (an FAQ entry, a list of matching documents, or, for a model too small
+    to write reliably, the most relevant sentences). A capable model rephrases the sources
+    instead, and ``state.gate`` lets through only the sentences they support.
     """
     assert state.assistant is not None
     assert state.route is not None
     sources: list[dict[str, str]] = []
+    hits: list[Hit] = []
     if state.assistant.knowledge_bases:
-        hits = await retrieve(executor, state, state.run.input)
-        if not hits:
-            decline(executor, state)
+        question = state.run.input
+        listing = is_list_question(question)
+        retrieved = await retrieve(executor, state, question, listing=listing)
+        hits = retrieved.hits
+        missing = absent_facts(question, hits) if hits else list_words(question) if listing else []
+        if not hits or missing:
+            decline(executor, state, retrieved.closest, missing)
+            return None
+        ranked = (state.run.options or {}).get("retrieval") != "all"
+        if listing or (ranked and qa_pair(hits[0].text) is not None) or not _writes(state):
+            composed = compose(question, hits, listing=listing, ranked=ranked)
+            if composed is None:
+                decline(executor, state, retrieved.closest)
+            else:
+                answer(executor, state, composed.text, composed.kind)
             return None
         sources = [prompt_source(hit) for hit in hits]
     context = await executor.context.build(state.run, state.assistant, state.route.primary, sources=sources)
     state.message_data["context"] = context.info()
     del state.sources[context.sources :]  # the answer cites only the sources that fit the prompt
+    if sources:
+        extract = extractive(state.run.input, hits[: context.sources])
+        fallback = (
+            extract.text if extract is not None else str(state.assistant.options.get("no_answer", NO_ANSWER))
+        )
+        state.gate = SentenceGate(sources[: context.sources], _support_threshold(state), fallback=fallback)
     return replace(context.request, **state.assistant.sampling())
+
+
+def _writes(state: RunState) -> bool:
+    """Whether the model writes grounded answers (``compose`` option: ``auto`` lets a model that
+    chooses its own tools write, ``model`` always, ``extractive`` never)."""
+    assert state.assistant is not None
+    assert state.route is not None
+    mode = str(state.assistant.options.get("compose", "auto"))
+    return mode == "model" or (mode == "auto" and state.route.primary.chooses_tools)
+
+
+def _support_threshold(state: RunState) -> float:
+    assert state.assistant is not None
+    return float(state.assistant.options.get("support_threshold", SUPPORT_THRESHOLD))
 
 
 async def stream_turn(
@@ -101,23 +148,15 @@ async def stream_turn(
 
     ``separate``: start this turn's text on a new paragraph if earlier turns wrote text.
     """
-    run, route = state.run, state.route
+    _run, route = state.run, state.route
     assert route is not None
     fragments: list[ToolCallDelta] = []
     async for delta in route.stream(request):
         if isinstance(delta, TextDelta):
-            if not delta.text:
+            text = delta.text if state.gate is None else state.gate.feed(delta.text)
+            if not text:
                 continue
-            if state.first_token is None:
-                state.first_token = time.perf_counter()
-                executor.metrics.ttft_seconds.labels(run.assistant).observe(state.first_token - state.started)
-            text = delta.text
-            if separate and state.text and not state.text[-1].isspace():
-                text = "\n\n" + text.lstrip()
-            separate = False
-            state.text += text
-            executor.log.append_text(run.id, text)
-            await executor.log.pace(run.id)
+            separate = await _show(executor, state, text, separate)
         elif isinstance(delta, Usage):
             state.input_tokens += delta.input_tokens
             state.output_tokens += delta.output_tokens
@@ -128,7 +167,30 @@ async def stream_turn(
             state.finish_reason = delta.reason
         elif isinstance(delta, ToolCallDelta):
             fragments.append(delta)
+    if state.gate is not None:
+        rest = state.gate.flush()
+        if not state.gate.shown:  # the model wrote nothing its sources support
+            rest = state.gate.fallback
+            state.message_data["composed"] = "extractive"
+        if rest:
+            await _show(executor, state, rest, separate)
+        if state.gate.dropped:
+            state.message_data["unsupported"] = state.gate.dropped
     return fragments
+
+
+async def _show(executor: Executor, state: RunState, text: str, separate: bool) -> bool:
+    """Append shown text to the run's answer and its log; ``separate`` starts a new paragraph."""
+    run = state.run
+    if state.first_token is None:
+        state.first_token = time.perf_counter()
+        executor.metrics.ttft_seconds.labels(run.assistant).observe(state.first_token - state.started)
+    if separate and state.text and not state.text[-1].isspace():
+        text = "\n\n" + text.lstrip()
+    state.text += text
+    executor.log.append_text(run.id, text)
+    await executor.log.pace(run.id)
+    return False
 
 
 def estimate_usage(state: RunState, request: ProviderRequest, produced: str) -> None:

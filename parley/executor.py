@@ -37,6 +37,7 @@ from parley.store.schema import Base, Message, Run, new_id, now, row
 from parley.tools.base import Tools
 
 if TYPE_CHECKING:
+    from parley.answers.compose import SentenceGate
     from parley.context import ContextBuilder
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ class RunState:
     sources: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     message_data: dict[str, Any] = field(default_factory=dict)
+    #: Checks a model's grounded answer sentence by sentence (``parley.answers.compose``).
+    gate: SentenceGate | None = None
 
     def usage(self) -> dict[str, Any]:
         end = time.perf_counter()

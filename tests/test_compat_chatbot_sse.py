@@ -6,6 +6,8 @@ import asyncio
 import json
 import subprocess
 
+from parley.providers.base import TextDelta
+from parley.providers.scripted import Delay, ScriptedProvider
 from tests.conftest import serve
 from tests.sse import read_events
 
@@ -44,17 +46,44 @@ def _frames(text: str) -> list[tuple[str, str, str]]:
     return frames
 
 
+#: Ada Park's CV, one fact a sentence: a capable model's answer restates them, a sentence a delta.
+FACTS = [
+    "Ada Park greets every customer with a hello in five languages.",
+    "She leads the support desk at Harbor Bank in Busan.",
+    "She joined Harbor Bank in 2019 after four years at Kelp Telecom.",
+    "At Kelp Telecom she answered phone and chat tickets in Korean and English.",
+    "She cut the average first reply time from 9 hours to 40 minutes.",
+    "She wrote the bank's help centre of 120 articles.",
+    "She trains every new agent during a two week onboarding.",
+    "She runs a weekly review of the hardest tickets with the product team.",
+    "She speaks Korean, English, Japanese, Spanish and French.",
+    "She holds a degree in linguistics from Pusan National University.",
+    "She volunteers at a literacy charity on weekends.",
+    "She uses Zendesk, Jira and SQL every day.",
+    "Her customer satisfaction score was 97 percent in 2023.",
+    "She mentors two junior agents.",
+]
+
+
 def recruiter(settings_for, tmp_path, **overrides):
     """Seed 002 is the CV recruiter: its threads go to the `recruiter` assistant, which answers
     from its CVs and declines what they do not mention; this one CV mentions "hello"."""
     cv = tmp_path / "ada-park.md"
-    cv.write_text("# Ada Park\n\nSupport engineer; greets every customer with a hello in five languages.\n")
+    cv.write_text("# Ada Park\n\n" + " ".join(FACTS) + "\n")
     return settings_for(embeddings="none", knowledge={"demo-cvs": [cv]}, **overrides)
+
+
+def restating_model() -> ScriptedProvider:
+    """A capable model that restates the CV a sentence at a time, as a model streams."""
+    steps: list = []
+    for fact in FACTS:
+        steps += [TextDelta(word + " ") for word in fact.split()] + [Delay(0.02)]
+    return ScriptedProvider(turns=[steps])
 
 
 async def test_the_seed_readme_curl_flow_works_verbatim(settings_for, tmp_path) -> None:
     async with serve(
-        recruiter(settings_for, tmp_path, model="scripted:bench?tokens=60&delay_ms=20")
+        recruiter(settings_for, tmp_path, model="scripted:cv"), {"scripted:cv": restating_model()}
     ) as server:
         script = FLOW.replace("http://localhost:8000", server.url)
         result = await asyncio.to_thread(
@@ -73,10 +102,11 @@ async def test_the_seed_readme_curl_flow_works_verbatim(settings_for, tmp_path) 
         assert events[-2:] == ["final", "done"]
         assert set(events[2:-2]) == {"token"}
         assert [int(i) for i, _, _ in stream[:-1]] == list(range(1, len(stream)))
-        # The model's tokens (a delta may carry several), then the sources, listed since it cited none.
+        # The model's sentences, each checked against the CV and cited as it is let through.
         final = json.loads(stream[-2][2])
         assert "".join(json.loads(data)["token"] for _, _, data in stream[2:-2]) == final["text"]
-        assert final["text"].endswith("Sources: [1] Ada Park")
+        assert final["text"].startswith("Ada Park greets every customer with a hello in five languages [1].")
+        assert final["text"].endswith("She mentors two junior agents [1].")
         resumed = _frames(out.split("---resume")[1].split("---cancel")[0])
         assert len(stream) > 12
         assert resumed == [frame for frame in stream if frame[0] and int(frame[0]) > 10] + [stream[-1]]
@@ -100,10 +130,11 @@ async def test_seed_status_and_ids(settings_for, tmp_path) -> None:
         assert events[-2:] == ["final", "done"]
         assert set(events[2:-2]) == {"token"}
         final = frames[-2].json
-        # scripted:echo repeats the user turn it was given: the CV excerpt, then the question.
+        # scripted:echo repeats the prompt it was given: only what the CV supports is shown, cited.
         assert final["text"] == "".join(f.json["token"] for f in frames[2:-2])
-        assert "[1] Ada Park" in final["text"]
-        assert "Question: hello" in final["text"]
+        assert "greets every customer with a hello in five languages" in final["text"]
+        assert "[1]" in final["text"]
+        assert "Question:" not in final["text"]
         assert [s["title"] for s in final["sources"]] == ["Ada Park"]
         state = (await server.client.get(f"/api/runs/{run['run_id']}")).json()
         assert state["status"] == "done"

@@ -80,13 +80,13 @@ async def test_an_unrelated_question_gets_i_dont_know(faq_server: Server) -> Non
 async def test_context_method_all_gives_the_model_the_first_entries(
     faq_settings: Callable[..., Settings],
 ) -> None:
-    model = ScriptedProvider(turns=[[TextDelta("See [1].")]])
+    model = ScriptedProvider(turns=[[TextDelta("Open Settings and choose Security [1].")]])
     async with serve(faq_settings(model="scripted:test"), {"scripted:test": model}) as server:
         response = await server.client.post(
             "/api/v1/ask", json={"question": "Tell me about bread baking", "context_method": "all"}
         )
     assert response.status_code == 200, response.text
-    assert response.json()["answer"] == "See [1]."
+    assert response.json()["answer"] == "Open Settings and choose Security [1]."
     prompt = model.requests[0].messages[-1].content
     assert "[1] Q: How do I reset my password?" in prompt
     assert "[3] Q: Which payment methods" in prompt
@@ -129,7 +129,10 @@ async def test_503_when_no_model_is_available(faq_settings: Callable[..., Settin
         turns=[[ProviderError("connection refused", retryable=True, code="provider_unavailable")]]
     )
     async with serve(faq_settings(model="scripted:down"), {"scripted:down": down}) as server:
-        response = await server.client.post("/api/v1/ask", json={"question": "What is the refund policy?"})
+        # An FAQ entry's answer needs no model (the server composes it); "all" context does.
+        response = await server.client.post(
+            "/api/v1/ask", json={"question": "What is the refund policy?", "context_method": "all"}
+        )
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "model_unavailable"
         assert (await server.client.get("/api/v1/history")).json()["total"] == 0

@@ -31,14 +31,80 @@ _CITATION = re.compile(r"\[(\d+)\]")
 _CODE = re.compile(r"`([^`]+)`")
 _URL_OR_PATH = re.compile(r"(?:https?://\S+|(?<![\w.])/[\w{}.\-]+(?:/[\w{}.\-]*)*)")
 _NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?::\d\d)?")
-_IDENTIFIER = re.compile(r"\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z][\w]*(?:-[\w]+)+\b|\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b|\b[a-z]+_[\w]+\b")
-_WORD = re.compile(r"[A-Za-z][\w'’-]*")
+_IDENTIFIER = re.compile(
+    r"\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z][\w]*(?:-[\w]+)+\b|\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b|\b[a-z]+_[\w]+\b"
+)
+_WORD = re.compile(r"[A-Za-z][\w'\u2019-]*")
 _JSON = re.compile(r"\{\s*\"[^\"]+\"\s*:|\"[\w ]+\"\s*:\s*[\[{\"\d]|\[\s*\{")
 #: Capitalised words that are not names wherever they stand.
 _NOT_NAMES = frozenset(
-    "i i'm i've i'll i'd a an the yes no ok okay you your it its this that these those there here "
-    "we our they their he she his her if when then so and or but also for with from to in on at by "
-    "of as is are was were be can could should would will may might must do does did not".split()
+    [
+        "i",
+        "i'm",
+        "i've",
+        "i'll",
+        "i'd",
+        "a",
+        "an",
+        "the",
+        "yes",
+        "no",
+        "ok",
+        "okay",
+        "you",
+        "your",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "we",
+        "our",
+        "they",
+        "their",
+        "he",
+        "she",
+        "his",
+        "her",
+        "if",
+        "when",
+        "then",
+        "so",
+        "and",
+        "or",
+        "but",
+        "also",
+        "for",
+        "with",
+        "from",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "of",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "may",
+        "might",
+        "must",
+        "do",
+        "does",
+        "did",
+        "not",
+    ]
 )
 
 
@@ -51,17 +117,28 @@ class Verdict:
     overlap: float = 1.0
 
 
+def boundaries(text: str) -> list[tuple[int, int]]:
+    """Where sentences end in ``text``: ``(end of the sentence, start of the next)`` pairs.
+
+    A stop after an abbreviation ("e.g.", "Dr.") is no end; an end needs what follows to
+    have begun, so a streamed text's last sentence stays open until more arrives.
+    """
+    return [
+        (m.start(), m.end())
+        for m in _SENTENCE_END.finditer(text)
+        if not _ABBREVIATION.search(text[: m.start()])
+    ]
+
+
 def sentences(text: str) -> list[str]:
     """``text`` split into sentences and list items, each stripped; empty pieces dropped."""
     pieces: list[str] = []
-    for part in _SENTENCE_END.split(text):
-        part = part.strip()
-        if not part:
-            continue
-        if pieces and _ABBREVIATION.search(pieces[-1]):
-            pieces[-1] = f"{pieces[-1]} {part}"
-        else:
-            pieces.append(part)
+    start = 0
+    for end, following in [*boundaries(text), (len(text), len(text))]:
+        piece = text[start:end].strip()
+        if piece:
+            pieces.append(piece)
+        start = following
     return pieces
 
 
@@ -76,7 +153,7 @@ def strip_citations(text: str) -> str:
 
 def clean_citations(text: str, count: int) -> str:
     """Drop citation numbers that match no source (``[0]``, ``[7]`` of 3 sources)."""
-    return _CITATION.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= count else "", text)
+    return re.sub(r"\s*\[(\d+)\]", lambda m: m.group(0) if 1 <= int(m.group(1)) <= count else "", text)
 
 
 def has_json(text: str) -> bool:
@@ -111,7 +188,7 @@ def facts(sentence: str) -> set[str]:
         if index == 0 or word.casefold() in _NOT_NAMES:
             continue
         if word[0].isupper() and not _starts_clause(bare, word):
-            found.add(word.casefold().strip("'’-"))
+            found.add(word.casefold().strip("'\u2019-"))
     return {f for f in found if f}
 
 

@@ -12,17 +12,26 @@ is about, gets a short reply that says what the assistant is for.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from parley import events as ev
+from parley.answers.compose import decline as composed_decline
+from parley.answers.compose import list_terms
 from parley.knowledge.search import Hit
+from parley.tools.choice import stems
 
 if TYPE_CHECKING:
     from parley.assistants import Assistant
     from parley.executor import Executor, RunState
 
 DEFAULT_TOP_K = 4
+#: How many chunks a list question ("who knows Python?") reads to find every matching document.
+LIST_DEPTH = 500
+#: How many of the closest topics a declined question names.
+CLOSEST_TOPICS = 3
 NO_ANSWER = (
     "I don't know: I found nothing about that in my knowledge base. "
     "Try rephrasing the question, or ask about something it covers."
@@ -106,21 +115,44 @@ def prompt_source(hit: Hit) -> dict[str, str]:
 def _label(hit: Hit) -> str:
     if hit.title and hit.title in hit.text:
         return ""  # an FAQ pair names itself
+    if hit.title and hit.document_title and hit.title.startswith(hit.document_title):
+        return hit.title  # a heading path that starts with the document's title already
     return " > ".join(part for part in (hit.document_title, hit.title) if part)
 
 
-async def retrieve(executor: Executor, state: RunState, question: str) -> list[Hit]:
-    """Search the assistant's knowledge bases; emit ``retrieval``; keep the sources on the run."""
+@dataclass(slots=True)
+class Retrieved:
+    """What a question found: the relevant hits (the sources), and the closest ones regardless."""
+
+    hits: list[Hit]
+    closest: list[Hit]
+
+
+async def retrieve(executor: Executor, state: RunState, question: str, *, listing: bool = False) -> Retrieved:
+    """Search the assistant's knowledge bases; emit ``retrieval``; keep the sources on the run.
+
+    ``listing``: the question asks for every document that matches ("who knows Python?"), so
+    every chunk that has all of its terms is a candidate, and each document counts once.
+    """
     assert state.assistant is not None
     knowledge = executor.knowledge
     hits: list[Hit] = []
+    found: list[Hit] = []
     if knowledge is not None and knowledge.owner_id is not None:
         options = state.assistant.options
         k = int(options.get("top_k", DEFAULT_TOP_K))
         bases = await knowledge.bases_named(knowledge.owner_id, state.assistant.knowledge_bases)
         kb_ids = [kb.id for kb in bases]
+        terms = set(list_terms(question)) if listing else set()
         if kb_ids and (state.run.options or {}).get("retrieval") == "all":
-            hits = await knowledge.first_chunks(kb_ids, k)
+            hits = found = await knowledge.first_chunks(kb_ids, k)
+        elif kb_ids and terms:
+            found = await knowledge.search_bases(kb_ids, question, mode="bm25", k=LIST_DEPTH)
+            hits = one_per_document(h for h in found if terms <= set(stems(f"{h.document_title} {h.text}")))
+            if not hits:  # nothing has every term: name the closest topics instead
+                found = await knowledge.search_bases(
+                    kb_ids, question, mode=options.get("retrieval", "hybrid"), k=k
+                )
         elif kb_ids:
             found = await knowledge.search_bases(
                 kb_ids, question, mode=options.get("retrieval", "hybrid"), k=k
@@ -129,24 +161,45 @@ async def retrieve(executor: Executor, state: RunState, question: str) -> list[H
             hits = relevant(found, None if floor is None else float(floor))
     state.sources = [source_json(h) for h in hits]
     executor.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})
-    return hits
+    return Retrieved(hits, found[:CLOSEST_TOPICS])
 
 
-def decline(executor: Executor, state: RunState) -> None:
-    """Answer "I don't know" without the model: nothing retrieved is about the question (or
-    reply to small talk, which no knowledge base is about)."""
+def one_per_document(hits: Iterable[Hit]) -> list[Hit]:
+    """The best hit of each document, best first."""
+    best: dict[str, Hit] = {}
+    for hit in hits:
+        best.setdefault(hit.document_id, hit)
+    return list(best.values())
+
+
+def decline(
+    executor: Executor, state: RunState, closest: Sequence[Hit] = (), missing: Sequence[str] = ()
+) -> None:
+    """Answer "I don't know" without the model: nothing retrieved is about the question, or the
+    question names something no source mentions. The reply names the closest topics covered.
+    Small talk, which no knowledge base is about, gets a short reply instead."""
     assert state.assistant is not None
     kind = small_talk(state.run.input)
     if kind is not None:
-        state.text = small_talk_reply(kind, state.assistant)
-    else:
-        state.text = str(state.assistant.options.get("no_answer", NO_ANSWER))
-    executor.log.append(state.run.id, ev.MESSAGE_DELTA, {"text": state.text})
+        answer(executor, state, small_talk_reply(kind, state.assistant), "small_talk")
+        return
+    reply = str(state.assistant.options.get("no_answer", NO_ANSWER))
+    answer(executor, state, composed_decline(reply, closest, missing).text, "declined")
+
+
+def answer(executor: Executor, state: RunState, text: str, kind: str) -> None:
+    """The run's whole answer, composed by the server (no model wrote it)."""
+    state.text = text
+    state.message_data["composed"] = kind
+    if state.first_token is None:
+        state.first_token = time.perf_counter()
+    executor.log.append(state.run.id, ev.MESSAGE_DELTA, {"text": text})
 
 
 def cite(executor: Executor, state: RunState) -> None:
-    """If the model cited nothing, list the sources it was given, so every answer shows them."""
-    if not state.sources or _CITATION.search(state.text):
+    """If the model cited nothing, list the sources it was given, so every answer shows them
+    (a gated answer cites each sentence it shows already)."""
+    if not state.sources or state.gate is not None or _CITATION.search(state.text):
         return
     listed = "; ".join(f"[{n}] {s['title']}" for n, s in enumerate(state.sources, start=1))
     suffix = f"\n\nSources: {listed}"

@@ -1,0 +1,314 @@
+"""Grounded answers composed by the server from the sources, not written by a small model.
+
+Given the passages retrieved for a question (numbered [1], [2] … as in the ``retrieval``
+event), an answer is, in this order:
+
+1. **declined** when the question names something no source mentions (a name, number or
+   identifier: "PayPal", "Peru", "Rust"): the sources cannot be about it, however close their
+   words are. The reply says so and names the closest topics the knowledge base does cover;
+2. a **list** for "who knows X" / "which candidates …" questions: one line per matching
+   document (its title, e.g. the candidate's name) with the sentence that matched, cited.
+   The caller retrieves every matching document for these (``list_terms``), not the top few;
+3. the **entry's answer** when the best source is a question/answer pair (an FAQ entry);
+4. a **summary** of an attached file or document when the message asks for one: its first
+   sentences;
+5. otherwise **extractive**: the sources' sentences that share the most words with the
+   question, each cited.
+
+A capable model may instead rephrase (``parley.agent``): its sentences pass through
+``SentenceGate``, which keeps a sentence only when a cited source (or, uncited, the source
+that supports it best) supports it (``parley.answers.check``) and drops the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from parley.answers.check import boundaries, clean_citations, facts, judge, sentences, strip_citations
+from parley.knowledge.search import Hit
+from parley.tools.choice import stems
+
+#: Content-word share a model's sentence needs in its source (``check.judge``); calibrated on
+#: the demo FAQ's calibration split by ``bench.answers`` (docs/ANSWERS.md).
+SUPPORT_THRESHOLD = 0.6
+#: At most this many sentences in an extractive answer, and this many characters.
+EXTRACT_SENTENCES = 3
+EXTRACT_CHARS = 600
+#: Lines in a list answer at most (a list question retrieves every matching document).
+LIST_LIMIT = 25
+
+_QA = re.compile(r"^\s*Q:\s*(?P<q>.+?)\s+A:\s*(?P<a>.+)$", re.DOTALL)
+_LIST_QUESTION = re.compile(
+    r"^\s*(?:(?:and|so|ok|okay|hi|hello|please)[,\s]+)*"
+    r"(?:who\b|which\s+(?:candidates?|people|persons?|applicants?|ones?|of\s+them|cvs?|documents?)\b|"
+    r"(?:list|name|find|show)\s+(?:me\s+)?(?:all\s+|every\s*one\s+|everybody\s+|the\s+)?"
+    r"(?:candidates?|people|persons?|applicants?|cvs?|everyone|anyone|documents?)\b|"
+    r"(?:is\s+there\s+|are\s+there\s+|do\s+we\s+have\s+|does\s+anyone\b|anyone\b|any\s+candidates?\b))",
+    re.IGNORECASE,
+)
+#: Words of a list question that say "who", not "what about": dropped from its terms.
+_LIST_WORDS = frozenset(
+    stems(
+        "who which whom whose candidate candidates people person persons applicant applicants cv cvs "
+        "document documents list name find show everyone anyone anybody everybody someone somebody "
+        "there have has had knows know knowing skill skills skilled experience experienced "
+        "background worked works working work job jobs role roles speak speaks speaking "
+        "use uses used using years year good strong expert familiar with do does did can could "
+        "any all every one ones them us our me please"
+    )
+)
+_SUMMARY_REQUEST = re.compile(
+    r"\b(?:summari[sz]e|summary|sum up|tl;?dr|overview|gist|what\s+(?:is|'s)\s+(?:in\s+)?"
+    r"(?:this|that|the)\s+(?:attached\s+)?(?:file|document|attachment|pdf)|"
+    r"what\s+(?:does|do)\s+(?:this|that|the)\s+(?:attached\s+)?(?:file|document|attachment|pdf)\s+say)\b",
+    re.IGNORECASE,
+)
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+
+
+@dataclass(slots=True)
+class Composed:
+    """A composed answer: its text and the kind of composition (recorded on the message)."""
+
+    text: str
+    kind: str
+    cited: list[int] = field(default_factory=list)
+
+
+def qa_pair(text: str) -> tuple[str, str] | None:
+    """``(question, answer)`` of an FAQ chunk (``Q: … A: …``), else ``None``."""
+    found = _QA.match(text)
+    return (found["q"].strip(), found["a"].strip()) if found else None
+
+
+def is_list_question(text: str) -> bool:
+    return bool(_LIST_QUESTION.search(text))
+
+
+def list_terms(question: str) -> list[str]:
+    """The stems a list question is about ("who knows Python?" → ``["python"]``)."""
+    return [s for s in dict.fromkeys(stems(question)) if s not in _LIST_WORDS]
+
+
+def list_words(question: str) -> list[str]:
+    """The question's own words behind ``list_terms`` ("Who knows Rust?" → ``["Rust"]``)."""
+    terms = set(list_terms(question))
+    return [w for w in dict.fromkeys(re.findall(r"[\w+#.-]*\w[+#]*", question)) if set(stems(w)) & terms]
+
+
+def wants_summary(text: str) -> bool:
+    return bool(_SUMMARY_REQUEST.search(text))
+
+
+def absent_facts(question: str, hits: Sequence[Hit]) -> list[str]:
+    """The question's facts (names, numbers, identifiers) that no retrieved source mentions."""
+    asked = facts(question)
+    if not asked:
+        return []
+    text = "\n".join(f"{h.document_title}\n{h.title}\n{h.text}" for h in hits).casefold()
+    missing = []
+    for fact in sorted(asked):
+        if fact not in text:
+            spelled = re.search(re.escape(fact), question, re.IGNORECASE)
+            missing.append(spelled.group(0) if spelled else fact)
+    return missing
+
+
+def decline(reply: str, closest: Sequence[Hit], missing: Sequence[str] = ()) -> Composed:
+    """ "I don't know", with what was not found and the closest topics the sources do cover."""
+    text = reply
+    if missing:
+        text = f"I don't know: my knowledge base says nothing about {_join(missing)}."
+    topics = list(dict.fromkeys(_topic(h) for h in closest if _topic(h)))[:3]
+    if topics:
+        text += " The closest topics I can answer about: " + "; ".join(topics) + "."
+    return Composed(text, "declined")
+
+
+def _topic(hit: Hit) -> str:
+    pair = qa_pair(hit.text)
+    if pair is not None:
+        return pair[0]
+    return " > ".join(
+        part for part in (hit.document_title, hit.title) if part and part != hit.document_title
+    ) or (hit.document_title)
+
+
+def _join(items: Sequence[str]) -> str:
+    quoted = [f'"{i}"' for i in items]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def compose(
+    question: str, hits: Sequence[Hit], *, listing: bool = False, ranked: bool = True
+) -> Composed | None:
+    """The answer to ``question`` from ``hits`` (numbered from 1, as in the retrieval event), or
+    ``None`` when no sentence of theirs shares a word with it.
+
+    ``ranked``: the hits were found for this question (best first), so an FAQ entry on top
+    answers it; unranked hits (``retrieval: all``) only offer their sentences.
+    """
+    if listing:
+        return list_answer(question, hits)
+    if wants_summary(question):
+        return summary_answer(hits)
+    pair = qa_pair(hits[0].text) if ranked else None
+    if pair is not None:
+        return Composed(f"{pair[1]} [1]", "faq", [1])
+    return extractive(question, hits)
+
+
+def list_answer(question: str, hits: Sequence[Hit]) -> Composed:
+    """One line per matching document: its title and the sentence that matched, cited."""
+    terms = set(list_terms(question)) or set(stems(question))
+    lines: list[str] = []
+    cited: list[int] = []
+    seen: set[str] = set()
+    for number, hit in enumerate(hits, start=1):
+        if hit.document_id in seen:
+            continue
+        seen.add(hit.document_id)
+        evidence = _best_sentence(terms, hit.text)
+        name = hit.document_title or hit.title or f"Document {number}"
+        lines.append(f"- {name}: {evidence} [{number}]" if evidence else f"- {name} [{number}]")
+        cited.append(number)
+        if len(lines) >= LIST_LIMIT:
+            break
+    count = len(lines)
+    head = f"{count} match{'es' if count != 1 else ''} in the documents I have:"
+    return Composed("\n".join([head, *lines]), "list", cited)
+
+
+def _best_sentence(terms: set[str], text: str, limit: int = 220) -> str:
+    best, score = "", 0
+    for sentence in sentences(text):
+        have = len(terms & set(stems(sentence)))
+        if have > score:
+            best, score = sentence, have
+    best = _BULLET.sub("", best).strip()
+    return best if len(best) <= limit else best[: limit - 1].rsplit(" ", 1)[0] + "\u2026"
+
+
+def summary_answer(hits: Sequence[Hit]) -> Composed:
+    """The first sentences of the first document (in the order the hits came: a file's own)."""
+    first = hits[0].document_id
+    picked: list[str] = []
+    for hit in hits:
+        if hit.document_id != first:
+            continue
+        for sentence in sentences(hit.text):
+            if len(" ".join(picked)) + len(sentence) > EXTRACT_CHARS or len(picked) >= EXTRACT_SENTENCES:
+                break
+            picked.append(_BULLET.sub("", sentence))
+    title = hits[0].document_title or "The document"
+    body = " ".join(picked) if picked else strip_citations(hits[0].text)[:EXTRACT_CHARS]
+    return Composed(f"{title}: {body} [1]", "summary", [1])
+
+
+def extractive(question: str, hits: Sequence[Hit]) -> Composed | None:
+    """The sources' sentences sharing the most (rarer) words with the question, each cited."""
+    asked = set(stems(question))
+    candidates: list[tuple[float, int, int, str]] = []
+    pool = [(n, s) for n, hit in enumerate(hits, start=1) for s in sentences(hit.text)]
+    frequency: dict[str, int] = {}
+    for _, sentence in pool:
+        for word in set(stems(sentence)):
+            frequency[word] = frequency.get(word, 0) + 1
+    for order, (number, sentence) in enumerate(pool):
+        words = set(stems(sentence))
+        shared = asked & words
+        if not shared or len(sentence) < 12:
+            continue
+        weight = sum(math.log(1 + len(pool) / frequency[w]) for w in shared)
+        score = weight / (1 + 0.15 * (number - 1))  # earlier (better ranked) sources first on ties
+        candidates.append((score, order, number, _BULLET.sub("", sentence)))
+    if not candidates:
+        return None
+    candidates.sort(key=lambda c: (-c[0], c[1]))
+    top = candidates[0][0]
+    chosen: list[tuple[int, int, str]] = []
+    size = 0
+    for score, order, number, sentence in candidates:
+        if len(chosen) >= EXTRACT_SENTENCES or score < top * 0.5 or size + len(sentence) > EXTRACT_CHARS:
+            break
+        chosen.append((order, number, sentence))
+        size += len(sentence)
+    chosen.sort()  # in the order the sources tell it
+    parts = [f"{s.rstrip()} [{n}]" for _, n, s in chosen]
+    return Composed(" ".join(parts), "extractive", list(dict.fromkeys(n for _, n, _ in chosen)))
+
+
+class SentenceGate:
+    """A capable model's answer, let through a sentence at a time when the sources support it.
+
+    ``feed`` takes streamed text and returns the checked sentences ready to show (each with a
+    citation: its own when the cited source supports it, else the supporting source's);
+    ``flush`` does the same for the rest at the end. ``dropped`` keeps what was refused.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Mapping[str, str]],
+        threshold: float = SUPPORT_THRESHOLD,
+        *,
+        fallback: str = "",
+    ) -> None:
+        #: What to show when nothing the model wrote is supported (the extractive answer).
+        self.fallback = fallback
+        self._texts = [f"{s.get('title', '')}\n{s.get('text', '')}" for s in sources]
+        self._threshold = threshold
+        self._buffer = ""
+        self.shown: list[str] = []
+        self.dropped: list[str] = []
+
+    def feed(self, text: str) -> str:
+        self._buffer += text
+        ends = boundaries(self._buffer)
+        if not ends:
+            return ""
+        end, following = ends[-1]
+        complete, self._buffer = self._buffer[:end], self._buffer[following:]
+        return self._release(sentences(complete))
+
+    def flush(self) -> str:
+        rest, self._buffer = self._buffer, ""
+        return self._release(sentences(rest))
+
+    def _release(self, pieces: Sequence[str]) -> str:
+        out = []
+        for sentence in pieces:
+            checked = self.check(sentence)
+            if checked is None:
+                self.dropped.append(sentence)
+            else:
+                out.append(checked)
+                self.shown.append(checked)
+        if not out:
+            return ""
+        lead = " " if self.shown[: -len(out)] else ""
+        return lead + " ".join(out)
+
+    def check(self, sentence: str) -> str | None:
+        """The sentence as shown (citations valid and present), or ``None`` when unsupported."""
+        if not self._texts:
+            return None
+        sentence = clean_citations(sentence, len(self._texts)).strip()
+        if not strip_citations(sentence):
+            return None
+        cited = [int(n) for n in re.findall(r"\[(\d+)\]", sentence)]
+        for number in cited:
+            if judge(sentence, self._texts[number - 1], self._threshold).supported:
+                return sentence
+        best: tuple[int, float] | None = None
+        for index, text in enumerate(self._texts):
+            verdict = judge(sentence, text, self._threshold)
+            if verdict.supported and (best is None or verdict.overlap > best[1]):
+                best = (index, verdict.overlap)
+        if best is None:
+            return None
+        bare = strip_citations(sentence)
+        end = len(bare.rstrip(".!?"))
+        return f"{bare[:end]} [{best[0] + 1}]{bare[end:]}"

@@ -1,0 +1,217 @@
+"""Grounded answers composed from the sources (issue #18): through the HTTP API, with the demo
+FAQ and the demo CVs, a small model (``chooses_tools=False``) and a capable one."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from parley.config import Settings
+from parley.providers.base import TextDelta
+from parley.providers.scripted import ScriptedProvider
+from tests.conftest import serve
+from tests.knowledge_data import GUIDE
+from tests.sse import Frame, new_thread, read_events, start_run
+
+ROOT = Path(__file__).resolve().parents[1]
+FAQ_FILE = ROOT / "parley" / "knowledge" / "demo" / "parley-faq.md"
+SCAFFOLDING = ("Question:", "Sources:", "Answer briefly", "using only the sources")
+
+
+def small_model(*replies: str) -> ScriptedProvider:
+    """Stands in for the embedded model: it cannot choose tools, so it is not trusted to write."""
+    return ScriptedProvider(
+        turns=[[TextDelta(r)] for r in replies] or [[TextDelta("Invented.")]], chooses_tools=False
+    )
+
+
+async def ask(server: object, assistant: str, question: str) -> list[Frame]:
+    client = server.client  # type: ignore[attr-defined]
+    thread = await new_thread(client, assistant)
+    run = await start_run(client, thread, question)
+    return await read_events(client, f"/v1/runs/{run['id']}/events")
+
+
+def cited_numbers(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\[(\d+)\]", text)]
+
+
+def assert_citations_match_sources(final: Frame) -> None:
+    numbers = cited_numbers(final.json["text"])
+    assert numbers, final.json["text"]
+    assert all(1 <= n <= len(final.json["sources"]) for n in numbers), (numbers, len(final.json["sources"]))
+
+
+@pytest.fixture
+def faq_settings(settings_for: Callable[..., Settings]) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        return settings_for(embeddings="hash", knowledge={"parley-faq": [FAQ_FILE]}, **overrides)
+
+    return make
+
+
+async def test_the_cancel_question_gets_the_faq_entrys_answer_not_a_delete(
+    faq_settings: Callable[..., Settings],
+) -> None:
+    model = small_model()
+    async with serve(faq_settings(model="scripted:small"), {"scripted:small": model}) as server:
+        frames = await ask(server, "support", "How do I cancel a run that is taking too long?")
+    final = frames[-1]
+    assert final.event == "run.completed"
+    text = final.json["text"]
+    assert "POST /v1/runs/{id}/cancel" in text
+    assert "DELETE" not in text
+    assert not any(s in text for s in SCAFFOLDING)
+    assert final.json["sources"][0]["title"] == "How do I cancel a run that is taking too long?"
+    assert cited_numbers(text) == [1]
+    assert model.requests == []  # the server composed it: nothing for a small model to get wrong
+
+
+async def test_a_capable_model_also_gets_the_entrys_answer_for_an_faq_match(
+    faq_settings: Callable[..., Settings],
+) -> None:
+    model = ScriptedProvider(turns=[[TextDelta("Send DELETE /v1/threads/{id} [1].")]])
+    async with serve(faq_settings(model="scripted:big"), {"scripted:big": model}) as server:
+        frames = await ask(server, "support", "how can I stop a run that takes too long")
+    assert "POST /v1/runs/{id}/cancel" in frames[-1].json["text"]
+    assert model.requests == []
+
+
+async def test_paypal_is_declined_and_the_closest_topics_are_named(
+    faq_settings: Callable[..., Settings],
+) -> None:
+    model = small_model("Yes, Parley can be paid using PayPal.")
+    async with serve(faq_settings(model="scripted:small"), {"scripted:small": model}) as server:
+        frames = await ask(server, "support", "Can I pay for Parley with PayPal?")
+        peru = await ask(server, "support", "What is the capital of Peru?")
+    text = frames[-1].json["text"]
+    assert text.startswith("I don't know")
+    assert '"PayPal"' in text
+    assert "The closest topics I can answer about:" in text
+    assert "can be paid" not in text
+    assert peru[-1].json["text"].startswith("I don't know")
+    assert model.requests == []
+
+
+async def test_every_answer_about_the_faq_is_an_entry_cited_and_free_of_scaffolding(
+    faq_settings: Callable[..., Settings],
+) -> None:
+    questions = {
+        "Which port does Parley use?": "8000",
+        "How do I upgrade the database?": "parley db upgrade",
+        "My connection dropped, did I lose the answer?": "Last-Event-ID",
+        "What does Parley cost?": "Apache 2.0",
+    }
+    async with serve(faq_settings(model="scripted:small"), {"scripted:small": small_model()}) as server:
+        for question, fact in questions.items():
+            final = (await ask(server, "support", question))[-1]
+            assert fact in final.json["text"], (question, final.json["text"])
+            assert_citations_match_sources(final)
+            assert not any(s in final.json["text"] for s in SCAFFOLDING)
+
+
+@pytest.fixture(scope="module")
+def demo_cvs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cvs") / "demo-cvs"
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_demo_cvs.py"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    return out
+
+
+async def test_who_knows_python_lists_the_three_cvs_that_say_so_and_no_one_else(
+    settings_for: Callable[..., Settings], demo_cvs: Path
+) -> None:
+    model = small_model("Amelia Hartley, Alibaba - Senior Data Scientist, Mentor: Airocellos [14]")
+    config = settings_for(embeddings="hash", knowledge={"demo-cvs": [demo_cvs]}, model="scripted:small")
+    async with serve(config, {"scripted:small": model}) as server:
+        final = (await ask(server, "recruiter", "who knows Python?"))[-1]
+        rust = (await ask(server, "recruiter", "Who knows Rust?"))[-1]
+    text = final.json["text"]
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    names = {line[2:].split(":")[0].split(" [")[0].strip() for line in lines}
+    assert {n.split(" ")[0] + " " + n.split(" ")[1] for n in names} == {
+        "Amelia Hartley",
+        "Rahul Mehta",
+        "Tomás García",
+    }, text
+    assert all("Python" in line for line in lines), text
+    assert "Airocellos" not in text
+    assert "Alibaba" not in text
+    assert_citations_match_sources(final)
+    assert len(final.json["sources"]) == 3
+    assert rust.json["text"].startswith("I don't know")
+    assert '"Rust"' in rust.json["text"]
+    assert model.requests == []
+
+
+async def test_a_small_model_gets_the_most_relevant_sentences_cited(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    (tmp_path / "guide.md").write_text(GUIDE)
+    model = small_model("Roses need a lot of sun, 12 hours.")
+    config = settings_for(
+        embeddings="hash", knowledge={"parley-faq": [tmp_path / "guide.md"]}, model="scripted:small"
+    )
+    async with serve(config, {"scripted:small": model}) as server:
+        final = (await ask(server, "support", "How much sun do tomatoes need?"))[-1]
+    text = final.json["text"]
+    assert text.startswith("Tomatoes need six hours of sun a day and deep watering twice a week.")
+    assert "12 hours" not in text
+    assert_citations_match_sources(final)
+    assert model.requests == []
+
+
+async def test_a_capable_models_unsupported_sentences_are_dropped(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    (tmp_path / "guide.md").write_text(GUIDE)
+    model = ScriptedProvider(
+        turns=[
+            [
+                TextDelta("Tomatoes need six hours of sun "),
+                TextDelta("a day [1]. They also need 12 hours of darkness, says Dr. Green [2]. "),
+                TextDelta("Water them deeply twice a week [7]."),
+            ]
+        ]
+    )
+    config = settings_for(
+        embeddings="hash", knowledge={"parley-faq": [tmp_path / "guide.md"]}, model="scripted:big"
+    )
+    async with serve(config, {"scripted:big": model}) as server:
+        frames = await ask(server, "support", "How much sun do tomatoes need?")
+    text = frames[-1].json["text"]
+    assert len(model.requests) == 1
+    assert "six hours of sun a day [1]." in text
+    assert "12 hours" not in text
+    assert "Green" not in text
+    assert "Water them deeply twice a week [1]." in text  # [7] matched no source: the supporting one is cited
+    assert "".join(f.json["text"] for f in frames if f.event == "message.delta") == text
+    assert_citations_match_sources(frames[-1])
+
+
+async def test_when_nothing_a_capable_model_wrote_is_supported_the_extract_is_shown(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    (tmp_path / "guide.md").write_text(GUIDE)
+    model = ScriptedProvider(turns=[[TextDelta("Question: How much sun? Bananas love 3 moons of Jupiter.")]])
+    config = settings_for(
+        embeddings="hash", knowledge={"parley-faq": [tmp_path / "guide.md"]}, model="scripted:big"
+    )
+    async with serve(config, {"scripted:big": model}) as server:
+        final = (await ask(server, "support", "How much sun do tomatoes need?"))[-1]
+    text = final.json["text"]
+    assert "Jupiter" not in text
+    assert "Question:" not in text
+    assert "Tomatoes need six hours of sun a day" in text
+    assert_citations_match_sources(final)
