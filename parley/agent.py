@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from parley import events as ev
 from parley import passthrough
+from parley.answers.attachments import attached_hits
 from parley.knowledge.grounding import cite, decline, prompt_source, retrieve
 from parley.providers.base import (
     ChatMessage,
@@ -73,8 +74,8 @@ async def run_agent(executor: Executor, state: RunState) -> None:
 
 
 async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None:
-    """The request for the first model turn: instructions, memory, retrieved sources, summary and
-    history (``parley.context``).
+    """The request for the first model turn: instructions, memory, retrieved sources (the run's
+    attached files first, for any assistant), summary and history (``parley.context``).
 
     ``None`` when the run is already answered: the assistant has knowledge bases and nothing
     in them is about the question, so it says so instead of calling the model.
@@ -82,8 +83,9 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
     assert state.assistant is not None
     assert state.route is not None
     sources: list[dict[str, str]] = []
-    if state.assistant.knowledge_bases:
-        hits = await retrieve(executor, state, state.run.input)
+    attached = await attached_hits(executor.db, state.run, state.run.input)
+    if state.assistant.knowledge_bases or attached:
+        hits = await retrieve(executor, state, state.run.input, attached=attached)
         if not hits:
             decline(executor, state)
             return None

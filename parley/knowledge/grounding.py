@@ -109,12 +109,17 @@ def _label(hit: Hit) -> str:
     return " > ".join(part for part in (hit.document_title, hit.title) if part)
 
 
-async def retrieve(executor: Executor, state: RunState, question: str) -> list[Hit]:
-    """Search the assistant's knowledge bases; emit ``retrieval``; keep the sources on the run."""
+async def retrieve(
+    executor: Executor, state: RunState, question: str, *, attached: Sequence[Hit] = ()
+) -> list[Hit]:
+    """Search the assistant's knowledge bases; emit ``retrieval``; keep the sources on the run.
+
+    ``attached``: passages of the files attached to the run (``parley.answers.attachments``),
+    which come first: the user chose them for this question."""
     assert state.assistant is not None
     knowledge = executor.knowledge
     hits: list[Hit] = []
-    if knowledge is not None and knowledge.owner_id is not None:
+    if state.assistant.knowledge_bases and knowledge is not None and knowledge.owner_id is not None:
         options = state.assistant.options
         k = int(options.get("top_k", DEFAULT_TOP_K))
         bases = await knowledge.bases_named(knowledge.owner_id, state.assistant.knowledge_bases)
@@ -127,6 +132,7 @@ async def retrieve(executor: Executor, state: RunState, question: str) -> list[H
             )
             floor = options.get("min_similarity", knowledge.relevance_floor())
             hits = relevant(found, None if floor is None else float(floor))
+    hits = [*attached, *hits]
     state.sources = [source_json(h) for h in hits]
     executor.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})
     return hits
