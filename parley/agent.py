@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from parley import events as ev
 from parley import passthrough
+from parley.answers.attachments import attached_hits
 from parley.answers.compose import (
     SUPPORT_THRESHOLD,
     SentenceGate,
@@ -84,8 +85,8 @@ async def run_agent(executor: Executor, state: RunState) -> None:
 
 
 async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None:
-    """The request for the first model turn: instructions, memory, retrieved sources, summary and
-    history (``parley.context``).
+    """The request for the first model turn: instructions, memory, retrieved sources (the run's
+    attached files first, for any assistant), summary and history (``parley.context``).
 
     ``None`` when the server has answered already (``parley.answers.compose``): the assistant
     has knowledge bases and nothing in them is about the question, or the answer is composed
@@ -97,10 +98,11 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
     assert state.route is not None
     sources: list[dict[str, str]] = []
     hits: list[Hit] = []
-    if state.assistant.knowledge_bases:
+    attached = await attached_hits(executor.db, state.run, state.run.input)
+    if state.assistant.knowledge_bases or attached:
         question = state.run.input
-        listing = is_list_question(question)
-        retrieved = await retrieve(executor, state, question, listing=listing)
+        listing = not attached and is_list_question(question)
+        retrieved = await retrieve(executor, state, question, listing=listing, attached=attached)
         hits = retrieved.hits
         missing = absent_facts(question, hits) if hits else list_words(question) if listing else []
         if not hits or missing:

@@ -23,7 +23,7 @@ from fastapi import Request
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, delete, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from parley.errors import ApiError
+from parley.errors import ApiError, not_found
 from parley.ownership import get_owned
 from parley.store.db import Database
 from parley.store.schema import Base, User, new_id, now
@@ -201,7 +201,9 @@ class Files:
         final = self.directory / storage_name
         async with self._db.transaction() as session:
             if thread_id is not None:
-                await get_thread(session, principal, thread_id)
+                thread = await get_thread(session, principal, thread_id)
+                if thread.user_id != principal.user_id:  # an admin's file still goes only to its own threads
+                    raise not_found("thread", thread_id)
             # Serialise a user's uploads (SQLite: BEGIN IMMEDIATE already does) so the quota holds.
             await session.execute(select(User.id).where(User.id == principal.user_id).with_for_update())
             used = await session.scalar(

@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from parley.answers.attachments import wants_summary
 from parley.answers.check import boundaries, clean_citations, facts, judge, sentences, strip_citations
 from parley.knowledge.search import Hit
 from parley.tools.choice import stems
@@ -60,12 +61,6 @@ _LIST_WORDS = frozenset(
         "any all every one ones them us our me please"
     )
 )
-_SUMMARY_REQUEST = re.compile(
-    r"\b(?:summari[sz]e|summary|sum up|tl;?dr|overview|gist|what\s+(?:is|'s)\s+(?:in\s+)?"
-    r"(?:this|that|the)\s+(?:attached\s+)?(?:file|document|attachment|pdf)|"
-    r"what\s+(?:does|do)\s+(?:this|that|the)\s+(?:attached\s+)?(?:file|document|attachment|pdf)\s+say)\b",
-    re.IGNORECASE,
-)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 
@@ -97,10 +92,6 @@ def list_words(question: str) -> list[str]:
     """The question's own words behind ``list_terms`` ("Who knows Rust?" → ``["Rust"]``)."""
     terms = set(list_terms(question))
     return [w for w in dict.fromkeys(re.findall(r"[\w+#.-]*\w[+#]*", question)) if set(stems(w)) & terms]
-
-
-def wants_summary(text: str) -> bool:
-    return bool(_SUMMARY_REQUEST.search(text))
 
 
 def absent_facts(question: str, hits: Sequence[Hit]) -> list[str]:

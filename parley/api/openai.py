@@ -5,6 +5,8 @@ instructions, route and knowledge. Each request becomes a thread holding the cli
 and a run on it, so the answer is accounted for like any other (usage and cost on the stored
 message); the response, streamed or not, is read from the run's event log. Tools the client
 sends are the client's: the model's calls come back as ``tool_calls`` (see ``parley.passthrough``).
+A file content part (``{"type": "file", "file": {"file_id": ...}}``, a file uploaded with
+``POST /v1/files``) attaches that file to the run: it is read as sources (``parley.answers.attachments``).
 Sampling parameters Parley does not model (``stop``, ``top_p``, ``seed``, penalties) are ignored.
 """
 
@@ -24,8 +26,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from parley import events as ev
 from parley import passthrough
+from parley.answers.attachments import MAX_FILES
 from parley.api.deps import ParleyDep, PrincipalDep
-from parley.errors import ApiError
+from parley.errors import ApiError, not_found
 from parley.providers.base import ToolSpec
 from parley.store.schema import Message, Run, new_id, now
 from parley.threads import create_thread
@@ -43,9 +46,14 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class FileRef(_Lenient):
+    file_id: str | None = Field(default=None, max_length=100)
+
+
 class ContentPart(_Lenient):
     type: str
     text: str | None = None
+    file: FileRef | None = None
 
 
 class FunctionCall(_Lenient):
@@ -144,6 +152,7 @@ async def chat_completions(body: ChatCompletionRequest, parley: ParleyDep, princ
         )
     if rows[-1].role not in ("user", "tool"):
         raise ApiError(422, "invalid_request", "the last message must come from the user or a tool")
+    files = await _own_files(parley, principal, _file_ids(body.messages))
     client = passthrough.options(
         tools=[ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools],
         tool_choice=_tool_choice(body.tool_choice),
@@ -151,7 +160,10 @@ async def chat_completions(body: ChatCompletionRequest, parley: ParleyDep, princ
         temperature=body.temperature,
         response_schema=_response_schema(body.response_format),
     )
-    run = await _start(parley, principal, assistant, rows, client)
+    options: dict[str, Any] = {passthrough.KEY: client} if client else {}
+    if files:
+        options["metadata"] = {"files": files}
+    run = await _start(parley, principal, assistant, rows, options)
     headers = {"X-Run-Id": run.id, "X-Thread-Id": run.thread_id}
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream:
@@ -186,10 +198,12 @@ def _model(parley: Parley, name: str) -> dict[str, Any]:
 
 def _row(message: MessageIn) -> Message:
     if isinstance(message.content, list):
-        unsupported = sorted({p.type for p in message.content if p.type != "text"})
+        unsupported = sorted({p.type for p in message.content if p.type not in ("text", "file")})
         if unsupported:
             raise ApiError(
-                422, "unsupported_content", f"only text content is supported, not {', '.join(unsupported)}"
+                422,
+                "unsupported_content",
+                f"only text and file content are supported, not {', '.join(unsupported)}",
             )
         content = "".join(p.text or "" for p in message.content)
     else:
@@ -208,8 +222,38 @@ def _row(message: MessageIn) -> Message:
     return Message(id=new_id("msg"), role=role, content=content, data=data)
 
 
+def _file_ids(messages: list[MessageIn]) -> list[str]:
+    """The files the messages' ``{"type": "file", "file": {"file_id"}}`` parts attach, once each."""
+    ids: list[str] = []
+    for message in messages:
+        for part in message.content if isinstance(message.content, list) else []:
+            if part.type != "file":
+                continue
+            if part.file is None or not part.file.file_id:
+                raise ApiError(
+                    422,
+                    "unsupported_content",
+                    "a file part needs file.file_id: upload the file with POST /v1/files, then send its id",
+                )
+            ids.append(part.file.file_id)
+    ids = list(dict.fromkeys(ids))
+    if len(ids) > MAX_FILES:
+        raise ApiError(422, "too_many_files", f"{len(ids)} files are attached; the limit is {MAX_FILES}")
+    return ids
+
+
+async def _own_files(parley: Parley, principal: Principal, ids: list[str]) -> list[str]:
+    """``ids`` if each names a file of the caller's own (an admin's too: a run reads only its
+    user's files); else 404, before anything is stored."""
+    for file_id in ids:
+        file = await parley.files.get(principal, file_id)
+        if file.user_id != principal.user_id:
+            raise not_found("file", file_id)
+    return ids
+
+
 async def _start(
-    parley: Parley, principal: Principal, assistant: str, rows: list[Message], client: dict[str, Any]
+    parley: Parley, principal: Principal, assistant: str, rows: list[Message], options: dict[str, Any]
 ) -> Run:
     thread = await create_thread(parley.db, principal, assistant, metadata={"via": "chat.completions"})
     start = now()
@@ -223,7 +267,7 @@ async def _start(
         principal,
         thread.id,
         last.content if last.role == "user" else "",
-        options={passthrough.KEY: client} if client else {},
+        options=options,
         input_message_id=last.id,
     )
     return run

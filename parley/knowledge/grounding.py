@@ -128,8 +128,18 @@ class Retrieved:
     closest: list[Hit]
 
 
-async def retrieve(executor: Executor, state: RunState, question: str, *, listing: bool = False) -> Retrieved:
+async def retrieve(
+    executor: Executor,
+    state: RunState,
+    question: str,
+    *,
+    listing: bool = False,
+    attached: Sequence[Hit] = (),
+) -> Retrieved:
     """Search the assistant's knowledge bases; emit ``retrieval``; keep the sources on the run.
+
+    ``attached``: passages of the files attached to the run (``parley.answers.attachments``),
+    which come first: the user chose them for this question.
 
     ``listing``: the question asks for every document that matches ("who knows Python?"), so
     every chunk that has all of its terms is a candidate, and each document counts once.
@@ -138,7 +148,7 @@ async def retrieve(executor: Executor, state: RunState, question: str, *, listin
     knowledge = executor.knowledge
     hits: list[Hit] = []
     found: list[Hit] = []
-    if knowledge is not None and knowledge.owner_id is not None:
+    if state.assistant.knowledge_bases and knowledge is not None and knowledge.owner_id is not None:
         options = state.assistant.options
         k = int(options.get("top_k", DEFAULT_TOP_K))
         bases = await knowledge.bases_named(knowledge.owner_id, state.assistant.knowledge_bases)
@@ -159,6 +169,7 @@ async def retrieve(executor: Executor, state: RunState, question: str, *, listin
             )
             floor = options.get("min_similarity", knowledge.relevance_floor())
             hits = relevant(found, None if floor is None else float(floor))
+    hits = [*attached, *hits]
     state.sources = [source_json(h) for h in hits]
     executor.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})
     return Retrieved(hits, found[:CLOSEST_TOPICS])
