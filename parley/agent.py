@@ -110,7 +110,7 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
             return None
         ranked = (state.run.options or {}).get("retrieval") != "all"
         if listing or (ranked and qa_pair(hits[0].text) is not None) or not _writes(state):
-            composed = compose(question, hits, listing=listing, ranked=ranked)
+            composed = compose(question, hits, listing=listing, ranked=ranked, exact=retrieved.exact)
             if composed is None:
                 decline(executor, state, retrieved.closest)
             else:

@@ -166,7 +166,7 @@ async def test_a_small_model_gets_the_most_relevant_sentences_cited(
     async with serve(config, {"scripted:small": model}) as server:
         final = (await ask(server, "support", "How much sun do tomatoes need?"))[-1]
     text = final.json["text"]
-    assert text.startswith("Tomatoes need six hours of sun a day and deep watering twice a week.")
+    assert text.startswith("Tomatoes need six hours of sun a day and deep watering twice a week [1].")
     assert "12 hours" not in text
     assert_citations_match_sources(final)
     assert model.requests == []

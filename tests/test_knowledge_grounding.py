@@ -44,7 +44,7 @@ async def test_the_support_assistant_retrieves_cites_and_records_its_sources(
     # The best source is an FAQ entry: its answer is the answer, cited; no model writes it.
     text = frames[-1].json["text"]
     assert text == (
-        "Annual plans are refunded in full within 30 days of purchase.\nMonthly plans are not refunded. [1]"
+        "Annual plans are refunded in full within 30 days of purchase.\nMonthly plans are not refunded [1]."
     )
     assert frames[-1].event == "run.completed"
     assert frames[-1].json["sources"] == sources

@@ -23,9 +23,14 @@ from functools import lru_cache
 
 from parley.tools.choice import stems
 
-# A sentence ends at . ! or ? followed by a space (not inside a number or a path), or at a line
-# break; list items are sentences of their own.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9`*\[])|\n+")
+# A sentence ends at . ! or ? followed by a space (not inside a number or a path), at a blank
+# line, or at a line break after a stop; list items are sentences of their own.
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9`*\[])"  # a full stop, then a capital or a number
+    r"|\n\s*\n\s*"  # a blank line
+    r"|(?<=[.!?:;])[ \t]*\n\s*"  # a line that ends a sentence (PDF text wraps lines mid-sentence)
+    r"|\n(?=\s*(?:[-*\u2022]|\d+[.)])\s)"  # a list item
+)
 _ABBREVIATION = re.compile(r"(?:\b(?:e\.g|i\.e|etc|vs|approx|incl|Dr|Mr|Mrs|Ms|No)\.)$", re.IGNORECASE)
 _CITATION = re.compile(r"\[(\d+)\]")
 _CODE = re.compile(r"`([^`]+)`")
@@ -131,11 +136,11 @@ def boundaries(text: str) -> list[tuple[int, int]]:
 
 
 def sentences(text: str) -> list[str]:
-    """``text`` split into sentences and list items, each stripped; empty pieces dropped."""
+    """``text`` split into sentences and list items, whitespace collapsed; empty pieces dropped."""
     pieces: list[str] = []
     start = 0
     for end, following in [*boundaries(text), (len(text), len(text))]:
-        piece = text[start:end].strip()
+        piece = " ".join(text[start:end].split())
         if piece:
             pieces.append(piece)
         start = following

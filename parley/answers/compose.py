@@ -37,7 +37,7 @@ from parley.tools.choice import stems
 SUPPORT_THRESHOLD = 0.6
 #: At most this many sentences in an extractive answer, and this many characters.
 EXTRACT_SENTENCES = 3
-EXTRACT_CHARS = 600
+EXTRACT_CHARS = 400
 #: Lines in a list answer at most (a list question retrieves every matching document).
 LIST_LIMIT = 25
 
@@ -134,7 +134,7 @@ def _join(items: Sequence[str]) -> str:
 
 
 def compose(
-    question: str, hits: Sequence[Hit], *, listing: bool = False, ranked: bool = True
+    question: str, hits: Sequence[Hit], *, listing: bool = False, ranked: bool = True, exact: bool = True
 ) -> Composed | None:
     """The answer to ``question`` from ``hits`` (numbered from 1, as in the retrieval event), or
     ``None`` when no sentence of theirs shares a word with it.
@@ -143,17 +143,21 @@ def compose(
     answers it; unranked hits (``retrieval: all``) only offer their sentences.
     """
     if listing:
-        return list_answer(question, hits)
+        return list_answer(question, hits, exact=exact)
     if wants_summary(question):
         return summary_answer(hits)
     pair = qa_pair(hits[0].text) if ranked else None
     if pair is not None:
-        return Composed(f"{pair[1]} [1]", "faq", [1])
+        return Composed(cited_text([(1, pair[1])]), "faq", [1])
     return extractive(question, hits)
 
 
-def list_answer(question: str, hits: Sequence[Hit]) -> Composed:
-    """One line per matching document: its title and the sentence that matched, cited."""
+def list_answer(question: str, hits: Sequence[Hit], *, exact: bool = True) -> Composed:
+    """One line per matching document: its title and the sentence that matched, cited.
+
+    ``exact`` False: no document has the question's words, and these are only the closest by
+    meaning, which the answer says.
+    """
     terms = set(list_terms(question)) or set(stems(question))
     lines: list[str] = []
     cited: list[int] = []
@@ -162,46 +166,76 @@ def list_answer(question: str, hits: Sequence[Hit]) -> Composed:
         if hit.document_id in seen:
             continue
         seen.add(hit.document_id)
-        evidence = _best_sentence(terms, hit.text)
+        evidence = _best_sentence(terms, hit)
         name = hit.document_title or hit.title or f"Document {number}"
         lines.append(f"- {name}: {evidence} [{number}]" if evidence else f"- {name} [{number}]")
         cited.append(number)
         if len(lines) >= LIST_LIMIT:
             break
     count = len(lines)
-    head = f"{count} match{'es' if count != 1 else ''} in the documents I have:"
+    if exact:
+        head = f"{count} match{'es' if count != 1 else ''} in the documents I have:"
+    else:
+        words = _join(list_words(question)) if list_words(question) else "those words"
+        head = f"No document mentions {words} as such; the closest I have:"
     return Composed("\n".join([head, *lines]), "list", cited)
 
 
-def _best_sentence(terms: set[str], text: str, limit: int = 220) -> str:
+def _best_sentence(terms: set[str], hit: Hit, before: int = 10, after: int = 22) -> str:
+    """The words around the first match of ``terms`` in the hit's best sentence (a snippet, as a
+    search page shows one); with no match, its first sentence that is not its title."""
     best, score = "", 0
-    for sentence in sentences(text):
+    pieces = sentences(hit.text)
+    for sentence in pieces:
         have = len(terms & set(stems(sentence)))
         if have > score:
             best, score = sentence, have
-    best = _BULLET.sub("", best).strip()
-    return best if len(best) <= limit else best[: limit - 1].rsplit(" ", 1)[0] + "\u2026"
+    if not best:
+        best = next((p for p in pieces if p.strip("# ") != hit.document_title and len(p) > 20), "")
+        return _words_cut(_BULLET.sub("", best).split(), 0, before + after)
+    words = _BULLET.sub("", best).split()
+    at = next((i for i, w in enumerate(words) if set(stems(w)) & terms), 0)
+    return _words_cut(words, max(0, at - before), at + after)
 
 
-def summary_answer(hits: Sequence[Hit]) -> Composed:
-    """The first sentences of the first document (in the order the hits came: a file's own)."""
+def _words_cut(words: Sequence[str], start: int, end: int) -> str:
+    text = " ".join(words[start:end])
+    return ("\u2026" if start > 0 else "") + text + ("\u2026" if end < len(words) else "")
+
+
+def summary_answer(hits: Sequence[Hit], numbers: Sequence[int] | None = None) -> Composed:
+    """The first sentences of the first document (in the order the hits came: a file's own).
+
+    ``numbers``: the hits' own source numbers when they are a selection of the sources."""
+    numbers = list(numbers or range(1, len(hits) + 1))
     first = hits[0].document_id
-    picked: list[str] = []
-    for hit in hits:
+    picked: list[tuple[int, str]] = []
+    size = 0
+    for number, hit in zip(numbers, hits, strict=True):
         if hit.document_id != first:
             continue
         for sentence in sentences(hit.text):
-            if len(" ".join(picked)) + len(sentence) > EXTRACT_CHARS or len(picked) >= EXTRACT_SENTENCES:
+            if size + len(sentence) > EXTRACT_CHARS or len(picked) >= EXTRACT_SENTENCES + 1:
                 break
-            picked.append(_BULLET.sub("", sentence))
+            picked.append((number, _BULLET.sub("", sentence)))
+            size += len(sentence)
+    if not picked:
+        picked = [(numbers[0], strip_citations(hits[0].text)[:EXTRACT_CHARS])]
     title = hits[0].document_title or "The document"
-    body = " ".join(picked) if picked else strip_citations(hits[0].text)[:EXTRACT_CHARS]
-    return Composed(f"{title}: {body} [1]", "summary", [1])
+    return Composed(f"{title}: {cited_text(picked)}", "summary", list(dict.fromkeys(n for n, _ in picked)))
 
 
 def extractive(question: str, hits: Sequence[Hit]) -> Composed | None:
-    """The sources' sentences sharing the most (rarer) words with the question, each cited."""
+    """The sources' sentences sharing the most (rarer) words with the question, cited.
+
+    Words of a document's title (a candidate's name) pick the document, not the sentence: a
+    question about a person with nothing else to match ("what has Amelia Hartley done?") gets
+    the start of that person's document.
+    """
     asked = set(stems(question))
+    titled = set(stems(" ".join(h.document_title for h in hits)))
+    named = [h for h in hits if asked & set(stems(h.document_title))]
+    asked -= titled
     candidates: list[tuple[float, int, int, str]] = []
     pool = [(n, s) for n, hit in enumerate(hits, start=1) for s in sentences(hit.text)]
     frequency: dict[str, int] = {}
@@ -217,6 +251,8 @@ def extractive(question: str, hits: Sequence[Hit]) -> Composed | None:
         score = weight / (1 + 0.15 * (number - 1))  # earlier (better ranked) sources first on ties
         candidates.append((score, order, number, _BULLET.sub("", sentence)))
     if not candidates:
+        if named:  # "what has Amelia Hartley done?", "tell me about the nurse"
+            return summary_answer(named, numbers=[hits.index(h) + 1 for h in named])
         return None
     candidates.sort(key=lambda c: (-c[0], c[1]))
     top = candidates[0][0]
@@ -228,8 +264,22 @@ def extractive(question: str, hits: Sequence[Hit]) -> Composed | None:
         chosen.append((order, number, sentence))
         size += len(sentence)
     chosen.sort()  # in the order the sources tell it
-    parts = [f"{s.rstrip()} [{n}]" for _, n, s in chosen]
-    return Composed(" ".join(parts), "extractive", list(dict.fromkeys(n for _, n, _ in chosen)))
+    return Composed(
+        cited_text([(n, s) for _, n, s in chosen]), "extractive", list(dict.fromkeys(n for _, n, _ in chosen))
+    )
+
+
+def cited_text(parts: Sequence[tuple[int, str]]) -> str:
+    """Sentences with their source numbers: one citation after each run of the same source,
+    inside its last sentence's full stop ("… a week [1].")."""
+    out: list[str] = []
+    for index, (number, sentence) in enumerate(parts):
+        sentence = sentence.strip()
+        last = index + 1 == len(parts) or parts[index + 1][0] != number
+        body = sentence.rstrip(".!?")
+        stop = sentence[len(body) :] or "."
+        out.append(f"{body} [{number}]{stop}" if last else f"{body}{stop}")
+    return " ".join(out)
 
 
 class SentenceGate:

@@ -126,6 +126,8 @@ class Retrieved:
 
     hits: list[Hit]
     closest: list[Hit]
+    #: False when a list question's terms are in no document and ``hits`` are only the closest.
+    exact: bool = True
 
 
 async def retrieve(
@@ -148,6 +150,7 @@ async def retrieve(
     knowledge = executor.knowledge
     hits: list[Hit] = []
     found: list[Hit] = []
+    exact = True
     if state.assistant.knowledge_bases and knowledge is not None and knowledge.owner_id is not None:
         options = state.assistant.options
         k = int(options.get("top_k", DEFAULT_TOP_K))
@@ -159,10 +162,13 @@ async def retrieve(
         elif kb_ids and terms:
             found = await knowledge.search_bases(kb_ids, question, mode="bm25", k=LIST_DEPTH)
             hits = one_per_document(h for h in found if terms <= set(stems(f"{h.document_title} {h.text}")))
-            if not hits:  # nothing has every term: name the closest topics instead
+            if not hits:  # no document has every term: the closest ones, by meaning
+                exact = False
                 found = await knowledge.search_bases(
                     kb_ids, question, mode=options.get("retrieval", "hybrid"), k=k
                 )
+                floor = options.get("min_similarity", knowledge.relevance_floor())
+                hits = one_per_document(relevant(found, None if floor is None else float(floor)))
         elif kb_ids:
             found = await knowledge.search_bases(
                 kb_ids, question, mode=options.get("retrieval", "hybrid"), k=k
@@ -172,7 +178,7 @@ async def retrieve(
     hits = [*attached, *hits]
     state.sources = [source_json(h) for h in hits]
     executor.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})
-    return Retrieved(hits, found[:CLOSEST_TOPICS])
+    return Retrieved(hits, found[:CLOSEST_TOPICS], exact)
 
 
 def one_per_document(hits: Iterable[Hit]) -> list[Hit]:
