@@ -69,18 +69,21 @@ _SEARCH_WORDS = frozenset(
     ]
 )
 _UNDER = re.compile(
-    r"(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|within)\s*\$?\s*(\d+(?:\.\d+)?)", re.I
+    r"\b(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|within)\s*\$?\s*(\d+(?:\.\d+)?)",
+    re.I,
 )
-_OVER = re.compile(r"(?:over|above|more than|at least|min(?:imum)?|from)\s*\$?\s*(\d+(?:\.\d+)?)", re.I)
+_OVER = re.compile(r"\b(?:over|above|more than|at least|min(?:imum)?|from)\s*\$?\s*(\d+(?:\.\d+)?)", re.I)
 _NUMBER_WORDS = {
     w: n
     for n, w in enumerate(["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"], 1)
 }
 _COUNT = r"(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten)"
 _QUANTITY = (
-    re.compile(rf"(?:add|buy|get|take|order|put|remove|drop|delete)\s+{_COUNT}(?!\s*(?:st|nd|rd|th))", re.I),
-    re.compile(rf"{_COUNT}\s*(?:x|units?|pieces?|pcs|more|of (?:it|them|those|these|the))", re.I),
-    re.compile(r"quantity\s*(?:of\s*)?(\d{1,2})\b", re.I),
+    re.compile(
+        rf"\b(?:add|buy|get|take|order|put|remove|drop|delete)\s+{_COUNT}\b(?!\s*(?:st|nd|rd|th)\b)", re.I
+    ),
+    re.compile(rf"\b{_COUNT}\s*(?:x|units?|pieces?|pcs|more|of (?:it|them|those|these|the))\b", re.I),
+    re.compile(r"\bquantity\s*(?:of\s*)?(\d{1,2})\b", re.I),
 )
 
 
@@ -154,10 +157,10 @@ def derive_search(text: str) -> dict[str, Any]:
         values["max_price"] = float(match.group(1))
     if match := _OVER.search(text):
         values["min_price"] = float(match.group(1))
-    if re.search(r"in stock", text, re.I):
+    if re.search(r"\bin stock\b", text, re.I):
         values["in_stock"] = True
     rest = _OVER.sub(" ", _UNDER.sub(" ", text))
-    rest = re.sub(r"in stock", " ", rest, flags=re.I)
+    rest = re.sub(r"\bin stock\b", " ", rest, flags=re.I)
     stop = set(STOPWORDS) | _SEARCH_WORDS
     words = [w for w in re.findall(r"[\w][\w'-]*", rest) if w.casefold() not in stop]
     values["query"] = " ".join(words)[:200]
