@@ -291,22 +291,3 @@ def parse_arguments(text: str) -> str:
     if start == -1 or end < start:
         return text
     return text[start : end + 1]
-
-
-def render_results(results: Iterable[tuple[str, Any]], limit: int = 2000) -> str:
-    """Tool results as compact text for a small model's user turn (long texts cut, nulls dropped)."""
-    blocks = []
-    for name, output in results:
-        body = json.dumps(_brief(output), ensure_ascii=False, default=str, separators=(",", ":"))
-        blocks.append(f"[{name}] {body[:limit]}")
-    return "\n".join(blocks)
-
-
-def _brief(value: Any, width: int = 60) -> Any:
-    if isinstance(value, dict):
-        return {k: _brief(v, width) for k, v in value.items() if v not in (None, "", [], {})}
-    if isinstance(value, list):
-        return [_brief(v, width) for v in value]
-    if isinstance(value, str) and len(value) > width:
-        return value[: width - 1] + "…"
-    return value
