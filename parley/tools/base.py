@@ -8,6 +8,11 @@ conversation has already seen (see ``parley.tools.provenance``).
 
 Expected failures are raised as ``ToolError``: their message goes back to the model
 as the tool's result, so it can correct itself.
+
+Every result also carries a ``summary``: a few plain sentences a person can read (counts,
+prices, what changed), written by the tool from its own result. It is the reply after
+tools for a model too small to write one, and never JSON (``generic_summary`` covers a
+tool that writes none).
 """
 
 from __future__ import annotations
@@ -56,12 +61,17 @@ class ToolError(Exception):
 
 @dataclass(slots=True)
 class ToolResult:
-    """What a tool returns: ``output`` for the model, ``ui`` for a card, ``refs`` it has shown."""
+    """What a tool returns: ``output`` for the model, ``ui`` for a card, ``refs`` it has shown,
+    and a ``summary`` for a person (plain sentences, never JSON)."""
 
     output: Any
     ui: dict[str, Any] | None = None
     #: kind -> {id: label}: the objects this result showed, which later calls may name.
     refs: dict[str, dict[str, str]] = field(default_factory=dict)
+    summary: str = ""
+    #: kind -> id: the one object this result is about (a product shown in detail, or just added),
+    #: which "it" then means (``parley.answers.references``).
+    focus: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -95,6 +105,14 @@ class Tool:
     #: Words a user might say when they want this tool (helps server-side tool choice).
     keywords: tuple[str, ...] = ()
     wants_context: bool = True
+    #: What the tool does, to end "I couldn't ..." when it fails ("add that to your cart").
+    action: str = ""
+    #: Arguments the tool reads from the user's words itself (no model needed), for a small model.
+    derive: Callable[[str], dict[str, Any]] | None = None
+
+    @property
+    def doing(self) -> str:
+        return self.action or f"run {self.name.replace('_', ' ')}"
 
     def schema(self) -> dict[str, Any]:
         return clean_schema(self.arguments.model_json_schema())
@@ -125,7 +143,30 @@ class Tool:
             result = await self.fn(*call_args, **values)
         else:
             result = await asyncio.to_thread(self.fn, *call_args, **values)
-        return result if isinstance(result, ToolResult) else ToolResult(result)
+        if not isinstance(result, ToolResult):
+            result = ToolResult(result)
+        if not result.summary:
+            result.summary = generic_summary(self, result.output)
+        return result
+
+
+def generic_summary(tool: Tool, output: Any) -> str:
+    """A plain sentence for a tool that writes no summary: its text output, or what it did."""
+    from parley.answers.check import has_json
+
+    if isinstance(output, str) and output.strip() and not has_json(output) and "{" not in output:
+        text = " ".join(output.split())
+        return text if len(text) <= 300 else text[:299].rstrip() + "…"
+    done = tool.name.replace("_", " ").replace(".", " ").capitalize()
+    if isinstance(output, dict):
+        scalars = [
+            f"{key.replace('_', ' ')}: {value}"
+            for key, value in output.items()
+            if isinstance(value, str | int | float) and not isinstance(value, bool) and len(str(value)) <= 80
+        ][:4]
+        if scalars:
+            return f"{done} finished ({'; '.join(scalars)})."
+    return f"{done} finished."
 
 
 @overload
@@ -133,16 +174,31 @@ def tool(fn: ToolFunction, /) -> Tool: ...
 
 
 @overload
-def tool(*, name: str | None = None, keywords: Iterable[str] = ()) -> Callable[[ToolFunction], Tool]: ...
+def tool(
+    *,
+    name: str | None = None,
+    keywords: Iterable[str] = (),
+    action: str = "",
+    derive: Callable[[str], dict[str, Any]] | None = None,
+) -> Callable[[ToolFunction], Tool]: ...
 
 
 def tool(
-    fn: ToolFunction | None = None, /, *, name: str | None = None, keywords: Iterable[str] = ()
+    fn: ToolFunction | None = None,
+    /,
+    *,
+    name: str | None = None,
+    keywords: Iterable[str] = (),
+    action: str = "",
+    derive: Callable[[str], dict[str, Any]] | None = None,
 ) -> Tool | Callable[[ToolFunction], Tool]:
-    """Make a ``Tool`` of a function: ``@tool`` or ``@tool(keywords=[...])``."""
+    """Make a ``Tool`` of a function: ``@tool`` or ``@tool(keywords=[...], action="...")``."""
 
     def wrap(function: ToolFunction) -> Tool:
-        return make_tool(function, name=name, keywords=tuple(keywords))
+        made = make_tool(function, name=name, keywords=tuple(keywords))
+        made.action = action
+        made.derive = derive
+        return made
 
     return wrap(fn) if fn is not None else wrap
 

@@ -59,6 +59,9 @@ class Outcome:
     ui: dict[str, Any] | None = None
     refs: dict[str, dict[str, str]] = field(default_factory=dict)
     suggestions: list[dict[str, str]] = field(default_factory=list)
+    #: For a person: what the tool found or did, or why it could not (plain sentences).
+    summary: str = ""
+    focus: dict[str, str] = field(default_factory=dict)
 
     @property
     def reason(self) -> str:
@@ -93,6 +96,8 @@ class Outcome:
             "output": self.output,
             "ui": self.ui,
             "refs": self.refs,
+            "summary": self.summary,
+            "focus": self.focus,
         }
 
     def message(self) -> ChatMessage:
@@ -104,11 +109,28 @@ class Outcome:
         )
 
 
-def rejected(call: ToolCall, reason: str, suggestions: list[dict[str, str]] | None = None) -> Outcome:
+def rejected(
+    call: ToolCall,
+    reason: str,
+    suggestions: list[dict[str, str]] | None = None,
+    *,
+    summary: str = "",
+) -> Outcome:
     output: dict[str, Any] = {"error": reason}
     if suggestions:
         output["suggestions"] = suggestions
-    return Outcome(call, "rejected", output, suggestions=suggestions or [])
+    summary = summary or f"I couldn't {call.name.replace('_', ' ')}: {_clause(reason)}"
+    return Outcome(call, "rejected", output, suggestions=suggestions or [], summary=summary)
+
+
+def failed(tool: Tool, message: str) -> str:
+    """The summary of a call that could not be done: "I couldn't add that to your cart: ..."."""
+    return f"I couldn't {tool.doing}: {_clause(message)}"
+
+
+def _clause(message: str) -> str:
+    message = " ".join(message.split()).rstrip(".")
+    return f"{message}." if message else "something went wrong."
 
 
 async def execute(
@@ -126,17 +148,29 @@ async def execute(
         tool = toolbox.get(call.name)
         if tool is None:
             known = ", ".join(toolbox) or "none"
-            outcomes[index] = rejected(call, f"there is no tool named {call.name!r}; available: {known}")
+            outcomes[index] = rejected(
+                call,
+                f"there is no tool named {call.name!r}; available: {known}",
+                summary="I couldn't do that: I have no tool for it.",
+            )
             continue
         try:
             args = tool.parse(call.arguments)
         except ValueError as exc:
-            outcomes[index] = rejected(call, str(exc))
+            outcomes[index] = rejected(
+                call, str(exc), summary=failed(tool, "the request was incomplete or not valid")
+            )
             continue
         rejection = seen.check(tool.references, {name: getattr(args, name) for name in tool.references})
         if rejection is not None:
             log.info("tool_rejected", tool=call.name, reason=rejection.reason)
-            outcomes[index] = rejected(call, rejection.reason, rejection.suggestions)
+            kinds = " or ".join(sorted(set(tool.references.values())))
+            outcomes[index] = rejected(
+                call,
+                rejection.reason,
+                rejection.suggestions,
+                summary=failed(tool, f"that {kinds} was not shown in this conversation"),
+            )
             continue
         runnable.append((index, tool, args))
 
@@ -147,13 +181,25 @@ async def execute(
             output: dict[str, Any] = {"error": exc.message, "code": exc.code}
             if exc.details:
                 output["details"] = exc.details
-            return Outcome(call, "error", output)
+            return Outcome(call, "error", output, summary=failed(tool, exc.message))
         except TimeoutError:
-            return Outcome(call, "error", {"error": f"{tool.name} did not finish within {timeout:g} s"})
+            return Outcome(
+                call,
+                "error",
+                {"error": f"{tool.name} did not finish within {timeout:g} s"},
+                summary=failed(tool, f"it did not finish within {timeout:g} s"),
+            )
         except Exception as exc:
             log.exception("tool_crashed", tool=tool.name, error=repr(exc))
-            return Outcome(call, "error", {"error": f"{tool.name} failed unexpectedly"})
-        return Outcome(call, "ok", result.output, result.ui, result.refs)
+            return Outcome(
+                call,
+                "error",
+                {"error": f"{tool.name} failed unexpectedly"},
+                summary=failed(tool, "something went wrong on my side"),
+            )
+        return Outcome(
+            call, "ok", result.output, result.ui, result.refs, summary=result.summary, focus=result.focus
+        )
 
     results = await asyncio.gather(*(run(tool, calls[i], args) for i, tool, args in runnable))
     for (index, _, _), outcome in zip(runnable, results, strict=True):

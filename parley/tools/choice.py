@@ -18,7 +18,7 @@ import copy
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ from parley.tools.provenance import Seen
 _SPLIT = re.compile(r"\s*(?:;|,?\s+and then\s+|,?\s+then\s+|,?\s+and\s+|,?\s+also\s+)\s*", re.IGNORECASE)
 _STEMMER: Any = None
 # Words that say nothing about which tool is meant; a few that do ("more about", "under 50") stay.
-_STOPWORDS = sorted(
+STOPWORDS = sorted(
     (set(STOPWORDS_EN_PLUS) | {"please", "could", "would", "can", "let", "thanks", "thank", "also", "one"})
     - {"more", "about", "under", "over", "out", "off", "what", "any", "all", "again"}
 )
@@ -46,7 +46,7 @@ def stems(text: str) -> list[str]:
 
         _STEMMER = Stemmer.Stemmer("english")
     tokens = bm25s.tokenize(
-        text, stopwords=_STOPWORDS, stemmer=_STEMMER, return_ids=False, show_progress=False
+        text, stopwords=STOPWORDS, stemmer=_STEMMER, return_ids=False, show_progress=False
     )
     return list(tokens[0]) if tokens else []
 
@@ -202,6 +202,15 @@ def grounded_schema(tool: Tool, seen: Seen, text: str) -> tuple[dict[str, Any], 
     return schema, shown
 
 
+def without(schema: dict[str, Any], names: Collection[str]) -> dict[str, Any]:
+    """``schema`` without the arguments ``names``."""
+    if not names:
+        return schema
+    properties = {k: v for k, v in schema.get("properties", {}).items() if k not in names}
+    required = [k for k in schema.get("required", []) if k not in names]
+    return {**schema, "properties": properties, "required": required}
+
+
 def essential(schema: dict[str, Any]) -> dict[str, Any]:
     """Only the arguments a small model must fill: the required ones and the first (made required).
 
@@ -216,11 +225,25 @@ def essential(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def fill_request(
-    tool: Tool, text: str, seen: Seen, *, thread_id: str | None = None, max_tokens: int = 128
+    tool: Tool,
+    text: str,
+    seen: Seen,
+    *,
+    thread_id: str | None = None,
+    max_tokens: int = 128,
+    skip: Collection[str] = (),
 ) -> ProviderRequest:
-    """The request that asks a small model for ``tool``'s essential arguments, as constrained JSON."""
+    """The request that asks a small model for ``tool``'s essential arguments, as constrained JSON.
+
+    ``skip``: arguments the server fills itself (references it resolved), left out of the schema.
+    """
     schema, shown = grounded_schema(tool, seen, text)
-    schema = essential(schema)
+    schema = essential(without(schema, skip))
+    shown = {
+        kind: ids
+        for kind, ids in shown.items()
+        if any(tool.references.get(a) == kind for a in schema["properties"])
+    }
     lines = [f"Call the function {tool.name}: {tool.description}"]
     lines.append("Arguments (JSON schema): " + json.dumps(schema["properties"], ensure_ascii=False))
     lines.append("Reply with the JSON object of arguments only.")
@@ -268,22 +291,3 @@ def parse_arguments(text: str) -> str:
     if start == -1 or end < start:
         return text
     return text[start : end + 1]
-
-
-def render_results(results: Iterable[tuple[str, Any]], limit: int = 2000) -> str:
-    """Tool results as compact text for a small model's user turn (long texts cut, nulls dropped)."""
-    blocks = []
-    for name, output in results:
-        body = json.dumps(_brief(output), ensure_ascii=False, default=str, separators=(",", ":"))
-        blocks.append(f"[{name}] {body[:limit]}")
-    return "\n".join(blocks)
-
-
-def _brief(value: Any, width: int = 60) -> Any:
-    if isinstance(value, dict):
-        return {k: _brief(v, width) for k, v in value.items() if v not in (None, "", [], {})}
-    if isinstance(value, list):
-        return [_brief(v, width) for v in value]
-    if isinstance(value, str) and len(value) > width:
-        return value[: width - 1] + "…"
-    return value

@@ -2,10 +2,17 @@
 
 Every product id argument is a ``Ref("product")``: the model may only name products
 that an earlier tool result of the conversation showed.
+
+Each tool writes a short factual summary of its result (counts, prices, stock, what changed,
+the cart's total): the reply a small model's user reads. The search and the cart tools also
+read their plain arguments (a query, price bounds, a quantity) from the user's words, so a
+small model is not asked to write them.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import structlog
@@ -15,7 +22,7 @@ from sqlalchemy import select
 from parley.catalog import load_demo_catalog
 from parley.shop import Product, Shop, product_json
 from parley.tools.base import Ref, Tool, ToolContext, ToolError, ToolResult, Tools, tool
-from parley.tools.choice import KeywordRouter, stems
+from parley.tools.choice import STOPWORDS, KeywordRouter, stems
 
 log = structlog.get_logger(__name__)
 
@@ -30,8 +37,151 @@ def _refs(products: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     return {"product": {p["id"]: p["name"] for p in products}} if products else {}
 
 
+# -- summaries and plain arguments -----------------------------------------------------------
+
+_SHOWN = 5
+_SEARCH_WORDS = frozenset(
+    [
+        "find",
+        "search",
+        "show",
+        "looking",
+        "look",
+        "need",
+        "want",
+        "browse",
+        "any",
+        "some",
+        "something",
+        "anything",
+        "products",
+        "product",
+        "items",
+        "item",
+        "i'm",
+        "im",
+        "me",
+        "get",
+        "see",
+        "got",
+        "have",
+        "has",
+    ]
+)
+_UNDER = re.compile(
+    r"\b(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|within)\s*\$?\s*(\d+(?:\.\d+)?)",
+    re.I,
+)
+_OVER = re.compile(r"\b(?:over|above|more than|at least|min(?:imum)?|from)\s*\$?\s*(\d+(?:\.\d+)?)", re.I)
+_NUMBER_WORDS = {
+    w: n
+    for n, w in enumerate(["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"], 1)
+}
+_COUNT = r"(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten)"
+_QUANTITY = (
+    re.compile(
+        rf"\b(?:add|buy|get|take|order|put|remove|drop|delete)\s+{_COUNT}\b(?!\s*(?:st|nd|rd|th)\b)", re.I
+    ),
+    re.compile(rf"\b{_COUNT}\s*(?:x|units?|pieces?|pcs|more|of (?:it|them|those|these|the))\b", re.I),
+    re.compile(r"\bquantity\s*(?:of\s*)?(\d{1,2})\b", re.I),
+)
+
+
+def money(value: float) -> str:
+    return f"${value:,.2f}"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _numbered(products: Sequence[dict[str, Any]]) -> list[str]:
+    return [f"{n}. {p['name']}: {money(p['price'])}" for n, p in enumerate(products[:_SHOWN], start=1)]
+
+
+def _more(products: Sequence[dict[str, Any]]) -> list[str]:
+    extra = len(products) - _SHOWN
+    return [f"…and {extra} more."] if extra > 0 else []
+
+
+def _price_range(products: Sequence[dict[str, Any]]) -> str:
+    low, high = min(p["price"] for p in products), max(p["price"] for p in products)
+    return f"at {money(low)}" if low == high else f"from {money(low)} to {money(high)}"
+
+
+def _cart_line(summary: dict[str, Any]) -> str:
+    if not summary.get("total_items"):
+        return "Your cart is now empty."
+    units = _plural(int(summary["total_items"]), "item")
+    if summary.get("estimated_tax"):
+        return (
+            f"Your cart now has {units}: subtotal {money(summary['subtotal'])}, "
+            f"estimated total {money(summary['estimated_total'])} with tax."
+        )
+    return f"Your cart now has {units}, total {money(summary['subtotal'])}."
+
+
+def search_summary(output: dict[str, Any]) -> str:
+    products: list[dict[str, Any]] = output["products"]
+    what = f' for "{output["query"]}"' if output.get("query") else ""
+    if not products:
+        return f"I found no products{what}. Try fewer or different words."
+    stocked = sum(1 for p in products if p.get("in_stock"))
+    head = (
+        f"I found {_plural(len(products), 'product')}{what}, {_price_range(products)}; "
+        f"{stocked} of them in stock."
+        if len(products) > 1
+        else f"I found 1 product{what}{'' if stocked else ' (out of stock)'}."
+    )
+    return "\n".join([head, *_numbered(products), *_more(products)])
+
+
+def details_summary(product: dict[str, Any], related: Sequence[dict[str, Any]]) -> str:
+    stock = int(product.get("stock_quantity") or 0)
+    parts = [f"{product['name']} costs {money(product['price'])}"]
+    parts.append(f"{stock} in stock" if stock else "it is out of stock")
+    if product.get("rating") is not None:
+        reviews = product.get("reviews_count") or 0
+        rated = f"rated {product['rating']:g} out of 5"
+        parts.append(f"{rated} from {_plural(int(reviews), 'review')}" if reviews else rated)
+    text = "; ".join(parts) + "."
+    if related:
+        text += " You may also like: " + ", ".join(p["name"] for p in related[:3]) + "."
+    return text
+
+
+def derive_search(text: str) -> dict[str, Any]:
+    """A query and price bounds from the user's words: "wireless headphones under 100"."""
+    values: dict[str, Any] = {}
+    if match := _UNDER.search(text):
+        values["max_price"] = float(match.group(1))
+    if match := _OVER.search(text):
+        values["min_price"] = float(match.group(1))
+    if re.search(r"\bin stock\b", text, re.I):
+        values["in_stock"] = True
+    rest = _OVER.sub(" ", _UNDER.sub(" ", text))
+    rest = re.sub(r"\bin stock\b", " ", rest, flags=re.I)
+    stop = set(STOPWORDS) | _SEARCH_WORDS
+    words = [w for w in re.findall(r"[\w][\w'-]*", rest) if w.casefold() not in stop]
+    values["query"] = " ".join(words)[:200]
+    return values
+
+
+def derive_quantity(text: str) -> dict[str, Any]:
+    """A quantity the user said ("add two", "3 units"); none (the tool's default) otherwise."""
+    for pattern in _QUANTITY:
+        if match := pattern.search(text):
+            raw = match.group(1).casefold()
+            count = _NUMBER_WORDS.get(raw) or int(raw)
+            if 1 <= count <= 99:
+                return {"quantity": count}
+    return {}
+
+
 @tool(
-    keywords=("find", "search", "show", "looking", "look", "need", "want", "browse", "under", "cheap", "any")
+    keywords=("find", "search", "show", "looking", "look", "need", "want", "browse", "under", "cheap", "any"),
+    action="search the catalog",
+    derive=derive_search,
 )
 async def search_products(
     ctx: ToolContext,
@@ -53,11 +203,27 @@ async def search_products(
     output = {"products": products, "total": len(products), "query": query, "category": category}
     if not products:
         output["hint"] = "nothing matched; try fewer or different words, or no filters"
-    return ToolResult(output, {"type": "product_list", "query": query, "products": products}, _refs(products))
+    return ToolResult(
+        output,
+        {"type": "product_list", "query": query, "products": products},
+        _refs(products),
+        summary=search_summary(output),
+    )
 
 
 @tool(
-    keywords=("details", "detail", "more", "about", "tell", "specs", "specifications", "describe", "features")
+    keywords=(
+        "details",
+        "detail",
+        "more",
+        "about",
+        "tell",
+        "specs",
+        "specifications",
+        "describe",
+        "features",
+    ),
+    action="show that product",
 )
 async def show_product_details(
     ctx: ToolContext,
@@ -73,7 +239,13 @@ async def show_product_details(
     )
     output = {"product": details, "recommendations": related}
     ui = {"type": "product", "product": details, "recommendations": related}
-    return ToolResult(output, ui, _refs([details, *related]))
+    return ToolResult(
+        output,
+        ui,
+        _refs([details, *related]),
+        summary=details_summary(details, related),
+        focus={"product": details["id"]},
+    )
 
 
 @tool(
@@ -87,7 +259,8 @@ async def show_product_details(
         "goes",
         "instead",
         "popular",
-    )
+    ),
+    action="find recommendations",
 )
 async def get_recommendations(
     ctx: ToolContext,
@@ -118,10 +291,28 @@ async def get_recommendations(
         raise ToolError("give a product_id or a category", code="INVALID_REFERENCE")
     products = [product_json(p) for p in found]
     output = {"recommendations": products, "recommendation_context": context, "total": len(products)}
-    return ToolResult(output, {"type": "product_list", "products": products, **context}, _refs(products))
+    basis = context.get("based_on_product") or context["based_on_category"]
+    summary = (
+        "\n".join(
+            [
+                f"I recommend {_plural(len(products), 'product')} for {basis}:",
+                *_numbered(products),
+                *_more(products),
+            ]
+        )
+        if products
+        else f"I have no recommendations for {basis}."
+    )
+    return ToolResult(
+        output, {"type": "product_list", "products": products, **context}, _refs(products), summary=summary
+    )
 
 
-@tool(keywords=("add", "cart", "buy", "purchase", "order", "take", "get", "basket"))
+@tool(
+    keywords=("add", "cart", "buy", "purchase", "order", "take", "get", "basket"),
+    action="add that to your cart",
+    derive=derive_quantity,
+)
 async def add_to_cart(
     ctx: ToolContext,
     product_id: ProductId,
@@ -141,14 +332,25 @@ async def add_to_cart(
         },
         "cart_summary": cart["summary"],
     }
+    added = output["cart_item"]
+    summary = (
+        f"Added {product.name} to your cart (quantity {added['quantity']}, "
+        f"{money(added['unit_price'])} each). " + _cart_line(cart["summary"])
+    )
     return ToolResult(
         output,
         {"type": "cart", "added": output["cart_item"], **cart},
         {"product": {product.id: product.name}},
+        summary=summary,
+        focus={"product": product.id},
     )
 
 
-@tool(keywords=("remove", "delete", "drop", "take out", "cart", "less", "fewer"))
+@tool(
+    keywords=("remove", "delete", "drop", "take out", "cart", "less", "fewer"),
+    action="remove that from your cart",
+    derive=derive_quantity,
+)
 async def remove_from_cart(
     ctx: ToolContext,
     product_id: ProductId,
@@ -158,6 +360,7 @@ async def remove_from_cart(
 ) -> ToolResult:
     """Take a product (or some of its units) out of the shopping cart."""
     shop = ctx.service(Shop)
+    product = await shop.get(product_id)
     action, removed = await shop.remove_from_cart(ctx.thread_id, product_id, quantity)
     cart = await shop.cart(ctx.thread_id)
     output = {
@@ -166,24 +369,54 @@ async def remove_from_cart(
         "removed_quantity": removed,
         "cart_summary": cart["summary"],
     }
-    return ToolResult(output, {"type": "cart", **cart})
+    name = product.name if product is not None else product_id
+    what = name if action == "removed" else f"{removed} of {name}"
+    return ToolResult(
+        output,
+        {"type": "cart", **cart},
+        summary=f"Removed {what} from your cart. {_cart_line(cart['summary'])}",
+    )
 
 
-@tool(keywords=("cart", "basket", "view", "show", "what", "total", "much"))
+@tool(keywords=("cart", "basket", "view", "show", "what", "total", "much"), action="show your cart")
 async def view_cart(ctx: ToolContext) -> ToolResult:
     """Show the shopping cart: its items and totals."""
     cart = await ctx.service(Shop).cart(ctx.thread_id)
     refs = {"product": {i["product_id"]: i["product_name"] for i in cart["items"]}} if cart["items"] else {}
-    return ToolResult(cart, {"type": "cart", **cart}, refs)
+    return ToolResult(cart, {"type": "cart", **cart}, refs, summary=cart_summary(cart))
 
 
-@tool(keywords=("clear", "empty", "cart", "basket", "start", "over", "everything"))
+def cart_summary(cart: dict[str, Any]) -> str:
+    items = cart["items"]
+    if not items:
+        return "Your cart is empty."
+    lines = [f"Your cart has {_plural(len(items), 'product')}:"]
+    lines += [
+        f"{n}. {i['product_name']}, quantity {i['quantity']}: {money(i['total_price'])}"
+        for n, i in enumerate(items, 1)
+    ]
+    summary = cart["summary"]
+    if summary.get("estimated_tax"):
+        lines.append(
+            f"Subtotal {money(summary['subtotal'])}, estimated total {money(summary['estimated_total'])} with tax."
+        )
+    else:
+        lines.append(f"Total {money(summary['subtotal'])}.")
+    return "\n".join(lines)
+
+
+@tool(keywords=("clear", "empty", "cart", "basket", "start", "over", "everything"), action="empty your cart")
 async def clear_cart(ctx: ToolContext) -> ToolResult:
     """Empty the shopping cart."""
     shop = ctx.service(Shop)
     released = await shop.clear_cart(ctx.thread_id)
     cart = await shop.cart(ctx.thread_id)
-    return ToolResult({"cleared_units": released, **cart}, {"type": "cart", **cart})
+    summary = (
+        f"I emptied your cart and put {_plural(released, 'item')} back on the shelf."
+        if released
+        else "Your cart was already empty."
+    )
+    return ToolResult({"cleared_units": released, **cart}, {"type": "cart", **cart}, summary=summary)
 
 
 async def _product(shop: Shop, product_id: str) -> Product:
