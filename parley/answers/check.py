@@ -28,9 +28,12 @@ from parley.tools.choice import stems
 _SENTENCE_END = re.compile(
     r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9`*\[])"  # a full stop, then a capital or a number
     r"|\n\s*\n\s*"  # a blank line
-    r"|(?<=[.!?:;])[ \t]*\n\s*"  # a line that ends a sentence (PDF text wraps lines mid-sentence)
+    r"|(?<=[.!?:;])[ \t]*\n\s*"  # a line that ends a sentence
     r"|\n(?=\s*(?:[-*\u2022]|\d+[.)])\s)"  # a list item
 )
+#: In what a model writes, every line break ends a sentence too (a document's text, such as a
+#: PDF's, wraps its lines mid-sentence).
+_LINE_END = re.compile(_SENTENCE_END.pattern + r"|\n+\s*")
 _ABBREVIATION = re.compile(r"(?:\b(?:e\.g|i\.e|etc|vs|approx|incl|Dr|Mr|Mrs|Ms|No)\.)$", re.IGNORECASE)
 _CITATION = re.compile(r"\[(\d+)\]")
 _CODE = re.compile(r"`([^`]+)`")
@@ -122,25 +125,27 @@ class Verdict:
     overlap: float = 1.0
 
 
-def boundaries(text: str) -> list[tuple[int, int]]:
+def boundaries(text: str, *, lines: bool = True) -> list[tuple[int, int]]:
     """Where sentences end in ``text``: ``(end of the sentence, start of the next)`` pairs.
 
     A stop after an abbreviation ("e.g.", "Dr.") is no end; an end needs what follows to
-    have begun, so a streamed text's last sentence stays open until more arrives.
+    have begun, so a streamed text's last sentence stays open until more arrives. ``lines``:
+    a line break ends a sentence (a model's text); else only after a stop, at a blank line or
+    before a list item (a document's wrapped lines).
     """
+    pattern = _LINE_END if lines else _SENTENCE_END
     return [
-        (m.start(), m.end())
-        for m in _SENTENCE_END.finditer(text)
-        if not _ABBREVIATION.search(text[: m.start()])
+        (m.start(), m.end()) for m in pattern.finditer(text) if not _ABBREVIATION.search(text[: m.start()])
     ]
 
 
-def sentences(text: str) -> list[str]:
-    """``text`` split into sentences and list items, whitespace collapsed; empty pieces dropped."""
+def sentences(text: str, *, lines: bool = True) -> list[str]:
+    """``text`` split into sentences and list items, stripped (a document's also with its
+    whitespace collapsed); empty pieces dropped."""
     pieces: list[str] = []
     start = 0
-    for end, following in [*boundaries(text), (len(text), len(text))]:
-        piece = " ".join(text[start:end].split())
+    for end, following in [*boundaries(text, lines=lines), (len(text), len(text))]:
+        piece = text[start:end].strip() if lines else " ".join(text[start:end].split())
         if piece:
             pieces.append(piece)
         start = following

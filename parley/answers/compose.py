@@ -185,7 +185,7 @@ def _best_sentence(terms: set[str], hit: Hit, before: int = 10, after: int = 22)
     """The words around the first match of ``terms`` in the hit's best sentence (a snippet, as a
     search page shows one); with no match, its first sentence that is not its title."""
     best, score = "", 0
-    pieces = sentences(hit.text)
+    pieces = sentences(hit.text, lines=False)
     for sentence in pieces:
         have = len(terms & set(stems(sentence)))
         if have > score:
@@ -214,7 +214,7 @@ def summary_answer(hits: Sequence[Hit], numbers: Sequence[int] | None = None) ->
     for number, hit in zip(numbers, hits, strict=True):
         if hit.document_id != first:
             continue
-        for sentence in sentences(hit.text):
+        for sentence in sentences(hit.text, lines=False):
             if size + len(sentence) > EXTRACT_CHARS or len(picked) >= EXTRACT_SENTENCES + 1:
                 break
             picked.append((number, _BULLET.sub("", sentence)))
@@ -237,7 +237,7 @@ def extractive(question: str, hits: Sequence[Hit]) -> Composed | None:
     named = [h for h in hits if asked & set(stems(h.document_title))]
     asked -= titled
     candidates: list[tuple[float, int, int, str]] = []
-    pool = [(n, s) for n, hit in enumerate(hits, start=1) for s in sentences(hit.text)]
+    pool = [(n, s) for n, hit in enumerate(hits, start=1) for s in sentences(hit.text, lines=False)]
     frequency: dict[str, int] = {}
     for _, sentence in pool:
         for word in set(stems(sentence)):
