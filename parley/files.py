@@ -246,6 +246,21 @@ class Files:
         file.thread_id = thread_id
         return file
 
+    async def attach_listed(self, user_id: int, thread_id: str, ids: object) -> None:
+        """Attach the user's files named in a run's ``metadata.files`` that are in no thread yet
+        to the run's thread, so that later questions in the conversation still see them."""
+        if not isinstance(ids, list):
+            return
+        wanted = [i for i in ids if isinstance(i, str)][:20]
+        if not wanted:
+            return
+        async with self._db.session() as session, session.begin():
+            await session.execute(
+                update(File)
+                .where(File.id.in_(wanted), File.user_id == user_id, File.thread_id.is_(None))
+                .values(thread_id=thread_id)
+            )
+
     async def get(self, principal: Principal, file_id: str) -> File:
         async with self._db.session() as session:
             return await get_owned(session, principal, File, file_id, kind="file")

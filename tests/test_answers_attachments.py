@@ -115,6 +115,22 @@ async def test_a_file_uploaded_to_a_thread_is_used_by_its_later_runs(
     assert "retrieval" not in [f.event for f in elsewhere]  # another thread: not attached there
 
 
+async def test_a_file_attached_to_a_message_stays_with_the_conversation(
+    settings_for: Callable[..., Settings],
+) -> None:
+    async with recording(settings_for) as (server, _):
+        file = await upload(server.client, "heron-notes.txt", NOTES.encode())
+        thread = await new_thread(server.client)
+        await run_frames(
+            server.client, thread, "Summarise the attached file", metadata={"files": [file["id"]]}
+        )
+        later = await run_frames(server.client, thread, "Who owns the heron migration?")
+        listed = (await server.client.get("/v1/files", params={"thread_id": thread})).json()["data"]
+    assert [f["id"] for f in listed] == [file["id"]]
+    assert [s["title"] for s in later[1].json["sources"]] == ["heron-notes.txt"]
+    assert "Dana Okafor" in later[-1].json["text"]
+
+
 async def test_a_file_cannot_be_uploaded_to_someone_elses_thread(server: Server) -> None:
     async with client_as(server, "alice") as alice, client_as(server, "bob") as bob:
         bobs_thread = await new_thread(bob)

@@ -56,6 +56,8 @@ async def create(
         idempotency_key=idempotency_key,
         options={"metadata": body.metadata} if body.metadata else {},
     )
+    if created and body.metadata:
+        await parley.files.attach_listed(run.user_id, run.thread_id, body.metadata.get("files"))
     headers = {"Location": f"/v1/runs/{run.id}", "X-Run-Id": run.id}
     if body.stream:
         return stream_run(
