@@ -250,7 +250,7 @@ async def test_the_recruiter_answers_from_the_demo_cvs_the_repo_generates(
 
 def test_make_run_syncs_the_support_and_recruiter_knowledge(monkeypatch: pytest.MonkeyPatch) -> None:
     dry = subprocess.run(
-        ["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+        ["make", "-n", "-B", "run"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
     assert "scripts/make_demo_cvs.py .parley/demo-cvs" in dry.stdout
     serve_line = next(line for line in dry.stdout.splitlines() if line.endswith("parley serve"))
