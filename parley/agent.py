@@ -13,14 +13,18 @@ goes through the same validation and provenance checks (``parley.tools.calls``).
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from parley import events as ev
 from parley import passthrough
+from parley.answers.guards import Guard, scaffolding
 from parley.knowledge.grounding import cite, decline, prompt_source, retrieve
 from parley.providers.base import (
     ChatMessage,
+    Delta,
     Fallback,
     Finish,
     ProviderRequest,
@@ -99,35 +103,57 @@ async def stream_turn(
 ) -> list[ToolCallDelta]:
     """Stream one model turn: text becomes ``message.delta`` events; tool-call fragments are returned.
 
+    The text goes through a ``Guard`` (``parley.answers.guards``): no echo of the prompt's
+    scaffolding, no degenerate repetition. When it stops the reply, leaving the stream closes
+    the provider's, and ``message_data["guard"]`` says why.
     ``separate``: start this turn's text on a new paragraph if earlier turns wrote text.
     """
     run, route = state.run, state.route
     assert route is not None
+    instructions = state.assistant.instructions if state.assistant is not None else ""
+    guard = Guard(scaffolding(instructions, (m.content for m in request.messages if m.role == "system")))
     fragments: list[ToolCallDelta] = []
-    async for delta in route.stream(request):
-        if isinstance(delta, TextDelta):
-            if not delta.text:
-                continue
-            if state.first_token is None:
-                state.first_token = time.perf_counter()
-                executor.metrics.ttft_seconds.labels(run.assistant).observe(state.first_token - state.started)
-            text = delta.text
-            if separate and state.text and not state.text[-1].isspace():
-                text = "\n\n" + text.lstrip()
-            separate = False
-            state.text += text
-            executor.log.append_text(run.id, text)
-            await executor.log.pace(run.id)
-        elif isinstance(delta, Usage):
-            state.input_tokens += delta.input_tokens
-            state.output_tokens += delta.output_tokens
-            state.usage_reported = True
-        elif isinstance(delta, Fallback):
-            _fallback(executor, state, delta)
-        elif isinstance(delta, Finish):
-            state.finish_reason = delta.reason
-        elif isinstance(delta, ToolCallDelta):
-            fragments.append(delta)
+
+    def show(text: str) -> None:
+        nonlocal separate
+        if not text:
+            return
+        if separate and state.text and not state.text[-1].isspace():
+            text = "\n\n" + text.lstrip()
+        separate = False
+        state.text += text
+        executor.log.append_text(run.id, text)
+
+    stream = cast(AsyncGenerator[Delta, None], route.stream(request))  # Route.stream is a generator
+    async with aclosing(stream):
+        async for delta in stream:
+            if isinstance(delta, TextDelta):
+                if not delta.text:
+                    continue
+                if state.first_token is None:
+                    state.first_token = time.perf_counter()
+                    executor.metrics.ttft_seconds.labels(run.assistant).observe(
+                        state.first_token - state.started
+                    )
+                show(guard.feed(delta.text))
+                if guard.stopped is not None:
+                    break
+                await executor.log.pace(run.id)
+            elif isinstance(delta, Usage):
+                state.input_tokens += delta.input_tokens
+                state.output_tokens += delta.output_tokens
+                state.usage_reported = True
+            elif isinstance(delta, Fallback):
+                _fallback(executor, state, delta)
+            elif isinstance(delta, Finish):
+                state.finish_reason = delta.reason
+            elif isinstance(delta, ToolCallDelta):
+                fragments.append(delta)
+    show(guard.flush())
+    if (report := guard.report()) is not None:
+        state.message_data["guard"] = report
+        if guard.stopped is not None:
+            state.finish_reason = "stop"
     return fragments
 
 
