@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from parley import events as ev
 from parley import passthrough
@@ -28,17 +30,18 @@ from parley.answers.compose import (
     SentenceGate,
     absent_facts,
     compose,
-    extractive,
     is_list_question,
     list_words,
     qa_pair,
 )
+from parley.answers.guards import Guard, scaffolding
 from parley.answers.references import Shown, choices_data, mentions, question, resolve
 from parley.answers.replies import Gate, evidence, summaries
 from parley.knowledge.grounding import NO_ANSWER, answer, cite, decline, prompt_source, retrieve
 from parley.knowledge.search import Hit
 from parley.providers.base import (
     ChatMessage,
+    Delta,
     Fallback,
     Finish,
     ProviderRequest,
@@ -79,7 +82,7 @@ async def run_agent(executor: Executor, state: RunState) -> None:
     tools = executor.tools
     client_tools = passthrough.client_tools(state.run.options)
     if tools is None or not state.assistant.tools or client_tools:
-        fragments = await stream_turn(executor, state, request)
+        _, fragments = await stream_turn(executor, state, request)
         if client_tools:
             passthrough.report(executor, state, fragments)
         cite(executor, state)
@@ -137,7 +140,7 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
     state.message_data["context"] = context.info()
     del state.sources[context.sources :]  # the answer cites only the sources that fit the prompt
     if sources:
-        extract = extractive(state.run.input, hits[: context.sources])
+        extract = compose(state.run.input, hits[: context.sources], ranked=ranked)
         fallback = (
             extract.text if extract is not None else str(state.assistant.options.get("no_answer", NO_ANSWER))
         )
@@ -160,55 +163,75 @@ def _support_threshold(state: RunState) -> float:
 
 
 async def stream_turn(
-    executor: Executor, state: RunState, request: ProviderRequest, *, separate: bool = False
-) -> list[ToolCallDelta]:
-    """Stream one model turn: text becomes ``message.delta`` events; tool-call fragments are returned.
+    executor: Executor,
+    state: RunState,
+    request: ProviderRequest,
+    *,
+    separate: bool = False,
+    gate: Gate | None = None,
+) -> tuple[str, list[ToolCallDelta]]:
+    """Stream one model turn: the model's text, and its tool-call fragments, are returned; what
+    may be shown of the text becomes ``message.delta`` events.
 
+    The text goes through a ``Guard`` (``parley.answers.guards``): no echo of the prompt's
+    scaffolding, no degenerate repetition. When it stops the reply, leaving the stream closes
+    the provider's, and ``message_data["guard"]`` says why. Then through a gate, when there is
+    one: ``state.gate`` checks a grounded answer against its sources, ``gate`` a reply after
+    tools against their results (``parley.answers``); each shows only supported sentences.
     ``separate``: start this turn's text on a new paragraph if earlier turns wrote text.
     """
-    _run, route = state.run, state.route
+    route = state.route
     assert route is not None
+    instructions = state.assistant.instructions if state.assistant is not None else ""
+    guard = Guard(scaffolding(instructions, (m.content for m in request.messages if m.role == "system")))
+    checker: Gate | SentenceGate | None = gate or state.gate
+    produced = ""
     fragments: list[ToolCallDelta] = []
-    async for delta in route.stream(request):
-        if isinstance(delta, TextDelta):
-            text = delta.text if state.gate is None else state.gate.feed(delta.text)
-            if not text:
-                continue
-            separate = await _show(executor, state, text, separate)
-        elif isinstance(delta, Usage):
-            state.input_tokens += delta.input_tokens
-            state.output_tokens += delta.output_tokens
-            state.usage_reported = True
-        elif isinstance(delta, Fallback):
-            _fallback(executor, state, delta)
-        elif isinstance(delta, Finish):
-            state.finish_reason = delta.reason
-        elif isinstance(delta, ToolCallDelta):
-            fragments.append(delta)
-    if state.gate is not None:
-        rest = state.gate.flush()
-        if not state.gate.shown:  # the model wrote nothing its sources support
-            rest = state.gate.fallback
-            state.message_data["composed"] = "extractive"
+
+    async def show(text: str) -> None:
+        nonlocal separate
+        if checker is not None and text:
+            text = checker.feed(text)
+        if text:
+            await _say(executor, state, text, separate=separate)
+            separate = False
+
+    stream = cast(AsyncGenerator[Delta, None], route.stream(request))  # Route.stream is a generator
+    async with aclosing(stream):
+        async for delta in stream:
+            if isinstance(delta, TextDelta):
+                if not delta.text:
+                    continue
+                produced += delta.text
+                await show(guard.feed(delta.text))
+                if guard.stopped is not None:
+                    break
+            elif isinstance(delta, Usage):
+                state.input_tokens += delta.input_tokens
+                state.output_tokens += delta.output_tokens
+                state.usage_reported = True
+            elif isinstance(delta, Fallback):
+                _fallback(executor, state, delta)
+            elif isinstance(delta, Finish):
+                state.finish_reason = delta.reason
+            elif isinstance(delta, ToolCallDelta):
+                fragments.append(delta)
+    await show(guard.flush())
+    if (report := guard.report()) is not None:
+        state.message_data["guard"] = report
+        if guard.stopped is not None:
+            state.finish_reason = "stop"
+    if checker is not None:
+        rest = checker.flush()
+        if isinstance(checker, SentenceGate):
+            if not checker.shown:  # the model wrote nothing its sources support
+                rest = checker.fallback
+                state.message_data["composed"] = "extractive"
+            if checker.dropped:
+                state.message_data["unsupported"] = checker.dropped
         if rest:
-            await _show(executor, state, rest, separate)
-        if state.gate.dropped:
-            state.message_data["unsupported"] = state.gate.dropped
-    return fragments
-
-
-async def _show(executor: Executor, state: RunState, text: str, separate: bool) -> bool:
-    """Append shown text to the run's answer and its log; ``separate`` starts a new paragraph."""
-    run = state.run
-    if state.first_token is None:
-        state.first_token = time.perf_counter()
-        executor.metrics.ttft_seconds.labels(run.assistant).observe(state.first_token - state.started)
-    if separate and state.text and not state.text[-1].isspace():
-        text = "\n\n" + text.lstrip()
-    state.text += text
-    executor.log.append_text(run.id, text)
-    await executor.log.pace(run.id)
-    return False
+            await _say(executor, state, rest, separate=separate)
+    return produced, fragments
 
 
 def estimate_usage(state: RunState, request: ProviderRequest, produced: str) -> None:
@@ -260,12 +283,7 @@ async def tool_loop(
         over = step > max_steps
         if over:
             request = replace(request, tool_choice="none")
-        before = len(state.text)
-        if gate is None:
-            fragments = await stream_turn(executor, state, request, separate=step > 1)
-            produced = state.text[before:]
-        else:
-            produced, fragments = await _checked_turn(executor, state, request, gate)
+        produced, fragments = await stream_turn(executor, state, request, separate=step > 1, gate=gate)
         estimate_usage(state, request, produced)
         if not fragments:
             break
@@ -286,38 +304,6 @@ async def tool_loop(
             break
     if gate is not None and not gate.released:
         await _say(executor, state, summaries(results))
-
-
-async def _checked_turn(
-    executor: Executor, state: RunState, request: ProviderRequest, gate: Gate
-) -> tuple[str, list[ToolCallDelta]]:
-    """A model turn after tool results: its text shown only as far as ``gate`` lets it through."""
-    assert state.route is not None
-    produced = ""
-    fragments: list[ToolCallDelta] = []
-    gate.begin_turn()
-    first = True
-    async for delta in state.route.stream(request):
-        if isinstance(delta, TextDelta):
-            produced += delta.text
-            shown = gate.feed(delta.text)
-            if shown:
-                await _say(executor, state, shown, separate=first)
-                first = False
-        elif isinstance(delta, Usage):
-            state.input_tokens += delta.input_tokens
-            state.output_tokens += delta.output_tokens
-            state.usage_reported = True
-        elif isinstance(delta, Fallback):
-            _fallback(executor, state, delta)
-        elif isinstance(delta, Finish):
-            state.finish_reason = delta.reason
-        elif isinstance(delta, ToolCallDelta):
-            fragments.append(delta)
-    shown = gate.close()
-    if shown:
-        await _say(executor, state, shown, separate=first)
-    return produced, fragments
 
 
 async def server_chosen_tools(

@@ -352,12 +352,13 @@ class Executor:
         run = state.run
         usage = state.usage()
         message_id = new_id("msg")
+        finish_reason = state.finish_reason or "stop"
         data = {
             "message_id": message_id,
             "text": state.text,
             "sources": state.sources,
             "usage": usage,
-            "finish_reason": state.finish_reason or "stop",
+            "finish_reason": finish_reason,
         }
         message = Message(
             id=message_id,
@@ -365,7 +366,13 @@ class Executor:
             role="assistant",
             content=state.text,
             run_id=run.id,
-            data={**state.message_data, "usage": usage, "sources": state.sources, "model": state.model},
+            data={
+                **state.message_data,
+                "usage": usage,
+                "sources": state.sources,
+                "model": state.model,
+                "finish_reason": finish_reason,
+            },
         )
 
         async def finish(session: AsyncSession) -> None:
@@ -377,6 +384,7 @@ class Executor:
                 output=state.text,
                 usage=usage,
                 model=state.model,
+                finish_reason=finish_reason,
                 output_message_id=message_id,
             )(session)
 

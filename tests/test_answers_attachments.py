@@ -124,11 +124,11 @@ async def test_a_file_attached_to_a_message_stays_with_the_conversation(
         await run_frames(
             server.client, thread, "Summarise the attached file", metadata={"files": [file["id"]]}
         )
-        later = await run_frames(server.client, thread, "Who owns the heron migration?")
+        later = await run_frames(server.client, thread, "When does the gateway certificate expire?")
         listed = (await server.client.get("/v1/files", params={"thread_id": thread})).json()["data"]
     assert [f["id"] for f in listed] == [file["id"]]
     assert [s["title"] for s in later[1].json["sources"]] == ["heron-notes.txt"]
-    assert "Dana Okafor" in later[-1].json["text"]
+    assert "expires in April" in later[-1].json["text"]
 
 
 async def test_a_file_cannot_be_uploaded_to_someone_elses_thread(server: Server) -> None:
@@ -194,11 +194,11 @@ async def test_an_assistant_with_a_knowledge_base_answers_from_an_attachment_ins
         file = await upload(server.client, "heron-notes.txt", NOTES.encode())
         thread = await new_thread(server.client, "support")
         frames = await run_frames(
-            server.client, thread, "Who owns Project Heron?", metadata={"files": [file["id"]]}
+            server.client, thread, "What is the budget of Project Heron?", metadata={"files": [file["id"]]}
         )
     titles = [s["title"] for s in frames[1].json["sources"]]
     assert titles[0] == "heron-notes.txt"
-    assert "Dana Okafor" in frames[-1].json["text"]
+    assert "42,000 euros" in frames[-1].json["text"]
     assert model.requests  # answered by the model, not declined
 
 

@@ -321,6 +321,6 @@ def test_the_gate_lets_through_only_sentences_the_results_support() -> None:
     shown = gate.feed("Here you go. The Quietline Pro is $338.99.")
     shown += gate.feed(" AUD-999 is $5.00.\n")
     shown += gate.feed('{"id": "AUD-108"}\nEnjoy!')
-    shown += gate.close()
+    shown += gate.flush()
     assert shown == "Here you go. The Quietline Pro is $338.99.\nEnjoy!"
     assert gate.dropped == ["AUD-999 is $5.00.", '{"id": "AUD-108"}']

@@ -46,7 +46,7 @@ class Gate:
     """Lets a streamed text through one complete sentence at a time, when ``supported``.
 
     ``feed`` returns the text to show now (supported sentences joined by the line breaks or
-    spaces that separated them); ``close`` ends a turn and returns what its last sentence
+    spaces that separated them); ``flush`` ends a turn and returns what its last sentence
     allows. ``dropped`` keeps what was held back, for logs and tests.
     """
 
@@ -68,7 +68,8 @@ class Gate:
         pieces = sentences(self._buffer[self._cursor :])
         return self._release(pieces[:-1])
 
-    def close(self) -> str:
+    def flush(self) -> str:
+        """End a turn: what its last sentence allows."""
         out = self._release(sentences(self._buffer[self._cursor :]))
         self.begin_turn()
         return out

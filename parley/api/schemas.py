@@ -62,6 +62,7 @@ def message_json(message: Message, feedback: int | None = None) -> dict[str, Any
         "sources": data.get("sources", []),
         "tool_calls": data.get("tool_calls", []),
         "usage": data.get("usage"),
+        "finish_reason": data.get("finish_reason"),
         "feedback": feedback,
         "created_at": iso(message.created_at),
     }
@@ -81,6 +82,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "error": run.error,
         "usage": run.usage,
         "model": run.model,
+        "finish_reason": run.finish_reason,
         "variant": run.variant,
         "multitask": run.multitask,
         "metadata": (run.options or {}).get("metadata", {}),

@@ -68,7 +68,23 @@ DEFAULT_MAX_TOKENS = 512
 IDLE_SAVE_SECONDS = 0.5  # a thread's context is saved once the model has been idle this long
 DEFAULT_TEMPERATURE = 0.2  # SmolLM2's recommended sampling: low temperature, top-p 0.9
 _TOP_P = 0.9
-_REPEAT_PENALTY = 1.1
+_MIN_P = 0.05
+# 1.2 rather than 1.1: more distinct replies at the same length (docs/BENCHMARKS.md, bench.sampling).
+_REPEAT_PENALTY = 1.2
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """How the embedded model picks its tokens; the defaults are measured by ``bench.sampling``.
+
+    A request's own temperature overrides this one's.
+    """
+
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = _TOP_P
+    min_p: float = _MIN_P
+    repeat_penalty: float = _REPEAT_PENALTY
+    seed: int | None = None  # fixed for a reproducible benchmark; None draws one per model load
 
 
 def model_path(name: str) -> Path:
@@ -128,6 +144,7 @@ class LocalModel:
         self.threads = threads
         self.n_ctx = n_ctx
         self.cache_bytes = cache_bytes
+        self.sampling = Sampling()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-local")
         self._llama: Llama | None = None
         self._vocab: Llama | None = None
@@ -222,6 +239,7 @@ class LocalModel:
     def _generate(self, job: _Job) -> None:
         llama = self.load()
         request = job.request
+        sampling = self.sampling
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS
         formatted, tokens = self._prompt(llama, request, max_tokens)
         self._switch(llama, request.thread_id)
@@ -254,9 +272,11 @@ class LocalModel:
             llama.create_completion(
                 tokens,
                 max_tokens=max_tokens,
-                temperature=DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
-                top_p=_TOP_P,
-                repeat_penalty=_REPEAT_PENALTY,
+                temperature=sampling.temperature if request.temperature is None else request.temperature,
+                top_p=sampling.top_p,
+                min_p=sampling.min_p,
+                repeat_penalty=sampling.repeat_penalty,
+                seed=sampling.seed,
                 stop=formatted.stop if grammar is None else [],
                 stopping_criteria=criteria,
                 grammar=grammar,

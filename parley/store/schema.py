@@ -126,6 +126,7 @@ class Run(Base):
     created_at: Mapped[float] = mapped_column(Float, default=now)
     started_at: Mapped[float | None] = mapped_column(Float, default=None)
     finished_at: Mapped[float | None] = mapped_column(Float, default=None)
+    finish_reason: Mapped[str | None] = mapped_column(String(20), default=None)
 
 
 class Event(Base):

@@ -35,6 +35,7 @@ function blankState(fields) {
     fallbacks: [],
     error: null,
     usage: null,
+    finishReason: null,
     model: null,
     messageId: null,
     rating: 0,
@@ -95,6 +96,7 @@ export class Reply {
           status: "done",
         })),
         usage,
+        finishReason: message.finish_reason ?? null,
         model: message.model ?? null,
         messageId: message.id,
         rating: message.feedback === 1 || message.feedback === -1 ? message.feedback : 0,
@@ -114,6 +116,7 @@ export class Reply {
         text: run.output ?? "",
         error: run.error,
         usage: run.usage,
+        finishReason: run.finish_reason ?? null,
         model: run.model,
         messageId: run.output_message_id,
         reason: run.status === "interrupted" ? "interrupted" : null,
@@ -177,6 +180,7 @@ export class Reply {
         if (typeof data.text === "string") s.text = data.text;
         if (Array.isArray(data.sources) && data.sources.length) s.sources = mergeSources([], data.sources);
         s.usage = data.usage ?? s.usage;
+        s.finishReason = data.finish_reason ?? null;
         s.messageId = data.message_id ?? s.messageId;
         this.textDirty = this.extrasDirty = true;
         break;
@@ -374,6 +378,9 @@ export class Reply {
       content = h("span", { class: "typing", "aria-label": "Writing a reply" }, h("i"), h("i"), h("i"));
     }
     if (this.stopping && this.active) content = h("span", { class: "note", text: "Stopping…" });
+    if (s.status === "completed" && s.finishReason === "length") {
+      content = h("p", { class: "note note-cut", role: "note", text: "Cut short: the reply reached its length limit." });
+    }
     if (s.status === "cancelled") {
       content = h("p", { class: "note note-stopped", text: s.reason === "interrupted" ? "Interrupted by a newer message." : "Stopped." });
     }
