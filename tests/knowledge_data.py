@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +37,16 @@ Tomatoes need six hours of sun a day and deep watering twice a week.
 
 Prune roses in late winter, just above an outward-facing bud.
 """
+
+
+def make_demo_cvs(out: Path) -> Path:
+    """The recruiter's demo CVs, written by the repository's own script (as ``make run`` does)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_demo_cvs.py"
+    made = subprocess.run(
+        [sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert made.returncode == 0, made.stderr
+    return out
 
 
 def pdf_bytes(*pages: str) -> bytes:

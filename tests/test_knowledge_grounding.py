@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from parley.knowledge.grounding import NO_ANSWER, SNIPPET_CHARS, small_talk, sma
 from parley.providers.base import TextDelta
 from parley.providers.scripted import ScriptedProvider
 from tests.conftest import serve
-from tests.knowledge_data import FAQ, GUIDE
+from tests.knowledge_data import FAQ, GUIDE, make_demo_cvs
 from tests.sse import assert_contiguous, kinds, new_thread, read_events, start_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,14 +221,7 @@ async def test_the_recruiter_answers_from_the_demo_cvs_the_repo_generates(
     settings_for: Callable[..., Settings], tmp_path: Path
 ) -> None:
     cvs = tmp_path / "demo-cvs"
-    made = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_demo_cvs.py"), str(cvs)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
+    make_demo_cvs(cvs)
     async with serve(settings_for(embeddings="hash", knowledge={"demo-cvs": [cvs]})) as server:
         bases = (await server.client.get("/v1/knowledge-bases")).json()["data"]
         assert [(b["name"], b["documents"]) for b in bases] == [("demo-cvs", 10)]

