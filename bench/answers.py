@@ -29,7 +29,8 @@ Metrics (per assistant x model):
   instruction, "Results of the tools", chat-template tokens). json: replies with JSON fragments.
 - declined (unanswerable): unanswerable questions answered "I don't know" (or the like);
   wrongly declined: answerable ones declined.
-- CVs: recall and precision of the candidates named (demo CVs: full names; resumes, which carry
+- CVs: facts = every gold candidate named (demo CVs) / a CV of the category cited (resumes);
+  cites gold = a gold candidate's CV among the cited sources. Recall and precision of the candidates named (demo CVs: full names; resumes, which carry
   no names: the CVs cited) against the gold set (demo: the CVs whose text has the keyword;
   resumes: the category's 3 PDFs); invented people: person-like names in no source and no CV.
 - shop: scripted dialogues; the gold product of a reference is computed from the products the
@@ -360,6 +361,12 @@ async def recruiter(api: Api, split: str, limit: int | None, capable: bool, peop
         tally.add("people_q")
         tally.add("wrongly_declined", score.declined(run.text))
         tally.add("facts", bool(gold) and gold <= named)
+        numbers = score.cited(run.text)
+        cited = [
+            api.documents.get(s.get("document", ""), "") for n, s in enumerate(run.sources, 1) if n in numbers
+        ]
+        tally.add("cites_gold", any(g.split()[-1].lower() in c for g in gold for c in cited))
+        tally.add("bad_cites", any(n < 1 or n > len(run.sources) for n in numbers))
         tally.series["recall"].append(len(named & gold) / len(gold))
         if named:
             tally.series["precision"].append(len(named & gold) / len(named))
@@ -540,7 +547,7 @@ async def bench_model(
 
     capable = model == "capable"
     settings = Settings(
-        data_dir=work / "data",
+        data_dir=args.data or work / "data",
         model="bench:capable" if capable else "local:smollm2",
         embeddings=args.embeddings,
         config_file=config_file(work / "assistants.toml", args.option),
@@ -614,6 +621,12 @@ async def amain() -> None:
     parser.add_argument("--only", help="Only these assistants: support,stackfaq,recruiter,resumes,shop.")
     parser.add_argument("--option", action="append", default=[], metavar="ASSISTANT.KEY=VALUE")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="Keep the server's data folder here: a rerun finds its knowledge bases synced "
+        "(minutes of PDF parsing and embedding saved). Default: a temp folder.",
+    )
     parser.add_argument("--verbose", action="store_true", help="Print each question and reply.")
     args = parser.parse_args()
     global VERBOSE
