@@ -83,7 +83,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAQ_FILE = ROOT / "parley" / "knowledge" / "demo" / "parley-faq.md"
 CATALOG = ROOT / "parley" / "data" / "demo_catalog.csv"
 #: Items per set in a full run (the report split has about half of each hand-written set).
-DEFAULT = {"stackfaq": 30, "scifact": 12, "resumes": 12}
+DEFAULT = {"stackfaq": 20, "scifact": 10, "resumes": 12}
 
 
 @dataclass
