@@ -558,6 +558,7 @@ async def bench_model(
             "resumes": [DATASETS / "resumes" / "pdf"],
         },
         log_level="WARNING",
+        rate_limit="1000000/minute",  # the bench is one fast client, not a crowd
     )
     providers = {"bench:capable": CapableProvider()} if capable else None
     started = time.perf_counter()
@@ -576,7 +577,11 @@ async def bench_model(
             if args.only and name not in args.only.split(","):
                 continue
             t0 = time.perf_counter()
-            tallies[name] = await job()
+            try:
+                tallies[name] = await job()
+            except (httpx.HTTPError, KeyError, ValueError) as exc:  # one broken set keeps the others' figures
+                print(f"[{model} {name}: failed: {exc!r}]", flush=True)
+                continue
             print(f"[{model} {name}: {time.perf_counter() - t0:.1f} s]", flush=True)
         await api.client.aclose()
     return tallies
