@@ -85,6 +85,8 @@ STOP = frozenset(STOPWORDS_EN) | {
     "sources",
     "faq",
     "short",
+    # Pronouns and the words of a "who knows X" question.
+    *("you", "your", "yours", "we", "our", "has", "have", "experience", "worked", "knows", "who"),
 }
 COURTESY = re.compile(r"\s*(please|try|ask|let me know|feel free|tell me)\b", re.IGNORECASE)
 CITATION = re.compile(r"\[(\d+)\]")
