@@ -65,7 +65,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from bench import _scoring as score
-from bench._capable import PLANTED, CapableProvider
+from bench._capable import PLANTED, PLANTED_PERSON, CapableProvider
 from bench._questions import (
     CATEGORY_WORDS,
     CV_UNANSWERABLE,
@@ -231,7 +231,7 @@ def common(tally: Tally, run: Run, reference: str, capable: bool) -> None:
     tally.add("unsupported", len(bad))
     tally.add("with_unsupported", bool(bad))
     tally.add("not_declined", not score.declined(run.text))
-    tally.add("planted", capable and any(p.rstrip(".") in run.text for p in PLANTED))
+    tally.add("planted", capable and any(p.rstrip(".") in run.text for p in [*PLANTED, PLANTED_PERSON]))
     if VERBOSE:
         print(f"  reply ({run.status}, {run.total:.2f} s): {run.text[:300]!r}", flush=True)
         for sentence in bad:
