@@ -10,12 +10,14 @@ import sys
 import bench
 
 #: The core set: the event log, streaming overhead at 1 stream and a burst of 100 (the server
-#: alone: the raw client), 100 streams kept open at a model's pace, SSE memory.
+#: alone: the raw client), 100 streams kept open at a model's pace, SSE memory; and answer
+#: quality (issue #18), 10 items per question set, both models, the report split.
 CORE = [
     ("event_log", []),
     ("streaming", ["--client", "raw"]),
     ("streaming", ["--sustained", "100", "--seconds", "15", "--rounds", "1"]),
     ("sse_memory", []),
+    ("answers", ["--limit", "10"]),
 ]
 
 

@@ -1,0 +1,251 @@
+"""The answer bench's question sets, hand-written against Parley's own demo data.
+
+Demo FAQ questions are paraphrased as a user would ask (not the entry's wording); each has
+the facts (strings) a right answer must contain and the FAQ entry that holds them. Items
+alternate between the ``calibrate`` and ``report`` splits (even index / odd index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FaqQuestion:
+    text: str
+    facts: tuple[str, ...]
+    entry: str  # the gold FAQ entry's question (its chunk title)
+
+
+def q(text: str, facts: tuple[str, ...] | str, entry: str) -> FaqQuestion:
+    return FaqQuestion(text, (facts,) if isinstance(facts, str) else facts, entry)
+
+
+PORT = "Which port does Parley listen on, and how do I change it?"
+REQS = "What are the system requirements?"
+INSTALL = "How do I install and start Parley?"
+DATA = "Where does Parley keep its data?"
+
+DEMO_FAQ = [
+    q("what port does parley use out of the box?", "8000", PORT),
+    q("how much RAM does the default model need", "1 GB", REQS),
+    q("Which Python version do I need to run it?", "3.11", REQS),
+    q("how do I get parley running on my laptop", "make run", INSTALL),
+    q("where can I read the API docs once it's started?", "/docs", INSTALL),
+    q("in which folder are my chats saved by default?", ".parley", DATA),
+    q("how can I move the data folder somewhere else", "PARLEY_DATA_DIR", DATA),
+    q(
+        "how do I apply database migrations manually",
+        "parley db upgrade",
+        "How do I upgrade the database after updating Parley?",
+    ),
+    q("what model answers out of the box?", "SmolLM2", "Which language model does Parley use by default?"),
+    q("can I plug in gpt-4o-mini instead?", "PARLEY_MODEL", "Can I use OpenAI, Anthropic or Gemini models?"),
+    q(
+        "I serve my models with Ollama, will that work?",
+        "OpenAI-compatible",
+        "Can I use Ollama or a llama.cpp server?",
+    ),
+    q(
+        "what does parley do when the model API goes down mid-answer?",
+        "fails over",
+        "What happens when a model provider fails?",
+    ),
+    q(
+        "is there a way to try it without downloading any model?",
+        "scripted:echo",
+        "What is the scripted provider?",
+    ),
+    q("what states can a run end in?", ("cancelled", "interrupted"), "What is a run?"),
+    q(
+        "which endpoint do I read the streamed tokens from?",
+        "/v1/runs/{id}/events",
+        "How do I stream a reply?",
+    ),
+    q(
+        "my wifi dropped halfway through a reply, is it gone?",
+        "Last-Event-ID",
+        "My connection dropped in the middle of a reply. Do I lose the answer?",
+    ),
+    q(
+        "how do I stop an answer that takes forever",
+        "/cancel",
+        "How do I cancel a run that is taking too long?",
+    ),
+    q(
+        "my client retries POSTs, how do I avoid starting two runs?",
+        "Idempotency-Key",
+        "What happens if I send the same request twice?",
+    ),
+    q(
+        "what if I post a new message before the assistant finished?",
+        "409",
+        "What happens if I send a message while the assistant is still answering?",
+    ),
+    q(
+        "if the server crashes what happens to a half-streamed answer",
+        "interrupted",
+        "What happens to a run if the server crashes?",
+    ),
+    q("how do I remove a conversation", "DELETE /v1/threads/{id}", "How do I delete a conversation?"),
+    q(
+        "how can I load my own documents",
+        "parley ingest",
+        "How do I add my own documents to a knowledge base?",
+    ),
+    q("can it read PDF files?", "PDF", "Which file formats can a knowledge base ingest?"),
+    q(
+        "must I restart parley after I change a document?",
+        "next search",
+        "Do I need to restart the server after changing documents?",
+    ),
+    q("which embedding model powers the search", "all-MiniLM-L6-v2", "How does knowledge base search work?"),
+    q(
+        "what are the little [1] markers in answers",
+        "citations",
+        "What do the numbers like [1] in an answer mean?",
+    ),
+    q("what assistants are built in?", ("recruiter", "shop"), "Which assistants come with Parley?"),
+    q("how do I define a custom assistant", "PARLEY_CONFIG_FILE", "How do I create my own assistant?"),
+    q(
+        "can I talk to parley with the openai python library?",
+        "/v1/chat/completions",
+        "Can an assistant use the OpenAI SDK?",
+    ),
+    q("is there a health check endpoint?", "/healthz", "How do I check that Parley is healthy?"),
+    q("can other users read my threads?", "404", "Can other people see my conversations?"),
+    q("what licence is parley released under", "Apache 2.0", "What does Parley cost?"),
+    q(
+        "how do I run several parley processes",
+        ("PostgreSQL", "Redis"),
+        "How can I run Parley with several processes?",
+    ),
+    q("how do I listen on all interfaces?", "0.0.0.0", PORT),
+]
+
+#: Questions the demo FAQ does not answer: the support assistant should decline each.
+DEMO_UNANSWERABLE = [
+    "Can I pay for Parley with PayPal?",
+    "Does Parley have an iPhone app?",
+    "What is the capital of Peru?",
+    "Can Parley generate images from a prompt?",
+    "How many employees does the company behind Parley have?",
+    "What is your customer support phone number?",
+    "Can I fine-tune the model on my own data?",
+    "Who won the football world cup in 2018?",
+    "Is there a discount for students?",
+    "How do I change the colour theme of the web page?",
+    "Does Parley integrate with Slack?",
+    "What is a good recipe for banana bread?",
+    "How do I translate the interface into Japanese?",
+    "When is the next major release planned?",
+    "Do you offer an SLA with 99.99% uptime?",
+    "Is there a voice mode to talk to the assistant?",
+]
+
+
+@dataclass(frozen=True)
+class CvQuestion:
+    text: str
+    keyword: str  # gold: the demo CVs whose text contains it (word-bounded, case-insensitive)
+
+
+DEMO_CVS = [
+    CvQuestion("Who knows Python?", "Python"),
+    CvQuestion("Who has worked with Kubernetes?", "Kubernetes"),
+    CvQuestion("Which candidates know AWS?", "AWS"),
+    CvQuestion("Who has experience with Figma?", "Figma"),
+    CvQuestion("Who has done audits?", "audit"),
+    CvQuestion("Who has worked as a nurse?", "nurse"),
+    CvQuestion("Who speaks French?", "French"),
+    CvQuestion("Who speaks German?", "German"),
+    CvQuestion("Who knows SolidWorks?", "SolidWorks"),
+    CvQuestion("Who has used Salesforce?", "Salesforce"),
+    CvQuestion("Who has SEO experience?", "SEO"),
+    CvQuestion("Who has worked as a teacher?", "teacher"),
+    CvQuestion("Who knows Terraform?", "Terraform"),
+    CvQuestion("Who has experience with PyTorch?", "PyTorch"),
+    CvQuestion("Who knows Redis?", "Redis"),
+    CvQuestion("Who has used SAP?", "SAP"),
+]
+
+#: Nobody in the demo CVs has these: the recruiter should decline and name no one.
+CV_UNANSWERABLE = [
+    "Who knows COBOL?",
+    "Who has worked as an airline pilot?",
+    "Who speaks Japanese?",
+    "Who has experience with Haskell?",
+    "Who is a licensed electrician?",
+    "Who has worked as a veterinarian?",
+]
+
+#: How a user would name a resumes/labels.csv category.
+CATEGORY_WORDS = {
+    "BPO": "business process outsourcing (BPO)",
+    "HR": "human resources (HR)",
+    "INFORMATION-TECHNOLOGY": "information technology",
+    "PUBLIC-RELATIONS": "public relations",
+    "DIGITAL-MEDIA": "digital media",
+    "BUSINESS-DEVELOPMENT": "business development",
+}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One user turn of a shop dialogue; ``ref`` says what it refers to (None: a search).
+
+    ``ref``: ``("ordinal", i)``, ``("it",)``, ``("colour", word)``, ``("both", family)``,
+    ``("name", product name)``. ``action``: ``search``, ``details`` or ``add``.
+    """
+
+    text: str
+    action: str
+    ref: tuple[str, ...] = field(default=())
+
+
+DIALOGUES: list[list[Turn]] = [
+    [
+        Turn("show me wireless headphones", "search"),
+        Turn("tell me more about the first one", "details", ("ordinal", "0")),
+        Turn("add it to my cart", "add", ("it",)),
+    ],
+    [
+        Turn("I'm looking for bluetooth speakers", "search"),
+        Turn("add the black one to my cart", "add", ("colour", "black")),
+    ],
+    [
+        Turn("show me mechanical keyboards", "search"),
+        Turn("what about the second one? tell me more", "details", ("ordinal", "1")),
+        Turn("ok, add it to my cart", "add", ("it",)),
+    ],
+    [
+        Turn("find running shoes", "search"),
+        Turn("add it to my cart", "add", ("it",)),
+    ],
+    [
+        Turn("show me the Trail Watch Pro", "search"),
+        Turn("add both to my cart", "add", ("both", "Trail Watch Pro")),
+    ],
+    [
+        Turn(
+            "add the Glide Wireless Mouse, Black to my cart", "add", ("name", "Glide Wireless Mouse, Black")
+        ),
+    ],
+    [
+        Turn("show me monitors", "search"),
+        Turn("tell me about the third one", "details", ("ordinal", "2")),
+        Turn("put it in my cart please", "add", ("it",)),
+    ],
+    [
+        Turn("show me wireless earbuds", "search"),
+        Turn("add the white one", "add", ("colour", "white")),
+    ],
+    [
+        Turn("I need a rain jacket", "search"),
+        Turn("add the last one to my cart", "add", ("ordinal", "-1")),
+    ],
+    [
+        Turn("show me the Pulse Fit Band", "search"),
+        Turn("add both please", "add", ("both", "Pulse Fit Band")),
+    ],
+]
