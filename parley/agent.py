@@ -128,7 +128,8 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
             decline(executor, state, retrieved.closest, missing)
             return None
         ranked = (state.run.options or {}).get("retrieval") != "all"
-        if listing or (ranked and qa_pair(hits[0].text) is not None) or not _writes(state):
+        entry = ranked and qa_pair(hits[0].text) is not None and _compose_mode(state) != "model"
+        if listing or entry or not _writes(state):
             composed = compose(question, hits, listing=listing, ranked=ranked, exact=retrieved.exact)
             if composed is None:
                 decline(executor, state, retrieved.closest)
@@ -150,11 +151,15 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
 
 def _writes(state: RunState) -> bool:
     """Whether the model writes grounded answers (``compose`` option: ``auto`` lets a model that
-    chooses its own tools write, ``model`` always, ``extractive`` never)."""
-    assert state.assistant is not None
+    chooses its own tools write, ``model`` always, FAQ entries too, ``extractive`` never)."""
     assert state.route is not None
-    mode = str(state.assistant.options.get("compose", "auto"))
+    mode = _compose_mode(state)
     return mode == "model" or (mode == "auto" and state.route.primary.chooses_tools)
+
+
+def _compose_mode(state: RunState) -> str:
+    assert state.assistant is not None
+    return str(state.assistant.options.get("compose", "auto"))
 
 
 def _support_threshold(state: RunState) -> float:

@@ -13,7 +13,7 @@ from parley.config import Settings
 from parley.providers.base import TextDelta
 from parley.providers.scripted import ScriptedProvider
 from tests.conftest import serve
-from tests.knowledge_data import GUIDE, make_demo_cvs
+from tests.knowledge_data import FAQ, GUIDE, make_demo_cvs
 from tests.sse import Frame, new_thread, read_events, start_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,3 +206,23 @@ async def test_when_nothing_a_capable_model_wrote_is_supported_the_extract_is_sh
     assert "Question:" not in text
     assert "Tomatoes need six hours of sun a day" in text
     assert_citations_match_sources(final)
+
+
+async def test_compose_model_lets_a_model_rephrase_an_faq_entry_and_checks_it(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    (tmp_path / "faq.md").write_text(FAQ)
+    (tmp_path / "parley.toml").write_text('[assistants.support.options]\ncompose = "model"\n')
+    model = ScriptedProvider(
+        turns=[[TextDelta("Annual plans are refunded within 30 days [1]. You can also pay with PayPal [1].")]]
+    )
+    config = settings_for(
+        embeddings="hash",
+        knowledge={"parley-faq": [tmp_path / "faq.md"]},
+        model="scripted:big",
+        config_file=tmp_path / "parley.toml",
+    )
+    async with serve(config, {"scripted:big": model}) as server:
+        final = (await ask(server, "support", "Can I get my money back on an annual plan?"))[-1]
+    assert len(model.requests) == 1
+    assert final.json["text"] == "Annual plans are refunded within 30 days [1]."
