@@ -92,6 +92,7 @@ async def test_paypal_is_declined_and_the_closest_topics_are_named(
     assert '"PayPal"' in text
     assert "The closest topics I can answer about:" in text
     assert "can be paid" not in text
+    assert frames[-1].json["sources"] == []  # a decline rests on no source
     assert peru[-1].json["text"].startswith("I don't know")
     assert model.requests == []
 

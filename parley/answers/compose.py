@@ -115,7 +115,8 @@ def decline(reply: str, closest: Sequence[Hit], missing: Sequence[str] = ()) -> 
         text = f"I don't know: my knowledge base says nothing about {_join(missing)}."
     topics = list(dict.fromkeys(_topic(h) for h in closest if _topic(h)))[:3]
     if topics:
-        text += " The closest topics I can answer about: " + "; ".join(topics) + "."
+        listed = "; ".join(topics)
+        text += " The closest topics I can answer about: " + listed + ("" if listed[-1] in ".?!" else ".")
     return Composed(text, "declined")
 
 

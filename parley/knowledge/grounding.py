@@ -39,6 +39,7 @@ NO_ANSWER = (
 #: Characters of a source's text kept as its ``snippet``: enough to recognise the passage.
 SNIPPET_CHARS = 240
 _CITATION = re.compile(r"\[\d+\]")
+_CITATION_NUMBER = re.compile(r"\[(\d+)\]")
 
 _WORD = re.compile(r"[a-z']+")
 _GREETINGS = {"hello", "hi", "hey", "hiya", "howdy", "greetings", "yo", "morning", "afternoon", "evening"}
@@ -205,7 +206,12 @@ def decline(
 
 
 def answer(executor: Executor, state: RunState, text: str, kind: str) -> None:
-    """The run's whole answer, composed by the server (no model wrote it)."""
+    """The run's whole answer, composed by the server (no model wrote it).
+
+    The run's sources (``run.completed``, the message) are those up to the last one the
+    answer cites: none for a decline, which rests on no source."""
+    cited = [int(n) for n in _CITATION_NUMBER.findall(text)]
+    del state.sources[max(cited, default=0) :]
     state.text = text
     state.message_data["composed"] = kind
     if state.first_token is None:
