@@ -33,7 +33,7 @@ from parley.events import EventLog
 from parley.executor import Executor
 from parley.experiments import Experiments, load_config
 from parley.files import Files
-from parley.http import BodyLimit, RequestContext
+from parley.http import BodyLimit, OriginGuard, RequestContext
 from parley.keys import Authenticator, check_bind
 from parley.knowledge.bases import Knowledge
 from parley.metrics import Metrics
@@ -212,5 +212,6 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
     app.add_middleware(RateLimitHeaders)
     web.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(OriginGuard, allowed_origins=settings.cors_origins)
     app.add_middleware(RequestContext, metrics=parley.metrics)
     return app
