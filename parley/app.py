@@ -34,7 +34,7 @@ from parley.executor import Executor
 from parley.experiments import Experiments, load_config
 from parley.files import Files
 from parley.http import BodyLimit, OriginGuard, RequestContext
-from parley.keys import Authenticator, check_bind
+from parley.keys import Authenticator, check_bind, presented_prefix
 from parley.knowledge.bases import Knowledge
 from parley.metrics import Metrics
 from parley.providers.base import Provider
@@ -163,7 +163,9 @@ class Parley:
 
     async def authenticate(self, request: Request) -> Principal:
         """The caller (API key, or the local user of a loopback server), within its rate limit."""
-        principal = await self.limiter.authenticate(request, lambda: self.auth.authenticate(request))
+        principal = await self.limiter.authenticate(
+            request, lambda: self.auth.authenticate(request), credential_prefix=presented_prefix(request)
+        )
         await self.limiter.admit(request, principal)
         return principal
 

@@ -185,6 +185,17 @@ def _credential(request: Request) -> str | None:
     return key.strip() if key is not None and key.strip() else None
 
 
+def presented_prefix(request: Request) -> str | None:
+    """The first characters of the credential a request presents (the part key listings show),
+    to count failed attempts by; never raises."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        token = header.partition(" ")[2].strip()
+    else:
+        token = (request.headers.get("x-api-key") or "").strip()
+    return token[: len(KEY_PREFIX) + _SHOWN_CHARS] or None
+
+
 class Authenticator:
     """Turns a request's credentials into a ``Principal``."""
 
