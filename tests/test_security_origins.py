@@ -140,3 +140,21 @@ async def test_the_refusal_holds_with_a_valid_key_too(settings_for) -> None:
                 "/v1/threads", json={}, headers={"Authorization": f"Bearer {secret}", "Origin": ATTACKER}
             )
         assert response.status_code == 403
+
+
+async def test_preflights_are_answered_for_allowed_origins_only(local: Server) -> None:
+    asks = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    ok = await local.client.options("/v1/threads", headers={"Origin": "http://127.0.0.1:3000", **asks})
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "http://127.0.0.1:3000"
+    assert "authorization" in ok.headers["access-control-allow-headers"].lower()
+    assert "access-control-allow-credentials" not in ok.headers  # keys go in headers, never cookies
+    refused = await local.client.options("/v1/threads", headers={"Origin": ATTACKER, **asks})
+    assert refused.status_code == 400
+    assert "access-control-allow-origin" not in refused.headers
+    read = await local.client.get("/v1/threads", headers={"Origin": "http://127.0.0.1:3000"})
+    assert read.headers["access-control-allow-origin"] == "http://127.0.0.1:3000"
+    assert "x-request-id" in read.headers["access-control-expose-headers"].lower()
