@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Request
+from starlette.middleware.cors import CORSMiddleware
 
 from parley import __version__, errors, web
 from parley.api import account as account_api
@@ -33,8 +34,8 @@ from parley.events import EventLog
 from parley.executor import Executor
 from parley.experiments import Experiments, load_config
 from parley.files import Files
-from parley.http import BodyLimit, RequestContext
-from parley.keys import Authenticator, check_bind
+from parley.http import BodyLimit, OriginGuard, RequestContext
+from parley.keys import Authenticator, check_bind, presented_prefix
 from parley.knowledge.bases import Knowledge
 from parley.metrics import Metrics
 from parley.providers.base import Provider
@@ -49,6 +50,16 @@ from parley.tools.choice import KeywordRouter
 from parley.users import Principal
 
 log = structlog.get_logger(__name__)
+
+CORS_REQUEST_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "Last-Event-ID"]
+CORS_EXPOSED_HEADERS = [
+    "X-Request-ID",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "RateLimit-Policy",
+]
 
 
 class Parley:
@@ -163,7 +174,9 @@ class Parley:
 
     async def authenticate(self, request: Request) -> Principal:
         """The caller (API key, or the local user of a loopback server), within its rate limit."""
-        principal = await self.limiter.authenticate(request, lambda: self.auth.authenticate(request))
+        principal = await self.limiter.authenticate(
+            request, lambda: self.auth.authenticate(request), credential_prefix=presented_prefix(request)
+        )
         await self.limiter.admit(request, principal)
         return principal
 
@@ -212,5 +225,16 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
     app.add_middleware(RateLimitHeaders)
     web.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(OriginGuard, allowed_origins=settings.cors_origins)
+    # Keys travel in headers, never in cookies: no credentials mode, so no ambient authority to lend.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_headers=CORS_REQUEST_HEADERS,
+        expose_headers=CORS_EXPOSED_HEADERS,
+        allow_credentials=False,
+        max_age=600,
+    )
     app.add_middleware(RequestContext, metrics=parley.metrics)
     return app

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_threads() -> int:
@@ -131,6 +132,16 @@ class Settings(BaseSettings):
         description="auto: API keys required, except that a server bound to loopback lets anonymous "
         "local callers in as the local user; required: always; off: never (loopback only).",
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names (comma-separated) that count as this machine besides localhost, "
+        "127.0.0.1 and [::1]: anonymous callers are the local user only on requests addressed to them.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins (comma-separated, e.g. 'http://localhost:3000') that may call "
+        "the API from another origin; a state-changing request from any other origin is a 403.",
+    )
     redis_url: str | None = Field(default=None, description="Redis for rate-limit counters (else memory).")
     rate_limit: str = Field(
         default="120/minute",
@@ -153,6 +164,35 @@ class Settings(BaseSettings):
         if not [part for part in value.split(",") if part.strip()]:
             raise ValueError("PARLEY_MODEL must name at least one provider:model")
         return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [str(host).strip().lower().rstrip(".") for host in value]
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            return value
+        origins = []
+        for raw in value:
+            origin = str(raw).strip().rstrip("/").lower()
+            parts = urlsplit(origin)
+            if origin == "*" or parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                # "*" would let every web page drive an anonymous loopback server.
+                raise ValueError(
+                    f"PARLEY_CORS_ORIGINS lists origins like 'http://localhost:3000' "
+                    f"(scheme://host[:port], no '*', no path), not {raw!r}"
+                )
+            origins.append(origin)
+        return origins
 
     @field_validator("rate_limit")
     @classmethod

@@ -2,13 +2,13 @@
 
 Content lives in the data directory under random names (``files/<32 hex>``), outside
 anything served over HTTP; the database keeps the display name, the detected kind, the
-extracted text and the owner. Parsing runs in a worker thread with pypdf's and Pillow's
-resource limits turned down, so a damaged or hostile file is a 422, never a crash.
+extracted text and the owner. Parsing runs in a worker thread, PDFs through ``parley.pdf``
+and images through Pillow under a pixel limit, so a damaged or hostile file is a 422,
+never a crash.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -25,20 +25,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from parley.errors import ApiError, not_found
 from parley.ownership import get_owned
+from parley.pdf import MAX_TEXT_CHARS, UnreadablePdf, read_pdf
 from parley.store.db import Database
 from parley.store.schema import Base, User, new_id, now
 from parley.threads import get_thread
-from parley.uploads import Received, receive
+from parley.uploads import Received, parse_received, receive
 from parley.users import Principal
 
 log = structlog.get_logger(__name__)
 
-MAX_PDF_PAGES = 1000
-MAX_TEXT_CHARS = 2_000_000
 MAX_PIXELS = 40_000_000
-#: Per decoded PDF stream: generous for text, fatal to a compression bomb.
-PDF_STREAM_LIMIT = 32 * 1024 * 1024
-PARSE_TIMEOUT_SECONDS = 30.0
 
 
 class File(Base):
@@ -84,50 +80,12 @@ def extract(received: Received) -> tuple[str | None, dict[str, Any]]:
 
 
 def _pdf_text(path: Path) -> tuple[str, dict[str, Any]]:
-    import pypdf
-    from pypdf.errors import LimitReachedError
-
-    limit = PDF_STREAM_LIMIT
     try:
-        with pypdf.apply_configuration(
-            maximum_declared_stream_length=limit,
-            zlib_maximum_output_length=limit,
-            lzw_maximum_output_length=limit,
-            run_length_maximum_output_length=limit,
-            array_based_stream_maximum_output_length=limit,
-            brotli_maximum_output_length=limit,
-        ):
-            reader = pypdf.PdfReader(path, strict=False)
-            if reader.is_encrypted and not reader.decrypt(""):
-                raise ApiError(422, "encrypted_file", "the PDF is password-protected")
-            pages = len(reader.pages)
-            if pages == 0:
-                raise ApiError(422, "corrupt_file", "the PDF has no pages")
-            if pages > MAX_PDF_PAGES:
-                raise ApiError(
-                    422, "file_too_complex", f"the PDF has {pages} pages; the limit is {MAX_PDF_PAGES}"
-                )
-            texts: list[str] = []
-            total = 0
-            for page in reader.pages:
-                texts.append(page.extract_text() or "")
-                total += len(texts[-1])
-                if total > MAX_TEXT_CHARS:
-                    break
-    except ApiError:
-        raise
-    except LimitReachedError:
-        raise ApiError(
-            422,
-            "file_too_complex",
-            "the PDF expands far beyond its size when decompressed (a compression bomb?) and was refused",
-        ) from None
-    except Exception as exc:
-        # pypdf raises many kinds of errors on damaged input; all of them mean the same to a user.
-        log.info("pdf_rejected", error=type(exc).__name__)
-        raise ApiError(422, "corrupt_file", "the PDF is damaged and cannot be read") from None
-    text = "\n\n".join(texts)
-    return text[:MAX_TEXT_CHARS], {"pages": pages, "truncated": total > MAX_TEXT_CHARS}
+        pdf = read_pdf(path)
+    except UnreadablePdf as exc:
+        raise ApiError(422, exc.code, exc.reason) from None
+    text = "\n\n".join(pdf.pages)
+    return text[:MAX_TEXT_CHARS], {"pages": len(pdf.pages), "truncated": pdf.truncated}
 
 
 def _image_meta(path: Path, kind: str) -> dict[str, Any]:
@@ -175,14 +133,7 @@ class Files:
         left = self.quota_bytes - await self.used_bytes(principal.user_id)
         received = await receive(request, self.directory, max_bytes=self.max_bytes, quota_left=left)
         try:
-            try:
-                text, meta = await asyncio.wait_for(
-                    asyncio.to_thread(extract, received), timeout=PARSE_TIMEOUT_SECONDS
-                )
-            except TimeoutError:
-                raise ApiError(
-                    422, "file_too_complex", "the file took too long to read and was refused"
-                ) from None
+            text, meta = await parse_received(extract, received)
             return await self._store(
                 principal, received, text, meta, received.fields.get("thread_id") or None
             )

@@ -6,7 +6,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Collection, MutableMapping
 from typing import Any
 
 import structlog
@@ -124,14 +124,68 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+#: Methods a browser may send cross-site without asking (and that change nothing here).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class OriginGuard:
+    """Refuses (403) state-changing requests that a browser sent from a page of another origin.
+
+    A web page can make its visitor's browser POST a form or a ``text/plain`` body to any
+    address without a CORS preflight, and the answer's unreadability does not matter when
+    the request itself does the harm (starting a job as the loopback administrator). So
+    any method but GET/HEAD/OPTIONS carrying an ``Origin`` must come from this server's own
+    origin (the ``Host`` it was sent to) or one listed in ``PARLEY_CORS_ORIGINS``; without
+    an ``Origin``, a ``Sec-Fetch-Site`` of ``cross-site`` or ``same-site`` is refused too.
+    Clients that are not browsers send neither header and pass.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_origins: Collection[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS and not self.allows(scope):
+            await _refuse(
+                send,
+                403,
+                "cross_origin_refused",
+                "this request came from a web page of another origin; only this server's own pages "
+                "and the origins in PARLEY_CORS_ORIGINS may change anything",
+            )
+            return
+        await self.app(scope, receive, send)
+
+    def allows(self, scope: Scope) -> bool:
+        origin = _header(scope, b"origin")
+        if origin is None:
+            return _header(scope, b"sec-fetch-site") not in ("cross-site", "same-site")
+        origin = origin.strip().lower()
+        if origin in self.allowed:
+            return True
+        scheme, sep, netloc = origin.partition("://")
+        host = (_header(scope, b"host") or "").strip().lower()
+        return bool(sep) and scheme in ("http", "https") and bool(host) and netloc == host
+
+
+def host_name(scope: Scope) -> str:
+    """The name the client addressed (the ``Host`` header without its port), lower case."""
+    host = (_header(scope, b"host") or "").strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else ""
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {"error": {"code": "too_large", "message": f"request body is larger than {limit} bytes"}}
-    ).encode()
+    await _refuse(send, 413, "too_large", f"request body is larger than {limit} bytes")
+
+
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         }
     )

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from parley.config import Settings
 from parley.errors import ApiError
+from parley.http import host_name
 from parley.store.db import Database
 from parley.store.schema import Base, User, new_id, now
 from parley.users import Principal, ensure_local_user
@@ -184,6 +185,17 @@ def _credential(request: Request) -> str | None:
     return key.strip() if key is not None and key.strip() else None
 
 
+def presented_prefix(request: Request) -> str | None:
+    """The first characters of the credential a request presents (the part key listings show),
+    to count failed attempts by; never raises."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        token = header.partition(" ")[2].strip()
+    else:
+        token = (request.headers.get("x-api-key") or "").strip()
+    return token[: len(KEY_PREFIX) + _SHOWN_CHARS] or None
+
+
 class Authenticator:
     """Turns a request's credentials into a ``Principal``."""
 
@@ -191,6 +203,7 @@ class Authenticator:
         self._db = db
         self._mode = settings.auth
         self._loopback_server = is_loopback(settings.host)
+        self._local_hosts = frozenset(settings.allowed_hosts)
         self._touched: dict[str, float] = {}
         self.local_user: Principal | None = None
 
@@ -201,10 +214,18 @@ class Authenticator:
                 "no_api_keys", hint="every request will be refused: run `parley keys create --user NAME`"
             )
 
+    def addressed_locally(self, request: Request) -> bool:
+        """Whether the request names this machine in its ``Host``: a DNS-rebinding page's requests
+        reach the loopback port too, but under the attacker's host name."""
+        name = host_name(request.scope)
+        return is_loopback(name) or name in self._local_hosts
+
     def _anonymous_allowed(self, request: Request) -> bool:
+        if self._mode == "required" or not self.addressed_locally(request):
+            return False
         if self._mode == "off":
             return True
-        if self._mode == "required" or not self._loopback_server:
+        if not self._loopback_server:
             return False
         # Behind a proxy on the same machine, uvicorn reports the forwarded client instead.
         return request.client is not None and is_loopback(request.client.host)
@@ -216,6 +237,14 @@ class Authenticator:
         if secret is None:
             if self._anonymous_allowed(request):
                 return self.local_user
+            if self._mode != "required" and not self.addressed_locally(request):
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "an API key is required: anonymous callers are trusted only on requests addressed "
+                    "to this machine as localhost, 127.0.0.1 or [::1] (or a name in PARLEY_ALLOWED_HOSTS)",
+                    headers={"WWW-Authenticate": 'Bearer realm="parley"'},
+                )
             raise ApiError(
                 401,
                 "unauthorized",

@@ -21,7 +21,6 @@ refusal is a 429 with ``Retry-After``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import tomllib
@@ -44,7 +43,7 @@ from parley.users import Principal
 log = structlog.get_logger(__name__)
 
 DEFAULT_CLASS = "default"
-#: Failed authentications per client address; over it, the address is refused before any lookup.
+#: Failed authentications per client address and per credential prefix; over it, failures are 429s.
 AUTH_FAILURES = "auth_failures"
 DEFAULT_AUTH_FAILURES = "30/minute"
 _ATTRIBUTE = "__parley_rate_class__"
@@ -138,32 +137,54 @@ class RateLimiter:
     def limits_of(self, rate_class_: str) -> list[RateLimitItem]:
         return self._classes.get(rate_class_, self._classes.get(DEFAULT_CLASS, self._default))
 
-    async def authenticate(self, request: Request, attempt: Callable[[], Awaitable[Principal]]) -> Principal:
-        """Run ``attempt``, counting its 401s per client address; too many, and the address gets 429s."""
-        address = f"ip:{_client_ip(request)}"
-        items = self.limits_of(AUTH_FAILURES)
-        try:
-            blocked = [item for item in items if not await self._strategy.test(item, AUTH_FAILURES, address)]
-        except Exception as exc:
-            log.error("rate_limit_storage_failed", error=f"{type(exc).__name__}: {exc}")
-            blocked = []
-        if blocked:
-            stats = await self._strategy.get_window_stats(blocked[0], AUTH_FAILURES, address)
-            wait = max(1, math.ceil(stats.reset_time - time.time()))
-            raise ApiError(
-                429,
-                "too_many_auth_failures",
-                f"too many failed authentications from this address; retry in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
+    async def authenticate(
+        self,
+        request: Request,
+        attempt: Callable[[], Awaitable[Principal]],
+        *,
+        credential_prefix: str | None = None,
+    ) -> Principal:
+        """Run ``attempt``; its 401s are counted per client address and per presented credential
+        prefix, and a failure over either count is answered 429 instead of 401.
+
+        The key is always looked up first: one indexed match, the cost of any request. So a valid
+        key is never refused because others failed from its address (every user behind one proxy
+        shares it) or with a look-alike prefix; only its own rate limits apply to it.
+        """
         try:
             return await attempt()
         except ApiError as exc:
-            if exc.status == 401:
-                with contextlib.suppress(Exception):
-                    for item in items:
-                        await self._strategy.hit(item, AUTH_FAILURES, address)
-            raise
+            if exc.status != 401:
+                raise
+            refusal = await self._count_failure(request, credential_prefix)
+            if refusal is None:
+                raise
+            raise refusal from None
+
+    async def _count_failure(self, request: Request, credential_prefix: str | None) -> ApiError | None:
+        buckets = [f"ip:{_client_ip(request)}"]
+        if credential_prefix:
+            buckets.append(f"credential:{credential_prefix}")
+        try:
+            over = [
+                (item, bucket)
+                for bucket in buckets
+                for item in self.limits_of(AUTH_FAILURES)
+                if not await self._strategy.hit(item, AUTH_FAILURES, bucket)
+            ]
+            if not over:
+                return None
+            stats = await self._strategy.get_window_stats(over[0][0], AUTH_FAILURES, over[0][1])
+        except Exception as exc:
+            log.error("rate_limit_storage_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        return ApiError(
+            429,
+            "too_many_auth_failures",
+            f"too many failed authentications from this address or with this key; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
 
     async def hit(self, identity: str, rate_class_: str) -> Decision:
         """Count one request; the tightest limit decides (the first one that refuses, if any)."""

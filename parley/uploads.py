@@ -7,23 +7,30 @@ Nothing is trusted and nothing is kept until every check has passed:
   soon as it does (413);
 - the type comes from the first bytes of the content (magic numbers, then strict UTF-8
   for text), never from the name; the name's extension must agree and be on the
-  allow-list (415);
-- names with path parts are refused, other names are cleaned for display;
+  allow-list (415), and the kind one the route takes (knowledge documents: text,
+  Markdown, PDF);
+- names with path parts or control characters (NUL, CR, LF...) are refused (422), names
+  without an extension too (415); other names are cleaned for display;
 - the per-user quota is checked before and during the upload.
 
-What ``receive`` returns still has to pass ``parley.files.extract`` (corrupt → 422) and
-be stored by ``parley.files.Files.store``; on any failure the temporary file is removed.
+Every route that takes a file goes through ``receive``: ``/v1/files`` and seed 001's
+``/files`` (then ``parley.files.extract``) and knowledge documents (then
+``parley.knowledge.ingest``); PDFs are read by ``parley.pdf`` in both. On any failure the
+temporary file is removed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import hashlib
 import os
 import secrets
 import unicodedata
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import puremagic
 from fastapi import Request
@@ -51,6 +58,9 @@ MULTIPART_OVERHEAD = 64 * 1024
 MAX_FIELD_BYTES = 1024
 MAX_FIELDS = 8
 MAX_NAME_CHARS = 200
+PARSE_TIMEOUT_SECONDS = 30.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -73,14 +83,26 @@ class Received:
         self.path.unlink(missing_ok=True)
 
 
+async def parse_received(parse: Callable[[Received], T], received: Received) -> T:
+    """Run ``parse`` (CPU-bound, over hostile bytes) in a worker thread, within a time limit."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(parse, received), timeout=PARSE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        raise ApiError(422, "file_too_complex", "the file took too long to read and was refused") from None
+
+
 def display_name(raw: str) -> str:
     """A clean display name, or 422 for names that try to be paths."""
     name = unicodedata.normalize("NFC", raw)
-    if "/" in name or "\\" in name or "\x00" in name or name.strip() in (".", ".."):
+    if "/" in name or "\\" in name or name.strip() in (".", ".."):
         raise ApiError(
             422, "invalid_file_name", "file names may not contain path separators ('/', '\\') or be '..'"
         )
-    # Control and format characters (incl. right-to-left overrides that disguise extensions).
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise ApiError(
+            422, "invalid_file_name", "file names may not contain control characters (NUL, CR, LF, ...)"
+        )
+    # Format characters (incl. right-to-left overrides that disguise extensions).
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = " ".join(name.split()).strip(" .")
     if not name:
@@ -100,10 +122,26 @@ def extension(name: str) -> str | None:
     return ext.lower() if dot and stem else None
 
 
-def sniff(head: bytes, name: str, *, complete: bool) -> str:
+def sniff(head: bytes, name: str, *, complete: bool, accepted: Collection[str] = tuple(KINDS)) -> str:
     """The kind of a file from its first bytes; 415 when it is not on the allow-list."""
+    kind = _sniff(head, name, complete=complete)
+    if kind not in accepted:
+        allowed = ", ".join(sorted(accepted))
+        raise ApiError(
+            415, "unsupported_file_type", f"this endpoint takes {allowed} files, not {kind.upper()}"
+        )
+    return kind
+
+
+def _sniff(head: bytes, name: str, *, complete: bool) -> str:
     ext = extension(name)
-    if ext is not None and ext not in _BY_EXTENSION:
+    if ext is None:
+        raise ApiError(
+            415,
+            "unsupported_file_type",
+            f"the file name has no extension; name it for what it is (allowed: {ALLOWED_TEXT})",
+        )
+    if ext not in _BY_EXTENSION:
         raise ApiError(
             415, "unsupported_file_type", f"files of type .{ext} are not accepted; allowed: {ALLOWED_TEXT}"
         )
@@ -114,7 +152,7 @@ def sniff(head: bytes, name: str, *, complete: bool) -> str:
     elif head.startswith(b"\xff\xd8\xff"):
         kind = "jpg"
     elif _is_text(head, complete=complete):
-        declared = _BY_EXTENSION[ext] if ext else "txt"
+        declared = _BY_EXTENSION[ext]
         if declared not in TEXT_KINDS:
             raise ApiError(
                 415,
@@ -128,8 +166,7 @@ def sniff(head: bytes, name: str, *, complete: bool) -> str:
             "unsupported_file_type",
             f"the content is {_describe(head)}, which is not accepted; allowed: {ALLOWED_TEXT}",
         )
-    named = _BY_EXTENSION.get(ext) if ext else None
-    if named is not None and named != kind:
+    if _BY_EXTENSION[ext] != kind:
         raise ApiError(
             415,
             "file_type_mismatch",
@@ -172,8 +209,11 @@ def _describe(head: bytes) -> str:
 class _Sink:
     """Where the file part goes: counted, sniffed, hashed and written as it arrives."""
 
-    def __init__(self, directory: Path, name: str, max_bytes: int, quota_left: int) -> None:
+    def __init__(
+        self, directory: Path, name: str, max_bytes: int, quota_left: int, accepted: Collection[str]
+    ) -> None:
         self.name = name
+        self.accepted = accepted
         self.max_bytes = max_bytes
         self.quota_left = quota_left
         directory.mkdir(parents=True, exist_ok=True)
@@ -209,7 +249,7 @@ class _Sink:
             self._decode(data)
 
     def _classify(self, *, complete: bool) -> None:
-        self.kind = sniff(bytes(self._head), self.name, complete=complete)
+        self.kind = sniff(bytes(self._head), self.name, complete=complete, accepted=self.accepted)
         head, self._head = bytes(self._head), bytearray()
         self._decode(head)
 
@@ -275,8 +315,16 @@ class _Parts:
         self._field = self._value = b""
 
 
-async def receive(request: Request, directory: Path, *, max_bytes: int, quota_left: int) -> Received:
-    """Stream a ``multipart/form-data`` upload (one part named ``file``) into ``directory``.
+async def receive(
+    request: Request,
+    directory: Path,
+    *,
+    max_bytes: int,
+    quota_left: int,
+    accepted: Collection[str] = tuple(KINDS),
+) -> Received:
+    """Stream a ``multipart/form-data`` upload (one part named ``file``, of a kind in ``accepted``)
+    into ``directory``.
 
     A refusal is answered at once; the server then discards whatever the client still
     sends (keeping the connection usable, so the client reads a clean 413).
@@ -315,7 +363,9 @@ async def receive(request: Request, directory: Path, *, max_bytes: int, quota_le
                 if kind == "begin":
                     current = None  # a part without a Content-Disposition is ignored
                 elif kind == "disposition":
-                    current, sink = _open_part(data, sink, received, fields, directory, max_bytes, quota_left)
+                    current, sink = _open_part(
+                        data, sink, received, fields, directory, (max_bytes, quota_left), accepted
+                    )
                 elif kind == "data" and current == "file" and sink is not None:
                     sink.write(data)
                 elif kind == "data" and current is not None:
@@ -345,8 +395,8 @@ def _open_part(
     received: Received | None,
     fields: dict[str, str],
     directory: Path,
-    max_bytes: int,
-    quota_left: int,
+    limits: tuple[int, int],
+    accepted: Collection[str],
 ) -> tuple[str | None, _Sink | None]:
     _, params = parse_options_header(disposition)
     name = params.get(b"name", b"").decode("utf-8", "replace")
@@ -361,4 +411,4 @@ def _open_part(
     if sink is not None or received is not None:
         raise ApiError(422, "invalid_multipart", "send one file per upload")
     clean = display_name(filename.decode("utf-8", "replace"))
-    return "file", _Sink(directory, clean, max_bytes, quota_left)
+    return "file", _Sink(directory, clean, *limits, accepted)

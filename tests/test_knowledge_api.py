@@ -103,13 +103,14 @@ async def test_create_upload_search_delete(kserver: Server) -> None:
     [
         (
             {"file": ("cv.pdf", b"MZ\x90\x00 this is an executable", "application/pdf")},
-            422,
-            "unreadable_document",
+            415,
+            "unsupported_file_type",
         ),
-        ({"file": ("tool.exe", b"MZ\x90\x00", "application/octet-stream")}, 415, "unreadable_document"),
-        ({"file": ("notes.txt", b"\x00\x01binary", "text/plain")}, 422, "unreadable_document"),
-        ({"file": ("big.txt", b"a" * (64 * 1024 + 1), "text/plain")}, 413, "too_large"),
-        ({"other": ("x.txt", b"hello", "text/plain")}, 422, "invalid_request"),
+        ({"file": ("tool.exe", b"MZ\x90\x00", "application/octet-stream")}, 415, "unsupported_file_type"),
+        ({"file": ("notes.txt", b"\x00\x01binary", "text/plain")}, 415, "unsupported_file_type"),
+        ({"file": ("big.txt", b"a" * (64 * 1024 + 1), "text/plain")}, 413, "file_too_large"),
+        ({"file": ("data.csv", b"a,b\n1,2\n", "text/csv")}, 415, "unsupported_file_type"),
+        ({"other": ("x.txt", b"hello", "text/plain")}, 422, "invalid_multipart"),
     ],
 )
 async def test_bad_uploads_are_refused_and_nothing_is_stored(

@@ -154,3 +154,22 @@ async def test_the_loopback_check_uses_the_peer_address(settings_for) -> None:
             assert (await client.get("/v1/threads")).status_code == 200
             forwarded = await client.get("/v1/threads", headers={"X-Forwarded-For": "203.0.113.9"})
             assert forwarded.status_code == 401
+
+
+async def test_metrics_need_an_administrator_when_keys_are_required(settings_for) -> None:
+    async with serve(settings_for(auth="required")) as server:
+        anonymous = await server.client.get("/metrics")
+        assert anonymous.status_code == 401
+        assert "parley_http_requests" not in anonymous.text
+        user = await server.client.get("/metrics", headers={"X-API-Key": await key_for(server, "alice")})
+        assert user.status_code == 403
+        admin_key = await key_for(server, "ops", admin=True)
+        scrape = await server.client.get("/metrics", headers={"Authorization": f"Bearer {admin_key}"})
+        assert scrape.status_code == 200
+        assert "parley_http_requests_total" in scrape.text
+
+
+async def test_metrics_are_the_local_administrators_on_a_loopback_install(server: Server) -> None:
+    assert (await server.client.get("/metrics")).status_code == 200
+    rebound = await server.client.get("/metrics", headers={"Host": "rebind.attacker.example"})
+    assert rebound.status_code == 401

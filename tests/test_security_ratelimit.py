@@ -13,6 +13,7 @@ import pytest
 
 from parley.app import create_app
 from parley.config import Settings
+from parley.keys import revoke_key
 from tests.conftest import REDIS_URL, _need, serve
 from tests.identity import key_for
 
@@ -120,7 +121,7 @@ async def test_an_unreachable_redis_does_not_take_the_api_down(tmp_path: Path) -
         assert codes == [200, 200, 200]
 
 
-async def test_repeated_failed_authentication_blocks_the_address(
+async def test_repeated_failed_authentication_throttles_the_attacker_not_the_neighbours(
     tmp_path: Path, storage: dict[str, Any]
 ) -> None:
     config = tmp_path / "parley.toml"
@@ -131,8 +132,30 @@ async def test_repeated_failed_authentication_blocks_the_address(
         bad = {"X-API-Key": "prl_guessing-" + "x" * 30}
         codes = [(await server.client.get("/v1/threads", headers=bad)).status_code for _ in range(4)]
         assert codes == [401, 401, 401, 429]
-        blocked = await server.client.get("/v1/threads", headers=good)
+        blocked = await server.client.get("/v1/threads", headers={"X-API-Key": "prl_other-" + "y" * 33})
         assert blocked.status_code == 429
         assert blocked.json()["error"]["code"] == "too_many_auth_failures"
         assert 1 <= int(blocked.headers["retry-after"]) <= 60
+        # Alice, behind the same address, still gets in: the failures were not hers.
+        assert (await server.client.get("/v1/threads", headers=good)).status_code == 200
+        newcomer = {"Authorization": f"Bearer {await key_for(server, 'bob')}"}
+        assert (await server.client.get("/v1/threads", headers=newcomer)).status_code == 200
         assert (await server.client.get("/healthz")).status_code == 200
+
+
+async def test_failures_with_one_key_prefix_are_counted_across_addresses(
+    tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    """A revoked key retried by a misconfigured fleet is throttled wherever it comes from."""
+    config = tmp_path / "parley.toml"
+    config.write_text('[rate_limits]\nauth_failures = "3/minute"\n')
+    async with serve(settings(tmp_path, storage, auth="required", config_file=config)) as server:
+        secret = await key_for(server, "alice")
+        await revoke_key(server.parley.db, secret[:12])
+        stale = {"Authorization": f"Bearer {secret}"}
+        codes = []
+        for n in range(5):
+            transport = httpx.AsyncHTTPTransport(local_address=f"127.0.0.{n + 2}")
+            async with httpx.AsyncClient(base_url=server.url, transport=transport) as client:
+                codes.append((await client.get("/v1/threads", headers=stale)).status_code)
+        assert codes == [401, 401, 401, 429, 429]

@@ -6,15 +6,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, ValidationError
-from starlette.datastructures import UploadFile
 
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import Body, iso
 from parley.errors import ApiError, documented_error
 from parley.knowledge.bases import Ingested
-from parley.knowledge.ingest import UnreadableDocument, parse, parse_text
+from parley.knowledge.ingest import UnreadableDocument, parse_received, parse_text
 from parley.knowledge.schema import Document, KnowledgeBase
 from parley.knowledge.search import Mode
+from parley.uploads import parse_received as within_limits
+from parley.uploads import receive
+
+#: What a knowledge document may be; the rest of the upload policy is every route's.
+DOCUMENT_KINDS = ("txt", "md", "pdf")
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge"])
 
@@ -133,7 +137,14 @@ async def add_document(kb_id: str, request: Request, parley: ParleyDep, principa
     content_type = request.headers.get("content-type", "")
     try:
         if content_type.startswith("multipart/form-data"):
-            source, parsed = await _upload(request, parley.settings.knowledge_max_upload_bytes)
+            limit = parley.settings.knowledge_max_upload_bytes
+            received = await receive(
+                request, parley.files.directory, max_bytes=limit, quota_left=limit, accepted=DOCUMENT_KINDS
+            )
+            try:
+                source, parsed = received.name, await within_limits(parse_received, received)
+            finally:
+                received.discard()
         else:
             try:
                 body = DocumentCreate.model_validate_json(await request.body())
@@ -145,25 +156,9 @@ async def add_document(kb_id: str, request: Request, parley: ParleyDep, principa
             source = body.source or body.title
     except UnreadableDocument as exc:
         status = 415 if exc.unsupported else 422
-        raise ApiError(status, "unreadable_document", exc.reason) from None
+        raise ApiError(status, exc.code, exc.reason) from None
     result = await parley.knowledge.add_document(principal, kb_id, source, parsed)
     return _ingested(result)
-
-
-async def _upload(request: Request, limit: int) -> tuple[str, Any]:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit + 64 * 1024:
-        raise ApiError(413, "too_large", f"the upload is larger than {limit} bytes")
-    async with request.form(max_files=1, max_fields=4) as form:
-        upload = form.get("file")
-        title = form.get("title")
-        if not isinstance(upload, UploadFile) or not upload.filename:
-            raise ApiError(422, "invalid_request", "send the document as a multipart field named 'file'")
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise ApiError(413, "too_large", f"the upload is larger than {limit} bytes")
-        name = upload.filename.replace("\\", "/").rsplit("/", 1)[-1][:200] or "upload"
-        return name, parse(name, data, title=title if isinstance(title, str) and title else None)
 
 
 def _ingested(result: Ingested) -> Response:

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from parley.api.deps import ParleyDep, PrincipalDep
+from parley.errors import ApiError, documented_error
 
 router = APIRouter(tags=["system"])
 
@@ -33,8 +34,16 @@ async def readyz(parley: ParleyDep) -> Response:
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(parley: ParleyDep) -> Response:
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={403: documented_error("The caller is not an administrator.")},
+)
+async def metrics(parley: ParleyDep, principal: PrincipalDep) -> Response:
+    """Prometheus metrics, for administrators: routes, users' activity and error rates are not
+    for anyone who can reach the port (on a loopback install the local user is one)."""
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", "metrics are for administrators: scrape with an admin API key")
     return Response(parley.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -8,14 +8,14 @@ folder ingest reports the file and goes on.
 from __future__ import annotations
 
 import hashlib
-import io
-import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from parley.knowledge.chunking import Chunk, is_faq, split_faq, split_markdown, split_text
+from parley.pdf import UnreadablePdf, read_pdf
+from parley.uploads import Received
 
 MARKDOWN = frozenset({".md", ".markdown", ".mdown"})
 TEXT = frozenset({".txt", ".text", ""})
@@ -26,12 +26,13 @@ _H1 = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 
 
 class UnreadableDocument(ValueError):
-    """A file that cannot become text: wrong type, corrupt, encrypted, or empty."""
+    """A file that cannot become text: wrong type, corrupt, encrypted, hostile, or empty."""
 
-    def __init__(self, reason: str, *, unsupported: bool = False) -> None:
+    def __init__(self, reason: str, *, unsupported: bool = False, code: str = "unreadable_document") -> None:
         super().__init__(reason)
         self.reason = reason
         self.unsupported = unsupported
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,13 @@ def parse(name: str, data: bytes, *, title: str | None = None) -> ParsedDocument
     return ParsedDocument(title or default, fmt, _nonempty(chunks), digest, len(data))
 
 
+def parse_received(received: Received) -> ParsedDocument:
+    """An upload that passed ``parley.uploads``' checks, parsed as the kind its content showed."""
+    title = received.fields.get("title", "").strip()[:300] or None
+    stem = PurePosixPath(received.name).stem
+    return parse(f"{stem}.{received.kind}", received.path.read_bytes(), title=title)
+
+
 def parse_text(text: str, *, title: str, markdown: bool = True) -> ParsedDocument:
     name = f"{title}.md" if markdown else f"{title}.txt"
     return parse(name, text.encode(), title=title)
@@ -84,27 +92,17 @@ def _text(data: bytes) -> str:
 
 
 def _pdf(data: bytes) -> tuple[str | None, list[Chunk]]:
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            raise UnreadableDocument("the PDF is encrypted")
-        title = reader.metadata.title if reader.metadata else None
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except UnreadableDocument:
-        raise
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
-        raise UnreadableDocument(f"corrupt PDF ({type(exc).__name__}: {exc})") from None
-    multi = len(pages) > 1
+        pdf = read_pdf(data)
+    except UnreadablePdf as exc:
+        raise UnreadableDocument(exc.reason, code=exc.code) from None
+    multi = len(pdf.pages) > 1
     chunks = [
         Chunk(piece, f"page {number}" if multi else "")
-        for number, page in enumerate(pages, start=1)
+        for number, page in enumerate(pdf.pages, start=1)
         for piece in split_text(_tidy(page))
     ]
-    return (title.strip() if isinstance(title, str) and title.strip() else None), chunks
+    return pdf.title, chunks
 
 
 def _tidy(page: str) -> str:
