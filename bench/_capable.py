@@ -34,6 +34,10 @@ PLANTED = [
     "This has worked the same way since version 4.7, released in March 2011.",
     "More than 38,000 teams at Initech rely on it every day.",
     "Support engineer Jordan Pike confirmed this in 2019.",
+    # Claims without a number or a name: only the share of their words in a source tells them.
+    "It also works offline on a smartwatch without any setup.",
+    "You can undo this later from the billing page of your account.",
+    "This is only available to customers on the enterprise plan.",
 ]
 PLANTED_PERSON = "Jordan Pike"
 ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "last": -1}

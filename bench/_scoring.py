@@ -118,15 +118,27 @@ def declined(text: str) -> bool:
     return bool(DECLINE.search(" ".join(sentences(text)[:2]) or text))
 
 
+#: The server's framing of a composed answer, which states no fact about the sources: a list's
+#: head ("3 matches in the documents I have:"), a decline's pointer to the topics it does cover,
+#: a cut list's tail ("…and 3 more.").
+FRAMING = re.compile(
+    r"^(\d+ match(es)? in the documents|no document mentions .* the closest i have:$"
+    r"|the closest topics i can answer about:|(\u2026|\.\.\.)and \d+ more\.?$)",
+    re.IGNORECASE,
+)
+
+
 def sentences(text: str) -> list[str]:
-    """The reply's sentences, without a server-added "Sources: [1] ..." list line."""
+    """The reply's sentences, without a server-added "Sources: [1] ..." list line or the framing
+    of a composed answer (``FRAMING``)."""
     out = []
     for line in text.splitlines():
         line = line.strip().lstrip("-*• ").strip()
-        if not line or re.match(r"sources?:\s*\[\d", line, re.IGNORECASE):
+        if not line or re.match(r"sources?:\s*\[\d", line, re.IGNORECASE) or FRAMING.search(line):
             continue
         # A citation after the full stop stays with its sentence: "... 30 days. [1] Next ..."
-        out += [s.strip() for s in re.split(r"(?<=[.!?\]])\s+(?=[A-Z(\"`])", line) if s.strip()]
+        pieces = re.split(r"(?<=[.!?\]])\s+(?=[A-Z(\"`])", line)
+        out += [s.strip() for s in pieces if s.strip() and not FRAMING.search(s.strip())]
     return out
 
 

@@ -246,7 +246,7 @@ def common(tally: Tally, run: Run, reference: str, capable: bool) -> None:
 async def cited_text(api: Api, kb: str, run: Run) -> str:
     numbers = score.cited(run.text)
     chosen = [s for n, s in enumerate(run.sources, start=1) if n in numbers] or run.sources
-    texts = [await api.source_text(kb, s) for s in chosen]
+    texts = [f"{s.get('title', '')}\n{await api.source_text(kb, s)}" for s in chosen]  # a CV's title names it
     return "\n".join(texts)
 
 

@@ -33,6 +33,7 @@ from parley.answers.compose import (
     is_list_question,
     list_words,
     qa_pair,
+    unrelated,
 )
 from parley.answers.guards import Guard, scaffolding
 from parley.answers.references import Shown, choices_data, mentions, question, resolve
@@ -124,8 +125,12 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
         retrieved = await retrieve(executor, state, question, listing=listing, attached=attached)
         hits = retrieved.hits
         missing = absent_facts(question, hits) if hits else list_words(question) if listing else []
-        if not hits or missing:
-            decline(executor, state, retrieved.closest, missing)
+        off_topic = (
+            bool(hits) and not listing and not attached and unrelated(question, hits[0], retrieved.found)
+        )
+        if not hits or missing or off_topic:
+            # A list question's closest documents are people who do not match: name none.
+            decline(executor, state, [] if listing else retrieved.closest, missing)
             return None
         ranked = (state.run.options or {}).get("retrieval") != "all"
         entry = ranked and qa_pair(hits[0].text) is not None and _compose_mode(state) != "model"

@@ -47,7 +47,9 @@ _LIST_QUESTION = re.compile(
     r"(?:who\b|which\s+(?:candidates?|people|persons?|applicants?|ones?|of\s+them|cvs?|documents?)\b|"
     r"(?:list|name|find|show)\s+(?:me\s+)?(?:all\s+|every\s*one\s+|everybody\s+|the\s+)?"
     r"(?:candidates?|people|persons?|applicants?|cvs?|everyone|anyone|documents?)\b|"
-    r"(?:is\s+there\s+|are\s+there\s+|do\s+we\s+have\s+|does\s+anyone\b|anyone\b|any\s+candidates?\b))",
+    r"(?:(?:is|are)\s+there\s+(?:any\s+)?(?:candidates?|people|persons?|applicants?|cvs?|one|some\s*one)\b|"
+    r"do\s+we\s+have\s+(?:any\s+)?(?:candidates?|people|applicants?|cvs?|one|some\s*one)\b|"
+    r"does\s+anyone\b|anyone\b|any\s+candidates?\b))",
     re.IGNORECASE,
 )
 #: Words of a list question that say "who", not "what about": dropped from its terms.
@@ -106,6 +108,19 @@ def absent_facts(question: str, hits: Sequence[Hit]) -> list[str]:
             spelled = re.search(re.escape(fact), question, re.IGNORECASE)
             missing.append(spelled.group(0) if spelled else fact)
     return missing
+
+
+def unrelated(question: str, best: Hit, found: Sequence[Hit]) -> bool:
+    """Whether the best source shares none of the question's own words (stemmed), leaving out
+    words that most of what the search found has (the product's name, in an FAQ about it):
+    "How many employees does the company behind Parley have?" is near the FAQ entry on where
+    Parley keeps its data by meaning, and about nothing in it."""
+    asked = set(stems(question))
+    if not asked:
+        return False
+    pool = [set(stems(f"{h.title} {h.text}")) for h in found] or [set()]
+    common = {w for w in asked if sum(w in words for words in pool) >= max(2, len(pool) * 3 / 4)}
+    return not (asked - common) & set(stems(f"{best.document_title} {best.title} {best.text}"))
 
 
 def decline(reply: str, closest: Sequence[Hit], missing: Sequence[str] = ()) -> Composed:
@@ -286,8 +301,9 @@ def cited_text(parts: Sequence[tuple[int, str]]) -> str:
 class SentenceGate:
     """A capable model's answer, let through a sentence at a time when the sources support it.
 
-    ``feed`` takes streamed text and returns the checked sentences ready to show (each with a
-    citation: its own when the cited source supports it, else the supporting source's);
+    ``feed`` takes streamed text and returns the checked sentences ready to show: a sentence
+    that cites a source is shown when that source supports it; one that cites none (or only
+    numbers that match no source) gets the citation of the source that supports it best;
     ``flush`` does the same for the rest at the end. ``dropped`` keeps what was refused.
     """
 
@@ -344,6 +360,8 @@ class SentenceGate:
         for number in cited:
             if judge(sentence, self._texts[number - 1], self._threshold).supported:
                 return sentence
+        if cited:  # it names its source, and that source does not say it
+            return None
         best: tuple[int, float] | None = None
         for index, text in enumerate(self._texts):
             verdict = judge(sentence, text, self._threshold)

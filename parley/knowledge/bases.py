@@ -491,6 +491,22 @@ class Knowledge:
                 )
         return hits[:k]
 
+    async def similarities(self, question: str, texts: Sequence[str]) -> list[float] | None:
+        """The cosine similarity of ``question`` to each of ``texts`` (``None`` without embeddings).
+
+        For a few short texts at answer time, such as the questions of the FAQ entries a search
+        found: a user's question is compared with theirs, not with their whole answers."""
+        queries = await self._query_vectors()
+        if queries is None or self._embedder is None or not texts:
+            return None
+        embedder = self._embedder
+
+        def run() -> list[float]:
+            vector = queries.get(question)
+            return [float(v) for v in embedder.embed(list(texts)) @ vector]
+
+        return await asyncio.to_thread(run)
+
     def relevance_floor(self) -> float | None:
         """The cosine similarity a passage needs to count as relevant (None: BM25 only)."""
         return None if self._embedder is None else self._embedder.relevance_floor

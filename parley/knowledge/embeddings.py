@@ -153,7 +153,10 @@ class MiniLMEmbedder(Embedder):
 
     name = "all-MiniLM-L6-v2"
     dim = 384
-    relevance_floor = 0.3
+    #: Calibrated with ``bench.answers --split calibrate`` on the demo FAQ and StackFAQ: below it
+    #: a paraphrase is as often another question as the same one; questions the sources cannot
+    #: answer are declined by their words instead (``parley.answers.compose.unrelated``).
+    relevance_floor = 0.2
     #: Threads for one question's forward pass with torch (a batch of chunks uses torch's default).
     query_threads = 1
 

@@ -14,22 +14,29 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from parley import events as ev
 from parley.answers.compose import decline as composed_decline
-from parley.answers.compose import list_terms
+from parley.answers.compose import list_terms, qa_pair
 from parley.knowledge.search import Hit
 from parley.tools.choice import stems
 
 if TYPE_CHECKING:
     from parley.assistants import Assistant
     from parley.executor import Executor, RunState
+    from parley.knowledge.bases import Knowledge
 
 DEFAULT_TOP_K = 4
 #: How many chunks a list question ("who knows Python?") reads to find every matching document.
 LIST_DEPTH = 500
+#: How many passages a question's search reads, so that FAQ entries can be reordered by their
+#: own questions (``entries_first``) before the top ones are kept.
+RERANK_DEPTH = 8
+#: How close (cosine) an FAQ entry's own question must be to the user's for the entry to count
+#: as relevant whatever its whole text scores; calibrated by ``bench.answers`` (docs/ANSWERS.md).
+ENTRY_SIMILARITY = 0.6
 #: How many of the closest topics a declined question names.
 CLOSEST_TOPICS = 3
 NO_ANSWER = (
@@ -129,6 +136,8 @@ class Retrieved:
     closest: list[Hit]
     #: False when a list question's terms are in no document and ``hits`` are only the closest.
     exact: bool = True
+    #: Everything the search returned, relevant or not.
+    found: list[Hit] = field(default_factory=list)
 
 
 async def retrieve(
@@ -172,14 +181,39 @@ async def retrieve(
                 hits = one_per_document(relevant(found, None if floor is None else float(floor)))
         elif kb_ids:
             found = await knowledge.search_bases(
-                kb_ids, question, mode=options.get("retrieval", "hybrid"), k=k
+                kb_ids, question, mode=options.get("retrieval", "hybrid"), k=max(k, RERANK_DEPTH)
             )
             floor = options.get("min_similarity", knowledge.relevance_floor())
-            hits = relevant(found, None if floor is None else float(floor))
+            entry_floor = float(options.get("entry_similarity", ENTRY_SIMILARITY))
+            hits = (await entries_first(knowledge, question, found, floor, entry_floor))[:k]
     hits = [*attached, *hits]
     state.sources = [source_json(h) for h in hits]
     executor.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})
-    return Retrieved(hits, found[:CLOSEST_TOPICS], exact)
+    return Retrieved(hits, found[:CLOSEST_TOPICS], exact, found)
+
+
+async def entries_first(
+    knowledge: Knowledge, question: str, found: list[Hit], floor: object, entry_floor: float
+) -> list[Hit]:
+    """The relevant hits, FAQ entries first, ordered by how close their own question is to the
+    user's: their answers dilute a whole entry's similarity ("what assistants are built in?" is
+    nearer "Which assistants come with Parley?" than the entry on creating one's own). An entry
+    whose question is that close (``entry_floor``) is relevant whatever its whole text scores."""
+    hits = relevant(found, None if floor is None else float(str(floor)))
+    entries = [(hit, pair[0]) for hit in found if (pair := qa_pair(hit.text)) is not None]
+    if not entries:
+        return hits
+    scores = await knowledge.similarities(question, [q for _, q in entries])
+    if scores is None:
+        return hits
+    kept = {hit.chunk_id for hit in hits}
+    ranked = [
+        hit
+        for score, (hit, _) in sorted(zip(scores, entries, strict=True), key=lambda e: -e[0])
+        if hit.chunk_id in kept or score >= entry_floor
+    ]
+    chosen = {hit.chunk_id for hit in ranked}
+    return ranked + [hit for hit in hits if hit.chunk_id not in chosen]
 
 
 def one_per_document(hits: Iterable[Hit]) -> list[Hit]:
