@@ -125,14 +125,13 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
         retrieved = await retrieve(executor, state, question, listing=listing, attached=attached)
         hits = retrieved.hits
         missing = absent_facts(question, hits) if hits else list_words(question) if listing else []
-        off_topic = (
-            bool(hits) and not listing and not attached and unrelated(question, hits[0], retrieved.found)
-        )
+        ranked = (state.run.options or {}).get("retrieval") != "all"
+        best = hits[0] if hits and ranked and not listing and not attached else None
+        off_topic = best is not None and unrelated(question, best, retrieved.found)
         if not hits or missing or off_topic:
             # A list question's closest documents are people who do not match: name none.
             decline(executor, state, [] if listing else retrieved.closest, missing)
             return None
-        ranked = (state.run.options or {}).get("retrieval") != "all"
         entry = ranked and qa_pair(hits[0].text) is not None and _compose_mode(state) != "model"
         if listing or entry or not _writes(state):
             composed = compose(question, hits, listing=listing, ranked=ranked, exact=retrieved.exact)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from parley.answers.compose import unrelated
 from parley.config import Settings
+from parley.knowledge.search import Hit
 from parley.providers.base import TextDelta
 from parley.providers.scripted import ScriptedProvider
 from tests.conftest import serve
@@ -227,3 +229,26 @@ async def test_compose_model_lets_a_model_rephrase_an_faq_entry_and_checks_it(
         final = (await ask(server, "support", "Can I get my money back on an annual plan?"))[-1]
     assert len(model.requests) == 1
     assert final.json["text"] == "Annual plans are refunded within 30 days [1]."
+
+
+async def test_a_question_about_nothing_the_best_source_says_is_declined(
+    faq_settings: Callable[..., Settings],
+) -> None:
+    model = small_model()
+    async with serve(faq_settings(model="scripted:small"), {"scripted:small": model}) as server:
+        final = (await ask(server, "support", "How many employees does the company behind Parley have?"))[-1]
+        student = (await ask(server, "support", "Is there a discount for students?"))[-1]
+    assert final.json["text"].startswith("I don't know"), final.json["text"]
+    assert student.json["text"].startswith("I don't know"), student.json["text"]
+
+
+def test_the_best_source_must_share_the_questions_own_words() -> None:
+    def hit(text: str, n: int = 0) -> Hit:
+        return Hit("kb", f"c{n}", f"d{n}", "Parley FAQ", "", text, n, 1.0, None, 0.5)
+
+    data = hit("Q: Where does Parley keep its data? A: In the data directory, .parley by default.")
+    cost = hit("Q: What does Parley cost? A: Parley itself is free and open source.", 1)
+    found = [data, cost, hit("Q: What is Parley? A: A server.", 2)]
+    assert unrelated("How many employees does the company behind Parley have?", data, found)
+    assert not unrelated("how can I move the data folder somewhere else", data, found)
+    assert not unrelated("Is Parley free?", cost, found)  # "free" is in the entry
