@@ -27,6 +27,7 @@ from parley import passthrough
 from parley.answers.attachments import attached_hits
 from parley.answers.compose import (
     SUPPORT_THRESHOLD,
+    TRUST_SIMILARITY,
     SentenceGate,
     absent_facts,
     compose,
@@ -124,10 +125,17 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
         listing = not attached and is_list_question(question)
         retrieved = await retrieve(executor, state, question, listing=listing, attached=attached)
         hits = retrieved.hits
-        missing = absent_facts(question, hits) if hits else list_words(question) if listing else []
+        missing = (
+            absent_facts(question, retrieved.found or hits)
+            if hits
+            else list_words(question)
+            if listing
+            else []
+        )
         ranked = (state.run.options or {}).get("retrieval") != "all"
         best = hits[0] if hits and ranked and not listing and not attached else None
-        off_topic = best is not None and unrelated(question, best, retrieved.found)
+        trust = float(state.assistant.options.get("trust_similarity", TRUST_SIMILARITY))
+        off_topic = best is not None and unrelated(question, best, retrieved.found, trust)
         if not hits or missing or off_topic:
             # A list question's closest documents are people who do not match: name none.
             decline(executor, state, [] if listing else retrieved.closest, missing)

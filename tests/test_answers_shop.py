@@ -324,3 +324,12 @@ def test_the_gate_lets_through_only_sentences_the_results_support() -> None:
     shown += gate.flush()
     assert shown == "Here you go. The Quietline Pro is $338.99.\nEnjoy!"
     assert gate.dropped == ["AUD-999 is $5.00.", '{"id": "AUD-108"}']
+
+
+def test_a_claim_without_numbers_needs_its_words_in_the_results() -> None:
+    gate = Gate('{"products": [{"id": "AUD-108", "name": "Quietline Pro", "price": 338.99}]}')
+    shown = gate.feed("The Quietline Pro is $338.99. You can undo this later from the billing page. ")
+    shown += gate.feed("Enjoy!")
+    shown += gate.flush()
+    assert shown == "The Quietline Pro is $338.99. Enjoy!"
+    assert gate.dropped == ["You can undo this later from the billing page."]

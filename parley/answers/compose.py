@@ -35,6 +35,9 @@ from parley.tools.choice import stems
 #: Content-word share a model's sentence needs in its source (``check.judge``); calibrated on
 #: the demo FAQ's calibration split by ``bench.answers`` (docs/ANSWERS.md).
 SUPPORT_THRESHOLD = 0.6
+#: A source at least this similar (cosine) to the question is about it even when it shares
+#: none of its words (``unrelated``); calibrated by ``bench.answers`` (docs/ANSWERS.md).
+TRUST_SIMILARITY = 0.6
 #: At most this many sentences in an extractive answer, and this many characters.
 EXTRACT_SENTENCES = 3
 EXTRACT_CHARS = 400
@@ -97,8 +100,11 @@ def list_words(question: str) -> list[str]:
 
 
 def absent_facts(question: str, hits: Sequence[Hit]) -> list[str]:
-    """The question's facts (names, numbers, identifiers) that no retrieved source mentions."""
-    asked = facts(question)
+    """The question's facts (names, numbers, identifiers) that no retrieved source mentions.
+
+    Acronyms ("RAM", "API", "POSTs") are left out: people write them where the sources spell
+    the thing out ("1 GB of memory")."""
+    asked = {f for f in facts(question) if not re.search(rf"\b{re.escape(f)}\b", question.upper())}
     if not asked:
         return []
     text = "\n".join(f"{h.document_title}\n{h.title}\n{h.text}" for h in hits).casefold()
@@ -110,14 +116,16 @@ def absent_facts(question: str, hits: Sequence[Hit]) -> list[str]:
     return missing
 
 
-def unrelated(question: str, best: Hit, found: Sequence[Hit]) -> bool:
+def unrelated(question: str, best: Hit, found: Sequence[Hit], trust: float = 1.0) -> bool:
     """Whether the best source shares none of the question's own words (stemmed), leaving out
     words that most of what the search found has (the product's name, in an FAQ about it):
     "How many employees does the company behind Parley have?" is near the FAQ entry on where
-    Parley keeps its data by meaning, and about nothing in it."""
+    Parley keeps its data by meaning, and about nothing in it. A source at least ``trust``
+    similar to the question is trusted whatever its words ("define a custom assistant" and
+    "create my own assistant")."""
     asked = set(stems(question))
-    if not asked:
-        return False
+    if not asked or (best.similarity is not None and best.similarity >= trust):
+        return False  # close enough by meaning to be trusted whatever the words
     pool = [set(stems(f"{h.title} {h.text}")) for h in found] or [set()]
     common = {w for w in asked if sum(w in words for words in pool) >= max(2, len(pool) * 3 / 4)}
     return not (asked - common) & set(stems(f"{best.document_title} {best.title} {best.text}"))

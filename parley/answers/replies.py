@@ -13,8 +13,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from parley.answers.check import has_json, missing_facts, sentences
+from parley.answers.check import has_json, missing_facts, overlap, sentences
 from parley.tools.calls import Outcome
+from parley.tools.choice import stems
 
 
 def summaries(outcomes: Iterable[Outcome]) -> str:
@@ -32,13 +33,23 @@ def evidence(outcomes: Iterable[Outcome]) -> str:
     return "\n".join(parts)
 
 
+#: The share of a sentence's content words the results must have, as for grounded answers
+#: (``parley.answers.compose.SUPPORT_THRESHOLD``): "You can undo this later from the billing
+#: page" has no fact to check, and nothing in a search result says it.
+SUPPORT_THRESHOLD = 0.6
+
+
 def supported(sentence: str, evidence: str) -> bool:
-    """Whether a sentence may be shown after tools: plain prose whose every fact is in ``evidence``."""
+    """Whether a sentence may be shown after tools: plain prose whose every fact is in ``evidence``
+    and enough of whose words are."""
     if has_json(sentence) or "{" in sentence or "}" in sentence:
         return False
     if not any(ch.isalpha() for ch in sentence):
         return False
-    return not missing_facts(sentence, evidence)
+    if missing_facts(sentence, evidence):
+        return False
+    # "Here you go." and "Enjoy!" state nothing to check; a longer claim needs its words there.
+    return len(set(stems(sentence))) < 3 or overlap(sentence, evidence) >= SUPPORT_THRESHOLD
 
 
 @dataclass(slots=True)
