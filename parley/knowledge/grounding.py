@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from parley import events as ev
+from parley.answers.compose import TRUST_SIMILARITY, list_terms, qa_pair
 from parley.answers.compose import decline as composed_decline
-from parley.answers.compose import list_terms, qa_pair
 from parley.knowledge.search import Hit
 from parley.tools.choice import stems
 
@@ -177,7 +177,10 @@ async def retrieve(
                 found = await knowledge.search_bases(
                     kb_ids, question, mode=options.get("retrieval", "hybrid"), k=k
                 )
-                floor = options.get("min_similarity", knowledge.relevance_floor())
+                # Only documents close by meaning: a list of people who do not match is noise.
+                floor = (
+                    options.get("trust_similarity", TRUST_SIMILARITY) if knowledge.dense_available else None
+                )
                 hits = one_per_document(relevant(found, None if floor is None else float(floor)))
         elif kb_ids:
             found = await knowledge.search_bases(
