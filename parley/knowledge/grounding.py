@@ -34,9 +34,6 @@ LIST_DEPTH = 500
 #: How many passages a question's search reads, so that FAQ entries can be reordered by their
 #: own questions (``entries_first``) before the top ones are kept.
 RERANK_DEPTH = 8
-#: How close (cosine) an FAQ entry's own question must be to the user's for the entry to count
-#: as relevant whatever its whole text scores; calibrated by ``bench.answers`` (docs/ANSWERS.md).
-ENTRY_SIMILARITY = 0.6
 #: How many of the closest topics a declined question names.
 CLOSEST_TOPICS = 3
 NO_ANSWER = (
@@ -187,34 +184,25 @@ async def retrieve(
                 kb_ids, question, mode=options.get("retrieval", "hybrid"), k=max(k, RERANK_DEPTH)
             )
             floor = options.get("min_similarity", knowledge.relevance_floor())
-            entry_floor = float(options.get("entry_similarity", ENTRY_SIMILARITY))
-            hits = (await entries_first(knowledge, question, found, floor, entry_floor))[:k]
+            hits = relevant(found, None if floor is None else float(floor))
+            hits = (await entries_first(knowledge, question, hits))[:k]
     hits = [*attached, *hits]
     state.sources = [source_json(h) for h in hits]
     executor.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})
     return Retrieved(hits, found[:CLOSEST_TOPICS], exact, found)
 
 
-async def entries_first(
-    knowledge: Knowledge, question: str, found: list[Hit], floor: object, entry_floor: float
-) -> list[Hit]:
-    """The relevant hits, FAQ entries first, ordered by how close their own question is to the
-    user's: their answers dilute a whole entry's similarity ("what assistants are built in?" is
-    nearer "Which assistants come with Parley?" than the entry on creating one's own). An entry
-    whose question is that close (``entry_floor``) is relevant whatever its whole text scores."""
-    hits = relevant(found, None if floor is None else float(str(floor)))
-    entries = [(hit, pair[0]) for hit in found if (pair := qa_pair(hit.text)) is not None]
-    if not entries:
+async def entries_first(knowledge: Knowledge, question: str, hits: list[Hit]) -> list[Hit]:
+    """FAQ entries first, ordered by how close their own question is to the user's: their
+    answers dilute a whole entry's similarity ("what assistants are built in?" is nearer
+    "Which assistants come with Parley?" than the entry on creating one's own)."""
+    entries = [(hit, pair[0]) for hit in hits if (pair := qa_pair(hit.text)) is not None]
+    if len(entries) < 2:
         return hits
     scores = await knowledge.similarities(question, [q for _, q in entries])
     if scores is None:
         return hits
-    kept = {hit.chunk_id for hit in hits}
-    ranked = [
-        hit
-        for score, (hit, _) in sorted(zip(scores, entries, strict=True), key=lambda e: -e[0])
-        if hit.chunk_id in kept or score >= entry_floor
-    ]
+    ranked = [hit for _, (hit, _) in sorted(zip(scores, entries, strict=True), key=lambda e: -e[0])]
     chosen = {hit.chunk_id for hit in ranked}
     return ranked + [hit for hit in hits if hit.chunk_id not in chosen]
 
