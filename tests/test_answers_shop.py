@@ -333,3 +333,16 @@ def test_a_claim_without_numbers_needs_its_words_in_the_results() -> None:
     shown += gate.flush()
     assert shown == "The Quietline Pro is $338.99. Enjoy!"
     assert gate.dropped == ["You can undo this later from the billing page."]
+
+
+def test_both_after_asking_for_a_product_line_means_its_two_variants() -> None:
+    bands = [
+        ("FIT-1", "Pulse Fit Band, Graphite", 156.99),
+        ("FIT-2", "Pulse Fit Band, White", 156.99),
+        ("RES-1", "Resistance Band Set", 243.99),
+        ("WAT-1", "Pulse Watch 2, Sand", 341.99),
+    ]
+    searched = {**record(bands), "arguments": json.dumps({"query": "Pulse Fit Band"})}
+    assert resolve("add both please", shown_after(searched), "product").ids == ("FIT-1", "FIT-2")
+    vague = {**record(bands), "arguments": json.dumps({"query": "sport gear"})}
+    assert resolve("add both please", shown_after(vague), "product").ambiguous

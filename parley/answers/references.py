@@ -23,6 +23,7 @@ numbered, never a guess. A model that chooses tools itself still names ids, and 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,9 @@ class Display:
     kind: str
     items: tuple[Item, ...]
     role: Literal["list", "focus", "also"] = "list"
+    #: What the user asked to see (a search's query): "both" after "show me the Pulse Fit Band"
+    #: means the two Pulse Fit Bands among the results.
+    about: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +140,7 @@ class Shown:
                         Display(kind, (Item(main, str(ids[main]), prices.get(main)),), "focus")
                     )
                 elif items:
-                    self.displays.append(Display(kind, items))
+                    self.displays.append(Display(kind, items, about=_query(record.get("arguments"))))
 
     def add_choices(self, kind: str, items: Sequence[Item]) -> None:
         """A question back's numbered choices: the list the next "the second one" counts in."""
@@ -148,6 +152,12 @@ class Shown:
             if display.kind == kind and display.role == "list":
                 return display.items
         return ()
+
+    def last_about(self, kind: str) -> str:
+        for display in reversed(self.displays):
+            if display.kind == kind and display.role == "list":
+                return display.about
+        return ""
 
     def focus(self, kind: str) -> Item | None:
         """The one thing the conversation is about now: the last display, when it is one thing."""
@@ -186,6 +196,10 @@ def resolve(text: str, shown: Shown, kind: str, *, ignore: Iterable[str] = ()) -
         return Resolution(choices=base, how="position")
     if _BOTH.search(text):
         base = _narrow(last, describing) or last
+        asked = set(stems(shown.last_about(kind)))
+        named = [item for item in base if asked and asked <= set(stems(item.label))]
+        if len(base) != 2 and len(named) == 2:
+            base = tuple(named)
         if len(base) == 2:
             return Resolution(tuple(item.id for item in base), how="both")
         return Resolution(choices=base or tuple(everything), how="both")
@@ -301,3 +315,13 @@ def _prices(output: Any) -> dict[str, float]:
 
     walk(output)
     return found
+
+
+def _query(arguments: object) -> str:
+    """The ``query`` of a call's JSON arguments, if any."""
+    try:
+        values = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except json.JSONDecodeError:
+        return ""
+    query = values.get("query") if isinstance(values, dict) else None
+    return query if isinstance(query, str) else ""
