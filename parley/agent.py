@@ -126,7 +126,7 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
         retrieved = await retrieve(executor, state, question, listing=listing, attached=attached)
         hits = retrieved.hits
         missing = (
-            absent_facts(question, retrieved.found or hits)
+            absent_facts(question, [*hits, *retrieved.found])
             if hits
             else list_words(question)
             if listing

@@ -105,6 +105,9 @@ async def test_citations_from_a_knowledge_base_show_titles_and_snippets_and_usag
 ) -> None:
     faq = tmp_path / "faq.md"
     faq.write_text(FAQ)
+    # The model rephrases the FAQ entry (checked against it), so the answer has token usage.
+    config = tmp_path / "parley.toml"
+    config.write_text('[assistants.support.options]\ncompose = "model"\n')
     model = ScriptedProvider(
         turns=[[TextDelta("Annual plans are refunded in full within **30 days** [1].")]], name="scripted:kb"
     )
@@ -113,6 +116,7 @@ async def test_citations_from_a_knowledge_base_show_titles_and_snippets_and_usag
         providers={"scripted:kb": model},
         embeddings="hash",
         knowledge={"parley-faq": [faq]},
+        config_file=config,
     ) as server:
         page = await open_app(context, server)
         await page.get_by_role("combobox", name="Assistant").select_option("support")
