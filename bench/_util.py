@@ -116,25 +116,8 @@ def run(coro: object) -> object:
 async def serve_in_process(settings: Any, providers: dict[str, Any] | None = None) -> AsyncIterator[str]:
     """The real app under uvicorn on a free loopback port, in this event loop (as the tests'
     ``serve``); yields its base URL."""
-    import uvicorn
-
     from parley.app import create_app
+    from parley.testing import serving
 
-    app = create_app(settings, providers=providers)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False
-    )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("server exited during start-up")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with serving(create_app(settings, providers=providers)) as url:
+        yield url

@@ -7,7 +7,6 @@ Every test that takes ``server`` runs once per database: SQLite always, PostgreS
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,11 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from parley.app import Parley, create_app
 from parley.config import Settings
 from parley.providers.base import Provider, ProviderError
+from parley.testing import serving
 
 POSTGRES_URL = os.environ.get("PARLEY_TEST_POSTGRES_URL")
 #: A second PostgreSQL with the pgvector extension (scripts/services.sh), for the knowledge tests.
@@ -93,25 +92,12 @@ class Server:
 async def serve(settings: Settings, providers: dict[str, Provider] | None = None) -> AsyncIterator[Server]:
     """Run the real app under uvicorn on a free loopback port, in this event loop."""
     app = create_app(settings, providers=providers)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False
-    )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("server exited during start-up")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    handle = Server(app, f"http://127.0.0.1:{port}")
-    try:
-        yield handle
-    finally:
-        await handle.client.aclose()
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with serving(app) as url:
+        handle = Server(app, url)
+        try:
+            yield handle
+        finally:
+            await handle.client.aclose()
 
 
 def has_smollm2() -> bool:
