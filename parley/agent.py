@@ -151,9 +151,11 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
         sources = [prompt_source(hit) for hit in hits]
     context = await executor.context.build(state.run, state.assistant, state.route.primary, sources=sources)
     state.message_data["context"] = context.info()
-    del state.sources[context.sources :]  # the answer cites only the sources that fit the prompt
+    # The answer cites only the sources that fit the prompt (and the first, which a fallback
+    # extract cites when none did).
+    del state.sources[max(context.sources, 1 if sources else 0) :]
     if sources:
-        extract = compose(state.run.input, hits[: context.sources], ranked=ranked)
+        extract = compose(state.run.input, hits[: context.sources] or hits[:1], ranked=ranked)
         fallback = (
             extract.text if extract is not None else str(state.assistant.options.get("no_answer", NO_ANSWER))
         )

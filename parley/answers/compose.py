@@ -166,6 +166,8 @@ def compose(
     ``ranked``: the hits were found for this question (best first), so an FAQ entry on top
     answers it; unranked hits (``retrieval: all``) only offer their sentences.
     """
+    if not hits:
+        return None
     if listing:
         return list_answer(question, hits, exact=exact)
     if wants_summary(question):
