@@ -39,7 +39,7 @@ from parley.answers.compose import (
 from parley.answers.guards import Guard, scaffolding
 from parley.answers.references import Shown, choices_data, mentions, question, resolve
 from parley.answers.replies import Gate, evidence, summaries
-from parley.knowledge.grounding import NO_ANSWER, answer, cite, decline, prompt_source, retrieve
+from parley.knowledge.grounding import NO_ANSWER, answer, decline, prompt_source, retrieve
 from parley.knowledge.search import Hit
 from parley.providers.base import (
     ChatMessage,
@@ -87,7 +87,6 @@ async def run_agent(executor: Executor, state: RunState) -> None:
         _, fragments = await stream_turn(executor, state, request)
         if client_tools:
             passthrough.report(executor, state, fragments)
-        cite(executor, state)
         estimate_usage(state, request, state.text)
     else:
         toolbox = tools.select(state.assistant.tools)
@@ -101,7 +100,6 @@ async def run_agent(executor: Executor, state: RunState) -> None:
             await server_chosen_tools(executor, state, request, toolbox, ctx, seen)
         if state.tool_calls:
             state.message_data["tool_calls"] = state.tool_calls
-        cite(executor, state)
     await executor.log.flush()
 
 
@@ -225,12 +223,8 @@ async def stream_turn(
                 await show(guard.feed(delta.text))
                 if guard.stopped is not None:
                     break
-            elif isinstance(delta, Usage):
-                state.input_tokens += delta.input_tokens
-                state.output_tokens += delta.output_tokens
-                state.usage_reported = True
-            elif isinstance(delta, Fallback):
-                _fallback(executor, state, delta)
+            elif isinstance(delta, Usage | Fallback):
+                _account(executor, state, delta)
             elif isinstance(delta, Finish):
                 state.finish_reason = delta.reason
             elif isinstance(delta, ToolCallDelta):
@@ -447,12 +441,8 @@ async def _complete(executor: Executor, state: RunState, request: ProviderReques
     async for delta in state.route.stream(request):
         if isinstance(delta, TextDelta):
             text += delta.text
-        elif isinstance(delta, Usage):
-            state.input_tokens += delta.input_tokens
-            state.output_tokens += delta.output_tokens
-            state.usage_reported = True
-        elif isinstance(delta, Fallback):
-            _fallback(executor, state, delta)
+        elif isinstance(delta, Usage | Fallback):
+            _account(executor, state, delta)
     estimate_usage(state, request, text)
     return text
 
@@ -474,7 +464,13 @@ def _record(executor: Executor, state: RunState, outcomes: list[Outcome], step: 
         executor.metrics.tool_calls.labels(outcome.call.name, outcome.status).inc()
 
 
-def _fallback(executor: Executor, state: RunState, delta: Fallback) -> None:
+def _account(executor: Executor, state: RunState, delta: Usage | Fallback) -> None:
+    """A model turn's usage, or a switch to the route's next provider (also in silent turns)."""
+    if isinstance(delta, Usage):
+        state.input_tokens += delta.input_tokens
+        state.output_tokens += delta.output_tokens
+        state.usage_reported = True
+        return
     state.fallbacks += 1
     executor.metrics.provider_fallbacks.labels(delta.from_, delta.to).inc()
     executor.log.append(

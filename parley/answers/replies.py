@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from parley.answers.check import has_json, missing_facts, overlap, sentences
+from parley.answers.compose import SUPPORT_THRESHOLD
 from parley.tools.calls import Outcome
 from parley.tools.choice import stems
 
@@ -33,12 +34,6 @@ def evidence(outcomes: Iterable[Outcome]) -> str:
     return "\n".join(parts)
 
 
-#: The share of a sentence's content words the results must have, as for grounded answers
-#: (``parley.answers.compose.SUPPORT_THRESHOLD``): "You can undo this later from the billing
-#: page" has no fact to check, and nothing in a search result says it.
-SUPPORT_THRESHOLD = 0.6
-
-
 def supported(sentence: str, evidence: str) -> bool:
     """Whether a sentence may be shown after tools: plain prose whose every fact is in ``evidence``
     and enough of whose words are."""
@@ -48,7 +43,8 @@ def supported(sentence: str, evidence: str) -> bool:
         return False
     if missing_facts(sentence, evidence):
         return False
-    # "Here you go." and "Enjoy!" state nothing to check; a longer claim needs its words there.
+    # "Here you go." and "Enjoy!" state nothing to check; a longer claim ("You can undo this later
+    # from the billing page") needs its words there, as a grounded sentence does in its source.
     return len(set(stems(sentence))) < 3 or overlap(sentence, evidence) >= SUPPORT_THRESHOLD
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from parley import events as ev
+from parley.answers.check import citations
 from parley.answers.compose import TRUST_SIMILARITY, list_terms, qa_pair
 from parley.answers.compose import decline as composed_decline
 from parley.knowledge.search import Hit
@@ -42,8 +43,6 @@ NO_ANSWER = (
 )
 #: Characters of a source's text kept as its ``snippet``: enough to recognise the passage.
 SNIPPET_CHARS = 240
-_CITATION = re.compile(r"\[\d+\]")
-_CITATION_NUMBER = re.compile(r"\[(\d+)\]")
 
 _WORD = re.compile(r"[a-z']+")
 _GREETINGS = {"hello", "hi", "hey", "hiya", "howdy", "greetings", "yo", "morning", "afternoon", "evening"}
@@ -235,21 +234,9 @@ def answer(executor: Executor, state: RunState, text: str, kind: str) -> None:
 
     The run's sources (``run.completed``, the message) are those up to the last one the
     answer cites: none for a decline, which rests on no source."""
-    cited = [int(n) for n in _CITATION_NUMBER.findall(text)]
-    del state.sources[max(cited, default=0) :]
+    del state.sources[max(citations(text), default=0) :]
     state.text = text
     state.message_data["composed"] = kind
     if state.first_token is None:
         state.first_token = time.perf_counter()
     executor.log.append(state.run.id, ev.MESSAGE_DELTA, {"text": text})
-
-
-def cite(executor: Executor, state: RunState) -> None:
-    """If the model cited nothing, list the sources it was given, so every answer shows them
-    (a gated answer cites each sentence it shows already)."""
-    if not state.sources or state.gate is not None or _CITATION.search(state.text):
-        return
-    listed = "; ".join(f"[{n}] {s['title']}" for n, s in enumerate(state.sources, start=1))
-    suffix = f"\n\nSources: {listed}"
-    state.text += suffix
-    executor.log.append(state.run.id, ev.MESSAGE_DELTA, {"text": suffix})
