@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from parley.answers.compose import unrelated
+from parley.answers.compose import absent_facts, unrelated
 from parley.config import Settings
 from parley.knowledge.search import Hit
 from parley.providers.base import TextDelta
@@ -252,3 +252,12 @@ def test_the_best_source_must_share_the_questions_own_words() -> None:
     assert unrelated("How many employees does the company behind Parley have?", data, found)
     assert not unrelated("how can I move the data folder somewhere else", data, found)
     assert not unrelated("Is Parley free?", cost, found)  # "free" is in the entry
+
+
+def test_a_name_no_source_has_is_missing_but_an_acronym_is_not() -> None:
+    memory = Hit(
+        "kb", "c0", "d0", "Parley FAQ", "", "Q: What do I need? A: About 1 GB of memory.", 0, 1.0, None, 0.5
+    )
+    assert absent_facts("Can I pay for Parley with PayPal?", [memory]) == ["PayPal"]  # Parley: the title
+    assert absent_facts("how much RAM does the default model need", [memory]) == []
+    assert absent_facts("my client retries POSTs, what then?", [memory]) == []

@@ -25,10 +25,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from parley.answers.attachments import wants_summary
-from parley.answers.check import boundaries, clean_citations, facts, judge, sentences, strip_citations
+from parley.answers.check import (
+    boundaries,
+    citations,
+    clean_citations,
+    facts,
+    judge,
+    sentences,
+    strip_citations,
+)
 from parley.knowledge.search import Hit
 from parley.tools.choice import stems
 
@@ -66,6 +74,7 @@ _LIST_WORDS = frozenset(
         "any all every one ones them us our me please"
     )
 )
+_ACRONYM = re.compile(r"[A-Z][A-Z0-9]+s?")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 
@@ -75,7 +84,6 @@ class Composed:
 
     text: str
     kind: str
-    cited: list[int] = field(default_factory=list)
 
 
 def qa_pair(text: str) -> tuple[str, str] | None:
@@ -104,15 +112,13 @@ def absent_facts(question: str, hits: Sequence[Hit]) -> list[str]:
 
     Acronyms ("RAM", "API", "POSTs") are left out: people write them where the sources spell
     the thing out ("1 GB of memory")."""
-    asked = {f for f in facts(question) if not re.search(rf"\b{re.escape(f)}\b", question.upper())}
-    if not asked:
-        return []
     text = "\n".join(f"{h.document_title}\n{h.title}\n{h.text}" for h in hits).casefold()
     missing = []
-    for fact in sorted(asked):
-        if fact not in text:
-            spelled = re.search(re.escape(fact), question, re.IGNORECASE)
-            missing.append(spelled.group(0) if spelled else fact)
+    for fact in sorted(facts(question)):
+        found = re.search(re.escape(fact), question, re.IGNORECASE)
+        spelled = found.group(0) if found else fact
+        if fact not in text and not _ACRONYM.fullmatch(spelled):
+            missing.append(spelled)
     return missing
 
 
@@ -174,7 +180,7 @@ def compose(
         return summary_answer(hits)
     pair = qa_pair(hits[0].text) if ranked else None
     if pair is not None:
-        return Composed(cited_text([(1, pair[1])]), "faq", [1])
+        return Composed(cited_text([(1, pair[1])]), "faq")
     return extractive(question, hits)
 
 
@@ -186,7 +192,6 @@ def list_answer(question: str, hits: Sequence[Hit], *, exact: bool = True) -> Co
     """
     terms = set(list_terms(question)) or set(stems(question))
     lines: list[str] = []
-    cited: list[int] = []
     seen: set[str] = set()
     for number, hit in enumerate(hits, start=1):
         if hit.document_id in seen:
@@ -195,7 +200,6 @@ def list_answer(question: str, hits: Sequence[Hit], *, exact: bool = True) -> Co
         evidence = _best_sentence(terms, hit)
         name = hit.document_title or hit.title or f"Document {number}"
         lines.append(f"- {name}: {evidence} [{number}]" if evidence else f"- {name} [{number}]")
-        cited.append(number)
         if len(lines) >= LIST_LIMIT:
             break
     count = len(lines)
@@ -204,7 +208,7 @@ def list_answer(question: str, hits: Sequence[Hit], *, exact: bool = True) -> Co
     else:
         words = _join(list_words(question)) if list_words(question) else "those words"
         head = f"No document mentions {words} as such; the closest I have:"
-    return Composed("\n".join([head, *lines]), "list", cited)
+    return Composed("\n".join([head, *lines]), "list")
 
 
 def _best_sentence(terms: set[str], hit: Hit, before: int = 10, after: int = 22) -> str:
@@ -248,7 +252,7 @@ def summary_answer(hits: Sequence[Hit], numbers: Sequence[int] | None = None) ->
     if not picked:
         picked = [(numbers[0], strip_citations(hits[0].text)[:EXTRACT_CHARS])]
     title = hits[0].document_title or "The document"
-    return Composed(f"{title}: {cited_text(picked)}", "summary", list(dict.fromkeys(n for n, _ in picked)))
+    return Composed(f"{title}: {cited_text(picked)}", "summary")
 
 
 def extractive(question: str, hits: Sequence[Hit]) -> Composed | None:
@@ -290,9 +294,7 @@ def extractive(question: str, hits: Sequence[Hit]) -> Composed | None:
         chosen.append((order, number, sentence))
         size += len(sentence)
     chosen.sort()  # in the order the sources tell it
-    return Composed(
-        cited_text([(n, s) for _, n, s in chosen]), "extractive", list(dict.fromkeys(n for _, n, _ in chosen))
-    )
+    return Composed(cited_text([(n, s) for _, n, s in chosen]), "extractive")
 
 
 def cited_text(parts: Sequence[tuple[int, str]]) -> str:
@@ -366,7 +368,7 @@ class SentenceGate:
         sentence = clean_citations(sentence, len(self._texts)).strip()
         if not strip_citations(sentence):
             return None
-        cited = [int(n) for n in re.findall(r"\[(\d+)\]", sentence)]
+        cited = citations(sentence)
         for number in cited:
             if judge(sentence, self._texts[number - 1], self._threshold).supported:
                 return sentence
