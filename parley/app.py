@@ -43,6 +43,7 @@ from parley.providers.registry import Providers
 from parley.ratelimit import RateLimiter, RateLimitHeaders
 from parley.runs import Runs
 from parley.shop import Shop
+from parley.startup import FirstStart, knowledge_paths
 from parley.store.db import Database
 from parley.tools import shop as shop_tools
 from parley.tools.base import Tools
@@ -117,6 +118,7 @@ class Parley:
             questions=settings.question_embedding,
         )
         self.executor.knowledge = self.knowledge
+        self.first_start = FirstStart(self.knowledge, self.assistants, knowledge_paths(settings))
         self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
         self.experiments = Experiments(
             self.db, self.assistants, self.providers, load_config(settings.config_file)
@@ -149,17 +151,19 @@ class Parley:
         await self.experiments.sync_config()
         await shop_tools.start(self.shop, self.tools, demo_catalog=self.settings.shop_demo_catalog)
         assert self.local_user is not None
-        await self.knowledge.start(owner_id=self.local_user.user_id, sync=self.settings.knowledge)
+        await self.knowledge.start(owner_id=self.local_user.user_id)
         await self.log.start()
         await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
         await self.providers.prepare(await self.experiments.model_routes())
         await self.executor.recover()
         self._idle_carts = asyncio.create_task(self.shop.keep_releasing_idle_carts(), name="idle-carts")
         self.ready = True
+        self.first_start.begin(self.local_user.user_id, self.settings.data_dir)
         log.info("parley_started", version=__version__, database=self.db.engine.url.render_as_string())
 
     async def stop(self) -> None:
         self.ready = False
+        await self.first_start.stop()
         if self._idle_carts is not None:
             self._idle_carts.cancel()
             with contextlib.suppress(asyncio.CancelledError):

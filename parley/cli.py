@@ -49,10 +49,14 @@ def serve(
     model: Annotated[str | None, typer.Option(help="Default model route (PARLEY_MODEL).")] = None,
 ) -> None:
     """Run the server."""
+    # Libraries' progress bars (tqdm) would be mixed into the log lines.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import uvicorn
 
     from parley.app import create_app
-    from parley.logs import configure
+    from parley.logs import configure, wants_json
+    from parley.startup import AnnouncingServer
 
     overrides = {
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir, "model": model}.items() if v
@@ -71,7 +75,7 @@ def serve(
     # its collections scan only what requests create (shorter pauses on the streaming path).
     gc.collect()
     gc.freeze()
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=settings.host,
         port=settings.port,
@@ -79,6 +83,8 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+    assistants = application.state.parley.assistants
+    AnnouncingServer(config, assistants=assistants, as_json=wants_json(settings.log_json)).run()
 
 
 UrlOption = Annotated[

@@ -60,9 +60,11 @@ class Settings(BaseSettings):
         description="How minilm on ONNX Runtime embeds a search's question: int8 (a quantized copy of "
         "the model, ~40% faster, same retrieval quality) or float32 (exactly the chunks' model).",
     )
-    knowledge: dict[str, list[Path]] = Field(
-        default_factory=dict,
-        description='Knowledge bases kept in sync with files at start, e.g. {"parley-faq": ["faq.md"]}.',
+    knowledge: dict[str, list[Path]] | None = Field(
+        default=None,
+        description='Knowledge bases kept in sync with files at start, e.g. {"parley-faq": ["faq.md"]}; '
+        "unset: the demo knowledge of the built-in assistants (the Parley FAQ for support, generated "
+        "demo CVs for recruiter) plus the config file's [knowledge] table; {} syncs nothing.",
     )
     knowledge_max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     local_threads: int = Field(default_factory=_default_threads, ge=1)
@@ -125,7 +127,9 @@ class Settings(BaseSettings):
     memory: bool = Field(default=True, description="Remember facts users state; off for everyone when false.")
     memory_model: str | None = Field(default=None, description="Route that extracts facts (else rules).")
     log_level: str = "INFO"
-    log_json: bool = True
+    log_json: bool | None = Field(
+        default=None, description="JSON lines; unset: JSON unless stderr is a terminal (then readable lines)."
+    )
 
     auth: Literal["auto", "required", "off"] = Field(
         default="auto",

@@ -17,6 +17,10 @@ from parley.metrics import Metrics
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+#: Paths whose successful requests are not logged: the web page's files, one line each otherwise.
+QUIET_PREFIXES = ("/static/", "/favicon")
+
+
 class RequestContext:
     """Request id (``X-Request-ID`` accepted and returned), access log and HTTP metrics."""
 
@@ -53,13 +57,14 @@ class RequestContext:
         finally:
             route = _route(scope)
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            if status >= 400 or not scope["path"].startswith(QUIET_PREFIXES):
+                self.log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                )
             structlog.contextvars.unbind_contextvars("request_id")
 
 

@@ -252,6 +252,11 @@ class Authenticator:
                 "(an administrator creates one with `parley keys create --user NAME`)",
                 headers={"WWW-Authenticate": 'Bearer realm="parley"'},
             )
+        if not secret.startswith(KEY_PREFIX) and self._anonymous_allowed(request):
+            # Not a Parley key at all (an SDK's placeholder such as ``api_key="unused"``, a seed's
+            # ``test-key-123``): where a caller without a key is trusted, it counts as no key. A
+            # Parley-shaped key that is wrong or revoked is still refused below.
+            return self.local_user
         return await self.lookup(secret)
 
     async def lookup(self, secret: str) -> Principal:

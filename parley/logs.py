@@ -1,4 +1,4 @@
-"""Structured logs: structlog, JSON lines on stderr."""
+"""Structured logs: structlog on stderr, JSON lines, or readable lines on a terminal."""
 
 from __future__ import annotations
 
@@ -11,9 +11,23 @@ import structlog
 from parley.redact import redact_pii
 
 
-def configure(level: str = "INFO", json_logs: bool = True, file: TextIO | None = None) -> None:
-    """Log JSON lines (or console lines) to ``file``, by default whatever ``sys.stderr`` is then."""
-    renderer: Any = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
+def wants_json(json_logs: bool | None, stream: TextIO | None = None) -> bool:
+    """JSON when asked for, or, when nobody said, unless the logs go to a terminal."""
+    if json_logs is not None:
+        return json_logs
+    stream = stream or sys.stderr
+    return not (hasattr(stream, "isatty") and stream.isatty())
+
+
+def configure(level: str = "INFO", json_logs: bool | None = True, file: TextIO | None = None) -> None:
+    """Log JSON lines (or console lines) to ``file``, by default whatever ``sys.stderr`` is then;
+    ``json_logs=None``: JSON unless that is a terminal."""
+    as_json = wants_json(json_logs, file)
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=(file or sys.stderr).isatty())
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -123,6 +123,7 @@ def settings_for(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
             "model": "scripted:echo",
             "log_json": True,
             "sse_ping_seconds": 1.0,
+            "knowledge": {},  # not the demo knowledge: each test syncs what it reads
         }
         values.update(overrides)
         return Settings(**values)

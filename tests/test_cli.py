@@ -22,6 +22,7 @@ def settings(tmp_path: Path, **overrides: object) -> Settings:
         "data_dir": tmp_path / "data",
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
         "model": "scripted:echo",
+        "knowledge": {},
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]
@@ -131,6 +132,7 @@ async def test_ask_starts_a_server_in_process_when_none_answers(tmp_path: Path) 
             "PARLEY_MODEL": "scripted:echo",
             "PARLEY_DATA_DIR": str(tmp_path / "data"),
             "PARLEY_DATABASE_URL": "",
+            "PARLEY_KNOWLEDGE": "{}",
         },
     )
     out, err = await asyncio.wait_for(process.communicate(), 90)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from parley.assistants import BUILTIN, Assistant
 from parley.config import Settings
@@ -238,19 +234,3 @@ async def test_the_recruiter_answers_from_the_demo_cvs_the_repo_generates(
     assert frames[-1].event == "run.completed"
     assert "Sofia Lindqvist" in frames[-1].json["text"]  # scripted:echo repeats the excerpts it was given
     assert frames[-1].json["sources"] == sources
-
-
-def test_make_run_syncs_the_support_and_recruiter_knowledge(monkeypatch: pytest.MonkeyPatch) -> None:
-    dry = subprocess.run(
-        ["make", "-n", "-B", "run"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
-    )
-    assert "scripts/make_demo_cvs.py .parley/demo-cvs" in dry.stdout
-    serve_line = next(line for line in dry.stdout.splitlines() if line.endswith("parley serve"))
-    found = re.search(r"PARLEY_KNOWLEDGE='([^']*)'", serve_line)
-    assert found is not None, serve_line
-    monkeypatch.setenv("PARLEY_KNOWLEDGE", found.group(1))
-    knowledge = Settings(_env_file=None).knowledge  # type: ignore[call-arg]
-    wanted = {*BUILTIN["support"].knowledge_bases, *BUILTIN["recruiter"].knowledge_bases}
-    assert set(knowledge) == wanted == {"parley-faq", "demo-cvs"}
-    assert knowledge["demo-cvs"] == [Path(".parley/demo-cvs")]
-    assert [ROOT / p for p in knowledge["parley-faq"]] == [FAQ_FILE]

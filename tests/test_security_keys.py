@@ -64,6 +64,25 @@ BAD_CREDENTIALS = [
     {"Authorization": "Bearer"},
 ]
 
+FOREIGN_KEYS = [{"Authorization": "Bearer unused"}, {"X-API-Key": "test-key-123"}]
+
+
+async def test_a_key_that_is_not_a_parley_key_counts_as_none_on_a_loopback_server(server: Server) -> None:
+    created = (await server.client.post("/v1/threads", json={})).json()["id"]
+    for headers in FOREIGN_KEYS:
+        response = await server.client.get("/v1/threads", headers=headers)
+        assert response.status_code == 200, (headers, response.text)
+        # The local user: the thread made without any key is theirs.
+        assert [t["id"] for t in response.json()["data"]] == [created]
+
+
+async def test_a_foreign_key_is_401_when_keys_are_required(settings_for) -> None:
+    async with serve(settings_for(auth="required")) as server:
+        for headers in FOREIGN_KEYS:
+            response = await server.client.get("/v1/threads", headers=headers)
+            assert response.status_code == 401, headers
+            assert response.json()["error"]["code"] == "invalid_api_key"
+
 
 async def test_bad_credentials_are_401_even_on_loopback(server: Server) -> None:
     for headers in BAD_CREDENTIALS:
