@@ -22,6 +22,8 @@ class Assistant:
     tools: list[str] = field(default_factory=list)
     knowledge_bases: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    #: Prompts the web page offers on an empty chat (three that work with the embedded model).
+    examples: list[str] = field(default_factory=list)
 
     def sampling(self) -> dict[str, Any]:
         """``temperature`` and ``max_tokens`` from ``options``, for the provider request."""
@@ -33,6 +35,11 @@ BUILTIN: dict[str, Assistant] = {
         name="general",
         description="A helpful general-purpose assistant.",
         instructions="You are Parley, a helpful assistant. Answer clearly and concisely.",
+        examples=[
+            "Write a haiku about the sea.",
+            "Give me three ideas for a rainy Sunday.",
+            "Explain what an API is in one sentence.",
+        ],
     ),
     "shop": Assistant(
         name="shop",
@@ -54,6 +61,7 @@ BUILTIN: dict[str, Assistant] = {
             "view_cart",
             "clear_cart",
         ],
+        examples=["Show me running shoes under $100", "What laptops do you have?", "What's in my cart?"],
     ),
     "support": Assistant(
         name="support",
@@ -64,6 +72,11 @@ BUILTIN: dict[str, Assistant] = {
             "If the sources do not answer the question, say you don't know."
         ),
         knowledge_bases=["parley-faq"],
+        examples=[
+            "Which port does Parley listen on?",
+            "What happens to a run if the server crashes?",
+            "Which file formats can a knowledge base ingest?",
+        ],
         options={
             "greeting": "Hello! I answer questions about Parley from its FAQ. What would you like to know?"
         },
@@ -77,6 +90,11 @@ BUILTIN: dict[str, Assistant] = {
             "If the excerpts do not answer the question, say you don't know."
         ),
         knowledge_bases=["demo-cvs"],
+        examples=[
+            "Who knows Kubernetes?",
+            "Which candidate is a registered nurse in Sweden?",
+            "What has Amelia Hartley worked on?",
+        ],
         options={
             "top_k": 5,
             "greeting": "Hello! I search the CVs I was given: ask me who knows a skill, has worked "

@@ -56,8 +56,9 @@ def serve(
 
     from parley.app import create_app
     from parley.logs import configure, wants_json
-    from parley.startup import AnnouncingServer
+    from parley.startup import AnnouncingServer, load_env_file
 
+    load_env_file()
     overrides = {
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir, "model": model}.items() if v
     }
@@ -201,7 +202,9 @@ def _usage_line(usage: dict[str, object]) -> str:
 def _connected(url: str | None) -> Iterator[Client]:
     """A client of the server at ``url``; without one, of a reachable or an in-process server."""
     from parley.client import Client, background_server
+    from parley.startup import load_env_file
 
+    load_env_file()
     settings = Settings()
     api_key = os.environ.get("PARLEY_API_KEY")
     target = url or os.environ.get("PARLEY_URL") or f"http://{settings.host}:{settings.port}"

@@ -70,6 +70,13 @@ def _describe(errors: list[Any]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def describe_validation(errors: list[Any]) -> tuple[int, str, str]:
+    """A request validation failure's status, code and message: 400 for JSON that does not parse."""
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "invalid_json", "the request body is not valid JSON"
+    return 422, "invalid_request", _describe(errors)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -78,9 +85,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(error_body("invalid_json", "the request body is not valid JSON"), 400)
-        return JSONResponse(error_body("invalid_request", _describe(errors), details=_jsonable(errors)), 422)
+        status, code, message = describe_validation(errors)
+        extra = {"details": _jsonable(errors)} if status == 422 else {}
+        return JSONResponse(error_body(code, message, **extra), status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -38,6 +38,15 @@ DEMO_FAQ = Path(__file__).parent / "knowledge" / "demo" / "parley-faq.md"
 DEMO_CVS = "demo-cvs"
 
 
+def load_env_file(path: Path = Path(".env")) -> None:
+    """Put a ``.env`` file's variables in the environment (the environment wins): the settings read
+    it anyway, and a provider's key variable (``OPENAI_API_KEY`` …) is read from the environment."""
+    from dotenv import load_dotenv
+
+    if path.is_file():
+        load_dotenv(path, override=False)
+
+
 def knowledge_paths(settings: Settings) -> dict[str, list[Path]]:
     """``{knowledge base: files or folders}`` to keep in sync (see the module's docstring)."""
     if settings.knowledge is not None:

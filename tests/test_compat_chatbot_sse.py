@@ -150,3 +150,21 @@ async def test_seed_status_and_ids(settings_for, tmp_path) -> None:
         missing = await server.client.post("/api/threads", json={"user_id": 999})
         assert missing.status_code == 404
         assert (await server.client.get("/api/runs/run_nope")).status_code == 404
+
+
+async def test_step_6_on_a_run_shorter_than_10_events_replays_nothing_and_closes(
+    settings_for, tmp_path
+) -> None:
+    """The README's flow as written, on a reply of a few events (the embedded model's "hello")."""
+    async with serve(recruiter(settings_for, tmp_path)) as server:
+        script = FLOW.replace("http://localhost:8000", server.url)
+        result = await asyncio.to_thread(
+            subprocess.run, ["bash", "-c", script], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 0, result.stderr
+    stream = _frames(result.stdout.split("---stream")[1].split("---resume")[0])
+    assert stream[-1][1] == "done"
+    assert int(stream[-2][0]) < 10  # a short run: event 10 is past its end
+    resumed = result.stdout.split("---resume")[1].split("---cancel")[0]
+    assert _frames(resumed) == [("", "done", "{}")]
+    assert json.loads(result.stdout.split("---cancel")[1])["status"] == "done"

@@ -77,10 +77,15 @@ async def test_a_file_upload_is_analysed_as_a_job(server: Server) -> None:
 async def test_a_refused_upload_makes_no_job_and_no_session(server: Server) -> None:
     response = await server.client.post("/files", files={"file": ("cv.pdf", corpus.WINDOWS_EXE)})
     assert response.status_code == 415
-    assert "Windows" in response.json()["error"]["message"]
+    body = response.json()
+    assert body["success"] is False  # the seed's documented error shape
+    assert "Windows" in body["error"]
+    assert body["code"] == "unsupported_file_type"
     assert (await server.client.get("/chat/history")).json() == {"messages": [], "jobs": [], "files": []}
     assert (await server.client.get("/v1/threads")).json()["data"] == []
-    assert (await server.client.post("/messages", json={})).status_code == 422
+    refused = await server.client.post("/messages", json={})
+    assert refused.status_code == 422
+    assert refused.json() == {"success": False, "error": "message: Field required", "code": "invalid_request"}
     assert (await server.client.post("/messages", json={"message": ""})).status_code == 422
     assert (await server.client.get("/messages/run_nope")).status_code == 404
 

@@ -1,4 +1,4 @@
-"""Seed 003's README flow with curl (only the host, port and key differ), and its API's edges."""
+"""Seed 003's README flow with curl (as written, or with a real key), and its API's edges."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import httpx
 
 from tests.conftest import Server, serve
 from tests.identity import client_as, key_for
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "parley.toml"
 
 # The README's three commands, as written there.
 CHAT = r"""curl -N -H "x-api-key: test-key-123" \
@@ -70,21 +72,35 @@ async def test_the_seed_readme_curl_flow_works(settings_for, tmp_path: Path) -> 
         feedback = json.loads(await curl(server, FEEDBACK, key, message_id=done["message_id"]))
         assert feedback == {"status": "success", "message": "Feedback recorded"}
         stats = json.loads(await curl(server, STATS, key))
-        assert stats == {
-            "stats": [
-                {
-                    "experiment": "prompt-style",
-                    "variant": done["variant"],
-                    "total_feedback": 1,
-                    "thumbs_up": 1,
-                    "thumbs_down": 0,
-                    "approval_rate": 100.0,
-                }
-            ]
-        }
+        other = "concise" if done["variant"] == "control" else "control"
+        rated = {"total_feedback": 1, "thumbs_up": 1, "thumbs_down": 0, "approval_rate": 100.0}
+        unrated = {"total_feedback": 0, "thumbs_up": 0, "thumbs_down": 0, "approval_rate": 0}
+        assert sorted(stats["stats"], key=lambda row: row["variant"] != done["variant"]) == [
+            {"experiment": "prompt-style", "variant": done["variant"], **rated},
+            {"experiment": "prompt-style", "variant": other, **unrated},  # every running variant is listed
+        ]
         thread = (await server.client.get(f"/v1/threads/{done['conversation_id']}/messages")).json()["data"]
         assert [m["role"] for m in thread] == ["user", "assistant"]
         assert thread[1]["id"] == done["message_id"]
+
+
+async def test_the_seed_readme_commands_work_as_written_on_the_make_run_server(settings_for) -> None:
+    """`x-api-key: test-key-123` is no Parley key: on a loopback server it is the local user's
+    request. ``make run``'s config (examples/parley.toml) ships the seed's concise/detailed demo."""
+    async with serve(settings_for(config_file=EXAMPLE_CONFIG)) as server:
+        frames = data_frames(await curl(server, CHAT, "test-key-123"))
+        done = frames[-1]
+        assert done["done"] is True
+        assert done["variant"] in ("concise", "detailed")
+        feedback = json.loads(await curl(server, FEEDBACK, "test-key-123", message_id=done["message_id"]))
+        assert feedback == {"status": "success", "message": "Feedback recorded"}
+        stats = json.loads(await curl(server, STATS, "test-key-123"))["stats"]
+    assert {(row["experiment"], row["variant"]) for row in stats} == {
+        ("answer-style", "concise"),
+        ("answer-style", "detailed"),
+    }
+    [mine] = [row for row in stats if row["total_feedback"]]
+    assert (mine["variant"], mine["thumbs_up"]) == (done["variant"], 1)
 
 
 async def chat(client: httpx.AsyncClient, message: str, conversation: str | None = None) -> dict[str, Any]:
@@ -127,7 +143,8 @@ async def test_a_conversation_continues_and_stays_its_owners(settings_for, tmp_p
             bobs = await chat(bob, "bob here")
             await bob.post("/feedback", json={"message_id": bobs["message_id"], "rating": 1})
             mine = (await ana.get("/feedback/stats")).json()["stats"]
-            assert [(s["total_feedback"], s["thumbs_down"]) for s in mine] == [(1, 1)]
+            assert [(s["total_feedback"], s["thumbs_down"]) for s in mine if s["total_feedback"]] == [(1, 1)]
+            assert len(mine) == 2  # the unrated variant is listed too
         everyone = (await server.client.get("/feedback/stats")).json()["stats"]
         assert sum(s["total_feedback"] for s in everyone) == 2
 
@@ -139,7 +156,8 @@ async def test_bad_chat_requests_are_refused(server: Server) -> None:
     missing = await server.client.post("/chat", json={"message": "hi", "conversation_id": "thr_nosuch"})
     assert missing.status_code == 404
     await key_for(server, "someone")
-    async with httpx.AsyncClient(base_url=server.url, headers={"x-api-key": "not-a-key"}) as stranger:
+    # A Parley-shaped key that is wrong (a key of another shape is no key on loopback).
+    async with httpx.AsyncClient(base_url=server.url, headers={"x-api-key": "prl_not-a-key"}) as stranger:
         assert (await stranger.post("/chat", json={"message": "hi"})).status_code == 401
     threads = (await server.client.get("/v1/threads")).json()["data"]
     assert threads == []

@@ -58,6 +58,7 @@ async def assistants(parley: ParleyDep, _: PrincipalDep) -> dict[str, Any]:
                 "model": parley.assistants.route_of(a),
                 "tools": a.tools,
                 "knowledge_bases": a.knowledge_bases,
+                "examples": a.examples,
             }
             for a in parley.assistants.all()
         ],

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 from fastapi import APIRouter, Header
@@ -22,7 +22,7 @@ from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import Body, iso
 from parley.api.sse import SSE_RESPONSES, EventStream, check_cursor, parse_cursor, stream_run
 from parley.errors import ApiError, not_found
-from parley.events import RunEvent
+from parley.events import TERMINAL_STATUSES, RunEvent
 from parley.ratelimit import rate_class
 from parley.store.schema import Run, User
 from parley.threads import create_thread
@@ -77,6 +77,10 @@ def _translate(event: RunEvent) -> Iterable[ServerSentEvent]:
         yield ServerSentEvent(data=event.data, event=event.type, id=seq)
 
 
+async def _done_only() -> AsyncGenerator[bytes, None]:
+    yield ServerSentEvent(data="{}", event="done").encode()
+
+
 @router.post("/users")
 async def create_user_(body: UserIn, parley: ParleyDep, principal: PrincipalDep) -> dict[str, Any]:
     if not principal.is_admin:
@@ -126,8 +130,12 @@ async def run_events(
     principal: PrincipalDep,
     last_event_id: str | None = Header(None, max_length=20),
 ) -> EventStream:
-    await parley.runs.get(principal, run_id)
+    run = await parley.runs.get(principal, run_id)
     cursor = parse_cursor(last_event_id, None)
+    if run.status in TERMINAL_STATUSES and cursor >= await parley.log.last_seq(run_id):
+        # The README's "resume from event 10" on a run that ended sooner: nothing is left to
+        # replay, so the stream just closes (with the seed's closing ``done``).
+        return EventStream(_done_only())
     await check_cursor(parley.log, run_id, cursor)
     return stream_run(
         parley.log,

@@ -6,21 +6,26 @@ job, which is a run on that thread (the job id is the run id):
 ``POST /messages`` ``{"message"}`` → ``{"job_id", "status"}``; ``POST /files`` (multipart,
 part ``file``) → the upload is checked and stored, and its analysis becomes a job;
 ``GET /messages/{id}`` → ``status`` ``pending|processing|done|error`` and the ``result``;
-``GET /chat/history``; ``DELETE /chat/clear``.
+``GET /chat/history``; ``DELETE /chat/clear``. Errors have the seed's documented shape,
+``{"success": false, "error": "<message>", "code": "<Parley's code>"}``, with the same status.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import Field
 from sqlalchemy import select
 
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.files import UPLOAD_BODY, UPLOAD_RESPONSES, file_json
 from parley.api.schemas import Body, iso
-from parley.errors import ApiError
+from parley.errors import ApiError, describe_validation
 from parley.files import File
 from parley.ratelimit import rate_class
 from parley.store.schema import Message, Run, Thread, User, new_id
@@ -29,7 +34,30 @@ from parley.users import Principal
 if TYPE_CHECKING:
     from parley.app import Parley
 
-router = APIRouter(tags=["compat: jobs (seed 001)"])
+
+class SeedErrors(APIRoute):
+    """Errors as seed 001 documents them: ``{"success": false, "error": "<message>"}``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ApiError as exc:
+                return _error(exc.status, exc.code, exc.message, exc.headers)
+            except RequestValidationError as exc:
+                status, code, message = describe_validation(list(exc.errors()))
+                return _error(status, code, message)
+
+        return route
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"success": False, "error": message, "code": code}, status, headers=headers)
+
+
+router = APIRouter(tags=["compat: jobs (seed 001)"], route_class=SeedErrors)
 
 SESSION_MARK = "jobs"
 STATUS = {

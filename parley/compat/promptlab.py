@@ -24,6 +24,7 @@ from parley.api.schemas import Body
 from parley.api.sse import SSE_RESPONSES, EventStream, stream_run
 from parley.errors import ApiError
 from parley.events import RunEvent
+from parley.experiments import variants_of
 from parley.feedback import rate, stats_by_variant
 from parley.store.schema import Run
 from parley.threads import create_thread, get_thread
@@ -117,8 +118,24 @@ async def feedback(body: FeedbackIn, parley: ParleyDep, principal: PrincipalDep)
 
 @router.get("/feedback/stats")
 async def feedback_stats(parley: ParleyDep, principal: PrincipalDep) -> dict[str, Any]:
-    """Ratings per variant of the caller's answers (an administrator's: everyone's)."""
+    """Ratings per variant of the caller's answers (an administrator's: everyone's); every variant
+    of a running experiment is listed, rated or not."""
     rows = await stats_by_variant(parley.db, principal)
+    seen = {(row["experiment"], row["variant"]) for row in rows}
+    for experiment in await parley.experiments.list():
+        if experiment.status == "running":
+            for variant in variants_of(experiment):
+                if (experiment.key, variant.name) not in seen:
+                    rows.append(
+                        {
+                            "experiment": experiment.key,
+                            "variant": variant.name,
+                            "rated": 0,
+                            "up": 0,
+                            "down": 0,
+                        }
+                    )
+    rows.sort(key=lambda row: (row["experiment"], row["variant"]))
     return {
         "stats": [
             {

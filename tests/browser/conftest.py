@@ -65,6 +65,7 @@ def chat_server(tmp_path: Path) -> ChatServer:
             "model": "scripted:echo?delay_ms=40",
             "log_json": True,
             "sse_ping_seconds": 1.0,
+            "knowledge": {},
         }
         values.update(overrides)
         async with serve(Settings(**values), providers=providers) as server:

@@ -16,6 +16,7 @@ const els = {
   empty: $("empty"),
   emptyTitle: $("empty-title"),
   emptyText: $("empty-text"),
+  emptyExamples: $("empty-examples"),
   title: $("thread-title"),
   assistant: $("assistant"),
   banner: $("banner"),
@@ -96,6 +97,12 @@ function updateEmpty() {
     const assistant = state.assistants.get(name);
     els.emptyTitle.textContent = "How can I help?";
     els.emptyText.textContent = assistant?.description || "Ask anything. Replies stream as they are written.";
+    // What this assistant can do, as prompts to try: a click sends one.
+    els.emptyExamples.replaceChildren(
+      ...(assistant?.examples ?? []).slice(0, 3).map((text) =>
+        h("button", { type: "button", class: "example", text, onclick: () => sendMessage(text, []) }),
+      ),
+    );
   }
 }
 
