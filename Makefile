@@ -15,15 +15,14 @@ install: $(VENV)/.installed
 system:
 	scripts/bootstrap.sh system
 
-# The demo knowledge of the `support` and `recruiter` assistants, synced when the server starts.
-DEMO_CVS ?= .parley/demo-cvs
-PARLEY_KNOWLEDGE ?= {"parley-faq": ["parley/knowledge/demo/parley-faq.md"], "demo-cvs": ["$(DEMO_CVS)"]}
+# The server with the example configuration (examples/parley.toml: seed 003's concise/detailed
+# demo experiment, an assistant with its own notes); `make run PARLEY_CONFIG_FILE=my.toml` for yours.
+# The demo knowledge of `support` and `recruiter` is the server's own default.
+PARLEY_CONFIG_FILE ?= examples/parley.toml
 
-$(DEMO_CVS): scripts/make_demo_cvs.py | $(VENV)/.installed
-	$(PY) scripts/make_demo_cvs.py $@
-
-run: install $(DEMO_CVS)
-	PARLEY_KNOWLEDGE='$(PARLEY_KNOWLEDGE)' $(VENV)/bin/parley serve
+run: install
+	@echo "make: the parley command is $(VENV)/bin/parley (or: source $(VENV)/bin/activate)" >&2
+	PARLEY_CONFIG_FILE='$(PARLEY_CONFIG_FILE)' $(VENV)/bin/parley serve
 
 lint: install
 	$(PY) -m ruff check parley tests bench

