@@ -158,32 +158,80 @@ def ask(
 
 
 async def _answer(client: Client, thread_id: str, text: str, *, prompt: str = "parley> ") -> Answer:
-    """Stream one reply to stdout; usage, fallbacks and errors go to stderr."""
+    """Stream one reply to stdout, with tool results as tables and the sources under it; a
+    spinner on stderr until the first token; usage, fallbacks and errors go to stderr."""
+    from parley import terminal
     from parley.client import Answer
 
     answer = Answer()
-    sys.stdout.write(prompt)
-    async for event in client.stream(thread_id, text):
-        if event.type == "message.delta":
-            answer.text += event.data["text"]
-            sys.stdout.write(event.data["text"])
-            sys.stdout.flush()
-        elif event.type == "provider.fallback":
-            answer.fallbacks.append(event.data)
-            typer.secho(f"[{event.data['from']} failed; {event.data['to']} takes over]", dim=True, err=True)
-        elif event.type == "run.completed":
-            answer.usage = event.data.get("usage") or {}
-        elif event.type == "run.failed":
-            answer.error = event.data.get("error") or {}
-        elif event.type == "run.cancelled":
-            answer.cancelled = True
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    out = _Output(prompt)
+    spinner = terminal.Spinner().start()
+    try:
+        async for event in client.stream(thread_id, text):
+            if event.type == "message.delta":
+                spinner.stop()
+                answer.text += event.data["text"]
+                out.text(event.data["text"])
+            elif event.type == "tool.result" and (lines := terminal.tool_result(event.data.get("ui"))):
+                spinner.stop()
+                out.block(lines)
+                spinner = terminal.Spinner("writing").start()
+            elif event.type == "provider.fallback":
+                spinner.stop()
+                answer.fallbacks.append(event.data)
+                typer.secho(
+                    f"[{event.data['from']} failed; {event.data['to']} takes over]", dim=True, err=True
+                )
+            elif event.type == "run.completed":
+                answer.usage = event.data.get("usage") or {}
+                answer.sources = event.data.get("sources") or []
+            elif event.type == "run.failed":
+                answer.error = event.data.get("error") or {}
+            elif event.type == "run.cancelled":
+                answer.cancelled = True
+    finally:
+        spinner.stop()
+    out.end()
+    if answer.sources and answer.text:
+        out.block(terminal.sources(answer.sources))
     if answer.error is not None:
         typer.secho(f"error: {answer.error.get('message', 'the run failed')}", fg="red", err=True)
     elif answer.usage:
         typer.secho(_usage_line(answer.usage), dim=True, err=True)
     return answer
+
+
+class _Output:
+    """The reply on stdout: its prompt before the first text, tables on lines of their own."""
+
+    def __init__(self, prompt: str) -> None:
+        self.prompt = prompt
+        self.prompted = False
+        self.line_open = False
+
+    def text(self, piece: str) -> None:
+        if not self.prompted:
+            sys.stdout.write(self.prompt)
+            self.prompted = True
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        self.line_open = not piece.endswith("\n")
+
+    def block(self, lines: list[str]) -> None:
+        if self.line_open:
+            sys.stdout.write("\n")
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+        self.line_open = False
+
+    def end(self) -> None:
+        if not self.prompted:  # no text at all: the prompt and an empty line, as for an empty reply
+            sys.stdout.write(self.prompt)
+            self.prompted = self.line_open = True
+        if self.line_open:
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        self.line_open = False
 
 
 def _usage_line(usage: dict[str, object]) -> str:

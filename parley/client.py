@@ -35,6 +35,8 @@ class Answer:
     error: dict[str, Any] | None = None
     cancelled: bool = False
     fallbacks: list[dict[str, Any]] = field(default_factory=list)
+    #: The sources of a grounded answer, numbered as it cites them.
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ import pytest
 
 from parley.config import Settings
 from parley.providers.base import TextDelta
-from parley.providers.scripted import Hang, ScriptedProvider
+from parley.providers.scripted import Delay, Hang, ScriptedProvider
 from tests.conftest import Server, serve
 
 
@@ -140,3 +140,95 @@ async def test_ask_starts_a_server_in_process_when_none_answers(tmp_path: Path) 
     assert out.decode().strip() == "hello from nowhere"
     assert "starting one in this process" in err.decode()
     assert (tmp_path / "data" / "parley.db").exists()
+
+
+async def test_ask_shows_products_and_the_cart_as_tables(tmp_path: Path) -> None:
+    small = ScriptedProvider(chooses_tools=False, turns=[])
+    async with serve(
+        settings(tmp_path, model="scripted:small"), providers={"scripted:small": small}
+    ) as server:
+        code, out, err = await parley("ask", "--url", server.url, "-a", "shop", "show me wireless headphones")
+        assert code == 0, err
+        lines = out.splitlines()
+        header = next(i for i, line in enumerate(lines) if line.startswith("PRODUCT"))
+        assert lines[header].split() == ["PRODUCT", "PRICE", "STOCK", "ID"]
+        rows = lines[header + 1 : header + 9]
+        assert all("$" in row and ("in stock" in row or "out of stock" in row) for row in rows), out
+        ordinal = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]
+        pick = next(n for n, row in enumerate(rows) if "out of stock" not in row)
+        assert rows[0].split()[-1].startswith("AUD-")  # the product's id
+        thread = (await server.client.get("/v1/threads")).json()["data"][0]["id"]
+        code, out, err = await parley(
+            "ask",
+            "--url",
+            server.url,
+            "-a",
+            "shop",
+            "--thread",
+            thread,
+            f"add the {ordinal[pick]} one to my cart",
+        )
+        assert code == 0, err
+        cart = await server.parley.shop.cart(thread)
+        assert len(cart["items"]) == 1, out
+        [item] = cart["items"]
+        table = out.splitlines()
+        row = next(line for line in table if item["product_name"][:20] in line)
+        assert row.split()[0] == "1"  # the quantity
+        assert f"${item['total_price']:,.2f}" in row
+        assert any(f"total ${cart['summary']['estimated_total']:,.2f}" in line for line in table)
+
+
+async def test_ask_lists_the_sources_under_a_grounded_answer(tmp_path: Path) -> None:
+    from tests.knowledge_data import FAQ
+
+    (tmp_path / "faq.md").write_text(FAQ)
+    knowledge = {"parley-faq": [tmp_path / "faq.md"]}
+    async with serve(settings(tmp_path, embeddings="hash", knowledge=knowledge)) as server:
+        code, out, err = await parley(
+            "ask", "--url", server.url, "-a", "support", "What is the refund policy?"
+        )
+    assert code == 0, err
+    answer, _, listed = out.partition("Sources:")
+    assert "[1]" in answer
+    first = listed.splitlines()[1]
+    assert first.startswith("  [1] What is the refund policy?: ")
+    assert "Annual plans are refunded" in first
+
+
+async def test_a_spinner_turns_on_a_terminal_until_the_first_token(tmp_path: Path) -> None:
+    import pty
+
+    slow = ScriptedProvider(turns=[[Delay(1.0), TextDelta("here at last")]])
+    async with serve(settings(tmp_path, model="scripted:slow"), providers={"scripted:slow": slow}) as server:
+        leader, follower = pty.openpty()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "parley",
+            "ask",
+            "--url",
+            server.url,
+            "take your time",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=follower,
+            env={**os.environ, "PARLEY_LOG_LEVEL": "WARNING", "NO_COLOR": "1"},
+        )
+        os.close(follower)
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal's other end is closed: all of it was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(leader)
+    assert process.returncode == 0
+    assert out.decode().strip() == "here at last"
+    err = seen.decode()
+    assert "thinking…" in err
+    assert err.count("\r⠋ thinking…") >= 2  # it turned for the second the model took
+    assert err.index("\x1b[2K") < err.index("tokens in")  # cleared before the usage line
