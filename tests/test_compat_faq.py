@@ -139,3 +139,28 @@ async def test_503_when_no_model_is_available(faq_settings: Callable[..., Settin
     async with serve(faq_settings(model="nosuch:model")) as server:
         response = await server.client.post("/api/v1/ask", json={"question": "What is the refund policy?"})
         assert response.status_code == 503, response.text
+
+
+SEED_README_ASK = r"""curl -X POST http://localhost:8000/api/v1/ask \
+     -H "Content-Type: application/json" \
+     -d '{"question": "What is your refund policy?"}'"""
+
+
+async def test_the_seed_readme_ask_command_works_as_written_on_the_default_knowledge(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Seed 004's README command on a server with the default (demo) knowledge: Parley's FAQ has
+    no refund policy, so the answer says it does not know and what it can answer instead."""
+    import asyncio
+    import json
+    import subprocess
+
+    async with serve(settings_for(embeddings="hash", knowledge=None)) as server:
+        command = SEED_README_ASK.replace("http://localhost:8000", server.url)
+        done = await asyncio.to_thread(
+            subprocess.run, ["bash", "-c", command], capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert set(body) == {"answer", "question_id", "timestamp", "processing_time"}
+    assert body["answer"].startswith("I don't know")
