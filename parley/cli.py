@@ -263,7 +263,7 @@ def _connected(url: str | None) -> Iterator[Client]:
         _fail(f"no Parley server answers at {url}")
     from parley.logs import configure
 
-    configure("WARNING", json_logs=False)
+    configure("ERROR", json_logs=False)
     typer.secho(f"(no server at {target}; starting one in this process)", dim=True, err=True)
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -68,8 +68,9 @@ def cart_table(cart: dict[str, Any]) -> list[str]:
     ]
     lines = _table(["QTY", "IN YOUR CART", "EACH", "TOTAL"], rows, right={0, 2, 3})
     summary = cart.get("summary") or {}
+    count = int(summary.get("total_items", 0))
     lines.append(
-        f"{summary.get('total_items', 0)} items · subtotal {_money(summary.get('subtotal'))} · "
+        f"{count} item{'' if count == 1 else 's'} · subtotal {_money(summary.get('subtotal'))} · "
         f"tax {_money(summary.get('estimated_tax'))} · total {_money(summary.get('estimated_total'))}"
     )
     return lines
