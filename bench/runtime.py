@@ -37,7 +37,9 @@ def _llama_cpp(tokens: int, threads: int) -> dict[str, float]:
     from llama_cpp import Llama
 
     llm = Llama(_gguf(), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
-    prompt = llm.tokenize(f"<|im_start|>user\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n".encode(), special=True)
+    prompt = llm.tokenize(
+        f"<|im_start|>user\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n".encode(), special=True
+    )
     stamps: list[float] = []
     for _ in llm.create_completion(
         prompt, max_tokens=tokens, temperature=0.0, stream=True, logit_bias={llm.token_eos(): -100.0}
@@ -84,14 +86,15 @@ def _child(name: str, tokens: int, threads: int) -> dict[str, float] | str:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False, env=os.environ
     )
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["failed"])[-1]
-        return last
+        return (done.stderr.strip().splitlines() or ["failed"])[-1]
     figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1))
@@ -110,7 +113,9 @@ def main() -> None:
     print(f"{args.tokens} tokens, {args.threads} threads, {args.rounds} rounds, medians (min-max):")
     for name, values in speeds.items():
         if values:
-            print(f"  {name:28} {statistics.median(values):7.1f} tokens/s ({min(values):.1f}-{max(values):.1f})")
+            print(
+                f"  {name:28} {statistics.median(values):7.1f} tokens/s ({min(values):.1f}-{max(values):.1f})"
+            )
         else:
             print(f"  {name:28} not run: {unavailable.get(name, 'no figures')}")
     compiled, prebuilt = (speeds[name] for name in RUNTIMES)
