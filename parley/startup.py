@@ -29,6 +29,7 @@ import uvicorn
 from parley.assistants import Assistant, Assistants
 from parley.config import Settings
 from parley.knowledge.bases import Knowledge
+from parley.knowledge.ingest import iter_files
 from parley.users import Principal
 
 log = structlog.get_logger(__name__)
@@ -36,6 +37,8 @@ log = structlog.get_logger(__name__)
 #: The support assistant's FAQ, shipped in the package.
 DEMO_FAQ = Path(__file__).parent / "knowledge" / "demo" / "parley-faq.md"
 DEMO_CVS = "demo-cvs"
+#: A knowledge base of at least this many files logs its progress every quarter.
+PROGRESS_FROM = 8
 
 
 def load_env_file(path: Path = Path(".env")) -> None:
@@ -144,7 +147,19 @@ class FirstStart:
                 log.warning(
                     "knowledge_path_missing", kb=name, missing=[str(p) for p in paths if not p.exists()]
                 )
-            report = await self.knowledge.sync(owner_id, name, present, prune=bool(present))
+            files = sum(1 for root in present for _ in iter_files(root))
+            log.info("knowledge_syncing", kb=name, files=files)
+            done = 0
+
+            def progress(source: str, error: str | None, kb: str = name, total: int = files) -> None:
+                nonlocal done
+                done += 1
+                if total >= PROGRESS_FROM and done < total and done % max(1, total // 4) == 0:
+                    log.info("knowledge_progress", kb=kb, files=f"{done}/{total}")
+
+            report = await self.knowledge.sync(
+                owner_id, name, present, prune=bool(present), progress=progress
+            )
             log.info(
                 "knowledge_synced",
                 kb=name,

@@ -88,3 +88,28 @@ async def test_the_shop_replies_with_what_the_cards_show_and_adds_what_was_meant
     cart = next(f for f in added if f.event == "tool.result").json["ui"]
     assert [i["product_id"] for i in cart["items"]] == [black["id"]]
     assert black["name"] in added[-1].json["text"]
+
+
+async def test_every_builtin_assistants_example_prompts_work_with_the_embedded_model(
+    settings_for: Callable[..., Settings], database_url: str
+) -> None:
+    """The prompts the web page offers on an empty chat, on the default install (its default
+    knowledge, the embedded model): each one answered, with sources or tool results where the
+    assistant has them, never "I don't know"."""
+    from parley.assistants import BUILTIN
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the default install is SQLite")
+    async with serve(settings_for(model="local:smollm2", embeddings="hash", knowledge=None)) as server:
+        for name, assistant in BUILTIN.items():
+            assert len(assistant.examples) == 3, name
+            for prompt in assistant.examples:
+                thread = await new_thread(server.client, name)
+                frames = await turn(server, thread, prompt)
+                reply = frames[-1].json["text"]
+                assert reply.strip(), (name, prompt)
+                assert not reply.startswith("I don't know"), (name, prompt, reply)
+                if assistant.knowledge_bases:
+                    assert frames[-1].json["sources"], (name, prompt, reply)
+                if assistant.tools:
+                    assert any(f.event == "tool.result" and f.json.get("ui") for f in frames), (name, prompt)

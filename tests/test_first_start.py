@@ -46,6 +46,10 @@ async def test_support_and_recruiter_answer_from_the_demo_knowledge_with_no_sett
         line["assistant"]: line["documents"] for line in lines if line["event"] == "assistant_knowledge"
     }
     assert counts == {"support": 1, "recruiter": 10}
+    syncing = {line["kb"]: line["files"] for line in lines if line["event"] == "knowledge_syncing"}
+    assert syncing == {"parley-faq": 1, "demo-cvs": 10}
+    progress = [line["files"] for line in lines if line["event"] == "knowledge_progress"]
+    assert progress == ["2/10", "4/10", "6/10", "8/10"]  # the CVs, a line every quarter
 
 
 async def test_an_assistant_with_empty_knowledge_says_so_in_its_greeting_and_the_log(
