@@ -93,7 +93,7 @@ BUILTIN: dict[str, Assistant] = {
         examples=[
             "Who knows Kubernetes?",
             "Which candidate is a registered nurse in Sweden?",
-            "What has Amelia Hartley worked on?",
+            "Who speaks German?",
         ],
         options={
             "top_k": 5,
