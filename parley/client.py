@@ -8,6 +8,7 @@ directory as ``parley serve``: one code path, and ``parley ask`` works on a fres
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -107,8 +108,9 @@ def background_server(settings: Settings) -> Iterator[str]:
 
     from parley.app import create_app
 
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on"
+        app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="parley-server", daemon=True)
@@ -119,6 +121,12 @@ def background_server(settings: Settings) -> Iterator[str]:
             raise ClientError("the in-process server did not start; see the log above")
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
+    # Answers need the knowledge in place (a first start loads the embedding model meanwhile).
+    first_start = app.state.parley.first_start
+    if not first_start.done:
+        print("(preparing the knowledge bases: a first start takes up to a minute)", file=sys.stderr)
+    while not first_start.done and thread.is_alive() and time.monotonic() < deadline + 600:
+        time.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

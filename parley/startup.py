@@ -103,6 +103,10 @@ class FirstStart:
     def begin(self, owner_id: int, data_dir: Path) -> None:
         self._task = asyncio.create_task(self._run(owner_id, data_dir), name="parley-first-start")
 
+    @property
+    def done(self) -> bool:
+        return self._task is None or self._task.done()
+
     async def wait(self) -> None:
         """Until the sync is done (tests and benchmarks read a server whose knowledge is in place)."""
         if self._task is not None:

@@ -232,3 +232,30 @@ async def test_a_spinner_turns_on_a_terminal_until_the_first_token(tmp_path: Pat
     assert "thinking…" in err
     assert err.count("\r⠋ thinking…") >= 2  # it turned for the second the model took
     assert err.index("\x1b[2K") < err.index("tokens in")  # cleared before the usage line
+
+
+async def test_ask_support_without_a_server_answers_from_the_demo_faq(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "parley",
+        "ask",
+        "-a",
+        "support",
+        "Which port does Parley listen on?",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **os.environ,
+            "PARLEY_URL": "http://127.0.0.1:9",
+            "PARLEY_MODEL": "scripted:echo",
+            "PARLEY_EMBEDDINGS": "hash",
+            "PARLEY_DATA_DIR": str(tmp_path / "data"),
+            "PARLEY_DATABASE_URL": "",
+        },
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    answer, _, sources = out.decode().partition("Sources:")
+    assert "8000" in answer
+    assert "[1] Which port does Parley listen on, and how do I change it?" in sources
