@@ -41,9 +41,9 @@ python_env() {
 }
 
 # llama.cpp compiles from source (about 5 minutes on two cores). Build it once, portable so the
-# wheel runs on any x86-64 with AVX2, only the libraries the bindings load (the `llama` target
-# and the ggml ones it links: not llama.cpp's `common`, nor the multimodal library, LLAVA_BUILD=OFF,
-# which Parley never loads: 76 files to compile instead of 178), into a wheel cache that every later install (a fresh clone, CI) reuses:
+# wheel runs on any x86-64 with AVX2, without the multimodal library Parley never loads
+# (LLAVA_BUILD=OFF: 127 files to compile instead of 178; llama.cpp's `common` cannot be left out,
+# its install rule needs it), into a wheel cache that every later install (a fresh clone, CI) reuses:
 # uv's own cache keys built wheels by the sdist's HTTP revision and rebuilds when that changes.
 # No prebuilt runtime on PyPI fits (docs/BENCHMARKS.md, "The embedded model's runtime").
 WHEELS=${PARLEY_WHEEL_CACHE:-$HOME/.cache/parley/wheels}
@@ -55,7 +55,7 @@ llama_wheel() {
     echo "bootstrap: compiling llama-cpp-python $version once into $WHEELS (about 5 minutes)" >&2
     mkdir -p "$WHEELS"
     CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF}" \
-      "$PYTHON" -m pip wheel -q --progress-bar off --no-deps -C build.targets=llama -w "$WHEELS" "$pin"
+      "$PYTHON" -m pip wheel -q --progress-bar off --no-deps -w "$WHEELS" "$pin"
     echo "bootstrap: llama-cpp-python compiled" >&2
   fi
 }
