@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,20 @@ def empty_greeting(assistant: Assistant, bases: Sequence[str]) -> str:
 class FirstStart:
     """The knowledge sync, in the background of a server that already answers."""
 
-    def __init__(self, knowledge: Knowledge, assistants: Assistants, paths: Mapping[str, list[Path]]) -> None:
+    def __init__(
+        self,
+        knowledge: Knowledge,
+        assistants: Assistants,
+        paths: Mapping[str, list[Path]],
+        *,
+        exclusive: Callable[[], AbstractAsyncContextManager[bool]] | None = None,
+    ) -> None:
+        """``exclusive``: a lock of the cluster, true for the one process that may sync (the
+        others load what it stored); without it, this process syncs."""
         self.knowledge = knowledge
         self.assistants = assistants
         self.paths = dict(paths)
+        self._exclusive = exclusive
         self._task: asyncio.Task[None] | None = None
         self._greetings = {a.name: a.options.get("greeting") for a in assistants.all()}
         #: Documents each assistant can answer from, once the sync is done.
@@ -120,7 +131,12 @@ class FirstStart:
 
     async def _run(self, owner_id: int, data_dir: Path) -> None:
         try:
-            await self._sync(owner_id, data_dir)
+            if self._exclusive is None:
+                await self._sync(owner_id, data_dir)
+            else:
+                async with self._exclusive() as syncs:
+                    if syncs:
+                        await self._sync(owner_id, data_dir)
             await self._report(owner_id)
         except asyncio.CancelledError:
             raise
