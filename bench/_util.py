@@ -73,7 +73,13 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = tempfile.mkdtemp(prefix="parley-bench-")
-        full_env = {**os.environ, "PARLEY_DATA_DIR": self.dir, "PARLEY_LOG_LEVEL": "WARNING", **env}
+        full_env = {
+            **os.environ,
+            "PARLEY_DATA_DIR": self.dir,
+            "PARLEY_LOG_LEVEL": "WARNING",
+            "PARLEY_KNOWLEDGE": "{}",  # no demo knowledge syncing in the background of a benchmark
+            **env,
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "parley", "serve", "--port", str(self.port)],
             env=full_env,

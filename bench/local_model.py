@@ -233,6 +233,7 @@ async def run(repeats: int, tokens: int, turns: int, conversations: int) -> None
             data_dir=Path(data),
             model=f"local:smollm2?threads={settings_threads}&max_tokens=48",
             log_level="WARNING",
+            knowledge={},
         )
         with background_server(settings) as url:
             async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(120.0)) as client:

@@ -227,7 +227,9 @@ class Player:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Player]:
         with tempfile.TemporaryDirectory() as data:
-            settings = Settings(data_dir=Path(data), model="scripted:bench-memory", log_level="WARNING")
+            settings = Settings(
+                data_dir=Path(data), model="scripted:bench-memory", log_level="WARNING", knowledge={}
+            )
             async with serve(settings, {"scripted:bench-memory": self.recorder}) as (parley, client):
                 self.parley, self.client = parley, client
                 parley.assistants.add(

@@ -85,7 +85,11 @@ async def load(url: str, headers: dict[str, str], requests: int, clients: int = 
 
 def case(data: Path, requests: int, *, key: bool, bare: bool = False, **overrides: Any) -> dict[str, float]:
     settings = Settings(
-        data_dir=data / uuid.uuid4().hex, model="scripted:echo", rate_limit="1000000/minute", **overrides
+        data_dir=data / uuid.uuid4().hex,
+        model="scripted:echo",
+        rate_limit="1000000/minute",
+        knowledge={},
+        **overrides,
     )
     with running(settings, bare=bare) as (url, parley, loop):
         headers = {}
