@@ -23,7 +23,7 @@ from parley.config import Settings
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real server in a thread of its own (schemathesis calls it synchronously)."""
     data = Path(tmp_path_factory.mktemp("fuzz"))
-    app = create_app(Settings(data_dir=data, model="scripted:echo", rate_limit="100000/minute"))
+    app = create_app(Settings(data_dir=data, model="scripted:echo", rate_limit="100000/minute", knowledge={}))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)

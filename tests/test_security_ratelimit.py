@@ -26,7 +26,12 @@ def storage(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 def settings(tmp_path: Path, storage: dict[str, Any], **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"data_dir": tmp_path / "data", "model": "scripted:echo", **storage}
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "model": "scripted:echo",
+        "knowledge": {},
+        **storage,
+    }
     values.update(overrides)
     return Settings(**values)
 

@@ -224,7 +224,7 @@ async def test_runs_go_on_after_the_database_dropped_every_connection(tmp_path: 
 
     async with (
         fresh_postgres() as url,
-        serve(Settings(data_dir=tmp_path, database_url=url, model="scripted:echo")) as server,
+        serve(Settings(data_dir=tmp_path, database_url=url, model="scripted:echo", knowledge={})) as server,
     ):
         body = {"input": "before the restart", "stream": True}
         thread = await new_thread(server.client)

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.files import UPLOAD_BODY, UPLOAD_RESPONSES, file_json
 from parley.api.schemas import Body, iso
-from parley.errors import ApiError, describe_validation
+from parley.errors import RESPONSES, ApiError, describe_validation
 from parley.files import File
 from parley.ratelimit import rate_class
 from parley.store.schema import Message, Run, Thread, User, new_id
@@ -57,7 +57,26 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"success": False, "error": message, "code": code}, status, headers=headers)
 
 
-router = APIRouter(tags=["compat: jobs (seed 001)"], route_class=SeedErrors)
+#: The seed's error shape, for the OpenAPI schema.
+SEED_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["success", "error"],
+    "properties": {"success": {"const": False}, "error": {"type": "string"}, "code": {"type": "string"}},
+}
+
+
+def seed_shaped(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """Documented error answers, in the seed's shape."""
+    return {
+        status: {
+            "description": doc["description"],
+            "content": {"application/json": {"schema": SEED_ERROR_SCHEMA}},
+        }
+        for status, doc in responses.items()
+    }
+
+
+router = APIRouter(tags=["compat: jobs (seed 001)"], route_class=SeedErrors, responses=seed_shaped(RESPONSES))
 
 SESSION_MARK = "jobs"
 STATUS = {
@@ -148,7 +167,7 @@ def analysis_prompt(file: File, room: int) -> str:
     return f"{header}\n\n--- {file.name} ---\n{text}{cut}"
 
 
-@router.post("/files", status_code=202, openapi_extra=UPLOAD_BODY, responses=UPLOAD_RESPONSES)
+@router.post("/files", status_code=202, openapi_extra=UPLOAD_BODY, responses=seed_shaped(UPLOAD_RESPONSES))
 @rate_class("uploads")
 async def post_file(request: Request, parley: ParleyDep, principal: PrincipalDep) -> dict[str, Any]:
     file = await parley.files.upload(request, principal)
