@@ -52,7 +52,7 @@ llama_wheel() {
   pin=$(grep -E '^llama-cpp-python==' requirements/local.txt)
   version=${pin#*==}
   if ! ls "$WHEELS"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
-    echo "bootstrap: compiling llama-cpp-python $version once into $WHEELS (about 5 minutes)" >&2
+    echo "bootstrap: compiling llama-cpp-python $version once into $WHEELS (about 5 minutes on two idle cores)" >&2
     mkdir -p "$WHEELS"
     CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF}" \
       "$PYTHON" -m pip wheel -q --progress-bar off --no-deps -w "$WHEELS" "$pin"

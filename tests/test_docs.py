@@ -80,7 +80,7 @@ async def test_the_readme_quick_tour_runs_as_written(settings_for: Callable[...,
 
 
 def test_the_readme_says_how_to_get_the_parley_command() -> None:
-    activate = block_after(README, "The `parley` command used below")
+    activate = block_after(README, "command used below lives in `.venv`")
     assert activate == "source .venv/bin/activate"
     venv = Path(sys.prefix)
     result = subprocess.run(
