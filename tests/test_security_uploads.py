@@ -7,6 +7,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -163,6 +164,15 @@ async def path_of(server: Server, route: str) -> str:
     return f"/v1/knowledge-bases/{kb.json()['id']}/documents"
 
 
+def error_of(body: dict[str, Any]) -> dict[str, Any]:
+    """``{"code", "message"}`` of an error answer: Parley's shape, or seed 001's documented
+    ``{"success": false, "error": message, "code"}`` on its ``/files``."""
+    if body.get("success") is False:
+        return {"code": body.get("code"), "message": body["error"]}
+    error: dict[str, Any] = body.get("error", {})
+    return error
+
+
 @pytest.mark.parametrize("route", ROUTES)
 async def test_every_upload_route_refuses_the_hostile_corpus_alike(target: Server, route: str) -> None:
     path = await path_of(target, route)
@@ -170,7 +180,7 @@ async def test_every_upload_route_refuses_the_hostile_corpus_alike(target: Serve
     for item in corpus_():
         body, headers = multipart(item.filename, item.content)
         response = await target.client.post(path, content=body, headers=headers)
-        error = response.json().get("error", {})
+        error = error_of(response.json())
         if (response.status_code, error.get("code")) != (item.status, item.code) or len(
             error["message"]
         ) < 15:
