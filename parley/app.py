@@ -150,7 +150,7 @@ class Parley:
         self.chores = Chores(self.db)
         self.files = Files(
             self.db,
-            settings.data_dir / "files",
+            settings.resolved_files_dir,
             max_bytes=settings.max_upload_bytes,
             quota_bytes=settings.upload_quota_bytes,
         )
