@@ -50,9 +50,10 @@ def free_port() -> int:
 
 
 class Process:
-    """A ``parley serve`` (``api``) or ``parley worker`` (``worker``) subprocess on loopback.
+    """A Parley subprocess on loopback: ``api`` (``parley serve``, ``PARLEY_WORKER=off``),
+    ``serve`` (``parley serve`` with its embedded worker) or ``worker`` (``parley worker``).
 
-    Both answer on ``url``: the API its routes, a worker its metrics (``--metrics-port``)."""
+    Each answers on ``url``: a server its routes, a worker its metrics (``--metrics-port``)."""
 
     def __init__(self, role: str, env: Mapping[str, str], *, log_path: Path | None = None) -> None:
         self.role = role
@@ -60,7 +61,7 @@ class Process:
         self.url = f"http://127.0.0.1:{self.port}"
         command = (
             ["serve", "--port", str(self.port)]
-            if role == "api"
+            if role in ("api", "serve")
             else ["worker", "--metrics-port", str(self.port)]
         )
         extra = {"PARLEY_WORKER": "off"} if role == "api" else {}
@@ -73,7 +74,7 @@ class Process:
         )
 
     async def ready(self, timeout: float = 120.0) -> None:
-        path = "/readyz" if self.role == "api" else "/metrics"
+        path = "/metrics" if self.role == "worker" else "/readyz"
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() < deadline:
@@ -122,14 +123,20 @@ class Cluster:
             return None
         return self.log_dir / f"{role}-{len(self.apis) + len(self.workers)}.log"
 
-    async def start(self, apis: int = 2, workers: int = 2) -> Cluster:
-        # The first API process migrates; the others find nothing to do (and would wait on its lock).
-        started = [self.add_api() for _ in range(apis)] + [self.add_worker() for _ in range(workers)]
+    async def start(self, apis: int = 2, workers: int = 2, *, serves: int = 0) -> Cluster:
+        """``apis`` API-only processes, ``workers`` workers and ``serves`` servers with an
+        embedded worker (in ``apis`` too). Migrations run once, under an advisory lock."""
+        started = [
+            *(self.add_api() for _ in range(apis)),
+            *(self.add_api(embedded=True) for _ in range(serves)),
+            *(self.add_worker() for _ in range(workers)),
+        ]
         await asyncio.gather(*(p.ready() for p in started))
         return self
 
-    def add_api(self) -> Process:
-        process = Process("api", self.env, log_path=self._log_path("api"))
+    def add_api(self, *, embedded: bool = False) -> Process:
+        role = "serve" if embedded else "api"
+        process = Process(role, self.env, log_path=self._log_path(role))
         self.apis.append(process)
         return process
 

@@ -218,20 +218,49 @@ async def test_starting_processes_does_not_disturb_live_runs(tmp_path: Path) -> 
                 assert (await client.get(f"{api}/v1/runs/{run_id}")).json()["attempt"] == 1
 
 
+def _key(cluster: Cluster, user: str) -> dict[str, str]:
+    created = subprocess.run(
+        [sys.executable, "-m", "parley", "keys", "create", "--user", user],
+        env={**os.environ, **cluster.env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {"X-API-Key": created.stdout.strip()}
+
+
 async def test_a_rate_limit_holds_across_two_api_processes(tmp_path: Path) -> None:
     async for cluster in _cluster(tmp_path, "redis", PARLEY_RATE_LIMIT="7/minute"):
         apis = [api.url for api in cluster.apis]
-        created = subprocess.run(
-            [sys.executable, "-m", "parley", "keys", "create", "--user", "alice"],
-            env={**os.environ, **cluster.env},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        headers = {"X-API-Key": created.stdout.strip()}
+        headers = _key(cluster, "alice")
         async with httpx.AsyncClient(timeout=30) as client:
             statuses = [
                 (await client.get(f"{apis[i % 2]}/v1/threads", headers=headers)).status_code
                 for i in range(12)
             ]
     assert statuses == [200] * 7 + [429] * 5, statuses
+
+
+async def test_a_token_budget_holds_across_two_api_processes(tmp_path: Path) -> None:
+    limit = 160
+    budget = {"PARLEY_DAILY_TOKEN_BUDGET": str(limit), "PARLEY_BUDGET_OUTPUT_TOKENS": "50"}
+    async for cluster in _cluster(tmp_path, "postgres", **budget):
+        apis = [api.url for api in cluster.apis]
+        headers = _key(cluster, "alice")
+        async with httpx.AsyncClient(timeout=30, headers=headers) as client:
+            threads = [await _thread(client, apis[i % 2]) for i in range(12)]
+            responses = await asyncio.gather(
+                *(
+                    client.post(f"{apis[i % 2]}/v1/threads/{t}/runs", json={"input": "hello there friend"})
+                    for i, t in enumerate(threads)
+                )
+            )
+            created = [r.json()["id"] for r in responses if r.status_code == 201]
+            refused = [r for r in responses if r.status_code == 429]
+            finals = [
+                (await read_events(client, f"{apis[0]}/v1/runs/{run_id}/events"))[-1] for run_id in created
+            ]
+        completed = [f.json["usage"] for f in finals if f.event == "run.completed"]
+        assert completed
+        assert refused or len(completed) < len(created)
+        assert sum(u["input_tokens"] + u["output_tokens"] for u in completed) <= limit
