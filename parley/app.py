@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from parley import __version__, errors, web
 from parley.api import account as account_api
+from parley.api import conversations, embeddings, responses
 from parley.api import experiments as experiments_api
 from parley.api import feedback as feedback_api
 from parley.api import files as files_api
@@ -41,6 +42,7 @@ from parley.metrics import Metrics
 from parley.providers.base import Provider
 from parley.providers.registry import Providers
 from parley.ratelimit import RateLimiter, RateLimitHeaders
+from parley.responses import Responses
 from parley.runs import Runs
 from parley.shop import Shop
 from parley.store.db import Database
@@ -118,6 +120,7 @@ class Parley:
         )
         self.executor.knowledge = self.knowledge
         self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
+        self.responses = Responses(self.db, self.runs, self.log)
         self.experiments = Experiments(
             self.db, self.assistants, self.providers, load_config(settings.config_file)
         )
@@ -211,6 +214,9 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
         chatbot_sse.router,
         jobs.router,
         openai_api.router,
+        responses.router,
+        conversations.router,
+        embeddings.router,
         shop_compat.router,
         shop_compat.health,
         experiments_api.router,

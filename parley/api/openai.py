@@ -27,6 +27,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from parley import events as ev
 from parley import passthrough
 from parley.answers.attachments import MAX_FILES
+from parley.api import embeddings
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.errors import ApiError, not_found
 from parley.providers.base import ToolSpec
@@ -125,11 +126,17 @@ class ChatCompletionRequest(_Lenient):
 
 @router.get("/v1/models")
 async def models(parley: ParleyDep, _: PrincipalDep) -> dict[str, Any]:
-    return {"object": "list", "data": [_model(parley, a.name) for a in parley.assistants.all()]}
+    """The assistants (chat), then the embedding model (``/v1/embeddings``) when there is one."""
+    data = [_model(parley, a.name) for a in parley.assistants.all()]
+    if (embedder := embeddings.model_id(parley)) is not None:
+        data.append(embeddings.model_json(embedder))
+    return {"object": "list", "data": data}
 
 
 @router.get("/v1/models/{model}")
 async def model(model: str, parley: ParleyDep, _: PrincipalDep) -> dict[str, Any]:
+    if model == embeddings.model_id(parley):
+        return embeddings.model_json(model)
     _assistant(parley, model)
     return _model(parley, model)
 
