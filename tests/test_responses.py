@@ -173,7 +173,10 @@ async def test_a_cut_background_stream_resumes_exactly_where_it_stopped(
         assert text == whole[-1].response.output_text == " ".join(f"w{i}" for i in range(12))
         # Resuming after the last event gives nothing more; after a later one is refused.
         last = whole[-1].sequence_number
-        assert await collect(await client.responses.retrieve(response_id, stream=True, starting_after=last)) == []
+        assert (
+            await collect(await client.responses.retrieve(response_id, stream=True, starting_after=last))
+            == []
+        )
         with pytest.raises(openai.BadRequestError, match="resume"):
             await client.responses.retrieve(response_id, stream=True, starting_after=last + 1)
 
@@ -187,7 +190,10 @@ async def test_cancelling_a_background_response_closes_the_provider_within_a_sec
         response = await client.responses.create(model="general", input="go", background=True)
 
         async def writing() -> bool:
-            return bool((await client.responses.retrieve(response.id)).output_text) and provider.open_streams == 1
+            return (
+                bool((await client.responses.retrieve(response.id)).output_text)
+                and provider.open_streams == 1
+            )
 
         await until(writing)
         started = time.monotonic()
@@ -275,7 +281,10 @@ async def test_client_function_tools_round_trip(settings_for: Callable[..., Sett
     async with scripted(settings_for, provider) as server:
         client = await sdk(server)
         first = await client.responses.create(
-            model="general", input="Weather in Oslo?", tools=[WEATHER], tool_choice="auto"  # type: ignore[list-item]
+            model="general",
+            input="Weather in Oslo?",
+            tools=[WEATHER],
+            tool_choice="auto",  # type: ignore[list-item]
         )
         sent = provider.requests[-1]
         assert ([t.name for t in sent.tools], sent.tool_choice) == (["get_weather"], "auto")
@@ -397,7 +406,9 @@ async def test_store_false_leaves_nothing_behind(server: Server) -> None:
     assert (response.output_text, response.store) == ("forget me", False)
     with pytest.raises(openai.NotFoundError):
         await client.responses.retrieve(response.id)
-    events = await collect(await client.responses.create(model="general", input="me too", store=False, stream=True))
+    events = await collect(
+        await client.responses.create(model="general", input="me too", store=False, stream=True)
+    )
     assert events[-1].type == "response.completed"
     assert await threads_of(server) == []
     with pytest.raises(openai.BadRequestError, match="store"):
@@ -447,7 +458,11 @@ async def test_a_failed_run_is_a_failed_response(settings_for: Callable[..., Set
         ({"input": []}, openai.UnprocessableEntityError),
         ({"input": [{"role": "assistant", "content": "I speak last"}]}, openai.UnprocessableEntityError),
         (
-            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}]},
+            {
+                "input": [
+                    {"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}
+                ]
+            },
             openai.UnprocessableEntityError,
         ),
         ({"input": "hi", "tools": [{"type": "web_search"}]}, openai.UnprocessableEntityError),
