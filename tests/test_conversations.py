@@ -40,7 +40,8 @@ async def test_responses_in_a_conversation_add_their_items(settings_for: Callabl
         first = await client.responses.create(
             model="general", input="Remember the number 7.", conversation=conversation.id
         )
-        assert first.conversation is not None and first.conversation.id == conversation.id
+        assert first.conversation is not None
+        assert first.conversation.id == conversation.id
         second = await client.responses.create(
             model="general", input="Which number was it?", conversation={"id": conversation.id}
         )
@@ -51,7 +52,8 @@ async def test_responses_in_a_conversation_add_their_items(settings_for: Callabl
             ("user", "Remember the number 7."),
             ("assistant", "Noted."),
         ]
-        assert sent[-1][0] == "user" and sent[-1][1].endswith("Which number was it?")  # after memory facts
+        assert sent[-1][0] == "user"
+        assert sent[-1][1].endswith("Which number was it?")  # after memory facts
         items = await client.conversations.items.list(conversation.id, order="asc")
         seen = [(i.role, i.content[0].text) for i in items.data]  # type: ignore[union-attr]
         assert seen == [

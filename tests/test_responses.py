@@ -222,7 +222,8 @@ async def test_a_dropped_foreground_stream_cancels_its_run(settings_for: Callabl
             if event.type == "response.output_text.delta":
                 break
         await stream.close()
-        assert first is not None and first.type == "response.created"
+        assert first is not None
+        assert first.type == "response.created"
 
         async def ended() -> bool:
             return (await client.responses.retrieve(first.response.id)).status == "cancelled"  # type: ignore[union-attr]
@@ -434,7 +435,8 @@ async def test_sampling_format_and_length_reach_the_provider(settings_for: Calla
         assert response.incomplete_details.reason == "max_output_tokens"
         assert response.output_text == '{"ok": tr'
         assert response.metadata == {"ticket": "T-1"}
-        assert response.text is not None and response.text.format.type == "json_schema"
+        assert response.text is not None
+        assert response.text.format.type == "json_schema"
 
 
 async def test_a_failed_run_is_a_failed_response(settings_for: Callable[..., Settings]) -> None:
