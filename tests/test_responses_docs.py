@@ -56,7 +56,7 @@ async def test_the_docs_examples_run_verbatim(minilm_server: Server, monkeypatch
         namespace: dict[str, object] = {"__name__": "docs"}
         with contextlib.redirect_stdout(printed):
             for number, block in enumerate(blocks, start=1):
-                exec(compile(block, f"docs/RESPONSES.md block {number}", "exec"), namespace)  # noqa: S102
+                exec(compile(block, f"docs/RESPONSES.md block {number}", "exec"), namespace)
 
     await asyncio.to_thread(run)
     # The server logs to the same stdout, in this process: its lines start with a date.
