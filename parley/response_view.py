@@ -24,8 +24,9 @@ SDK has no ``response.cancelled`` stream event). Error codes outside the SDK's l
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from parley import events as ev
 from parley import passthrough
@@ -313,5 +314,5 @@ def _copy(item: dict[str, Any]) -> dict[str, Any]:
 
 def frame(event: dict[str, Any]) -> bytes:
     """One stream event as an SSE frame: ``id`` is its sequence number (``Last-Event-ID`` resumes)."""
-    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str)
-    return f"event: {event['type']}\nid: {event['sequence_number']}\ndata: {data}\n\n".encode()
+    head = f"event: {event['type']}\nid: {event['sequence_number']}\ndata: ".encode()
+    return head + orjson.dumps(event, default=str) + b"\n\n"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ import structlog
 from sqlalchemy import delete, func, select, update
 
 from parley.errors import ApiError, not_found
-from parley.events import TERMINAL_STATUSES, EventLog, RunEvent
+from parley.events import TERMINAL_STATUSES, EventLog
 from parley.response_view import KEY, ResponseView, frame, is_response, spec_of
 from parley.runs import ACTIVE_STATUSES, Runs
 from parley.store.db import Database
@@ -265,15 +265,21 @@ class Responses:
         the terminal one. ``cancel_on_close``: a client that leaves before the end cancels the
         run (a request that was not ``background``)."""
         view = ResponseView(run)
+        head = b"".join(frame(e) for e in view.start() if e["sequence_number"] > after)
+        if head and run.status != "running":
+            # Queued: say so now. A running run's first events are a moment away, and go in
+            # the same write (each write costs a pass through the middlewares and a syscall).
+            yield head
+            head = b""
         try:
-            if first := b"".join(frame(e) for e in view.start() if e["sequence_number"] > after):
-                yield first
-            async for event in _with_pings(self._log.follow(run.id), ping):
-                if event is None:
-                    yield _PING
-                    continue
-                if body := b"".join(frame(e) for e in view.feed(event) if e["sequence_number"] > after):
-                    yield body
+            # The events read together go out in one write, as on the native stream.
+            async for batch in self._log.follow_with_heartbeats(run.id, 0, every=ping):
+                body = head + b"".join(
+                    frame(e) for event in batch for e in view.feed(event) if e["sequence_number"] > after
+                )
+                head = b""
+                if body or not batch:
+                    yield body or _PING
         finally:
             if not view.done and cancel_on_close and principal is not None:
                 with contextlib.suppress(Exception):
@@ -350,31 +356,3 @@ def _copy(message: Message) -> Message:
     return Message(
         id=new_id("msg"), role=message.role, content=message.content, data=dict(message.data or {})
     )
-
-
-async def _with_pings(events: AsyncIterator[RunEvent], every: float) -> AsyncIterator[RunEvent | None]:
-    """``events``, with a None after each ``every`` seconds without one (an SSE ping)."""
-    iterator = aiter(events)
-    pending: asyncio.Task[RunEvent] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=every)
-            if not done:
-                yield None
-                continue
-            try:
-                event = pending.result()
-            except StopAsyncIteration:
-                return
-            pending = None
-            yield event
-    finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        closer = getattr(iterator, "aclose", None)
-        if closer is not None:
-            await closer()
