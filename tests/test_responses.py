@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -179,6 +180,39 @@ async def test_a_cut_background_stream_resumes_exactly_where_it_stopped(
         )
         with pytest.raises(openai.BadRequestError, match="resume"):
             await client.responses.retrieve(response_id, stream=True, starting_after=last + 1)
+
+
+async def test_a_stream_cut_on_one_server_resumes_on_another(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    provider = ScriptedProvider(turns=[slow(*[f"w{i} " for i in range(8)], pause=0.02)])
+    async with scripted(settings_for, provider) as first:
+        client = await sdk(first)
+        stream = await client.responses.create(model="general", input="go", background=True, stream=True)
+        seen: list[ResponseStreamEvent] = []
+        async for event in stream:
+            seen.append(event)
+            if event.type == "response.output_text.delta":
+                break
+        await stream.close()
+        response_id = seen[0].response.id  # type: ignore[union-attr]
+
+        async def finished() -> bool:
+            return (await client.responses.retrieve(response_id)).status == "completed"
+
+        await until(finished)
+        whole = await collect(await client.responses.retrieve(response_id, stream=True))
+        # Another API process over the same database: same log, same events, same numbers.
+        settings = settings_for(model="scripted:test", data_dir=tmp_path / "second")
+        async with serve(settings, providers={"scripted:test": ScriptedProvider()}) as second:
+            other = openai.AsyncOpenAI(base_url=f"{second.url}/v1", api_key=client.api_key, max_retries=0)
+            _clients.append(other)
+            resumed = await collect(
+                await other.responses.retrieve(
+                    response_id, stream=True, starting_after=seen[-1].sequence_number
+                )
+            )
+    assert [e.model_dump() for e in seen + resumed] == [e.model_dump() for e in whole]
 
 
 async def test_cancelling_a_background_response_closes_the_provider_within_a_second(
@@ -414,6 +448,15 @@ async def test_store_false_leaves_nothing_behind(server: Server) -> None:
     assert await threads_of(server) == []
     with pytest.raises(openai.BadRequestError, match="store"):
         await client.responses.create(model="general", input="x", store=False, background=True)
+    # Going on from a stored response without storing: the chain is left as it was.
+    kept = await client.responses.create(model="general", input="keep me")
+    unstored = await client.responses.create(
+        model="general", input="and forget this", previous_response_id=kept.id, store=False
+    )
+    assert unstored.output_text == "and forget this"
+    assert [t["title"] for t in await threads_of(server)] == ["keep me"]
+    items = await client.responses.input_items.list(kept.id)
+    assert [i.content[0].text for i in items.data] == ["keep me"]  # type: ignore[union-attr]
 
 
 async def test_sampling_format_and_length_reach_the_provider(settings_for: Callable[..., Settings]) -> None:

@@ -5,9 +5,10 @@ folder for the module."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -45,22 +46,22 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
 
-async def test_the_docs_examples_run_verbatim(minilm_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_docs_examples_run_verbatim(minilm_server: Server) -> None:
     blocks = python_blocks(DOC.read_text())
     assert len(blocks) >= 6
-    monkeypatch.setenv("PARLEY_URL", minilm_server.url)
-    monkeypatch.setenv("PARLEY_API_KEY", await key_for(minilm_server, "reader"))
-    printed = io.StringIO()
-
-    def run() -> None:
-        namespace: dict[str, object] = {"__name__": "docs"}
-        with contextlib.redirect_stdout(printed):
-            for number, block in enumerate(blocks, start=1):
-                exec(compile(block, f"docs/RESPONSES.md block {number}", "exec"), namespace)
-
-    await asyncio.to_thread(run)
-    # The server logs to the same stdout, in this process: its lines start with a date.
-    lines = [line for line in printed.getvalue().splitlines() if not re.match(r"\d{4}-\d\d-\d\d ", line)]
+    env = {
+        **os.environ,
+        "PARLEY_URL": minilm_server.url,
+        "PARLEY_API_KEY": await key_for(minilm_server, "reader"),
+    }
+    # In a process of its own, as a user runs them: one script, the blocks in order.
+    script = "\n".join(blocks)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
     assert lines[0].startswith("completed Hello there ")
     assert "one two three" in lines
     assert "completed Tell me a story" in lines
