@@ -16,6 +16,7 @@ from openai.types.responses import ResponseStreamEvent
 
 from parley.config import Settings
 from parley.providers.base import Finish, ProviderError, TextDelta, ToolCallDelta
+from parley.providers.fakes import FakeAnthropic, FakeOpenAI, Fault, Reply
 from parley.providers.scripted import Delay, Hang, ScriptedProvider
 from tests.conftest import Server, serve
 from tests.identity import client_as, key_for
@@ -536,3 +537,28 @@ async def test_bad_requests_are_refused_and_store_nothing(
     with pytest.raises(error):
         await client.responses.create(**{"model": "general", **body})
     assert await threads_of(server) == []
+
+
+async def test_a_failover_mid_stream_is_one_answer_with_the_switch_in_parley_extras(
+    settings_for: Callable[..., Settings],
+) -> None:
+    async with FakeOpenAI() as primary, FakeAnthropic() as backup:
+        primary.enqueue(Reply("The quick brown fox", fault=Fault("drop", after=2)))
+        backup.enqueue(Reply(" brown fox jumps over the dog."))
+        route = (
+            f"openai:gpt-4o-mini?base_url={primary.url}/v1,anthropic:claude-3-5-haiku?base_url={backup.url}"
+        )
+        async with serve(settings_for(model=route, provider_attempts=1)) as server:
+            client = await sdk(server)
+            events = await collect(
+                await client.responses.create(model="general", input="The fox?", stream=True)
+            )
+            final = events[-1]
+            assert final.type == "response.completed"
+            deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+            assert deltas == final.response.output_text == "The quick brown fox jumps over the dog."
+            extras = (final.response.model_extra or {})["parley"]
+            [switch] = extras["fallbacks"]
+            assert switch["from"].startswith("openai:gpt-4o-mini")
+            assert switch["to"].startswith("anthropic:claude-3-5-haiku")
+            assert extras["cost_usd"] > 0  # the backup's price
