@@ -80,6 +80,14 @@ async def test_every_event_and_object_parses_with_the_sdk_models(
             http, "GET", f"/v1/responses/{background['id']}", params={"stream": "true", "starting_after": "2"}
         )
         assert [e.sequence_number for e in resumed] == [e.sequence_number for e in cancelled[3:]]
+        by_header = await events_of(
+            http,
+            "GET",
+            f"/v1/responses/{background['id']}",
+            params={"stream": "true"},
+            headers={"Last-Event-ID": "2"},
+        )
+        assert by_header == resumed
 
         assert {e.type for e in tools} >= {
             "response.created",
