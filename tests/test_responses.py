@@ -562,3 +562,31 @@ async def test_a_failover_mid_stream_is_one_answer_with_the_switch_in_parley_ext
             assert switch["from"].startswith("openai:gpt-4o-mini")
             assert switch["to"].startswith("anthropic:claude-3-5-haiku")
             assert extras["cost_usd"] > 0  # the backup's price
+
+
+async def test_the_assistants_own_tools_stay_in_parley_extras(settings_for: Callable[..., Settings]) -> None:
+    def call(name: str, arguments: dict[str, Any], ident: str) -> ToolCallDelta:
+        return ToolCallDelta(0, ident, name, json.dumps(arguments))
+
+    provider = ScriptedProvider(
+        turns=[
+            [call("search_products", {"query": "mechanical keyboard"}, "c1")],
+            [call("add_to_cart", {"product_id": "KB-9999"}, "c2")],  # never shown: refused
+            [TextDelta("Here are some keyboards.")],
+        ]
+    )
+    async with serve(settings_for(model="scripted:shop"), providers={"scripted:shop": provider}) as server:
+        client = await sdk(server)
+        events = await collect(
+            await client.responses.create(model="shop", input="show me mechanical keyboards", stream=True)
+        )
+        final = events[-1]
+        assert final.type == "response.completed"
+        # The server ran its tools: no function_call items for the client to answer.
+        assert [item.type for item in final.response.output] == ["message"]
+        assert "function_call" not in {e.type.split(".")[1] for e in events}
+        extras = (final.response.model_extra or {})["parley"]
+        assert [c["name"] for c in extras["tool_calls"]] == ["search_products", "add_to_cart"]
+        [rejection] = extras["tool_rejections"]
+        assert "KB-9999" in rejection["reason"]
+        assert extras["tool_results"][0]["id"] == "c1"
