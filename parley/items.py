@@ -37,13 +37,22 @@ def _text(content: Any, where: str) -> str:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in _TEXT_PARTS and isinstance(part.get("text"), str):
             pieces.append(part["text"])
+        elif kind == "input_file":
+            if not isinstance(part.get("file_id"), str) or not part["file_id"]:
+                raise ApiError(
+                    422,
+                    "unsupported_content",
+                    f"{where}.content[{index}]: an input_file needs file_id: upload the file with "
+                    "POST /v1/files, then send its id",
+                )
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
             pieces.append(part["refusal"])
         else:
             raise ApiError(
                 422,
                 "unsupported_content",
-                f"{where}.content[{index}]: only text parts (input_text, output_text) are supported, "
+                f"{where}.content[{index}]: only text and file parts (input_text, output_text, "
+                "input_file) are supported, "
                 f"not {kind!r}",
             )
     return "".join(pieces)
@@ -112,6 +121,17 @@ def to_messages(items: str | list[Any]) -> list[Message]:
     if not rows:
         raise _invalid("input is empty")
     return rows
+
+
+def file_ids(items: str | list[Any]) -> list[str]:
+    """The files the input's ``input_file`` parts attach, once each (``to_messages`` checked them)."""
+    ids: list[str] = []
+    for item in items if isinstance(items, list) else []:
+        content = item.get("content") if isinstance(item, dict) else None
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and part.get("type") == "input_file":
+                ids.append(part["file_id"])
+    return list(dict.fromkeys(ids))
 
 
 def client_calls(message: Message) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from parley.providers.fakes import FakeAnthropic, FakeOpenAI, Fault, Reply
 from parley.providers.scripted import Delay, Hang, ScriptedProvider
 from tests.conftest import Server, serve
 from tests.identity import client_as, key_for
+from tests.test_answers_attachments import NOTES
 
 WEATHER = {
     "type": "function",
@@ -590,3 +591,27 @@ async def test_the_assistants_own_tools_stay_in_parley_extras(settings_for: Call
         [rejection] = extras["tool_rejections"]
         assert "KB-9999" in rejection["reason"]
         assert extras["tool_results"][0]["id"] == "c1"
+
+
+async def test_an_input_file_part_attaches_an_uploaded_file(server: Server) -> None:
+    async with client_as(server, "sdk-user") as raw:
+        uploaded = await raw.post("/v1/files", files={"file": ("heron-notes.txt", NOTES.encode())})
+        file_id = uploaded.json()["id"]
+    client = await sdk(server)
+    question = {"type": "input_text", "text": "tl;dr"}
+    response = await client.responses.create(
+        model="general",
+        input=[{"role": "user", "content": [question, {"type": "input_file", "file_id": file_id}]}],
+    )
+    # The default echo model answers from the attached file, and cites it by name.
+    assert "Dana Okafor" in response.output_text
+    assert "heron-notes.txt" in response.output_text
+    async with client_as(server, "bob") as raw:
+        bobs = (await raw.post("/v1/files", files={"file": ("b.txt", b"Bob's words.")})).json()["id"]
+    for other in (bobs, "file_unknown"):
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.create(
+                model="general",
+                input=[{"role": "user", "content": [question, {"type": "input_file", "file_id": other}]}],
+            )
+    assert len(await threads_of(server)) == 1

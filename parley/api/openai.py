@@ -159,7 +159,7 @@ async def chat_completions(body: ChatCompletionRequest, parley: ParleyDep, princ
         )
     if rows[-1].role not in ("user", "tool"):
         raise ApiError(422, "invalid_request", "the last message must come from the user or a tool")
-    files = await _own_files(parley, principal, _file_ids(body.messages))
+    files = await own_files(parley, principal, _file_ids(body.messages))
     client = passthrough.options(
         tools=[ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools],
         tool_choice=_tool_choice(body.tool_choice),
@@ -249,7 +249,7 @@ def _file_ids(messages: list[MessageIn]) -> list[str]:
     return ids
 
 
-async def _own_files(parley: Parley, principal: Principal, ids: list[str]) -> list[str]:
+async def own_files(parley: Parley, principal: Principal, ids: list[str]) -> list[str]:
     """``ids`` if each names a file of the caller's own (an admin's too: a run reads only its
     user's files); else 404, before anything is stored."""
     for file_id in ids:

@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from parley import items as item_rows
 from parley import passthrough
+from parley.answers.attachments import MAX_FILES
 from parley.api.deps import ParleyDep, PrincipalDep
+from parley.api.openai import own_files
 from parley.api.sse import EventStream, parse_cursor
 from parley.errors import ApiError
 from parley.providers.base import ToolSpec
@@ -137,6 +139,8 @@ def parse(body: ResponseCreate, parley: Any) -> NewResponse:
     if conversation is not None and body.previous_response_id is not None:
         raise ApiError(400, "invalid_request", "send conversation or previous_response_id, not both")
     rows = item_rows.to_messages(body.input)
+    if len(item_rows.file_ids(body.input)) > MAX_FILES:
+        raise ApiError(422, "too_many_files", f"more than {MAX_FILES} files are attached")
     size = sum(len(r.content) for r in rows) + len(body.instructions or "")
     if size > parley.settings.max_input_chars:
         raise ApiError(
@@ -202,7 +206,11 @@ async def create(
 ) -> Any:
     new = parse(body, parley)
     new.idempotency_key = idempotency_key
-    run, _ = await parley.responses.create(principal, new)
+    new.files = await own_files(parley, principal, item_rows.file_ids(body.input))
+    run, created = await parley.responses.create(principal, new)
+    if created and new.files:
+        # The conversation (or chain) keeps seeing them, as a native run's listed files.
+        await parley.files.attach_listed(run.user_id, run.thread_id, new.files)
     headers = {"X-Run-Id": run.id, "X-Thread-Id": run.thread_id}
     if body.stream:
         frames = parley.responses.stream(
