@@ -12,14 +12,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select, update
 
+from parley import conversations
 from parley import items as item_rows
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.responses import checked_metadata
-from parley.store.schema import Message, Thread, now
-from parley.threads import create_thread, get_thread, update_thread
-from parley.users import Principal
+from parley.store.schema import Thread
+from parley.threads import create_thread, update_thread
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -54,29 +53,6 @@ def conversation_json(thread: Thread) -> dict[str, Any]:
     }
 
 
-async def _thread(parley: Any, principal: Principal, conversation_id: str) -> Thread:
-    async with parley.db.session() as session:
-        thread: Thread = await get_thread(session, principal, conversation_id)
-        return thread
-
-
-async def _messages(parley: Any, thread_id: str) -> list[Message]:
-    async with parley.db.session() as session:
-        stmt = select(Message).where(Message.thread_id == thread_id).order_by(Message.created_at, Message.id)
-        return list((await session.scalars(stmt)).all())
-
-
-async def _add(parley: Any, thread_id: str, raw: list[Any]) -> list[Message]:
-    rows = item_rows.to_messages(raw) if raw else []
-    start = now()
-    async with parley.db.transaction() as session:
-        for index, message in enumerate(rows):
-            message.thread_id = thread_id
-            message.created_at = start + index * 1e-6
-            session.add(message)
-    return rows
-
-
 def _default_assistant(parley: Any) -> str:
     names = [a.name for a in parley.assistants.all()]
     return DEFAULT_ASSISTANT if DEFAULT_ASSISTANT in names else names[0]
@@ -88,13 +64,13 @@ async def create(body: ConversationCreate, parley: ParleyDep, principal: Princip
     if body.items:
         item_rows.to_messages(body.items)  # a bad item is a 422 before anything is stored
     thread = await create_thread(parley.db, principal, _default_assistant(parley), metadata=metadata)
-    await _add(parley, thread.id, body.items)
+    await conversations.add(parley.db, thread.id, body.items)
     return conversation_json(thread)
 
 
 @router.get("/{conversation_id}")
 async def read(conversation_id: str, parley: ParleyDep, principal: PrincipalDep) -> dict[str, Any]:
-    return conversation_json(await _thread(parley, principal, conversation_id))
+    return conversation_json(await conversations.conversation(parley.db, principal, conversation_id))
 
 
 @router.post("/{conversation_id}")
@@ -121,8 +97,8 @@ async def list_items(
     limit: int = Query(20, ge=1, le=100),
     order: Literal["asc", "desc"] = Query("desc"),
 ) -> dict[str, Any]:
-    thread = await _thread(parley, principal, conversation_id)
-    found = [item for message in await _messages(parley, thread.id) for item in item_rows.to_items(message)]
+    thread = await conversations.conversation(parley.db, principal, conversation_id)
+    found = await conversations.items(parley.db, thread.id)
     return item_rows.page(found, after=after, limit=limit, order=order)
 
 
@@ -130,18 +106,17 @@ async def list_items(
 async def create_items(
     conversation_id: str, body: ItemsCreate, parley: ParleyDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    thread = await _thread(parley, principal, conversation_id)
-    rows = await _add(parley, thread.id, body.items)
-    found = [item for message in rows for item in item_rows.to_items(message)]
-    return item_rows.page(found, after=None, limit=len(found) or 1, order="asc")
+    thread = await conversations.conversation(parley.db, principal, conversation_id)
+    added = await conversations.add(parley.db, thread.id, body.items)
+    return item_rows.page(added, after=None, limit=len(added) or 1, order="asc")
 
 
 @router.get("/{conversation_id}/items/{item_id}")
 async def read_item(
     conversation_id: str, item_id: str, parley: ParleyDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    thread = await _thread(parley, principal, conversation_id)
-    _, item = item_rows.find(await _messages(parley, thread.id), item_id)
+    thread = await conversations.conversation(parley.db, principal, conversation_id)
+    _, item = item_rows.find(await conversations.messages(parley.db, thread.id), item_id)
     return item
 
 
@@ -149,16 +124,6 @@ async def read_item(
 async def delete_item(
     conversation_id: str, item_id: str, parley: ParleyDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    thread = await _thread(parley, principal, conversation_id)
-    message, item = item_rows.find(await _messages(parley, thread.id), item_id)
-    call = item_rows.parse_call_item_id(item_id) if item["type"] == "function_call" else None
-    async with parley.db.transaction() as session:
-        if call is not None and (message.content or len(item_rows.client_calls(message)) > 1):
-            data = item_rows.without_call(message, call[1])
-            await session.execute(update(Message).where(Message.id == message.id).values(data=data))
-        elif item["type"] == "message" and item_rows.client_calls(message):
-            # The text goes; the tool calls of the same turn stay.
-            await session.execute(update(Message).where(Message.id == message.id).values(content=""))
-        else:
-            await session.execute(delete(Message).where(Message.id == message.id))
+    thread = await conversations.conversation(parley.db, principal, conversation_id)
+    await conversations.remove(parley.db, thread.id, item_id)
     return conversation_json(thread)
