@@ -615,3 +615,38 @@ async def test_an_input_file_part_attaches_an_uploaded_file(server: Server) -> N
                 input=[{"role": "user", "content": [question, {"type": "input_file", "file_id": other}]}],
             )
     assert len(await threads_of(server)) == 1
+
+
+def plain(value: Any) -> Any:
+    """A dumped response less what the SDK's helper adds (``parsed``...) and Parley's extras."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items() if k not in ("parsed", "parsed_arguments", "parley")}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+async def test_the_sdks_stream_helper_assembles_the_same_response(
+    settings_for: Callable[..., Settings],
+) -> None:
+    provider = ScriptedProvider(
+        turns=[
+            [
+                TextDelta("Let me"),
+                TextDelta(" look."),
+                ToolCallDelta(0, "call_3", "get_weather", '{"city": "Oslo"}'),
+            ]
+        ]
+    )
+    async with scripted(settings_for, provider) as server:
+        client = await sdk(server)
+        async with client.responses.stream(model="general", input="Oslo?", tools=[WEATHER]) as stream:  # type: ignore[list-item]
+            texts = [event.delta async for event in stream if event.type == "response.output_text.delta"]
+            assembled = await stream.get_final_response()
+        stored = await client.responses.retrieve(assembled.id)
+        # What the SDK built from the events is what the server says the response is.
+        assert plain(assembled.model_dump()) == plain(stored.model_dump())
+        assert "".join(texts) == assembled.output_text == "Let me look."
+        call = assembled.output[1]
+        assert call.type == "function_call"
+        assert (call.name, call.arguments) == ("get_weather", '{"city": "Oslo"}')
