@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import delete, func, select, update
@@ -30,7 +30,6 @@ from sqlalchemy import delete, func, select, update
 from parley.errors import ApiError, not_found
 from parley.events import TERMINAL_STATUSES, EventLog
 from parley.response_view import KEY, ResponseView, frame, is_response, spec_of
-from parley.runs import ACTIVE_STATUSES, Runs
 from parley.store.db import Database
 from parley.store.schema import Base, Event, Message, Run, Thread, new_id, now, row
 from parley.threads import get_thread
@@ -40,6 +39,27 @@ log = structlog.get_logger(__name__)
 
 _threads, _messages = Base.metadata.tables["threads"], Base.metadata.tables["messages"]
 _PING = b": ping\n\n"
+
+
+class RunsApi(Protocol):
+    """What responses use of ``parley.runs``' ``Runs``: its public face, nothing more."""
+
+    async def create(
+        self,
+        principal: Principal,
+        thread_id: str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+        options: dict[str, Any] | None = None,
+        input_message_id: str | None = None,
+    ) -> tuple[Run, bool]: ...
+
+    async def get(self, principal: Principal, run_id: str) -> Run: ...
+
+    async def cancel(self, principal: Principal, run_id: str) -> Run: ...
+
+    async def delete_thread(self, principal: Principal, thread_id: str) -> None: ...
 
 
 @dataclass
@@ -60,7 +80,7 @@ class NewResponse:
 
 
 class Responses:
-    def __init__(self, db: Database, runs: Runs, log_: EventLog) -> None:
+    def __init__(self, db: Database, runs: RunsApi, log_: EventLog) -> None:
         self._db = db
         self._runs = runs
         self._log = log_
@@ -165,7 +185,9 @@ class Responses:
         async with self._db.session() as session:
             thread = await get_thread(session, principal, thread_id)
             active = await session.scalar(
-                select(Run.id).where(Run.thread_id == thread.id, Run.status.in_(ACTIVE_STATUSES)).limit(1)
+                select(Run.id)
+                .where(Run.thread_id == thread.id, Run.status.not_in(TERMINAL_STATUSES))
+                .limit(1)
             )
         if active is not None:
             raise ApiError(
