@@ -12,6 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 from parley import __version__, errors, web
 from parley.agent import Agent
 from parley.api import account as account_api
+from parley.api import conversations, embeddings, responses
 from parley.api import experiments as experiments_api
 from parley.api import feedback as feedback_api
 from parley.api import files as files_api
@@ -40,6 +41,7 @@ from parley.metrics import Metrics
 from parley.providers.base import Provider
 from parley.providers.registry import Providers
 from parley.ratelimit import RateLimiter, RateLimitHeaders
+from parley.responses import Responses
 from parley.runs.control import Runs
 from parley.runs.lifecycle import Lifecycle
 from parley.runs.reaper import Reaper
@@ -154,11 +156,12 @@ class Parley:
             self.db, self.log, self.lifecycle, self.bus, self.worker, cancel_wait=settings.cancel_wait_seconds
         )
         self.runs.on_delete.append(self.shop.clear_cart)  # a deleted thread's cart gives its stock back
+        self.responses = Responses(self.db, self.runs, self.log)
         self.reaper = Reaper(self.lifecycle, self.bus, self.context, self.assistants, self.providers)
         self.chores = Chores(self.db)
         self.files = Files(
             self.db,
-            settings.data_dir / "files",
+            settings.resolved_files_dir,
             max_bytes=settings.max_upload_bytes,
             quota_bytes=settings.upload_quota_bytes,
         )
@@ -285,6 +288,9 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
         chatbot_sse.router,
         jobs.router,
         openai_api.router,
+        responses.router,
+        conversations.router,
+        embeddings.router,
         shop_compat.router,
         shop_compat.health,
         experiments_api.router,

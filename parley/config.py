@@ -185,6 +185,11 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest file upload.")
     upload_quota_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="Stored bytes per user.")
+    files_dir: Path | None = Field(
+        default=None,
+        description="Where uploaded files are stored (default: files/ in the data dir); every process "
+        "of a cluster must share it.",
+    )
 
     @field_validator("model")
     @classmethod
@@ -235,6 +240,10 @@ class Settings(BaseSettings):
         raise ValueError(
             f"PARLEY_RATE_LIMIT must look like '120/minute' or '10/second;1000/hour', not {value!r}"
         )
+
+    @property
+    def resolved_files_dir(self) -> Path:
+        return self.files_dir if self.files_dir is not None else self.data_dir / "files"
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,7 +1,9 @@
-"""Runs whose tools and sampling the API client chose (the OpenAI-compatible endpoint).
+"""Runs whose tools and sampling the API client chose (the OpenAI-compatible endpoints).
 
-The client's tools, tool choice, token limit, temperature and response schema travel in the
-run's options (``options["client"]``) and replace the assistant's own for that run. Tool calls
+The client's tools, tool choice, token limit, temperature, response schema and instructions
+travel in the run's options (``options["client"]``) and replace the assistant's own for that
+run; instructions (``/v1/responses``) are added to the system message of that run alone, so a
+conversation that goes on does not carry them. Tool calls
 to the client's tools are the client's to execute: they are reported as ``tool.call`` events
 and stored on the assistant message, never run here.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
-from parley.providers.base import ProviderRequest, ToolCallDelta, ToolSpec
+from parley.providers.base import ChatMessage, ProviderRequest, ToolCallDelta, ToolSpec
 
 if TYPE_CHECKING:
     from parley.runs.state import RunState
@@ -26,6 +28,7 @@ def options(
     max_tokens: int | None,
     temperature: float | None,
     response_schema: dict[str, Any] | None,
+    instructions: str | None = None,
 ) -> dict[str, Any]:
     """What to store under ``run.options["client"]`` (JSON)."""
     values = {
@@ -34,6 +37,7 @@ def options(
         "max_tokens": max_tokens,
         "temperature": temperature,
         "response_schema": response_schema,
+        "instructions": instructions or None,
     }
     return {k: v for k, v in values.items() if v not in (None, [])}
 
@@ -54,7 +58,17 @@ def apply(request: ProviderRequest, run_options: dict[str, Any] | None) -> Provi
         changes["tool_choice"] = client.get("tool_choice")
     elif client.get("tool_choice") == "none":
         changes["tool_choice"] = "none"
+    if client.get("instructions"):
+        changes["messages"] = _instructed(request.messages, client["instructions"])
     return replace(request, **changes)
+
+
+def _instructed(messages: list[ChatMessage], instructions: str) -> list[ChatMessage]:
+    """The prompt with the client's instructions after the assistant's, in its system message."""
+    if messages and messages[0].role == "system":
+        first = messages[0]
+        return [replace(first, content=f"{first.content}\n\n{instructions}"), *messages[1:]]
+    return [ChatMessage("system", instructions), *messages]
 
 
 def assemble(fragments: list[ToolCallDelta]) -> list[dict[str, str]]:

@@ -27,6 +27,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from parley import events as ev
 from parley import passthrough
 from parley.answers.attachments import MAX_FILES
+from parley.api import embeddings
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.errors import ApiError, not_found
 from parley.providers.base import ToolSpec
@@ -125,11 +126,17 @@ class ChatCompletionRequest(_Lenient):
 
 @router.get("/v1/models")
 async def models(parley: ParleyDep, _: PrincipalDep) -> dict[str, Any]:
-    return {"object": "list", "data": [_model(parley, a.name) for a in parley.assistants.all()]}
+    """The assistants (chat), then the embedding model (``/v1/embeddings``) when there is one."""
+    data = [_model(parley, a.name) for a in parley.assistants.all()]
+    if (embedder := embeddings.model_id(parley)) is not None:
+        data.append(embeddings.model_json(embedder))
+    return {"object": "list", "data": data}
 
 
 @router.get("/v1/models/{model}")
 async def model(model: str, parley: ParleyDep, _: PrincipalDep) -> dict[str, Any]:
+    if model == embeddings.model_id(parley):
+        return embeddings.model_json(model)
     _assistant(parley, model)
     return _model(parley, model)
 
@@ -152,7 +159,7 @@ async def chat_completions(body: ChatCompletionRequest, parley: ParleyDep, princ
         )
     if rows[-1].role not in ("user", "tool"):
         raise ApiError(422, "invalid_request", "the last message must come from the user or a tool")
-    files = await _own_files(parley, principal, _file_ids(body.messages))
+    files = await own_files(parley, principal, _file_ids(body.messages))
     client = passthrough.options(
         tools=[ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools],
         tool_choice=_tool_choice(body.tool_choice),
@@ -242,7 +249,7 @@ def _file_ids(messages: list[MessageIn]) -> list[str]:
     return ids
 
 
-async def _own_files(parley: Parley, principal: Principal, ids: list[str]) -> list[str]:
+async def own_files(parley: Parley, principal: Principal, ids: list[str]) -> list[str]:
     """``ids`` if each names a file of the caller's own (an admin's too: a run reads only its
     user's files); else 404, before anything is stored."""
     for file_id in ids:

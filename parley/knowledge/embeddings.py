@@ -57,6 +57,11 @@ class Embedder(ABC):
         vector: Vectors = self.embed([text])[0]
         return vector
 
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """What ``texts`` cost in the model's tokens (an estimate, ~4 characters each, unless
+        the backend has its tokenizer at hand)."""
+        return sum(max(1, len(text) // 4) for text in texts)
+
 
 class HashEmbedder(Embedder):
     relevance_floor = 0.25
@@ -191,6 +196,12 @@ class MiniLMEmbedder(Embedder):
     @property
     def runtime(self) -> str:
         return "torch" if self._onnx is None else "onnx"
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        if self._onnx is not None:
+            return self._onnx.count_tokens(texts)
+        tokenizer = self._model.tokenizer
+        return sum(min(len(tokenizer(text)["input_ids"]), self._model.max_seq_length) for text in texts)
 
     @property
     def question_precision(self) -> QuestionPrecision:

@@ -97,6 +97,10 @@ class OnnxMiniLM:
             str(path or self.onnx_path), options, providers=["CPUExecutionProvider"]
         )
 
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """The word pieces the model reads of ``texts`` (each cut at ``MAX_TOKENS``)."""
+        return sum(len(e.ids) for e in self._tokenizer.encode_batch(list(texts)))
+
     def embed_query(self, text: str) -> npt.NDArray[np.float32]:
         ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
