@@ -68,6 +68,7 @@ async def cluster(
             "PARLEY_LOG_LEVEL": "WARNING",
             "PARLEY_MODEL": "scripted:echo?delay_ms=0",
             "PARLEY_RATE_LIMIT": "100000/second",
+            "PARLEY_KNOWLEDGE": "{}",  # no demo knowledge syncing in the background
             **env,
         }
         running = Cluster(settings)

@@ -45,6 +45,7 @@ def _env(database_url: str, data_dir: Path, bus: str, **extra: str) -> dict[str,
         "PARLEY_LOG_JSON": "true",
         "PARLEY_BUS": bus,
         "PARLEY_SHUTDOWN_GRACE_SECONDS": "2",
+        "PARLEY_KNOWLEDGE": "{}",  # no demo knowledge syncing in the background
         **extra,
     }
     if bus == "redis":

@@ -51,6 +51,7 @@ class Process:
             "PARLEY_DATABASE_URL": database_url,
             "PARLEY_MODEL": "scripted:echo?delay_ms=4",
             "PARLEY_LOG_LEVEL": "WARNING",
+            "PARLEY_KNOWLEDGE": "{}",  # no demo knowledge syncing in the background
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "parley", "serve", "--port", str(self.port)],

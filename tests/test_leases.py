@@ -184,6 +184,7 @@ async def test_sigterm_ends_running_runs_with_a_terminal_event_before_closing(tm
         "PARLEY_MODEL": "scripted:echo?delay_ms=100",
         "PARLEY_SHUTDOWN_GRACE_SECONDS": "1",
         "PARLEY_LOG_LEVEL": "WARNING",
+        "PARLEY_KNOWLEDGE": "{}",  # no demo knowledge syncing in the background
     }
     server = Process("serve", env, log_path=tmp_path / "serve.log")
     try:
