@@ -37,6 +37,8 @@ from parley.files import Files
 from parley.http import BodyLimit, OriginGuard, RequestContext
 from parley.keys import Authenticator, check_bind, presented_prefix
 from parley.knowledge.bases import Knowledge
+from parley.knowledge.jobs import Jobs
+from parley.knowledge.workers import Workers
 from parley.metrics import Metrics
 from parley.providers.base import Provider
 from parley.providers.registry import Providers
@@ -115,7 +117,9 @@ class Parley:
             embeddings=settings.embeddings,
             cache_dir=settings.data_dir / "models",
             questions=settings.question_embedding,
+            workers=Workers(settings.ingest_workers),
         )
+        self.jobs = Jobs(self.knowledge)
         self.executor.knowledge = self.knowledge
         self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
         self.experiments = Experiments(
@@ -150,6 +154,7 @@ class Parley:
         await shop_tools.start(self.shop, self.tools, demo_catalog=self.settings.shop_demo_catalog)
         assert self.local_user is not None
         await self.knowledge.start(owner_id=self.local_user.user_id, sync=self.settings.knowledge)
+        await self.jobs.start()
         await self.log.start()
         await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
         await self.providers.prepare(await self.experiments.model_routes())
@@ -165,6 +170,8 @@ class Parley:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._idle_carts
         await self.executor.stop()
+        await self.jobs.close()
+        self.knowledge.workers.close()
         await self.context.aclose()
         await self.log.stop()
         await self.providers.aclose()
