@@ -6,9 +6,10 @@ An archive is unpacked into the same temporary folder under rules that refuse wh
 archives try: member paths that climb out (``..``, absolute paths, drive letters), links and
 devices, more members or more unpacked bytes than the limits (a member is read only up to the
 limit, whatever its header claims), and members whose content is not the document its name
-says. Hidden files and folders (``.git/``, ``__MACOSX/``) are skipped; members of other types
-(images, binaries named as such) are listed as skipped, and the batch goes on. Any refusal
-answers 4xx at once and removes every file received so far: nothing is stored.
+says. Hidden files and folders (``.git/``, ``__MACOSX/``) are skipped; members that are not
+documents, or not the kind their name says (images, executables, text that is not UTF-8), are
+listed in the job as skipped with the reason, and the batch goes on, as a folder ingest does.
+Any refusal answers 4xx at once and removes every file received so far: nothing is stored.
 """
 
 from __future__ import annotations
@@ -209,9 +210,7 @@ def unpack(batch: Batch, limits: Limits) -> None:
                 raise ApiError(413, "too_many_files", f"a batch holds at most {MAX_FILES} files")
             try:
                 sniff(data[:SNIFF_BYTES], PurePosixPath(member).name, complete=True, accepted=limits.kinds)
-            except ApiError as exc:
-                if exc.status != 415 or _looks_like_document(member):
-                    raise ApiError(exc.status, exc.code, f"{source}: {member}: {exc.message}") from None
+            except ApiError as exc:  # not a document (or not what its name says): skipped, not stored
                 batch.skipped.append((member, exc.message))
                 continue
             target = batch.directory / f".member-{secrets.token_hex(8)}"
@@ -220,11 +219,6 @@ def unpack(batch: Batch, limits: Limits) -> None:
         path.unlink(missing_ok=True)
     batch.files = files
     _unique(batch)
-
-
-def _looks_like_document(member: str) -> bool:
-    """A member named as a document must be one; others (images, data) are just skipped."""
-    return PurePosixPath(member).suffix.lower() in (".md", ".markdown", ".txt", ".text", ".pdf")
 
 
 def _members(source: str, path: Path, limits: Limits) -> Iterator[tuple[str, bytes]]:
@@ -245,8 +239,8 @@ def _zip_members(source: str, path: Path, limits: Limits) -> Iterator[tuple[str,
             for info in archive.infolist():
                 if info.is_dir():
                     continue
-                mode = info.external_attr >> 16
-                if mode and not stat.S_ISREG(mode):
+                kind = stat.S_IFMT(info.external_attr >> 16)
+                if kind and kind != stat.S_IFREG:
                     raise ApiError(422, "unsafe_archive", f"{source}: {info.filename!r} is a link or device")
                 member = _member_name(source, info.filename)
                 if member is None:
