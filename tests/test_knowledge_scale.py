@@ -95,7 +95,7 @@ async def test_another_process_catches_up_from_the_database(database_url: str) -
         hits = await reader.search(owner, kb.id, "reset my password", k=3)
         assert hits[0].title == "How do I reset my password?"
         after = reader._indexes[kb.id]
-        assert after.revision == 2 and len(after) == len(writer._indexes[kb.id])
+        assert (after.revision, len(after)) == (2, len(writer._indexes[kb.id]))
         assert before.revision == 0  # caught up (not reloaded) from revision 0
         # an update: a retitled document, a changed chunk; then a deletion
         changed = FAQ.replace("Settings", "Preferences")
@@ -276,7 +276,8 @@ async def test_a_large_document_is_a_job_showing_processing_then_ready(scale: Se
     body = response.json()
     assert (body["status"], body["job"]["status"]) == ("processing", "running")
     [listed] = await _documents(scale, kb)
-    assert listed["id"] == body["id"] and listed["status"] in ("processing", "ready")
+    assert listed["id"] == body["id"]
+    assert listed["status"] in ("processing", "ready")
     job = await _job(scale, kb, body["job"])
     assert (job["status"], job["progress"], job["results"][0]["status"]) == ("completed", 100, "created")
     [doc] = await _documents(scale, kb)
