@@ -115,7 +115,7 @@ class Parley:
         self.knowledge = Knowledge(
             self.db,
             embeddings=settings.embeddings,
-            cache_dir=settings.data_dir / "models",
+            cache_dir=settings.models_dir,
             questions=settings.question_embedding,
             workers=Workers(settings.ingest_workers),
         )
@@ -171,7 +171,7 @@ class Parley:
                 await self._idle_carts
         await self.executor.stop()
         await self.jobs.close()
-        self.knowledge.workers.close()
+        await self.knowledge.close()
         await self.context.aclose()
         await self.log.stop()
         await self.providers.aclose()

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         description='Knowledge bases kept in sync with files at start, e.g. {"parley-faq": ["faq.md"]}.',
     )
     knowledge_max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    models_dir: Path | None = Field(
+        default=None,
+        description="Where the exported ONNX embedding model is kept; default: the user's cache folder "
+        "(~/.cache/parley/models), filled at install by `make install` (python -m parley.knowledge.minilm_onnx).",
+    )
     knowledge_job_bytes: int = Field(
         default=1024 * 1024,
         ge=0,

@@ -18,6 +18,7 @@ as one matrix and ranked with numpy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import structlog
-from sqlalchemy import Boolean, bindparam, delete, func, literal_column, select, update
+from sqlalchemy import Boolean, bindparam, delete, func, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +59,10 @@ log = structlog.get_logger(__name__)
 BATCH = 64
 #: Chunks per embedding call: progress is reported between them.
 EMBED_BATCH = 256
+#: Chunk rows per transaction when a change is larger (``Knowledge._stage``).
+SLICE = 500
+#: The revision of chunk rows written ahead of the transaction that publishes them.
+PENDING = -1
 
 
 @dataclass(slots=True)
@@ -123,6 +128,7 @@ class Knowledge:
         self._locks: dict[str, asyncio.Lock] = {}
         self._embed_lock = asyncio.Lock()
         self._queries: QueryVectors | None = None
+        self._warming: asyncio.Task[None] | None = None
         #: The operator: assistants' knowledge bases are looked up among this user's.
         self.owner_id: int | None = None
 
@@ -134,6 +140,8 @@ class Knowledge:
         Vectors of another model than the configured one are recomputed while loading.
         """
         self.owner_id = owner_id
+        # The model and the worker processes load meanwhile: no first upload or search waits for them.
+        self._warming = asyncio.create_task(self._warm_up(), name="knowledge-warm-up")
         await self._vector_store()
         async with self.db.session() as session:
             bases = (await session.execute(select(KnowledgeBase.id, KnowledgeBase.revision))).all()
@@ -157,6 +165,17 @@ class Knowledge:
                 deleted=report.deleted,
                 failed=len(report.failed),
             )
+
+    async def _warm_up(self) -> None:
+        await self.embedder()
+        await self.workers.cpu(tokenize, ["warm up"])
+
+    async def close(self) -> None:
+        if self._warming is not None and not self._warming.done():
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
+        self.workers.close()
 
     async def embedder(self) -> Embedder | None:
         """The embedding backend, loaded on first use (a model takes seconds to load)."""
@@ -306,9 +325,7 @@ class Knowledge:
                         select(Chunk).where(Chunk.document_id.in_(changed_ids))
                     ):
                         old_chunks.setdefault(chunk.document_id, []).append(chunk)
-            plan = [
-                _plan(kb_id, source, parsed, existing.get(source), old_chunks) for source, parsed in items
-            ]
+            plan = await self.workers.thread(_plans, kb_id, items, existing, old_chunks)
             embedder = await self.embedder()
             store = None if embedder is None else await self._pgvector_for(embedder)
             fresh = [row for p in plan for row in p.new_rows]
@@ -325,15 +342,74 @@ class Knowledge:
                     p.embedded = len(p.new_rows)
             if not any(p.status != "unchanged" for p in plan):
                 return [p.result() for p in plan]
-            async with self.db.transaction() as session:
-                revision = await _bump(session, kb_id)
-                for p in plan:
-                    await p.write(session, revision)
-                if in_db and embedder is not None:
-                    await session.flush()
-                    await pgvector.store(session, embedder.name, in_db)
-            await self._catch_up(kb_id)
+            staged = sum(len(p.new_rows) for p in plan) > SLICE
+            try:
+                if staged:
+                    await self._stage(plan, in_db, embedder)
+                async with self.db.transaction() as session:
+                    revision = await _bump(session, kb_id)
+                    for p in plan:
+                        await p.write(session, revision, staged=staged)
+                    if in_db and embedder is not None and not staged:
+                        await pgvector.store(session, embedder.name, in_db)
+            except BaseException:
+                if staged:
+                    await asyncio.shield(self._unstage(plan))
+                raise
+            await self._apply(kb_id, revision, plan)
             return [p.result() for p in plan]
+
+    async def _stage(
+        self, plan: Sequence[_Plan], in_db: list[tuple[str, Vectors]], embedder: Embedder | None
+    ) -> None:
+        """Write a large change's chunk rows ahead, ``SLICE`` rows per short transaction, as pending
+        (out of every index): the event log's commits, which every live stream waits on, take
+        turns with them instead of waiting for one long write. New documents show as ``processing``."""
+        async with self.db.transaction() as session:
+            for p in plan:
+                if p.status == "created":
+                    p.document.status, p.document.progress = "processing", 99
+                    session.add(p.document)
+        vectors = dict(in_db)
+        rows = [row for p in plan for row in p.new_rows]
+        for start in range(0, len(rows), SLICE):
+            part = rows[start : start + SLICE]
+            async with self.db.transaction() as session:
+                await session.execute(insert(Chunk), [_values(row, PENDING) for row in part])
+                if vectors and embedder is not None:
+                    await pgvector.store(session, embedder.name, [(r.id, vectors[r.id]) for r in part])
+
+    async def _unstage(self, plan: Sequence[_Plan]) -> None:
+        """A staged change that failed: its pending rows, and the documents it created, go."""
+        documents = [p.document.id for p in plan if p.status != "unchanged"]
+        created = [p.document.id for p in plan if p.status == "created"]
+        async with self.db.transaction() as session:
+            await session.execute(
+                delete(Chunk).where(Chunk.document_id.in_(documents), Chunk.revision == PENDING)
+            )
+            if created:
+                await session.execute(delete(Document).where(Document.id.in_(created)))
+
+    async def _apply(self, kb_id: str, revision: int, plan: Sequence[_Plan]) -> None:
+        """The index after this process's own write: from the rows in hand (no read back), or
+        caught up from the database when another process wrote in between."""
+        index = self._indexes.get(kb_id)
+        if index is None or index.revision != revision - 1:
+            await self._catch_up(kb_id)
+            return
+        dim = None if self._embedder is None or self._pgvector is not None else self._embedder.dim
+        rows = [(row, p.document.title) for p in plan for row in p.new_rows]
+        tokens = await self.workers.cpu(tokenize, [_indexed(c) for c, _ in rows]) if rows else []
+        added = await self.workers.thread(_entries, rows, tokens, dim)
+        self._indexes[kb_id] = await self.workers.thread(
+            index.with_changes,
+            revision,
+            {c for p in plan for c in p.removed},
+            added,
+            positions={cid: pos for p in plan for cid, pos in p.moved.items()},
+            titles={p.document.id: p.document.title for p in plan if p.status == "updated"},
+            dim=dim,
+        )
 
     async def _embed(self, embedder: Embedder, texts: Sequence[str], progress: Fraction | None) -> Vectors:
         """In the worker threads (ONNX Runtime releases the GIL), a batch at a time."""
@@ -636,7 +712,7 @@ class Knowledge:
                 await session.execute(
                     select(Chunk, Document.title, embedded)
                     .join(Document, Document.id == Chunk.document_id)
-                    .where(Chunk.kb_id == kb_id)
+                    .where(Chunk.kb_id == kb_id, Chunk.revision != PENDING)
                     .order_by(Chunk.document_id, Chunk.position)
                 )
             ).all()
@@ -664,7 +740,7 @@ class Knowledge:
                 await self._reembed(embedder, store, kb_id, stale)
         dim = None if self._embedder is None or store is not None else self._embedder.dim
         tokens = await self.workers.cpu(tokenize, [_indexed(c) for c, _, _ in rows]) if rows else []
-        entries = _entries([(c, title) for c, title, _ in rows], tokens, dim)
+        entries = await self.workers.thread(_entries, [(c, title) for c, title, _ in rows], tokens, dim)
         if base is None:
             self._indexes[kb_id] = await self.workers.thread(KbIndex.build, kb_id, revision, entries, dim)
         else:
@@ -755,11 +831,12 @@ class _Plan:
     chunk_count: int = 0
     embedded: int = 0
 
-    async def write(self, session: AsyncSession, revision: int) -> None:
-        """Stamp every row it adds or changes with ``revision`` and record what it removes."""
+    async def write(self, session: AsyncSession, revision: int, *, staged: bool = False) -> None:
+        """Stamp every row it adds or changes with ``revision`` and record what it removes;
+        ``staged``: the new rows are already written, pending (``Knowledge._stage``)."""
         if self.status == "unchanged":
             return
-        if self.status == "created":
+        if self.status == "created" and not staged:
             session.add(self.document)
         else:
             await session.execute(
@@ -780,21 +857,57 @@ class _Plan:
         await session.flush()
         if self.removed:
             await session.execute(delete(Chunk).where(Chunk.id.in_(self.removed)))
-            session.add_all(
-                Removal(kb_id=self.document.kb_id, revision=revision, chunk_id=c) for c in self.removed
+            await session.execute(
+                insert(Removal),
+                [{"kb_id": self.document.kb_id, "revision": revision, "chunk_id": c} for c in self.removed],
             )
         if self.status == "updated":  # kept chunks: the title, and maybe the position, changed
             await session.execute(
-                update(Chunk).where(Chunk.document_id == self.document.id).values(revision=revision)
+                update(Chunk)
+                .where(Chunk.document_id == self.document.id, Chunk.revision != PENDING)
+                .values(revision=revision)
             )
         for chunk_id, position in self.moved.items():
             await session.execute(update(Chunk).where(Chunk.id == chunk_id).values(position=position))
         for row in self.new_rows:
             row.revision = revision
-        session.add_all(self.new_rows)
+        if staged:
+            await session.execute(
+                update(Chunk)
+                .where(Chunk.document_id == self.document.id, Chunk.revision == PENDING)
+                .values(revision=revision)
+            )
+        elif self.new_rows:
+            await session.execute(insert(Chunk), [_values(row, revision) for row in self.new_rows])
 
     def result(self) -> Ingested:
         return Ingested(self.document, self.status, self.chunk_count, self.embedded)
+
+
+def _plans(
+    kb_id: str,
+    items: Sequence[tuple[str, ParsedDocument]],
+    existing: dict[str, Document],
+    old_chunks: dict[str, list[Chunk]],
+) -> list[_Plan]:
+    """In a worker thread: a large document's thousands of rows are built off the event loop."""
+    return [_plan(kb_id, source, parsed, existing.get(source), old_chunks) for source, parsed in items]
+
+
+def _values(row: Chunk, revision: int) -> dict[str, Any]:
+    """A chunk row for a Core insert (the ORM's unit of work costs ~10x per row)."""
+    return {
+        "id": row.id,
+        "kb_id": row.kb_id,
+        "document_id": row.document_id,
+        "position": row.position,
+        "title": row.title,
+        "text": row.text,
+        "sha256": row.sha256,
+        "vector": row.vector,
+        "vector_model": row.vector_model,
+        "revision": revision,
+    }
 
 
 def _plan(

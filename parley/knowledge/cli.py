@@ -32,7 +32,7 @@ async def run_ingest(settings: Settings, paths: Sequence[Path], kb: str, *, prun
     try:
         await db.upgrade()
         owner = await ensure_local_user(db)
-        knowledge = Knowledge(db, embeddings=settings.embeddings, cache_dir=settings.data_dir / "models")
+        knowledge = Knowledge(db, embeddings=settings.embeddings, cache_dir=settings.models_dir)
         total = sum(1 for root in paths for _ in iter_files(root))
         with Progress(
             TextColumn("[bold]{task.description}"),

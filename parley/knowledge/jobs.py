@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from parley.errors import not_found
-from parley.knowledge.bases import BATCH, Ingested, Knowledge
+from parley.knowledge.bases import BATCH, PENDING, Ingested, Knowledge
 from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, parse_file
-from parley.knowledge.schema import Document, Job
+from parley.knowledge.schema import Chunk, Document, Job
 from parley.store.schema import new_id, now
 from parley.users import Principal
 
@@ -65,6 +65,10 @@ class Jobs:
                 .values(
                     status="failed", error="interrupted by a restart; send the files again", updated_at=now()
                 )
+            )
+            stuck = select(Document.id).where(Document.status == "processing", Document.updated_at < stale)
+            await session.execute(
+                delete(Chunk).where(Chunk.document_id.in_(stuck), Chunk.revision == PENDING)
             )
             await session.execute(
                 update(Document)

@@ -278,7 +278,7 @@ class KbIndex:
         if len(store.entries) != self._n:  # not the newest snapshot of its rows: start a new lineage
             fresh = KbIndex.build(self.kb_id, self.revision, self._changed(set(), None, None), self.dim)
             return fresh.with_changes(revision, removed, added, positions=positions, titles=titles)
-        reentered = self._reentered(positions or {}, titles or {})
+        reentered = self._reentered(positions or {}, titles or {}, removed)
         added = [*reentered, *added]
         dead = {store.rows[i] for i in removed if i in store.rows}
         dead |= {store.rows[e.id] for e in added if e.id in store.rows}
@@ -323,7 +323,9 @@ class KbIndex:
             return KbIndex.build(self.kb_id, revision, snapshot.entries, self.dim)
         return snapshot
 
-    def _reentered(self, positions: dict[str, int], titles: dict[str, str]) -> list[ChunkEntry]:
+    def _reentered(
+        self, positions: dict[str, int], titles: dict[str, str], removed: set[str]
+    ) -> list[ChunkEntry]:
         """Kept chunks whose position or document title changed, as entries to add again."""
         if self._store is None or not (positions or titles):
             return []
@@ -333,6 +335,8 @@ class KbIndex:
         out = []
         for row in sorted(r for r in rows if r < self._n and self._live[r]):
             e = self._store.entries[row]
+            if e.id in removed:
+                continue
             out.append(
                 replace(
                     e,
