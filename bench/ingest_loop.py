@@ -115,7 +115,9 @@ def main() -> None:
     args = parser.parse_args()
     data = document(args.mb)
     print(f"{machine()}; load average {os.getloadavg()[0]:.2f}; document {len(data) / 1e6:.1f} MB")
-    print(f"{'pool':8} {'ingest s':>9} {'chunks':>7} {'healthz p50/p99/max ms':>24} {'token gap p50/p99/max ms':>26}")
+    print(
+        f"{'pool':8} {'ingest s':>9} {'chunks':>7} {'healthz p50/p99/max ms':>24} {'token gap p50/p99/max ms':>26}"
+    )
     for pool in args.pools.split(","):
         env = {
             "PARLEY_INGEST_WORKERS": pool,
