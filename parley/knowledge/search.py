@@ -27,6 +27,9 @@ from parley.knowledge.embeddings import Vectors
 Mode = Literal["hybrid", "bm25", "dense"]
 MODES: tuple[Mode, ...] = ("hybrid", "bm25", "dense")
 RRF_K = 60
+#: The cosine's share in hybrid fusion (``fuse``), chosen on the calibration half of StackFAQ's
+#: and SciFact's queries (docs/BENCHMARKS.md).
+DENSE_WEIGHT = 0.7
 #: Lucene's (and bm25s') BM25 parameters.
 K1 = 1.5
 B = 0.75
@@ -440,7 +443,7 @@ class KbIndex:
         elif mode == "dense":
             ranked = [(i, float(dense[i])) for i in dense_rank[:k]]
         else:
-            ranked = _rrf([lexical_rank, dense_rank], order)[:k]
+            ranked = fuse(lexical, dense, lexical_rank, dense_rank, order)[:k]
         return [self._hit(i, score, lexical, dense) for i, score in ranked]
 
     def lexical_candidates(
@@ -524,6 +527,36 @@ def _top(
         candidates = candidates[scores[candidates] >= threshold]  # every tie at the cut stays in
     ranked = candidates[np.lexsort((order[candidates], -scores[candidates]))]
     return [int(i) for i in ranked[:depth]]
+
+
+def fuse(
+    lexical: npt.NDArray[np.float32] | None,
+    dense: npt.NDArray[np.float32],
+    lexical_rank: Sequence[int],
+    dense_rank: Sequence[int],
+    order: npt.NDArray[np.int64],
+    weight: float | None = None,
+) -> list[tuple[int, float]]:
+    """A convex combination of the two rankings' scores, each min-max normalized over the
+    candidates either ranking put forward: ``weight`` (``DENSE_WEIGHT``) of the cosine, the rest
+    of BM25. Unlike RRF it keeps how far apart the scores are: a paraphrase the model matches
+    clearly is not pulled down by a middling BM25 rank (see docs/BENCHMARKS.md for the measure)."""
+    weight = DENSE_WEIGHT if weight is None else weight
+    candidates = np.asarray(sorted({*lexical_rank, *dense_rank}), dtype=np.int64)
+    if not len(candidates):
+        return []
+    similarity = np.nan_to_num(dense[candidates].astype(np.float64), nan=-1.0)
+    words = (
+        np.zeros(len(candidates)) if lexical is None else lexical[candidates].astype(np.float64)
+    )
+    fused = weight * _minmax(similarity) + (1 - weight) * _minmax(words)
+    ranked = np.lexsort((order[candidates], -fused))
+    return [(int(candidates[i]), float(fused[i])) for i in ranked]
+
+
+def _minmax(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
 def _rrf(rankings: Sequence[Sequence[int]], order: npt.NDArray[np.int64]) -> list[tuple[int, float]]:
