@@ -375,3 +375,14 @@ async def test_a_large_change_is_written_in_slices_and_published_at_once(databas
             await db2.close()
     finally:
         await db.close()
+
+
+async def test_the_model_loads_while_the_server_starts(database_url: str) -> None:
+    knowledge, db, _ = await _knowledge(database_url)
+    try:
+        assert knowledge._warming is not None
+        await knowledge._warming  # no upload or search has asked for it
+        assert knowledge._embedder is not None
+    finally:
+        await knowledge.close()
+        await db.close()
