@@ -361,7 +361,7 @@ async def test_a_large_change_is_written_in_slices_and_published_at_once(databas
         assert hits[0].title == "What does part 512 do?"
         from sqlalchemy import func, select
 
-        from parley.knowledge.bases import PENDING
+        from parley.knowledge.plans import PENDING
         from parley.knowledge.schema import Chunk, Document
 
         async with db.session() as session:

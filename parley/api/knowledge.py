@@ -14,10 +14,10 @@ from pydantic import Field, ValidationError
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import Body, iso
 from parley.errors import ApiError, documented_error
-from parley.knowledge.bases import Ingested
 from parley.knowledge.batch import Limits, receive_batch, unpack
 from parley.knowledge.ingest import UnreadableDocument, parse_file, parse_text
 from parley.knowledge.jobs import Upload
+from parley.knowledge.plans import Ingested
 from parley.knowledge.schema import Document, Job, KnowledgeBase
 from parley.knowledge.search import Mode
 from parley.ratelimit import rate_class

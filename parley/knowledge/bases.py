@@ -4,7 +4,12 @@
 updated in place after each write. Every write bumps the knowledge base's ``revision``
 in the same transaction; before a search, the revision in the database is compared with
 the index's, so a change written by another process (``parley ingest`` while the server
-runs, or another worker) is picked up without a restart.
+runs, or another worker) is picked up without a restart, by reading only what changed: the
+chunk rows stamped with a later revision and the removals recorded since (``_catch_up``; the
+stamps are written by ``parley.knowledge.plans``). The writer's own index is updated from the
+rows in hand. A large change writes its rows ahead in short transactions, as pending, and
+publishes them at once (``_stage``). CPU work runs in ``Workers`` (processes for parsing and
+tokenizing, threads for embedding and index updates): the event loop only does I/O.
 
 Re-ingesting compares hashes: an unchanged file is skipped; in a changed one, chunks whose
 text is unchanged keep their vectors, and only new chunks are embedded.
@@ -45,6 +50,7 @@ from parley.knowledge.embeddings import (
 from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, iter_files, parse_file
 from parley.knowledge.minilm_onnx import QuestionPrecision
 from parley.knowledge.pgvector import PgVector
+from parley.knowledge.plans import PENDING, Ingested, Plan, plans, values
 from parley.knowledge.schema import Chunk, Document, Job, KnowledgeBase, Removal
 from parley.knowledge.search import ChunkEntry, Hit, KbIndex, Mode, depth_for, merge, tokenize
 from parley.knowledge.workers import Workers
@@ -61,16 +67,6 @@ BATCH = 64
 EMBED_BATCH = 256
 #: Chunk rows per transaction when a change is larger (``Knowledge._stage``).
 SLICE = 500
-#: The revision of chunk rows written ahead of the transaction that publishes them.
-PENDING = -1
-
-
-@dataclass(slots=True)
-class Ingested:
-    document: Document
-    status: str  # "created", "updated" or "unchanged"
-    chunks: int
-    embedded: int
 
 
 @dataclass(slots=True)
@@ -325,7 +321,7 @@ class Knowledge:
                         select(Chunk).where(Chunk.document_id.in_(changed_ids))
                     ):
                         old_chunks.setdefault(chunk.document_id, []).append(chunk)
-            plan = await self.workers.thread(_plans, kb_id, items, existing, old_chunks)
+            plan = await self.workers.thread(plans, kb_id, items, existing, old_chunks)
             embedder = await self.embedder()
             store = None if embedder is None else await self._pgvector_for(embedder)
             fresh = [row for p in plan for row in p.new_rows]
@@ -360,7 +356,7 @@ class Knowledge:
             return [p.result() for p in plan]
 
     async def _stage(
-        self, plan: Sequence[_Plan], in_db: list[tuple[str, Vectors]], embedder: Embedder | None
+        self, plan: Sequence[Plan], in_db: list[tuple[str, Vectors]], embedder: Embedder | None
     ) -> None:
         """Write a large change's chunk rows ahead, ``SLICE`` rows per short transaction, as pending
         (out of every index): the event log's commits, which every live stream waits on, take
@@ -375,11 +371,11 @@ class Knowledge:
         for start in range(0, len(rows), SLICE):
             part = rows[start : start + SLICE]
             async with self.db.transaction() as session:
-                await session.execute(insert(Chunk), [_values(row, PENDING) for row in part])
+                await session.execute(insert(Chunk), [values(row, PENDING) for row in part])
                 if vectors and embedder is not None:
                     await pgvector.store(session, embedder.name, [(r.id, vectors[r.id]) for r in part])
 
-    async def _unstage(self, plan: Sequence[_Plan]) -> None:
+    async def _unstage(self, plan: Sequence[Plan]) -> None:
         """A staged change that failed: its pending rows, and the documents it created, go."""
         documents = [p.document.id for p in plan if p.status != "unchanged"]
         created = [p.document.id for p in plan if p.status == "created"]
@@ -390,7 +386,7 @@ class Knowledge:
             if created:
                 await session.execute(delete(Document).where(Document.id.in_(created)))
 
-    async def _apply(self, kb_id: str, revision: int, plan: Sequence[_Plan]) -> None:
+    async def _apply(self, kb_id: str, revision: int, plan: Sequence[Plan]) -> None:
         """The index after this process's own write: from the rows in hand (no read back), or
         caught up from the database when another process wrote in between."""
         index = self._indexes.get(kb_id)
@@ -817,143 +813,3 @@ def _entries(
         )
         for (c, title), t in zip(rows, tokens, strict=True)
     ]
-
-
-@dataclass(slots=True)
-class _Plan:
-    """What ingesting one parsed document changes."""
-
-    document: Document
-    status: str
-    new_rows: list[Chunk] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    moved: dict[str, int] = field(default_factory=dict)
-    chunk_count: int = 0
-    embedded: int = 0
-
-    async def write(self, session: AsyncSession, revision: int, *, staged: bool = False) -> None:
-        """Stamp every row it adds or changes with ``revision`` and record what it removes;
-        ``staged``: the new rows are already written, pending (``Knowledge._stage``)."""
-        if self.status == "unchanged":
-            return
-        if self.status == "created" and not staged:
-            session.add(self.document)
-        else:
-            await session.execute(
-                update(Document)
-                .where(Document.id == self.document.id)
-                .values(
-                    title=self.document.title,
-                    format=self.document.format,
-                    sha256=self.document.sha256,
-                    size=self.document.size,
-                    chunk_count=self.document.chunk_count,
-                    updated_at=self.document.updated_at,
-                    status="ready",
-                    progress=100,
-                    error=None,
-                )
-            )
-        await session.flush()
-        if self.removed:
-            await session.execute(delete(Chunk).where(Chunk.id.in_(self.removed)))
-            await session.execute(
-                insert(Removal),
-                [{"kb_id": self.document.kb_id, "revision": revision, "chunk_id": c} for c in self.removed],
-            )
-        if self.status == "updated":  # kept chunks: the title, and maybe the position, changed
-            await session.execute(
-                update(Chunk)
-                .where(Chunk.document_id == self.document.id, Chunk.revision != PENDING)
-                .values(revision=revision)
-            )
-        for chunk_id, position in self.moved.items():
-            await session.execute(update(Chunk).where(Chunk.id == chunk_id).values(position=position))
-        for row in self.new_rows:
-            row.revision = revision
-        if staged:
-            await session.execute(
-                update(Chunk)
-                .where(Chunk.document_id == self.document.id, Chunk.revision == PENDING)
-                .values(revision=revision)
-            )
-        elif self.new_rows:
-            await session.execute(insert(Chunk), [_values(row, revision) for row in self.new_rows])
-
-    def result(self) -> Ingested:
-        return Ingested(self.document, self.status, self.chunk_count, self.embedded)
-
-
-def _plans(
-    kb_id: str,
-    items: Sequence[tuple[str, ParsedDocument]],
-    existing: dict[str, Document],
-    old_chunks: dict[str, list[Chunk]],
-) -> list[_Plan]:
-    """In a worker thread: a large document's thousands of rows are built off the event loop."""
-    return [_plan(kb_id, source, parsed, existing.get(source), old_chunks) for source, parsed in items]
-
-
-def _values(row: Chunk, revision: int) -> dict[str, Any]:
-    """A chunk row for a Core insert (the ORM's unit of work costs ~10x per row)."""
-    return {
-        "id": row.id,
-        "kb_id": row.kb_id,
-        "document_id": row.document_id,
-        "position": row.position,
-        "title": row.title,
-        "text": row.text,
-        "sha256": row.sha256,
-        "vector": row.vector,
-        "vector_model": row.vector_model,
-        "revision": revision,
-    }
-
-
-def _plan(
-    kb_id: str,
-    source: str,
-    parsed: ParsedDocument,
-    existing: Document | None,
-    old_chunks: dict[str, list[Chunk]],
-) -> _Plan:
-    if existing is not None and existing.sha256 == parsed.sha256:
-        return _Plan(existing, "unchanged", chunk_count=existing.chunk_count)
-    values: dict[str, Any] = {
-        "title": parsed.title[:300],
-        "format": parsed.format,
-        "sha256": parsed.sha256,
-        "size": parsed.size,
-        "chunk_count": len(parsed.chunks),
-        "updated_at": now(),
-    }
-    if existing is None:
-        document = Document(id=new_id("doc"), kb_id=kb_id, source=source, created_at=now(), **values)
-        plan = _Plan(document, "created", chunk_count=len(parsed.chunks))
-    else:
-        for key, value in {**values, "status": "ready", "progress": 100, "error": None}.items():
-            setattr(existing, key, value)
-        plan = _Plan(existing, "updated", chunk_count=len(parsed.chunks))
-    reusable: dict[str, list[Chunk]] = {}
-    for chunk in old_chunks.get(plan.document.id, []):
-        reusable.setdefault(chunk.sha256, []).append(chunk)
-    for position, piece in enumerate(parsed.chunks):
-        kept = reusable.get(piece.sha256)
-        if kept:
-            old = kept.pop()
-            if old.position != position:
-                plan.moved[old.id] = position
-            continue
-        plan.new_rows.append(
-            Chunk(
-                id=new_id("chk"),
-                kb_id=kb_id,
-                document_id=plan.document.id,
-                position=position,
-                title=piece.title,
-                text=piece.text,
-                sha256=piece.sha256,
-            )
-        )
-    plan.removed = [c.id for rest in reusable.values() for c in rest]
-    return plan

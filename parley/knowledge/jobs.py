@@ -24,8 +24,9 @@ import structlog
 from sqlalchemy import delete, select, update
 
 from parley.errors import not_found
-from parley.knowledge.bases import BATCH, PENDING, Ingested, Knowledge
+from parley.knowledge.bases import BATCH, Knowledge
 from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, parse_file
+from parley.knowledge.plans import PENDING, Ingested
 from parley.knowledge.schema import Chunk, Document, Job
 from parley.store.schema import new_id, now
 from parley.users import Principal
