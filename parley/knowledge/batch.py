@@ -236,7 +236,8 @@ def _members(source: str, path: Path, limits: Limits) -> Iterator[tuple[str, byt
 def _zip_members(source: str, path: Path, limits: Limits) -> Iterator[tuple[str, bytes]]:
     try:
         with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
+            for count, info in enumerate(archive.infolist()):
+                _count(source, count)
                 if info.is_dir():
                     continue
                 kind = stat.S_IFMT(info.external_attr >> 16)
@@ -263,7 +264,8 @@ def _zip_members(source: str, path: Path, limits: Limits) -> Iterator[tuple[str,
 def _tar_members(source: str, path: Path, limits: Limits) -> Iterator[tuple[str, bytes]]:
     try:
         with tarfile.open(path, mode="r:*") as archive:
-            for info in archive:
+            for count, info in enumerate(archive):
+                _count(source, count)
                 if info.isdir():
                     continue
                 if not info.isfile():
@@ -280,6 +282,12 @@ def _tar_members(source: str, path: Path, limits: Limits) -> Iterator[tuple[str,
         raise ApiError(
             422, "unreadable_archive", f"{source}: the tar archive cannot be read ({exc})"
         ) from None
+
+
+def _count(source: str, members: int) -> None:
+    """Every member counts, folders and hidden files too: a million empty entries is refused."""
+    if members >= 2 * MAX_FILES:
+        raise ApiError(413, "too_many_files", f"{source}: an archive holds at most {2 * MAX_FILES} entries")
 
 
 def _member_name(source: str, raw: str) -> str | None:
