@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -342,12 +343,20 @@ class Knowledge:
             try:
                 if staged:
                     await self._stage(plan, in_db, embedder)
+                started = time.perf_counter()
                 async with self.db.transaction() as session:
                     revision = await _bump(session, kb_id)
                     for p in plan:
                         await p.write(session, revision, staged=staged)
                     if in_db and embedder is not None and not staged:
                         await pgvector.store(session, embedder.name, in_db)
+                if staged:
+                    log.info(
+                        "knowledge_published",
+                        kb_id=kb_id,
+                        chunks=sum(len(p.new_rows) for p in plan),
+                        ms=round((time.perf_counter() - started) * 1000, 1),
+                    )
             except BaseException:
                 if staged:
                     await asyncio.shield(self._unstage(plan))
@@ -429,7 +438,11 @@ class Knowledge:
                 removed = list(
                     await session.scalars(select(Chunk.id).where(Chunk.document_id == document_id))
                 )
-                session.add_all(Removal(kb_id=kb_id, revision=revision, chunk_id=c) for c in removed)
+                if removed:
+                    await session.execute(
+                        insert(Removal),
+                        [{"kb_id": kb_id, "revision": revision, "chunk_id": c} for c in removed],
+                    )
                 await session.execute(delete(Chunk).where(Chunk.document_id == document_id))
                 await session.execute(delete(Document).where(Document.id == document_id))
             await self._catch_up(kb_id)
