@@ -8,6 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 $(VENV)/.installed: pyproject.toml requirements/torch-cpu.txt requirements/local.txt scripts/bootstrap.sh
 	scripts/bootstrap.sh python
+	$(PY) -m parley.knowledge.minilm_onnx
 	touch $@
 
 install: $(VENV)/.installed

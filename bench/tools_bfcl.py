@@ -1,4 +1,5 @@
-"""Tool calling on BFCL v4 (simple_python, multiple, irrelevance), per route and mode.
+"""Tool calling on BFCL v4 (every category in the dataset folder: simple_python, multiple,
+irrelevance, and the live_* ones where present), per route and mode.
 
 Modes, for a model that cannot choose tools (``chooses_tools = False``, e.g. local:smollm2):
 
@@ -53,6 +54,17 @@ DATASETS = Path(os.environ.get("PARLEY_DATASETS", ROOT.parent / "shared" / "data
 if not (DATASETS / "bfcl").exists():
     DATASETS = Path("/work/shared/datasets")
 CATEGORIES = ("simple_python", "multiple", "irrelevance")
+#: Categories where calling nothing is right; in the others a call is expected (``live_relevance``
+#: has no possible answers: any call is right, none is wrong).
+NO_CALL = ("irrelevance", "live_irrelevance")
+
+
+def categories() -> list[str]:
+    """Every category whose questions are in the dataset folder (BFCL_v4_<category>.json)."""
+    found = sorted(p.stem.removeprefix("BFCL_v4_") for p in (DATASETS / "bfcl").glob("BFCL_v4_*.json"))
+    return found or list(CATEGORIES)
+
+
 _TYPES = {
     "dict": "object",
     "float": "number",
@@ -109,7 +121,18 @@ class Item:
     category: str
     question: str
     functions: list[Function]
-    answer: list[dict[str, Any]] | None  # [{name: {param: [allowed values]}}]; None: no call
+    answer: list[dict[str, Any]] | None  # [{name: {param: [allowed values]}}]; None: not known
+    #: The item's place in its file: even ones tune thresholds, odd ones report (ids such as
+    #: ``live_simple_0-0-0`` carry no usable number).
+    index: int = 0
+
+    @property
+    def expects_call(self) -> bool:
+        return self.category not in NO_CALL
+
+    @property
+    def held_out(self) -> bool:
+        return self.index % 2 == 1
 
 
 def load(category: str) -> list[Item]:
@@ -121,12 +144,16 @@ def load(category: str) -> list[Item]:
             row = json.loads(line)
             answers[row["id"]] = row["ground_truth"]
     items = []
-    for line in (folder / f"BFCL_v4_{category}.json").read_text().splitlines():
+    lines = [line for line in (folder / f"BFCL_v4_{category}.json").read_text().splitlines() if line.strip()]
+    for index, line in enumerate(lines):
         row = json.loads(line)
         turns = row["question"][0]
-        question = next(m["content"] for m in reversed(turns) if m["role"] == "user")
-        functions = [Function(f["name"], f["description"], convert(f["parameters"])) for f in row["function"]]
-        items.append(Item(row["id"], category, question, functions, answers.get(row["id"])))
+        question = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
+        functions = [
+            Function(f["name"], f.get("description", ""), convert(f.get("parameters", {})))
+            for f in row["function"]
+        ]
+        items.append(Item(row["id"], category, question, functions, answers.get(row["id"]), index))
     return items
 
 
@@ -296,8 +323,8 @@ def embedder() -> Callable[[list[str]], np.ndarray] | None:
 
 def tune(router: Any, items: list[Item]) -> float:
     """The threshold with the best balanced accuracy (call vs no call) on the even-numbered items."""
-    train = [i for i in items if int(i.id.rsplit("_", 1)[1]) % 2 == 0]
-    scored = [(max(router.scores(i.question, i.functions)), i.answer is not None) for i in train]  # type: ignore[arg-type]
+    train = [i for i in items if not i.held_out]
+    scored = [(max(router.scores(i.question, i.functions)), i.expects_call) for i in train]  # type: ignore[arg-type]
     candidates = sorted({s for s, _ in scored})
     pos = [s for s, y in scored if y]
     neg = [s for s, y in scored if not y]
@@ -312,14 +339,15 @@ def router_only(router: Any, items: list[Item]) -> dict[str, float]:
     """How often the router alone picks the right function (or none), per category, on odd items."""
     out: dict[str, list[bool]] = {}
     for item in items:
-        if int(item.id.rsplit("_", 1)[1]) % 2 == 0:
+        if not item.held_out:
             continue
         choice = choose(router, item.question, item.functions)  # type: ignore[arg-type]
-        right = (
-            choice is None
-            if item.answer is None
-            else choice is not None and any(choice.tool.name in a for a in item.answer)
-        )
+        if not item.expects_call:
+            right = choice is None
+        elif item.answer is None:  # relevance: a call is right, whichever
+            right = choice is not None
+        else:
+            right = choice is not None and any(choice.tool.name in a for a in item.answer)
         out.setdefault(item.category, []).append(right)
     return {k: sum(v) / len(v) for k, v in out.items()}
 
@@ -341,10 +369,13 @@ class Tally:
         self.n += 1
         self.seconds += seconds
         self.called += name is not None
-        if item.answer is None:
+        if not item.expects_call:
             self.no_call_right += name is None
             return
         if name is None:
+            return
+        if item.answer is None:  # relevance: no possible answers, a call is what is asked
+            self.right_function += 1
             return
         function = next((f for f in item.functions if f.name == name), None)
         if function is None or not any(name in a for a in item.answer):
@@ -356,8 +387,10 @@ class Tally:
 
     def row(self, category: str) -> str:
         pct = lambda k: f"{100 * k / max(1, self.n):5.1f}%"  # noqa: E731
-        if category == "irrelevance":
+        if category in NO_CALL:
             return f"no call (right) {pct(self.no_call_right)}"
+        if category == "live_relevance":
+            return f"called (right) {pct(self.called)}"
         return (
             f"right fn {pct(self.right_function)}  right fn + valid args {pct(self.right_and_valid)}  "
             f"values match {pct(self.value_match)}"
@@ -472,10 +505,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--route", default="local:smollm2", help="comma-separated routes to compare")
-    parser.add_argument("--categories", default=",".join(CATEGORIES))
+    parser.add_argument("--categories", default="", help="comma-separated (default: every one in the folder)")
     parser.add_argument("--limit", type=int, default=100, help="items per category (0: all)")
     args = parser.parse_args()
-    asyncio.run(bench(args.route.split(","), args.categories.split(","), args.limit))
+    chosen = args.categories.split(",") if args.categories else categories()
+    asyncio.run(bench(args.route.split(","), chosen, args.limit))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ from parley.files import Files
 from parley.http import BodyLimit, OriginGuard, RequestContext
 from parley.keys import Authenticator, check_bind, presented_prefix
 from parley.knowledge.bases import Knowledge
+from parley.knowledge.jobs import Jobs
+from parley.knowledge.workers import Workers
 from parley.metrics import Metrics
 from parley.providers.base import Provider
 from parley.providers.registry import Providers
@@ -107,9 +109,11 @@ class Parley:
         self.knowledge = Knowledge(
             self.db,
             embeddings=settings.embeddings,
-            cache_dir=settings.data_dir / "models",
+            cache_dir=settings.models_dir,
             questions=settings.question_embedding,
+            workers=Workers(settings.ingest_workers),
         )
+        self.jobs = Jobs(self.knowledge)
         # The configured knowledge syncs in the background; one process of a cluster does it.
         self.first_start = FirstStart(
             self.knowledge,
@@ -180,6 +184,7 @@ class Parley:
         await shop_tools.start(self.shop, self.tools, demo_catalog=self.settings.shop_demo_catalog)
         assert self.local_user is not None
         await self.knowledge.start(owner_id=self.local_user.user_id)
+        await self.jobs.start()
         await self.log.start()
         await self.bus.start()
         await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
@@ -221,6 +226,8 @@ class Parley:
         await self.first_start.stop()
         await self.chores.stop()
         await self.drain(0)
+        await self.jobs.close()
+        await self.knowledge.close()
         await self.context.aclose()
         await self.log.stop()
         await self.providers.aclose()

@@ -305,12 +305,21 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders: Markdown, text, PDF.", exists=True)],
     kb: Annotated[str, typer.Option("--kb", help="Knowledge base name (created if missing).")],
     prune: Annotated[bool, typer.Option(help="Delete documents no longer among PATHS.")] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Send the files to this running server as one batch (a zip; API key: PARLEY_API_KEY) "
+            "and follow its job; default: write to the database directly."
+        ),
+    ] = None,
 ) -> None:
     """Ingest files into a knowledge base of the local user; unchanged files are skipped."""
     import asyncio
 
-    from parley.knowledge.cli import run_ingest
+    from parley.knowledge.cli import run_ingest, upload_batch
 
+    if url:
+        raise typer.Exit(upload_batch(url, os.environ.get("PARLEY_API_KEY"), paths, kb))
     raise typer.Exit(asyncio.run(run_ingest(Settings(), paths, kb, prune=prune)))
 
 

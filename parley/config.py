@@ -89,6 +89,26 @@ class Settings(BaseSettings):
         "demo CVs for recruiter) plus the config file's [knowledge] table; {} syncs nothing.",
     )
     knowledge_max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    models_dir: Path | None = Field(
+        default=None,
+        description="Where the exported ONNX embedding model is kept; default: the user's cache folder "
+        "(~/.cache/parley/models), filled at install by `make install` (python -m parley.knowledge.minilm_onnx).",
+    )
+    knowledge_job_bytes: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        description="A knowledge document at least this large is ingested as a job (202, with progress).",
+    )
+    knowledge_max_batch_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description="The most one batch upload may hold, archives unpacked.",
+    )
+    ingest_workers: Literal["process", "thread"] = Field(
+        default="process",
+        description="Where ingests parse and tokenize: process (a pool of worker processes: the event loop "
+        "keeps the GIL) or thread.",
+    )
     local_threads: int = Field(default_factory=_default_threads, ge=1)
     local_context_tokens: int = Field(default=4096, ge=256, description="Context window of a local model.")
     local_cache_mb: int = Field(

@@ -46,6 +46,9 @@ DEFAULT_CLASS = "default"
 #: Failed authentications per client address and per credential prefix; over it, failures are 429s.
 AUTH_FAILURES = "auth_failures"
 DEFAULT_AUTH_FAILURES = "30/minute"
+#: Knowledge uploads: a script loading a corpus sends thousands (or one batch); see docs/SECURITY.md.
+INGEST = "ingest"
+DEFAULT_INGEST = "6000/minute"
 _ATTRIBUTE = "__parley_rate_class__"
 _STATE_KEY = "rate_limit"
 
@@ -111,6 +114,7 @@ class RateLimiter:
             name: parse_limits(value, f"[rate_limits] {name}") for name, value in (classes or {}).items()
         }
         self._classes.setdefault(AUTH_FAILURES, parse_limits(DEFAULT_AUTH_FAILURES, AUTH_FAILURES))
+        self._classes.setdefault(INGEST, parse_limits(DEFAULT_INGEST, INGEST))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:

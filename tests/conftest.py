@@ -124,6 +124,8 @@ def settings_for(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
             "log_json": True,
             "sse_ping_seconds": 1.0,
             "knowledge": {},  # not the demo knowledge: each test syncs what it reads
+            # Worker processes cost a second of start-up each: tests that need them ask for them.
+            "ingest_workers": "thread",
         }
         values.update(overrides)
         return Settings(**values)

@@ -3,14 +3,18 @@ reruns incremental."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from parley.config import Settings
+from tests.conftest import serve
 from tests.knowledge_data import FAQ, GUIDE, pdf_bytes
 
 
@@ -81,3 +85,22 @@ def test_a_terminal_sees_a_progress_bar_per_file(tmp_path: Path) -> None:
     assert "ingest into handbook" in shown
     assert "2/2" in shown  # files done of files found
     assert "handbook: 2 added, 0 updated, 0 unchanged, 0 deleted, 0 skipped" in shown
+
+
+async def test_ingest_into_a_running_server_as_one_batch(
+    tmp_path: Path, settings_for: Callable[..., Settings]
+) -> None:
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "faq.md").write_text(FAQ)
+    (docs / "sub" / "guide.md").write_text(GUIDE)
+    (docs / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)
+    async with serve(settings_for(embeddings="hash", ingest_workers="thread")) as server:
+        result = await asyncio.to_thread(ingest, tmp_path, str(docs), "--kb", "handbook", "--url", server.url)
+        assert result.returncode == 1, result.stderr  # the PNG was skipped, and said so
+        assert "logo.png" in result.stderr
+        assert re.search(r"handbook: 2 added, 0 updated, 0 unchanged, 1 skipped; \d+ chunks", result.stderr)
+        listed = (await server.client.get("/v1/knowledge-bases")).json()["data"]
+        assert [(b["name"], b["documents"]) for b in listed] == [("handbook", 2)]
+        again = await asyncio.to_thread(ingest, tmp_path, str(docs), "--kb", "handbook", "--url", server.url)
+        assert "handbook: 0 added, 0 updated, 2 unchanged, 1 skipped" in again.stderr

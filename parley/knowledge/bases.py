@@ -4,7 +4,12 @@
 updated in place after each write. Every write bumps the knowledge base's ``revision``
 in the same transaction; before a search, the revision in the database is compared with
 the index's, so a change written by another process (``parley ingest`` while the server
-runs, or another worker) is picked up without a restart.
+runs, or another worker) is picked up without a restart, by reading only what changed: the
+chunk rows stamped with a later revision and the removals recorded since (``_catch_up``; the
+stamps are written by ``parley.knowledge.plans``). The writer's own index is updated from the
+rows in hand. A large change writes its rows ahead in short transactions, as pending, and
+publishes them at once (``_stage``). CPU work runs in ``Workers`` (processes for parsing and
+tokenizing, threads for embedding and index updates): the event loop only does I/O.
 
 Re-ingesting compares hashes: an unchanged file is skipped; in a changed one, chunks whose
 text is unchanged keep their vectors, and only new chunks are embedded.
@@ -18,14 +23,17 @@ as one matrix and ranked with numpy.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
-from sqlalchemy import Boolean, bindparam, delete, func, literal_column, select, update
+from sqlalchemy import Boolean, bindparam, delete, func, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,11 +48,13 @@ from parley.knowledge.embeddings import (
     load_embedder,
     to_bytes,
 )
-from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, iter_files, parse
+from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, iter_files, parse_file
 from parley.knowledge.minilm_onnx import QuestionPrecision
 from parley.knowledge.pgvector import PgVector
-from parley.knowledge.schema import Chunk, Document, KnowledgeBase
+from parley.knowledge.plans import PENDING, Ingested, Plan, plans, values
+from parley.knowledge.schema import Chunk, Document, Job, KnowledgeBase, Removal
 from parley.knowledge.search import ChunkEntry, Hit, KbIndex, Mode, depth_for, merge, tokenize
+from parley.knowledge.workers import Workers
 from parley.store.db import Database
 from parley.store.schema import new_id, now
 from parley.threads import visible
@@ -54,14 +64,10 @@ log = structlog.get_logger(__name__)
 
 #: Documents written per transaction (and per index update) by a folder ingest.
 BATCH = 64
-
-
-@dataclass(slots=True)
-class Ingested:
-    document: Document
-    status: str  # "created", "updated" or "unchanged"
-    chunks: int
-    embedded: int
+#: Chunks per embedding call: progress is reported between them.
+EMBED_BATCH = 256
+#: Chunk rows per transaction when a change is larger (``Knowledge._stage``).
+SLICE = 500
 
 
 @dataclass(slots=True)
@@ -81,6 +87,8 @@ class SyncReport:
 
 
 Progress = Callable[[str, str | None], None]
+#: Called with the fraction done (0..1) of a long step (embedding a large document).
+Fraction = Callable[[float], Awaitable[None]]
 
 
 # Before every search: built once (building it cost as much as running it on SQLite).
@@ -97,10 +105,13 @@ class Knowledge:
         cache_dir: Path | None = None,
         use_pgvector: bool = True,
         questions: QuestionPrecision = "int8",
+        workers: Workers | None = None,
     ) -> None:
         """``use_pgvector``: keep vectors in pgvector where the database has it (else in-app);
-        ``questions``: the precision MiniLM embeds questions in (``MiniLMEmbedder``)."""
+        ``questions``: the precision MiniLM embeds questions in (``MiniLMEmbedder``);
+        ``workers``: where parsing, tokenizing and embedding run (threads by default)."""
         self.db = db
+        self.workers = workers or Workers("thread")
         self._use_pgvector = use_pgvector
         self._pgvector: PgVector | None = None
         self._store_checked = False
@@ -114,6 +125,7 @@ class Knowledge:
         self._locks: dict[str, asyncio.Lock] = {}
         self._embed_lock = asyncio.Lock()
         self._queries: QueryVectors | None = None
+        self._warming: asyncio.Task[None] | None = None
         #: The operator: assistants' knowledge bases are looked up among this user's.
         self.owner_id: int | None = None
 
@@ -125,6 +137,8 @@ class Knowledge:
         Vectors of another model than the configured one are recomputed while loading.
         """
         self.owner_id = owner_id
+        # The model and the worker processes load meanwhile: no first upload or search waits for them.
+        self._warming = asyncio.create_task(self._warm_up(), name="knowledge-warm-up")
         await self._vector_store()
         async with self.db.session() as session:
             bases = (await session.execute(select(KnowledgeBase.id, KnowledgeBase.revision))).all()
@@ -148,6 +162,17 @@ class Knowledge:
                 deleted=report.deleted,
                 failed=len(report.failed),
             )
+
+    async def _warm_up(self) -> None:
+        await self.embedder()
+        await self.workers.cpu(tokenize, ["warm up"])
+
+    async def close(self) -> None:
+        if self._warming is not None and not self._warming.done():
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
+        self.workers.close()
 
     async def embedder(self) -> Embedder | None:
         """The embedding backend, loaded on first use (a model takes seconds to load)."""
@@ -246,6 +271,8 @@ class Knowledge:
         async with self._lock(kb_id), self.db.transaction() as session:
             await _base(session, principal, kb_id)
             await session.execute(delete(Chunk).where(Chunk.kb_id == kb_id))
+            await session.execute(delete(Removal).where(Removal.kb_id == kb_id))
+            await session.execute(delete(Job).where(Job.kb_id == kb_id))
             await session.execute(delete(Document).where(Document.kb_id == kb_id))
             await session.execute(delete(KnowledgeBase).where(KnowledgeBase.id == kb_id))
         self._indexes.pop(kb_id, None)
@@ -266,8 +293,16 @@ class Knowledge:
         await self.get_base(principal, kb_id)
         return (await self.add_documents(kb_id, [(source, parsed)]))[0]
 
-    async def add_documents(self, kb_id: str, items: Sequence[tuple[str, ParsedDocument]]) -> list[Ingested]:
-        """Create or update documents by source; one transaction, one index update."""
+    async def add_documents(
+        self,
+        kb_id: str,
+        items: Sequence[tuple[str, ParsedDocument]],
+        *,
+        progress: Fraction | None = None,
+    ) -> list[Ingested]:
+        """Create or update documents by source; one transaction, one index update.
+
+        ``progress`` hears how much of the embedding is done (most of a large document's time)."""
         async with self._lock(kb_id):
             async with self.db.session() as session:
                 existing = {
@@ -287,32 +322,108 @@ class Knowledge:
                         select(Chunk).where(Chunk.document_id.in_(changed_ids))
                     ):
                         old_chunks.setdefault(chunk.document_id, []).append(chunk)
-            plan = [
-                _plan(kb_id, source, parsed, existing.get(source), old_chunks) for source, parsed in items
-            ]
+            plan = await self.workers.thread(plans, kb_id, items, existing, old_chunks)
             embedder = await self.embedder()
             store = None if embedder is None else await self._pgvector_for(embedder)
             fresh = [row for p in plan for row in p.new_rows]
             in_db: list[tuple[str, Vectors]] = []
             if embedder is not None and fresh:
-                vectors = await asyncio.to_thread(embedder.embed, [_indexed(r) for r in fresh])
+                vectors = await self._embed(embedder, [_indexed(r) for r in fresh], progress)
                 for row, vector in zip(fresh, vectors, strict=True):
                     row.vector_model = embedder.name
                     if store is None:
                         row.vector = to_bytes(vector)
                     else:
                         in_db.append((row.id, vector))
+                for p in plan:
+                    p.embedded = len(p.new_rows)
             if not any(p.status != "unchanged" for p in plan):
                 return [p.result() for p in plan]
-            async with self.db.transaction() as session:
-                for p in plan:
-                    await p.write(session)
-                if in_db and embedder is not None:
-                    await session.flush()
-                    await pgvector.store(session, embedder.name, in_db)
-                revision = await _bump(session, kb_id)
+            staged = sum(len(p.new_rows) for p in plan) > SLICE
+            try:
+                if staged:
+                    await self._stage(plan, in_db, embedder)
+                started = time.perf_counter()
+                async with self.db.transaction() as session:
+                    revision = await _bump(session, kb_id)
+                    for p in plan:
+                        await p.write(session, revision, staged=staged)
+                    if in_db and embedder is not None and not staged:
+                        await pgvector.store(session, embedder.name, in_db)
+                if staged:
+                    log.info(
+                        "knowledge_published",
+                        kb_id=kb_id,
+                        chunks=sum(len(p.new_rows) for p in plan),
+                        ms=round((time.perf_counter() - started) * 1000, 1),
+                    )
+            except BaseException:
+                if staged:
+                    await asyncio.shield(self._unstage(plan))
+                raise
             await self._apply(kb_id, revision, plan)
             return [p.result() for p in plan]
+
+    async def _stage(
+        self, plan: Sequence[Plan], in_db: list[tuple[str, Vectors]], embedder: Embedder | None
+    ) -> None:
+        """Write a large change's chunk rows ahead, ``SLICE`` rows per short transaction, as pending
+        (out of every index): the event log's commits, which every live stream waits on, take
+        turns with them instead of waiting for one long write. New documents show as ``processing``."""
+        async with self.db.transaction() as session:
+            for p in plan:
+                if p.status == "created":
+                    p.document.status, p.document.progress = "processing", 99
+                    session.add(p.document)
+        vectors = dict(in_db)
+        rows = [row for p in plan for row in p.new_rows]
+        for start in range(0, len(rows), SLICE):
+            part = rows[start : start + SLICE]
+            async with self.db.transaction() as session:
+                await session.execute(insert(Chunk), [values(row, PENDING) for row in part])
+                if vectors and embedder is not None:
+                    await pgvector.store(session, embedder.name, [(r.id, vectors[r.id]) for r in part])
+
+    async def _unstage(self, plan: Sequence[Plan]) -> None:
+        """A staged change that failed: its pending rows, and the documents it created, go."""
+        documents = [p.document.id for p in plan if p.status != "unchanged"]
+        created = [p.document.id for p in plan if p.status == "created"]
+        async with self.db.transaction() as session:
+            await session.execute(
+                delete(Chunk).where(Chunk.document_id.in_(documents), Chunk.revision == PENDING)
+            )
+            if created:
+                await session.execute(delete(Document).where(Document.id.in_(created)))
+
+    async def _apply(self, kb_id: str, revision: int, plan: Sequence[Plan]) -> None:
+        """The index after this process's own write: from the rows in hand (no read back), or
+        caught up from the database when another process wrote in between."""
+        index = self._indexes.get(kb_id)
+        if index is None or index.revision != revision - 1:
+            await self._catch_up(kb_id)
+            return
+        dim = None if self._embedder is None or self._pgvector is not None else self._embedder.dim
+        rows = [(row, p.document.title) for p in plan for row in p.new_rows]
+        tokens = await self.workers.cpu(tokenize, [_indexed(c) for c, _ in rows]) if rows else []
+        added = await self.workers.thread(_entries, rows, tokens, dim)
+        self._indexes[kb_id] = await self.workers.thread(
+            index.with_changes,
+            revision,
+            {c for p in plan for c in p.removed},
+            added,
+            positions={cid: pos for p in plan for cid, pos in p.moved.items()},
+            titles={p.document.id: p.document.title for p in plan if p.status == "updated"},
+            dim=dim,
+        )
+
+    async def _embed(self, embedder: Embedder, texts: Sequence[str], progress: Fraction | None) -> Vectors:
+        """In the worker threads (ONNX Runtime releases the GIL), a batch at a time."""
+        parts = []
+        for start in range(0, len(texts), EMBED_BATCH):
+            parts.append(await self.workers.thread(embedder.embed, texts[start : start + EMBED_BATCH]))
+            if progress is not None:
+                await progress(min(1.0, (start + EMBED_BATCH) / len(texts)))
+        return np.vstack(parts).astype(np.float32)
 
     async def delete_document(self, principal: Principal, kb_id: str, document_id: str) -> None:
         async with self._lock(kb_id):
@@ -323,15 +434,18 @@ class Knowledge:
                 )
                 if doc is None:
                     raise not_found("document", document_id)
-                removed = set(await session.scalars(select(Chunk.id).where(Chunk.document_id == document_id)))
+                revision = await _bump(session, kb_id)
+                removed = list(
+                    await session.scalars(select(Chunk.id).where(Chunk.document_id == document_id))
+                )
+                if removed:
+                    await session.execute(
+                        insert(Removal),
+                        [{"kb_id": kb_id, "revision": revision, "chunk_id": c} for c in removed],
+                    )
                 await session.execute(delete(Chunk).where(Chunk.document_id == document_id))
                 await session.execute(delete(Document).where(Document.id == document_id))
-                revision = await _bump(session, kb_id)
-            index = self._indexes.get(kb_id)
-            if index is not None and index.revision == revision - 1:
-                self._indexes[kb_id] = await asyncio.to_thread(index.with_changes, revision, removed, [])
-            else:
-                await self._reload(kb_id, revision)
+            await self._catch_up(kb_id)
 
     async def sync(
         self,
@@ -355,8 +469,7 @@ class Knowledge:
         for source, path in files:
             seen.add(source)
             try:
-                data = await asyncio.to_thread(path.read_bytes)
-                batch.append((source, await asyncio.to_thread(parse, path.name, data)))
+                batch.append((source, await self.workers.cpu(parse_file, str(path), path.name)))
                 error = None
             except (UnreadableDocument, OSError) as exc:
                 error = exc.reason if isinstance(exc, UnreadableDocument) else f"cannot read: {exc}"
@@ -395,8 +508,21 @@ class Knowledge:
         k: int = 10,
         document: str | None = None,
     ) -> list[Hit]:
+        return (await self.search_with_mode(principal, kb_id, query, mode=mode, k=k, document=document))[0]
+
+    async def search_with_mode(
+        self,
+        principal: Principal,
+        kb_id: str,
+        query: str,
+        *,
+        mode: Mode = "hybrid",
+        k: int = 10,
+        document: str | None = None,
+    ) -> tuple[list[Hit], Mode]:
+        """The hits and the mode that really ran: ``bm25`` when a base has no vectors to fuse."""
         await self.get_base(principal, kb_id)
-        return await self.search_bases([kb_id], query, mode=mode, k=k, document=document)
+        return await self._search(kb_ids=[kb_id], query=query, mode=mode, k=k, document=document)
 
     async def search_bases(
         self,
@@ -408,6 +534,11 @@ class Knowledge:
         document: str | None = None,
     ) -> list[Hit]:
         """Search knowledge bases the caller has already been allowed to read."""
+        return (await self._search(kb_ids=kb_ids, query=query, mode=mode, k=k, document=document))[0]
+
+    async def _search(
+        self, *, kb_ids: Sequence[str], query: str, mode: Mode, k: int, document: str | None
+    ) -> tuple[list[Hit], Mode]:
         if mode != "bm25" and not self.dense_available:
             if mode == "dense":
                 raise ApiError(422, "dense_unavailable", "dense search is off (PARLEY_EMBEDDINGS=none)")
@@ -418,12 +549,15 @@ class Knowledge:
             any(len(i) for i in indexes) if store is not None else any(i.has_vectors for i in indexes)
         )
         queries = await self._query_vectors() if mode != "bm25" and dense_wanted else None
+        if queries is None:
+            mode = "bm25"
         if store is not None and queries is not None and self._embedder is not None:
             pending = asyncio.get_running_loop().run_in_executor(None, queries.get, query)
             tokens = tokenize([query])[0]  # while the model embeds the question
-            return await self._search_pgvector(
+            hits = await self._search_pgvector(
                 store, self._embedder, indexes, tokens, await pending, mode, k, document
             )
+            return hits, mode
 
         def run() -> list[Hit]:
             """One trip to a worker thread: on a busy machine each hand-off can wait a time slice."""
@@ -432,7 +566,7 @@ class Knowledge:
             hits = [h for i in indexes for h in i.search(tokens, vector, mode=mode, k=k, document=document)]
             return merge(hits, k)
 
-        return await asyncio.to_thread(run)
+        return await asyncio.to_thread(run), mode
 
     async def _search_pgvector(
         self,
@@ -526,9 +660,56 @@ class Knowledge:
         if index is None or index.revision != revision:
             async with self._lock(kb_id):
                 index = self._indexes.get(kb_id)
-                if index is None or index.revision != revision:
+                if index is None:
                     await self._reload(kb_id, revision)
+                elif index.revision != revision:
+                    await self._catch_up(kb_id)
         return self._indexes[kb_id]
+
+    async def _catch_up(self, kb_id: str) -> None:
+        """Bring the index up to the database's revision by reading what changed since its own:
+        the chunk rows stamped with a later revision (added, moved, retitled) and the removals.
+        Time in proportion to the change; a full reload when there is no index yet."""
+        index = self._indexes.get(kb_id)
+        if index is None:
+            async with self.db.session() as session:
+                revision = await session.scalar(_REVISION, {"kb_id": kb_id})
+            if revision is not None:
+                await self._reload(kb_id, revision)
+            return
+        store = await self._vector_store()
+        embedded = literal_column(
+            "kb_chunks.embedding IS NOT NULL" if store else "false", type_=Boolean
+        ).label("embedded")
+        async with self.db.session() as session:
+            revision = await session.scalar(_REVISION, {"kb_id": kb_id})
+            if revision is None:
+                self._indexes.pop(kb_id, None)
+                return
+            if revision == index.revision:
+                return
+            if revision < index.revision:  # the base was deleted and made again elsewhere
+                await self._reload(kb_id, revision)
+                return
+            window = (Chunk.revision > index.revision) & (Chunk.revision <= revision)
+            rows = (
+                await session.execute(
+                    select(Chunk, Document.title, embedded)
+                    .join(Document, Document.id == Chunk.document_id)
+                    .where(Chunk.kb_id == kb_id, window)
+                    .order_by(Chunk.document_id, Chunk.position)
+                )
+            ).all()
+            removed = set(
+                await session.scalars(
+                    select(Removal.chunk_id).where(
+                        Removal.kb_id == kb_id,
+                        Removal.revision > index.revision,
+                        Removal.revision <= revision,
+                    )
+                )
+            )
+        await self._index_rows(kb_id, revision, rows, base=index, removed=removed)
 
     async def _reload(self, kb_id: str, revision: int) -> None:
         store = await self._vector_store()
@@ -540,11 +721,24 @@ class Knowledge:
                 await session.execute(
                     select(Chunk, Document.title, embedded)
                     .join(Document, Document.id == Chunk.document_id)
-                    .where(Chunk.kb_id == kb_id)
+                    .where(Chunk.kb_id == kb_id, Chunk.revision != PENDING)
                     .order_by(Chunk.document_id, Chunk.position)
                 )
             ).all()
+        await self._index_rows(kb_id, revision, rows)
+
+    async def _index_rows(
+        self,
+        kb_id: str,
+        revision: int,
+        rows: Sequence[Any],
+        *,
+        base: KbIndex | None = None,
+        removed: set[str] | None = None,
+    ) -> None:
+        """Index ``(chunk, document title, in pgvector)`` rows: a new index, or ``base`` changed."""
         embedder = await self.embedder() if rows and self._spec != "none" else None
+        store = self._pgvector
         if embedder is not None:
             store = await self._pgvector_for(embedder)
             if store is None:
@@ -553,9 +747,15 @@ class Knowledge:
                 stale = [c for c, _, in_db in rows if not in_db or c.vector_model != embedder.name]
             if stale:
                 await self._reembed(embedder, store, kb_id, stale)
-        dim = None if embedder is None or store is not None else embedder.dim
-        entries = await asyncio.to_thread(_entries, [(c, title) for c, title, _ in rows], dim)
-        self._indexes[kb_id] = await asyncio.to_thread(KbIndex.build, kb_id, revision, entries, dim)
+        dim = None if self._embedder is None or store is not None else self._embedder.dim
+        tokens = await self.workers.cpu(tokenize, [_indexed(c) for c, _, _ in rows]) if rows else []
+        entries = await self.workers.thread(_entries, [(c, title) for c, title, _ in rows], tokens, dim)
+        if base is None:
+            self._indexes[kb_id] = await self.workers.thread(KbIndex.build, kb_id, revision, entries, dim)
+        else:
+            self._indexes[kb_id] = await self.workers.thread(
+                base.with_changes, revision, removed or set(), entries, dim=dim
+            )
 
     async def _reembed(
         self, embedder: Embedder, store: PgVector | None, kb_id: str, stale: Sequence[Chunk]
@@ -572,7 +772,7 @@ class Knowledge:
         missing = [c for c in stale if c.id not in known]
         if missing:
             log.info("knowledge_reembedding", kb_id=kb_id, chunks=len(missing), model=embedder.name)
-            vectors = await asyncio.to_thread(embedder.embed, [_indexed(c) for c in missing])
+            vectors = await self._embed(embedder, [_indexed(c) for c in missing], None)
             known |= {c.id: v for c, v in zip(missing, vectors, strict=True)}
         async with self.db.transaction() as session:
             if store is not None:
@@ -585,22 +785,6 @@ class Knowledge:
                     .where(Chunk.id == chunk.id)
                     .values(vector=chunk.vector, vector_model=embedder.name)
                 )
-
-    async def _apply(self, kb_id: str, revision: int, plan: Sequence[_Plan]) -> None:
-        index = self._indexes.get(kb_id)
-        if index is None or index.revision != revision - 1:
-            await self._reload(kb_id, revision)
-            return
-        dim = None if self._embedder is None or self._pgvector is not None else self._embedder.dim
-        removed = {c for p in plan for c in p.removed}
-        positions = {cid: pos for p in plan for cid, pos in p.moved.items()}
-        titles = {p.document.id: p.document.title for p in plan if p.status == "updated"}
-        added = await asyncio.to_thread(
-            _entries, [(row, p.document.title) for p in plan for row in p.new_rows], dim
-        )
-        self._indexes[kb_id] = await asyncio.to_thread(
-            index.with_changes, revision, removed, added, positions=positions, titles=titles, dim=dim
-        )
 
 
 async def _base(session: AsyncSession, principal: Principal, kb_id: str) -> KnowledgeBase:
@@ -625,8 +809,9 @@ def _indexed(chunk: Chunk) -> str:
     return f"{chunk.title}\n{chunk.text}" if chunk.title and chunk.title not in chunk.text else chunk.text
 
 
-def _entries(rows: Sequence[tuple[Chunk, str]], dim: int | None) -> list[ChunkEntry]:
-    tokens = tokenize([_indexed(c) for c, _ in rows])
+def _entries(
+    rows: Sequence[tuple[Chunk, str]], tokens: Sequence[tuple[str, ...]], dim: int | None
+) -> list[ChunkEntry]:
     return [
         ChunkEntry(
             id=c.id,
@@ -641,92 +826,3 @@ def _entries(rows: Sequence[tuple[Chunk, str]], dim: int | None) -> list[ChunkEn
         )
         for (c, title), t in zip(rows, tokens, strict=True)
     ]
-
-
-@dataclass(slots=True)
-class _Plan:
-    """What ingesting one parsed document changes."""
-
-    document: Document
-    status: str
-    new_rows: list[Chunk] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    moved: dict[str, int] = field(default_factory=dict)
-    chunk_count: int = 0
-
-    async def write(self, session: AsyncSession) -> None:
-        if self.status == "unchanged":
-            return
-        if self.status == "created":
-            session.add(self.document)
-        else:
-            await session.execute(
-                update(Document)
-                .where(Document.id == self.document.id)
-                .values(
-                    title=self.document.title,
-                    format=self.document.format,
-                    sha256=self.document.sha256,
-                    size=self.document.size,
-                    chunk_count=self.document.chunk_count,
-                    updated_at=self.document.updated_at,
-                )
-            )
-        await session.flush()
-        if self.removed:
-            await session.execute(delete(Chunk).where(Chunk.id.in_(self.removed)))
-        for chunk_id, position in self.moved.items():
-            await session.execute(update(Chunk).where(Chunk.id == chunk_id).values(position=position))
-        session.add_all(self.new_rows)
-
-    def result(self) -> Ingested:
-        return Ingested(self.document, self.status, self.chunk_count, len(self.new_rows))
-
-
-def _plan(
-    kb_id: str,
-    source: str,
-    parsed: ParsedDocument,
-    existing: Document | None,
-    old_chunks: dict[str, list[Chunk]],
-) -> _Plan:
-    if existing is not None and existing.sha256 == parsed.sha256:
-        return _Plan(existing, "unchanged", chunk_count=existing.chunk_count)
-    values: dict[str, Any] = {
-        "title": parsed.title[:300],
-        "format": parsed.format,
-        "sha256": parsed.sha256,
-        "size": parsed.size,
-        "chunk_count": len(parsed.chunks),
-        "updated_at": now(),
-    }
-    if existing is None:
-        document = Document(id=new_id("doc"), kb_id=kb_id, source=source, created_at=now(), **values)
-        plan = _Plan(document, "created", chunk_count=len(parsed.chunks))
-    else:
-        for key, value in values.items():
-            setattr(existing, key, value)
-        plan = _Plan(existing, "updated", chunk_count=len(parsed.chunks))
-    reusable: dict[str, list[Chunk]] = {}
-    for chunk in old_chunks.get(plan.document.id, []):
-        reusable.setdefault(chunk.sha256, []).append(chunk)
-    for position, piece in enumerate(parsed.chunks):
-        kept = reusable.get(piece.sha256)
-        if kept:
-            old = kept.pop()
-            if old.position != position:
-                plan.moved[old.id] = position
-            continue
-        plan.new_rows.append(
-            Chunk(
-                id=new_id("chk"),
-                kb_id=kb_id,
-                document_id=plan.document.id,
-                position=position,
-                title=piece.title,
-                text=piece.text,
-                sha256=piece.sha256,
-            )
-        )
-    plan.removed = [c.id for rest in reusable.values() for c in rest]
-    return plan

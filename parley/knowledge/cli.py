@@ -1,11 +1,16 @@
-"""``parley ingest PATH --kb NAME``: a progress bar per file and a summary at the end."""
+"""``parley ingest PATH --kb NAME``: a progress bar per file and a summary at the end; with
+``--url``, the files go to a running server as one batch (a zip archive) and the bar follows
+its job."""
 
 from __future__ import annotations
 
+import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -32,7 +37,7 @@ async def run_ingest(settings: Settings, paths: Sequence[Path], kb: str, *, prun
     try:
         await db.upgrade()
         owner = await ensure_local_user(db)
-        knowledge = Knowledge(db, embeddings=settings.embeddings, cache_dir=settings.data_dir / "models")
+        knowledge = Knowledge(db, embeddings=settings.embeddings, cache_dir=settings.models_dir)
         total = sum(1 for root in paths for _ in iter_files(root))
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -60,3 +65,64 @@ async def run_ingest(settings: Settings, paths: Sequence[Path], kb: str, *, prun
         f"{report.chunks} chunks ({report.embedded} embedded) in {seconds:.1f} s"
     )
     return 1 if report.failed else 0
+
+
+def upload_batch(url: str, api_key: str | None, paths: Sequence[Path], kb: str) -> int:
+    """Zip the files (their paths below each root are their sources), send them as one batch,
+    show the job's progress; 0, or 1 when some files were skipped or the job failed."""
+    console = Console(stderr=True)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    started = time.perf_counter()
+    with (
+        httpx.Client(base_url=url, headers=headers, timeout=600) as client,
+        tempfile.TemporaryFile() as packed,
+    ):
+        with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
+            for root in paths:
+                for source, path in iter_files(root):
+                    archive.write(path, source)
+        packed.seek(0)
+        bases = client.get("/v1/knowledge-bases")
+        bases.raise_for_status()
+        kb_id = next((b["id"] for b in bases.json()["data"] if b["name"] == kb), None)
+        if kb_id is None:
+            created = client.post("/v1/knowledge-bases", json={"name": kb})
+            created.raise_for_status()
+            kb_id = created.json()["id"]
+        response = client.post(
+            f"/v1/knowledge-bases/{kb_id}/documents/batch",
+            files={"file": ("ingest.zip", packed, "application/zip")},
+        )
+        if response.status_code != 202:
+            console.print(f"[red]refused[/] ({response.status_code}): {response.json()['error']['message']}")
+            return 1
+        job = response.json()
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task(f"ingest into {kb}", total=job["total"])
+            while job["status"] == "running":
+                time.sleep(0.5)
+                job = client.get(f"/v1/knowledge-bases/{kb_id}/jobs/{job['id']}").json()
+                progress.update(task, completed=job["done"])
+    counts = {
+        s: sum(1 for r in job["results"] if r["status"] == s) for s in ("created", "updated", "unchanged")
+    }
+    skipped = [r for r in job["results"] if r["status"] == "skipped"]
+    for r in skipped:
+        console.print(f"[yellow]skipped[/] {r['source']}: {r['error']}")
+    if job["status"] != "completed":
+        console.print(f"[red]failed[/]: {job['error']}")
+        return 1
+    chunks = sum(r["chunks"] for r in job["results"])
+    embedded = sum(r["embedded"] for r in job["results"])
+    console.print(
+        f"[bold]{kb}[/]: {counts['created']} added, {counts['updated']} updated, {counts['unchanged']} unchanged, "
+        f"{len(skipped)} skipped; {chunks} chunks ({embedded} embedded) in {time.perf_counter() - started:.1f} s"
+    )
+    return 1 if skipped else 0

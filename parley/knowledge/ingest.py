@@ -70,6 +70,15 @@ def parse(name: str, data: bytes, *, title: str | None = None) -> ParsedDocument
     return ParsedDocument(title or default, fmt, _nonempty(chunks), digest, len(data))
 
 
+def parse_file(path: str, name: str, title: str | None = None) -> ParsedDocument:
+    """``parse`` of a file on disk (a worker process reads it: only the path crosses over)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UnreadableDocument(f"cannot read: {exc}") from None
+    return parse(name, data, title=title)
+
+
 def parse_received(received: Received) -> ParsedDocument:
     """An upload that passed ``parley.uploads``' checks, parsed as the kind its content showed."""
     title = received.fields.get("title", "").strip()[:300] or None

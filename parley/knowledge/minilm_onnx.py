@@ -317,3 +317,19 @@ def _sha256(path: Path) -> str:
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "parley" / "models"
+
+
+def main() -> None:
+    """``python -m parley.knowledge.minilm_onnx [CACHE_DIR]``: export (and quantize) the model now,
+    at install, so that no server waits for it at its first upload or search."""
+    import sys
+
+    from parley.knowledge.embeddings import model_path
+
+    cache_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else default_cache_dir()
+    model = load(model_path(), cache_dir)
+    print(f"MiniLM for ONNX Runtime: {model.onnx_path} (questions: {model.question_precision})")
+
+
+if __name__ == "__main__":
+    main()
