@@ -71,8 +71,20 @@ class Settings(BaseSettings):
         default=256, ge=0, description="Memory for local models' per-thread prompt caches (KV state)."
     )
 
+    provider_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Longest wait for a remote provider's TCP/TLS connection."
+    )
+    provider_first_token_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="Longest wait for a remote provider's first token (headers included) before it "
+        "counts as failed and the route fails over.",
+    )
     provider_timeout_seconds: float = Field(
-        default=60.0, gt=0, description="Longest silence from a remote provider before it counts as failed."
+        default=30.0,
+        gt=0,
+        description="Longest silence between two tokens of a remote provider before it counts as failed "
+        "(keep-alive bytes that carry no token do not count).",
     )
     provider_attempts: int = Field(default=3, ge=1, description="Tries per provider before failing over.")
     provider_backoff_seconds: float = Field(default=0.5, ge=0, description="First retry delay (doubles).")
@@ -149,6 +161,16 @@ class Settings(BaseSettings):
         "e.g. '120/minute' or '10/second;600/hour'; per-class limits go in the config file.",
     )
     rate_limit_prefix: str = Field(default="parley", description="Namespace of the counters in Redis.")
+    redis_timeout_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        description="Longest a rate-limit check waits for Redis; beyond it the request passes unchecked.",
+    )
+    redis_cooldown_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="After 3 failed Redis calls in a row, how long requests skip Redis before one probes it.",
+    )
     daily_token_budget: int | None = Field(
         default=None, ge=1, description="Tokens a user may spend per UTC day (unset: no budget)."
     )
