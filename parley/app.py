@@ -125,7 +125,7 @@ class Parley:
         self.runs.assign = self.experiments.assign
         self.executor.apply_variant = self.experiments.apply
         self.auth = Authenticator(self.db, settings)
-        self.limiter = RateLimiter.from_settings(settings)
+        self.limiter = RateLimiter.from_settings(settings, self.metrics)
         self.budgets = Budgets(self.db, settings, self.assistants)
         self.runs.admit = self.budgets.admit
         self.executor.guard_route = self.budgets.guard
