@@ -34,7 +34,7 @@ from parley.events import EventLog
 from parley.executor import Executor
 from parley.experiments import Experiments, load_config
 from parley.files import Files
-from parley.http import BodyLimit, OriginGuard, RequestContext
+from parley.http import BodyLimit, OriginGuard, RequestContext, TextGuard
 from parley.keys import Authenticator, check_bind, presented_prefix
 from parley.knowledge.bases import Knowledge
 from parley.metrics import Metrics
@@ -224,6 +224,7 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
         app.include_router(router, responses=errors.RESPONSES)
     app.add_middleware(RateLimitHeaders)
     web.install(app)
+    app.add_middleware(TextGuard)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(OriginGuard, allowed_origins=settings.cors_origins)
     # Keys travel in headers, never in cookies: no credentials mode, so no ambient authority to lend.
