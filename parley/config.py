@@ -162,14 +162,15 @@ class Settings(BaseSettings):
     )
     rate_limit_prefix: str = Field(default="parley", description="Namespace of the counters in Redis.")
     redis_timeout_seconds: float = Field(
-        default=0.05,
+        default=0.2,
         gt=0,
-        description="Longest a rate-limit check waits for Redis; beyond it the request passes unchecked.",
+        description="Longest a rate-limit check waits for Redis; beyond it the request passes unchecked. "
+        "After 3 failures in a row, requests skip Redis at once (circuit open) until a ping succeeds.",
     )
     redis_cooldown_seconds: float = Field(
         default=5.0,
         gt=0,
-        description="After 3 failed Redis calls in a row, how long requests skip Redis before one probes it.",
+        description="While Redis is failing, how often a background ping checks whether it is back.",
     )
     daily_token_budget: int | None = Field(
         default=None, ge=1, description="Tokens a user may spend per UTC day (unset: no budget)."
