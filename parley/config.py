@@ -35,6 +35,23 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="`parley serve` closes a connection whose request headers take longer.",
+    )
+    keep_alive_seconds: int = Field(
+        default=5, ge=1, description="`parley serve` closes a connection idle this long between requests."
+    )
+    max_connections_per_client: int = Field(
+        default=256, ge=1, description="Connections one client address may hold open at once (more: 429)."
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Connections and requests in flight at once (more: 503); default: the open-file "
+        "limit less 256 kept for the database, models and logs.",
+    )
 
     max_concurrent_runs: int = Field(default=32, ge=1, description="Runs executing at once in this process.")
     sse_ping_seconds: float = Field(default=15.0, gt=0)
