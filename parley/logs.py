@@ -50,6 +50,7 @@ def configure(level: str = "INFO", json_logs: bool = True, file: TextIO | None =
     for old in list(root.handlers):
         if isinstance(old, _Stderr):
             root.removeHandler(old)
+    handler.setLevel(logging.getLevelName(level.upper()))  # libraries that set their own level too
     root.addHandler(handler)
     root.setLevel(logging.getLevelName(level.upper()))
     logging.captureWarnings(True)
