@@ -124,6 +124,13 @@ class _Attempt:
     finish: Finish | None = None
     usage: Usage | None = None
 
+    def add(self, usage: Usage) -> None:
+        if self.usage is not None:
+            usage = Usage(
+                self.usage.input_tokens + usage.input_tokens, self.usage.output_tokens + usage.output_tokens
+            )
+        self.usage = usage
+
 
 class _Continuation:
     """Drops a continuation's restart: a provider asked to go on from ``prefix`` that starts the
@@ -275,7 +282,7 @@ class Route:
                             elif isinstance(delta, Finish):
                                 attempt.finish = delta
                             elif isinstance(delta, Usage):
-                                attempt.usage = _non_negative(delta)
+                                attempt.add(_non_negative(delta))
                             else:
                                 yield delta
                     if rest := continued.flush():
