@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system run test lint format bench clean
+.PHONY: install system run cluster test lint format bench clean
 
 $(VENV)/.installed: pyproject.toml requirements/torch-cpu.txt requirements/local.txt scripts/bootstrap.sh
 	scripts/bootstrap.sh python
@@ -24,6 +24,10 @@ $(DEMO_CVS): scripts/make_demo_cvs.py | $(VENV)/.installed
 
 run: install $(DEMO_CVS)
 	PARLEY_KNOWLEDGE='$(PARLEY_KNOWLEDGE)' $(VENV)/bin/parley serve
+
+# A local cluster: throwaway PostgreSQL + Redis, two API processes, two workers (docs/DEPLOY.md).
+cluster: system install
+	scripts/cluster.sh
 
 lint: install
 	$(PY) -m ruff check parley tests bench

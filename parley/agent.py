@@ -1,7 +1,8 @@
 """The agent loop of a run: build the context, stream the model, run tools, append events.
 
-``run_agent`` is what the executor runs inside a run's producer task. Each step here
-appends events through ``executor.log``; the executor owns the terminal event.
+``run_agent`` is what a worker runs inside a run's task (``parley.runs.worker``), with the
+collaborators it needs passed in (``Agent``). Each step here appends events through
+``agent.log``; the worker owns the terminal event.
 
 With tools, a model that chooses tools itself gets them natively and the loop goes on
 while it calls them (up to the step limit); for a model that cannot (``chooses_tools =
@@ -19,12 +20,13 @@ import json
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from parley import events as ev
 from parley import passthrough
 from parley.answers.attachments import attached_hits
+from parley.answers.check import citations
 from parley.answers.compose import (
     SUPPORT_THRESHOLD,
     TRUST_SIMILARITY,
@@ -39,7 +41,8 @@ from parley.answers.compose import (
 from parley.answers.guards import Guard, scaffolding
 from parley.answers.references import Shown, choices_data, mentions, question, resolve
 from parley.answers.replies import Gate, evidence, summaries
-from parley.knowledge.grounding import NO_ANSWER, answer, decline, prompt_source, retrieve
+from parley.events import EventSink
+from parley.knowledge.grounding import NO_ANSWER, declined, prompt_source, retrieve, source_json
 from parley.knowledge.search import Hit
 from parley.providers.base import (
     ChatMessage,
@@ -52,6 +55,7 @@ from parley.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from parley.runs.state import RunState
 from parley.store.schema import new_id
 from parley.threads import history
 from parley.tools.base import Tool, ToolContext, Tools
@@ -70,40 +74,58 @@ from parley.tools.choice import (
 from parley.tools.provenance import Seen
 
 if TYPE_CHECKING:
-    from parley.executor import Executor, RunState
+    from parley.context import ContextBuilder
+    from parley.knowledge.bases import Knowledge
+    from parley.metrics import Metrics
+    from parley.store.db import Database
 
 
-async def run_agent(executor: Executor, state: RunState) -> None:
-    prepared = await prepare(executor, state)
+@dataclass(frozen=True)
+class Agent:
+    """What a run's agent loop works with, passed in by the worker."""
+
+    db: Database
+    #: Where the run's events go (``parley.events.EventLog``).
+    log: EventSink
+    context: ContextBuilder
+    metrics: Metrics
+    tools: Tools | None = None
+    #: The knowledge bases assistants retrieve from.
+    knowledge: Knowledge | None = None
+
+
+async def run_agent(agent: Agent, state: RunState) -> None:
+    prepared = await prepare(agent, state)
     if prepared is None:  # answered without the model (nothing in the knowledge bases fits)
-        await executor.log.flush()
+        await agent.log.flush()
         return
     request = passthrough.apply(prepared, state.run.options)
     assert state.assistant is not None
     assert state.route is not None
-    tools = executor.tools
+    tools = agent.tools
     client_tools = passthrough.client_tools(state.run.options)
     if tools is None or not state.assistant.tools or client_tools:
-        _, fragments = await stream_turn(executor, state, request)
+        _, fragments = await stream_turn(agent, state, request)
         if client_tools:
-            passthrough.report(executor, state, fragments)
+            for call in passthrough.report(state, fragments):
+                agent.log.append(state.run.id, ev.TOOL_CALL, call)
         estimate_usage(state, request, state.text)
     else:
         toolbox = tools.select(state.assistant.tools)
-        seen = await seen_in_thread(executor, state, tools)
+        seen = await seen_in_thread(agent, state, tools)
         ctx = tools.context(
-            executor.db, thread_id=state.run.thread_id, user_id=state.run.user_id, run_id=state.run.id
+            agent.db, thread_id=state.run.thread_id, user_id=state.run.user_id, run_id=state.run.id
         )
         if state.route.primary.chooses_tools:
-            await tool_loop(executor, state, request, toolbox, ctx, seen)
+            await tool_loop(agent, state, request, toolbox, ctx, seen)
         else:
-            await server_chosen_tools(executor, state, request, toolbox, ctx, seen)
+            await server_chosen_tools(agent, state, request, toolbox, ctx, seen)
         if state.tool_calls:
             state.message_data["tool_calls"] = state.tool_calls
-    await executor.log.flush()
+    await agent.log.flush()
 
 
-async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None:
+async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
     """The request for the first model turn: instructions, memory, retrieved sources (the run's
     attached files first, for any assistant), summary and history (``parley.context``).
 
@@ -117,12 +139,21 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
     assert state.route is not None
     sources: list[dict[str, str]] = []
     hits: list[Hit] = []
-    attached = await attached_hits(executor.db, state.run, state.run.input)
+    attached = await attached_hits(agent.db, state.run, state.run.input)
     if state.assistant.knowledge_bases or attached:
         question = state.run.input
         listing = not attached and is_list_question(question)
-        retrieved = await retrieve(executor, state, question, listing=listing, attached=attached)
+        retrieved = await retrieve(
+            agent.knowledge,
+            state.assistant,
+            question,
+            run_options=state.run.options,
+            listing=listing,
+            attached=attached,
+        )
         hits = retrieved.hits
+        state.sources = [source_json(h) for h in hits]
+        agent.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})
         missing = (
             absent_facts(question, [*hits, *retrieved.found])
             if hits
@@ -136,18 +167,22 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
         off_topic = best is not None and unrelated(question, best, retrieved.found, trust)
         if not hits or missing or off_topic:
             # A list question's closest documents are people who do not match: name none.
-            decline(executor, state, [] if listing else retrieved.closest, missing)
+            _answer(
+                agent,
+                state,
+                *declined(state.assistant, question, [] if listing else retrieved.closest, missing),
+            )
             return None
         entry = ranked and qa_pair(hits[0].text) is not None and _compose_mode(state) != "model"
         if listing or entry or not _writes(state):
             composed = compose(question, hits, listing=listing, ranked=ranked, exact=retrieved.exact)
             if composed is None:
-                decline(executor, state, retrieved.closest)
+                _answer(agent, state, *declined(state.assistant, question, retrieved.closest))
             else:
-                answer(executor, state, composed.text, composed.kind)
+                _answer(agent, state, composed.text, composed.kind)
             return None
         sources = [prompt_source(hit) for hit in hits]
-    context = await executor.context.build(state.run, state.assistant, state.route.primary, sources=sources)
+    context = await agent.context.build(state.run, state.assistant, state.route.primary, sources=sources)
     state.message_data["context"] = context.info()
     # The answer cites only the sources that fit the prompt (and the first, which a fallback
     # extract cites when none did).
@@ -159,6 +194,20 @@ async def prepare(executor: Executor, state: RunState) -> ProviderRequest | None
         )
         state.gate = SentenceGate(sources[: context.sources], _support_threshold(state), fallback=fallback)
     return replace(context.request, **state.assistant.sampling())
+
+
+def _answer(agent: Agent, state: RunState, text: str, kind: str) -> None:
+    """The run's whole answer, composed by the server (no model wrote it).
+
+    The run's sources (``run.completed``, the message) are those up to the last one the
+    answer cites: none for a decline, which rests on no source."""
+    del state.sources[max(citations(text), default=0) :]
+    state.text = text
+    state.message_data["composed"] = kind
+    if state.first_token is None:
+        state.first_token = time.perf_counter()
+        agent.metrics.ttft_seconds.labels(state.run.assistant).observe(state.first_token - state.started)
+    agent.log.append(state.run.id, ev.MESSAGE_DELTA, {"text": text})
 
 
 def _writes(state: RunState) -> bool:
@@ -180,7 +229,7 @@ def _support_threshold(state: RunState) -> float:
 
 
 async def stream_turn(
-    executor: Executor,
+    agent: Agent,
     state: RunState,
     request: ProviderRequest,
     *,
@@ -210,7 +259,7 @@ async def stream_turn(
         if checker is not None and text:
             text = checker.feed(text)
         if text:
-            await _say(executor, state, text, separate=separate)
+            await _say(agent, state, text, separate=separate)
             separate = False
 
     stream = cast(AsyncGenerator[Delta, None], route.stream(request))  # Route.stream is a generator
@@ -224,7 +273,7 @@ async def stream_turn(
                 if guard.stopped is not None:
                     break
             elif isinstance(delta, Usage | Fallback):
-                _account(executor, state, delta)
+                _account(agent, state, delta)
             elif isinstance(delta, Finish):
                 state.finish_reason = delta.reason
             elif isinstance(delta, ToolCallDelta):
@@ -243,7 +292,7 @@ async def stream_turn(
             if checker.dropped:
                 state.message_data["unsupported"] = checker.dropped
         if rest:
-            await _say(executor, state, rest, separate=separate)
+            await _say(agent, state, rest, separate=separate)
     return produced, fragments
 
 
@@ -257,10 +306,10 @@ def estimate_usage(state: RunState, request: ProviderRequest, produced: str) -> 
     state.output_tokens += count(produced)
 
 
-async def seen_in_thread(executor: Executor, state: RunState, tools: Tools) -> Seen:
+async def seen_in_thread(agent: Agent, state: RunState, tools: Tools) -> Seen:
     assert state.assistant is not None
     options = state.assistant.options
-    async with executor.db.session() as session:
+    async with agent.db.session() as session:
         messages = await history(session, state.run.thread_id)
     return Seen.from_history(
         messages,
@@ -270,7 +319,7 @@ async def seen_in_thread(executor: Executor, state: RunState, tools: Tools) -> S
 
 
 async def tool_loop(
-    executor: Executor,
+    agent: Agent,
     state: RunState,
     request: ProviderRequest,
     toolbox: list[Tool],
@@ -284,9 +333,9 @@ async def tool_loop(
     when none is, the tools' own summaries are the reply.
     """
     assert state.assistant is not None
-    assert executor.tools is not None
+    assert agent.tools is not None
     by_name = {t.name: t for t in toolbox}
-    max_steps = int(state.assistant.options.get("max_steps", executor.tools.max_steps))
+    max_steps = int(state.assistant.options.get("max_steps", agent.tools.max_steps))
     request = replace(request, tools=[t.spec() for t in toolbox])
     gate: Gate | None = None
     results: list[Outcome] = []
@@ -296,18 +345,18 @@ async def tool_loop(
         over = step > max_steps
         if over:
             request = replace(request, tool_choice="none")
-        produced, fragments = await stream_turn(executor, state, request, separate=step > 1, gate=gate)
+        produced, fragments = await stream_turn(agent, state, request, separate=step > 1, gate=gate)
         estimate_usage(state, request, produced)
         if not fragments:
             break
         calls = assemble(fragments)
-        _announce(executor, state, calls)
+        _announce(agent, state, calls)
         if over:
             reason = f"the step limit of {max_steps} tool rounds is reached; answer with what you have"
             outcomes = [rejected(call, reason) for call in calls]
         else:
-            outcomes = await execute(calls, by_name, ctx, seen, timeout=executor.tools.timeout)
-        _record(executor, state, outcomes, step)
+            outcomes = await execute(calls, by_name, ctx, seen, timeout=agent.tools.timeout)
+        _record(agent, state, outcomes, step)
         results.extend(outcomes)
         gate = gate or Gate()
         gate.add_evidence(evidence(outcomes))
@@ -316,11 +365,11 @@ async def tool_loop(
         if over:
             break
     if gate is not None and not gate.released:
-        await _say(executor, state, summaries(results))
+        await _say(agent, state, summaries(results))
 
 
 async def server_chosen_tools(
-    executor: Executor,
+    agent: Agent,
     state: RunState,
     request: ProviderRequest,
     toolbox: list[Tool],
@@ -336,36 +385,36 @@ async def server_chosen_tools(
     (``Tool.derive``) or, failing that, from the model under a JSON schema.
     """
     assert state.assistant is not None
-    assert executor.tools is not None
+    assert agent.tools is not None
     by_name = {t.name: t for t in toolbox}
-    max_steps = int(state.assistant.options.get("max_steps", executor.tools.max_steps))
-    choices = plan(executor.tools.router, state.run.input, toolbox)[:max_steps]
+    max_steps = int(state.assistant.options.get("max_steps", agent.tools.max_steps))
+    choices = plan(agent.tools.router, state.run.input, toolbox)[:max_steps]
     if not choices:
         # No tool for this message: the model answers, without tool messages it cannot read.
         messages = [m for m in request.messages if m.role != "tool" and not m.tool_calls]
         request = replace(request, messages=messages)
-        await stream_turn(executor, state, request)
+        await stream_turn(agent, state, request)
         estimate_usage(state, request, state.text)
         return
-    shown = await shown_in_thread(executor, state, executor.tools)
+    shown = await shown_in_thread(agent, state, agent.tools)
     said: list[str] = []
     for step, choice in enumerate(choices, start=1):
-        filled = await _arguments(executor, state, choice, seen, shown)
+        filled = await _arguments(agent, state, choice, seen, shown)
         if isinstance(filled, str):
             said.append(filled)
             break
         calls = [ToolCall(new_id("call"), choice.tool.name, arguments) for arguments in filled]
         for call in calls:  # one at a time: "add both" reports the cart as each addition left it
-            _announce(executor, state, [call])
-            outcomes = await execute([call], by_name, ctx, seen, timeout=executor.tools.timeout)
-            _record(executor, state, outcomes, step)
+            _announce(agent, state, [call])
+            outcomes = await execute([call], by_name, ctx, seen, timeout=agent.tools.timeout)
+            _record(agent, state, outcomes, step)
             shown.add_records(o.record(step) for o in outcomes)
             said.extend(o.summary for o in outcomes if o.summary)
-    await _say(executor, state, "\n\n".join(dict.fromkeys(said)))
+    await _say(agent, state, "\n\n".join(dict.fromkeys(said)))
 
 
 async def _arguments(
-    executor: Executor, state: RunState, choice: Choice, seen: Seen, shown: Shown
+    agent: Agent, state: RunState, choice: Choice, seen: Seen, shown: Shown
 ) -> list[str] | str:
     """The JSON arguments of ``choice``'s calls (one per product meant), or a question back."""
     tool = choice.tool
@@ -391,7 +440,7 @@ async def _arguments(
         values = tool.derive(choice.text)
     elif without(essential(schema), skip)["properties"]:
         fill = fill_request(tool, choice.text, seen, thread_id=state.run.thread_id, skip=skip)
-        text = ground_text(parse_arguments(await _complete(executor, state, fill)), tool, choice.text)
+        text = ground_text(parse_arguments(await _complete(agent, state, fill)), tool, choice.text)
         values = _object(text)
     else:
         values = {}
@@ -410,31 +459,31 @@ def _object(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-async def shown_in_thread(executor: Executor, state: RunState, tools: Tools) -> Shown:
+async def shown_in_thread(agent: Agent, state: RunState, tools: Tools) -> Shown:
     """What the thread's recent turns showed, in order (for resolving "it", "the first one")."""
     assert state.assistant is not None
-    async with executor.db.session() as session:
+    async with agent.db.session() as session:
         messages = await history(session, state.run.thread_id)
     return Shown.from_history(
         messages, window=int(state.assistant.options.get("ref_window", tools.ref_window))
     )
 
 
-async def _say(executor: Executor, state: RunState, text: str, *, separate: bool = True) -> None:
+async def _say(agent: Agent, state: RunState, text: str, *, separate: bool = True) -> None:
     """Text the server wrote (summaries, a question, checked sentences) as ``message.delta``."""
     if not text:
         return
     if state.first_token is None:
         state.first_token = time.perf_counter()
-        executor.metrics.ttft_seconds.labels(state.run.assistant).observe(state.first_token - state.started)
+        agent.metrics.ttft_seconds.labels(state.run.assistant).observe(state.first_token - state.started)
     if separate and state.text and not state.text[-1].isspace():
         text = "\n\n" + text.lstrip()
     state.text += text
-    executor.log.append_text(state.run.id, text)
-    await executor.log.pace(state.run.id)
+    agent.log.append_text(state.run.id, text)
+    await agent.log.pace(state.run.id)
 
 
-async def _complete(executor: Executor, state: RunState, request: ProviderRequest) -> str:
+async def _complete(agent: Agent, state: RunState, request: ProviderRequest) -> str:
     """A model reply collected silently (tool arguments are not part of the answer)."""
     assert state.route is not None
     text = ""
@@ -442,29 +491,29 @@ async def _complete(executor: Executor, state: RunState, request: ProviderReques
         if isinstance(delta, TextDelta):
             text += delta.text
         elif isinstance(delta, Usage | Fallback):
-            _account(executor, state, delta)
+            _account(agent, state, delta)
     estimate_usage(state, request, text)
     return text
 
 
-def _announce(executor: Executor, state: RunState, calls: list[ToolCall]) -> None:
+def _announce(agent: Agent, state: RunState, calls: list[ToolCall]) -> None:
     for call in calls:
-        executor.log.append(
+        agent.log.append(
             state.run.id,
             ev.TOOL_CALL,
             {"id": call.id, "name": call.name, "arguments": shown_arguments(call.arguments)},
         )
 
 
-def _record(executor: Executor, state: RunState, outcomes: list[Outcome], step: int) -> None:
+def _record(agent: Agent, state: RunState, outcomes: list[Outcome], step: int) -> None:
     for outcome in outcomes:
         type_, data = outcome.event()
-        executor.log.append(state.run.id, type_, data)
+        agent.log.append(state.run.id, type_, data)
         state.tool_calls.append(outcome.record(step))
-        executor.metrics.tool_calls.labels(outcome.call.name, outcome.status).inc()
+        agent.metrics.tool_calls.labels(outcome.call.name, outcome.status).inc()
 
 
-def _account(executor: Executor, state: RunState, delta: Usage | Fallback) -> None:
+def _account(agent: Agent, state: RunState, delta: Usage | Fallback) -> None:
     """A model turn's usage, or a switch to the route's next provider (also in silent turns)."""
     if isinstance(delta, Usage):
         state.input_tokens += delta.input_tokens
@@ -472,7 +521,7 @@ def _account(executor: Executor, state: RunState, delta: Usage | Fallback) -> No
         state.usage_reported = True
         return
     state.fallbacks += 1
-    executor.metrics.provider_fallbacks.labels(delta.from_, delta.to).inc()
-    executor.log.append(
+    agent.metrics.provider_fallbacks.labels(delta.from_, delta.to).inc()
+    agent.log.append(
         state.run.id, ev.PROVIDER_FALLBACK, {"from": delta.from_, "to": delta.to, "reason": delta.reason}
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +10,7 @@ from fastapi import FastAPI, Request
 from starlette.middleware.cors import CORSMiddleware
 
 from parley import __version__, errors, web
+from parley.agent import Agent
 from parley.api import account as account_api
 from parley.api import experiments as experiments_api
 from parley.api import feedback as feedback_api
@@ -26,12 +25,12 @@ from parley.api import usage as usage_api
 from parley.assistants import Assistants
 from parley.budgets import Budgets
 from parley.bus import Bus, LocalBus
+from parley.chores import Chores
 from parley.compat import chatbot_sse, faq, jobs, promptlab
 from parley.compat import shop as shop_compat
 from parley.config import Settings
 from parley.context import ContextBuilder
 from parley.events import EventLog
-from parley.executor import Executor
 from parley.experiments import Experiments, load_config
 from parley.files import Files
 from parley.http import BodyLimit, OriginGuard, RequestContext, TextGuard
@@ -41,7 +40,10 @@ from parley.metrics import Metrics
 from parley.providers.base import Provider
 from parley.providers.registry import Providers
 from parley.ratelimit import RateLimiter, RateLimitHeaders
-from parley.runs import Runs
+from parley.runs.control import Runs
+from parley.runs.lifecycle import Lifecycle
+from parley.runs.reaper import Reaper
+from parley.runs.worker import Worker
 from parley.shop import Shop
 from parley.store.db import Database
 from parley.tools import shop as shop_tools
@@ -63,9 +65,15 @@ CORS_EXPOSED_HEADERS = [
 
 
 class Parley:
-    """Every long-lived object of one server process."""
+    """Every long-lived object of one server process (``parley serve``) or worker process
+    (``parley worker``: the same objects, without the HTTP layer)."""
 
     def __init__(self, settings: Settings, *, providers: dict[str, Provider] | None = None) -> None:
+        if settings.worker == "off" and settings.is_sqlite:
+            raise ValueError(
+                "PARLEY_WORKER=off needs PostgreSQL (PARLEY_DATABASE_URL): on SQLite no other process "
+                "can execute this server's runs"
+            )
         self.settings = settings
         self.metrics = Metrics()
         self.db = Database(
@@ -73,12 +81,8 @@ class Parley:
             sqlite_synchronous=settings.sqlite_synchronous,
             sqlite_driver=settings.sqlite_driver,
         )
-        self.bus: Bus = LocalBus()
-        self.log = EventLog(
-            self.db,
-            self.bus,
-            on_commit=self.metrics.events_committed,
-        )
+        self.bus = make_bus(settings)
+        self.log = EventLog(self.db, self.bus, on_commit=self.metrics.events_committed)
         self.providers = Providers(settings, providers)
         self.assistants = Assistants.load(settings.model, settings.config_file)
         self.shop = Shop(
@@ -86,7 +90,6 @@ class Parley:
             tax_rate=settings.shop_tax_rate,
             cart_hold_seconds=settings.shop_cart_hold_seconds or None,
         )
-        self._idle_carts: asyncio.Task[None] | None = None
         self.tools = Tools(
             shop_tools.TOOLS,
             services=[self.shop],
@@ -98,40 +101,56 @@ class Parley:
         )
         for assistant in self.assistants.all():
             self.tools.select(assistant.tools)  # an unknown tool name fails here, at start
-        self.context = ContextBuilder(self.db, settings, self.providers)
-        self.context.validate(self.assistants.all())
-        self.executor = Executor(
-            self.db,
-            self.log,
-            self.providers,
-            self.assistants,
-            self.metrics,
-            context=self.context,
-            max_concurrent=settings.max_concurrent_runs,
-            tools=self.tools,
-        )
         self.knowledge = Knowledge(
             self.db,
             embeddings=settings.embeddings,
             cache_dir=settings.data_dir / "models",
             questions=settings.question_embedding,
         )
-        self.executor.knowledge = self.knowledge
-        self.runs = Runs(self.db, self.log, self.executor, cancel_wait=settings.cancel_wait_seconds)
         self.experiments = Experiments(
             self.db, self.assistants, self.providers, load_config(settings.config_file)
         )
-        self.runs.on_delete.append(self.shop.clear_cart)  # a deleted thread's cart gives its stock back
-        self.runs.assign = self.experiments.assign
-        self.executor.apply_variant = self.experiments.apply
         self.auth = Authenticator(self.db, settings)
         self.limiter = RateLimiter.from_settings(settings, self.metrics)
         self.budgets = Budgets(self.db, settings, self.assistants)
-        self.runs.admit = self.budgets.admit
-        self.executor.guard_route = self.budgets.guard
+        self.lifecycle = Lifecycle(
+            self.db,
+            self.log,
+            self.metrics,
+            lease_seconds=settings.lease_seconds,
+            assign=self.experiments.assign,
+            admit=self.budgets.admit,
+        )
+        self.context = ContextBuilder(self.db, settings, self.providers, upkept=self.lifecycle.upkept)
+        self.context.validate(self.assistants.all())
+        self.agent = Agent(
+            self.db, self.log, self.context, self.metrics, tools=self.tools, knowledge=self.knowledge
+        )
+        self.worker = (
+            Worker(
+                self.lifecycle,
+                self.log,
+                self.bus,
+                self.agent,
+                self.assistants,
+                self.providers,
+                self.metrics,
+                concurrency=settings.max_concurrent_runs,
+                apply_variant=self.experiments.apply,
+                guard_route=self.budgets.guard,
+            )
+            if settings.worker == "on"
+            else None
+        )
+        self.runs = Runs(
+            self.db, self.log, self.lifecycle, self.bus, self.worker, cancel_wait=settings.cancel_wait_seconds
+        )
+        self.runs.on_delete.append(self.shop.clear_cart)  # a deleted thread's cart gives its stock back
+        self.reaper = Reaper(self.lifecycle, self.bus, self.context, self.assistants, self.providers)
+        self.chores = Chores(self.db)
         self.files = Files(
             self.db,
-            settings.data_dir / "files",
+            settings.resolved_files_dir,
             max_bytes=settings.max_upload_bytes,
             quota_bytes=settings.upload_quota_bytes,
         )
@@ -149,22 +168,50 @@ class Parley:
         await self.experiments.sync_config()
         await shop_tools.start(self.shop, self.tools, demo_catalog=self.settings.shop_demo_catalog)
         assert self.local_user is not None
-        await self.knowledge.start(owner_id=self.local_user.user_id, sync=self.settings.knowledge)
+        # One process of a cluster syncs the configured knowledge; the others load what it stored.
+        async with self.db.exclusively("knowledge-sync") as syncs:
+            await self.knowledge.start(
+                owner_id=self.local_user.user_id, sync=self.settings.knowledge if syncs else None
+            )
         await self.log.start()
+        await self.bus.start()
         await self.providers.prepare({self.assistants.route_of(a) for a in self.assistants.all()})
         await self.providers.prepare(await self.experiments.model_routes())
-        await self.executor.recover()
-        self._idle_carts = asyncio.create_task(self.shop.keep_releasing_idle_carts(), name="idle-carts")
+        # Runs of a process that died on this host are resolved now; others' live leases wait.
+        await self.reaper.reap()
+        if self.worker is not None:
+            await self.worker.start()
+        lease = self.settings.lease_seconds
+        self.chores.every("reap", lease / 2, self.reaper.reap)
+        self.chores.every("upkeep", 30.0, self.reaper.upkeep, once=True)
+        if self.shop.cart_hold_seconds is not None:
+            every = min(60.0, self.shop.cart_hold_seconds / 4)
+            self.chores.every("idle-carts", every, self._release_idle_carts, once=True)
         self.ready = True
-        log.info("parley_started", version=__version__, database=self.db.engine.url.render_as_string())
+        log.info(
+            "parley_started",
+            version=__version__,
+            database=self.db.engine.url.render_as_string(),
+            worker=self.worker.id if self.worker is not None else None,
+            bus=type(self.bus).__name__,
+        )
+
+    async def _release_idle_carts(self) -> None:
+        released = await self.shop.release_idle_carts()
+        if released:
+            log.info("idle_carts_released", units=released, hold_seconds=self.shop.cart_hold_seconds)
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Stop taking runs; let running ones finish for the grace period, then end the rest
+        with their terminal event, so that every reader receives one (SIGTERM)."""
+        self.runs.accepting = False
+        if self.worker is not None:
+            await self.worker.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
 
     async def stop(self) -> None:
         self.ready = False
-        if self._idle_carts is not None:
-            self._idle_carts.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._idle_carts
-        await self.executor.stop()
+        await self.chores.stop()
+        await self.drain(0)
         await self.context.aclose()
         await self.log.stop()
         await self.providers.aclose()
@@ -179,6 +226,27 @@ class Parley:
         )
         await self.limiter.admit(request, principal)
         return principal
+
+
+def make_bus(settings: Settings) -> Bus:
+    """The wake-up bus ``settings.bus`` names (``auto``: Redis when configured, else PostgreSQL's
+    LISTEN/NOTIFY on PostgreSQL, else in-process)."""
+    kind = settings.bus
+    if kind == "auto":
+        kind = "redis" if settings.redis_url else "local" if settings.is_sqlite else "postgres"
+    if kind == "redis":
+        if not settings.redis_url:
+            raise ValueError("PARLEY_BUS=redis needs PARLEY_REDIS_URL")
+        from parley.bus.redis import RedisBus
+
+        return RedisBus(settings.redis_url)
+    if kind == "postgres":
+        if settings.is_sqlite:
+            raise ValueError("PARLEY_BUS=postgres needs a PostgreSQL PARLEY_DATABASE_URL")
+        from parley.bus.postgres import PostgresBus
+
+        return PostgresBus(settings.resolved_database_url)
+    return LocalBus()
 
 
 def create_app(settings: Settings | None = None, *, providers: dict[str, Provider] | None = None) -> FastAPI:

@@ -49,8 +49,7 @@ def serve(
     model: Annotated[str | None, typer.Option(help="Default model route (PARLEY_MODEL).")] = None,
 ) -> None:
     """Run the server."""
-    import uvicorn
-
+    from parley import serving
     from parley.app import create_app
     from parley.logs import configure
 
@@ -74,20 +73,43 @@ def serve(
     # its collections scan only what requests create (shorter pauses on the streaming path).
     gc.collect()
     gc.freeze()
-    uvicorn.run(
+    serving.serve(
         application,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
+        settings,
         log_config=None,  # uvicorn's own lines go through parley.logs (JSON with the rest)
-        access_log=False,
-        timeout_graceful_shutdown=5,
         timeout_keep_alive=settings.keep_alive_seconds,
         http=guarded_http(
             header_timeout=settings.header_timeout_seconds, per_client=settings.max_connections_per_client
         ),
         limit_concurrency=settings.max_connections or max(64, open_files - 256),
     )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Runs executing at once (default: PARLEY_MAX_CONCURRENT_RUNS or 32).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (GET /metrics).")
+    ] = None,
+) -> None:
+    """Execute runs, without an HTTP server: any number of workers share PARLEY_DATABASE_URL
+    (PostgreSQL) with any number of `parley serve` processes."""
+    from parley import serving
+    from parley.logs import configure
+
+    overrides: dict[str, object] = {"worker": "on"}
+    if concurrency is not None:
+        overrides["max_concurrent_runs"] = concurrency
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if settings.is_sqlite:
+        _fail(
+            "parley worker needs PostgreSQL (PARLEY_DATABASE_URL=postgresql+asyncpg://...): SQLite "
+            "serves one process, so `parley serve` executes its runs itself"
+        )
+    configure(settings.log_level, settings.log_json)
+    serving.run_worker(settings, metrics_port=metrics_port)
 
 
 UrlOption = Annotated[

@@ -54,6 +54,28 @@ class Settings(BaseSettings):
     )
 
     max_concurrent_runs: int = Field(default=32, ge=1, description="Runs executing at once in this process.")
+    worker: Literal["on", "off"] = Field(
+        default="on",
+        description="on: `parley serve` executes runs too (an embedded worker); off: API only, "
+        "runs execute in `parley worker` processes sharing the PostgreSQL database.",
+    )
+    lease_seconds: float = Field(
+        default=15.0,
+        ge=2.0,
+        le=30.0,
+        description="How long a worker holds a run without a heartbeat; a dead worker's runs are "
+        "resolved within about this long (heartbeats every third of it).",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="On SIGTERM, how long running runs may go on before they end as interrupted.",
+    )
+    bus: Literal["auto", "local", "postgres", "redis"] = Field(
+        default="auto",
+        description="Wake-ups between processes: auto = redis with PARLEY_REDIS_URL, else postgres "
+        "on PostgreSQL, else local (one process).",
+    )
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     cancel_wait_seconds: float = Field(default=2.0, gt=0)
     max_input_chars: int = Field(default=32_000, ge=1)
@@ -171,7 +193,9 @@ class Settings(BaseSettings):
         description="Browser origins (comma-separated, e.g. 'http://localhost:3000') that may call "
         "the API from another origin; a state-changing request from any other origin is a 403.",
     )
-    redis_url: str | None = Field(default=None, description="Redis for rate-limit counters (else memory).")
+    redis_url: str | None = Field(
+        default=None, description="Redis for rate-limit counters (else memory) and the wake-up bus."
+    )
     rate_limit: str = Field(
         default="120/minute",
         description="Default limit per API key (or per IP when anonymous) and endpoint class, "
@@ -197,6 +221,11 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest file upload.")
     upload_quota_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="Stored bytes per user.")
+    files_dir: Path | None = Field(
+        default=None,
+        description="Where uploaded files are stored (default: files/ in the data dir); every process "
+        "of a cluster must share it.",
+    )
 
     @field_validator("model")
     @classmethod
@@ -247,6 +276,10 @@ class Settings(BaseSettings):
         raise ValueError(
             f"PARLEY_RATE_LIMIT must look like '120/minute' or '10/second;1000/hour', not {value!r}"
         )
+
+    @property
+    def resolved_files_dir(self) -> Path:
+        return self.files_dir if self.files_dir is not None else self.data_dir / "files"
 
     @property
     def resolved_database_url(self) -> str:

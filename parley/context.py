@@ -31,16 +31,18 @@ the ``PARLEY_CONTEXT_*``/``PARLEY_MEMORY*`` settings are the defaults.
 After a run completes, ``ContextBuilder.after_run`` schedules background work for its
 thread: facts are extracted from the user's message, and when the turns after the
 summary pass ``FOLD_AT`` of the history budget, the oldest are folded into the summary
-until ``FOLD_TO`` is left.
+until ``FOLD_TO`` is left. The work is durable: a completed run is marked as owing it
+(``runs.upkeep_pending``) until ``upkept`` is told it is done, and the reaper hands the work
+of a process that died to another (``parley.runs.reaper``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -57,9 +59,6 @@ from parley.store.db import Database, Direct
 from parley.store.schema import Message, Run, from_row
 from parley.summaries import ThreadSummary
 from parley.tokens import REPLY_OVERHEAD, TokenCounter, Tokens
-
-if TYPE_CHECKING:
-    from parley.executor import RunState
 
 log = structlog.get_logger(__name__)
 
@@ -389,9 +388,17 @@ class ContextBuilder:
     """Builds prompts, and keeps threads' summaries and users' memory up to date in the background."""
 
     def __init__(
-        self, db: Database, settings: Settings, providers: Providers, *, tokens: Tokens | None = None
+        self,
+        db: Database,
+        settings: Settings,
+        providers: Providers,
+        *,
+        tokens: Tokens | None = None,
+        upkept: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
+        #: Told which runs' after-run work is done (``Lifecycle.upkept``).
+        self.upkept = upkept
         self.settings = settings
         self.providers = providers
         self.tokens = tokens or Tokens()
@@ -436,16 +443,15 @@ class ContextBuilder:
 
     # -- after a run ----------------------------------------------------------------------
 
-    def after_run(self, state: RunState) -> None:
-        """Calibrate token estimates and schedule the thread's background upkeep (never blocks)."""
-        run, assistant, route = state.run, state.assistant, state.route
-        if assistant is None or route is None:
-            return
-        prompt = state.message_data.get("context", {})
-        if state.usage_reported and not state.fallbacks and not state.tool_calls and prompt.get("raw_tokens"):
-            self.tokens.observe(route.primary, int(prompt["raw_tokens"]), state.input_tokens)
+    def observe(self, provider: Provider, prompt: Mapping[str, Any], input_tokens: int) -> None:
+        """Calibrate token estimates with the input tokens a provider reported for a prompt."""
+        if prompt.get("raw_tokens"):
+            self.tokens.observe(provider, int(prompt["raw_tokens"]), input_tokens)
+
+    def after_run(self, run: Run, assistant: Assistant, provider: Provider) -> None:
+        """Schedule the thread's background upkeep after ``run`` completed (never blocks)."""
         job = _Completed(
-            run.id, run.user_id, run.thread_id, run.input_message_id, run.input, assistant, route.primary
+            run.id, run.user_id, run.thread_id, run.input_message_id, run.input, assistant, provider
         )
         self._pending.setdefault(run.thread_id, []).append(job)
         if run.thread_id not in self._workers:
@@ -465,6 +471,11 @@ class ContextBuilder:
                     await self.fold(thread_id, jobs[-1].assistant, jobs[-1].provider)
                 except Exception:
                     log.exception("summary_failed", thread_id=thread_id)
+                if self.upkept is not None:
+                    try:
+                        await self.upkept([job.run_id for job in jobs])
+                    except Exception:
+                        log.exception("upkeep_not_recorded", thread_id=thread_id)
         finally:
             self._workers.pop(thread_id, None)
 

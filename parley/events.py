@@ -5,8 +5,13 @@ accumulated in a single transaction (the batch grows while the previous commit r
 so it adapts to load with no fixed delay), and only then publishes a wake-up. A
 reader therefore only ever sees committed events: an event a client received is durable.
 
-Per run there is a single writer (the executor task that owns the run), so ``seq`` is
-assigned in memory; the primary key ``(run_id, seq)`` fences any stale writer.
+Per run there is a single writer (the worker task that holds the run's lease), so ``seq`` is
+assigned in memory. On PostgreSQL, where several processes share the log, each commit is
+fenced by the writer's attempt: a row is inserted only while its run is still ``running`` in
+that attempt (the run's row is share-locked until the commit, so the reaper cannot end it in
+between), and the events of a writer that lost its lease are neither stored nor shown; the
+writer is told (``on_fenced``) and stops. SQLite serves one process, where the lease holder
+is the only writer.
 
 Text deltas coalesce: ``append_text`` adds to the run's last event when that event is a
 ``message.delta`` still waiting for its commit. A run that produces faster than events
@@ -28,7 +33,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import structlog
@@ -92,6 +97,34 @@ class EventLogError(RuntimeError):
     pass
 
 
+class EventSink(Protocol):
+    """What the agent writes a run's events through (``EventLog``)."""
+
+    def append(self, run_id: str, type_: str, data: dict[str, Any]) -> RunEvent: ...
+
+    def append_text(self, run_id: str, text: str) -> None: ...
+
+    async def pace(self, run_id: str) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+# PostgreSQL: the group commit as one statement over arrays, fenced by each writer's attempt
+# (-1: not fenced), returning what it inserted.
+_FENCED_INSERT = """
+INSERT INTO run_events (run_id, seq, type, data, created_at)
+SELECT e.run_id, e.seq, e.type, e.data, e.created_at
+FROM unnest($1::varchar[], $2::int[], $3::varchar[], $4::text[], $5::float8[], $6::int[])
+    AS e(run_id, seq, type, data, created_at, attempt)
+WHERE e.attempt < 0 OR EXISTS (
+    SELECT 1 FROM runs AS r
+    WHERE r.id = e.run_id AND r.attempt = e.attempt AND r.status = 'running'
+    FOR SHARE
+)
+RETURNING run_id, seq
+"""
+
+
 _events = Base.metadata.tables[Event.__tablename__]
 _LAST_SEQ = select(func.max(_events.c.seq)).where(_events.c.run_id == bindparam("run_id"))
 _INSERT_EVENT = insert(_events)
@@ -104,11 +137,16 @@ class EventLog:
         bus: Bus,
         *,
         on_commit: Callable[[int], None] | None = None,
+        on_fenced: Callable[[str], None] | None = None,
     ) -> None:
         self._db = db
         self._bus = bus
         self._on_commit = on_commit
+        #: Told of a run whose writer lost its lease: its events were not stored.
+        self.on_fenced = on_fenced
         self._next_seq: dict[str, int] = {}
+        #: The attempt each run is written for (PostgreSQL fences commits by it).
+        self._attempts: dict[str, int] = {}
         self._pending: list[RunEvent] = []
         # Runs with an urgent event pending (a start, a reply's first text...): their readers
         # are woken first after the commit, ahead of runs that only continue their text.
@@ -147,16 +185,17 @@ class EventLog:
 
     # -- writing ---------------------------------------------------------------
 
-    async def open(self, run_id: str) -> int:
-        """Become the writer of a run; returns the last committed seq (0 for a new run)."""
+    async def open(self, run_id: str, attempt: int = -1) -> int:
+        """Become the writer of a run's ``attempt``; returns the last committed seq (0 for a new run)."""
         async with self._db.session() as session:
             last = await session.scalar(_LAST_SEQ, {"run_id": run_id})
-        self.open_new(run_id, last or 0)
+        self.open_new(run_id, last or 0, attempt)
         return last or 0
 
-    def open_new(self, run_id: str, last: int = 0) -> None:
+    def open_new(self, run_id: str, last: int = 0, attempt: int = -1) -> None:
         """Become the writer of a run whose last committed seq is known (0: a new run)."""
         self._next_seq[run_id] = last + 1
+        self._attempts[run_id] = attempt
         self._tail[run_id] = _Tail(run_id, last + 1)
         self._finished.pop(run_id, None)
 
@@ -164,7 +203,9 @@ class EventLog:
         """Queue an event for the next group commit. Durable once ``flush`` returns."""
         if self._closing:
             raise EventLogError("the event log is shutting down")
-        seq = self._next_seq[run_id]
+        seq = self._next_seq.get(run_id)
+        if seq is None:
+            raise EventLogError(f"this process does not write run {run_id} (any more)")
         self._next_seq[run_id] = seq + 1
         event = RunEvent(run_id, seq, type_, encode(data), time.time())
         self._close_text(run_id)
@@ -181,7 +222,9 @@ class EventLog:
             open_.pieces.append(text)
             open_.size += len(text)
             return
-        seq = self._next_seq[run_id]
+        seq = self._next_seq.get(run_id)
+        if seq is None:
+            raise EventLogError(f"this process does not write run {run_id} (any more)")
         self._next_seq[run_id] = seq + 1
         opens = run_id not in self._speaking
         self._open_text[run_id] = _OpenText(len(self._pending), text, opens=opens)
@@ -260,6 +303,7 @@ class EventLog:
             event = RunEvent(run_id, (last or 0) + 1, type_, encode(data), time.time())
             await conn.execute(_INSERT_EVENT, _row(event))
         self._next_seq.pop(run_id, None)
+        self._attempts.pop(run_id, None)
         self._speaking.discard(run_id)
         self._published([event])
         self._finished.pop(run_id, None)  # to the end: ``_evict`` reads them oldest first
@@ -303,13 +347,39 @@ class EventLog:
         self._last_commit = time.monotonic()
 
     async def _commit(self, batch: list[RunEvent], runs: dict[str, None]) -> None:
-        async with self._db.writer(urgent=True):
-            await self._db.insert_many(self._insert_sql, batch)
+        if self._db.is_sqlite:
+            async with self._db.writer(urgent=True):
+                await self._db.insert_many(self._insert_sql, batch)
+        else:
+            batch = await self._commit_fenced(batch, runs)
         self._published(batch)
         # Readers run in the order they are woken: a new stream's first text goes out before
         # the next token of a hundred streams already under way.
         for run_id in runs:
             await self._bus.publish(run_id)
+
+    async def _commit_fenced(self, batch: list[RunEvent], runs: dict[str, None]) -> list[RunEvent]:
+        attempts = self._attempts
+        inserted = await self._db.fetch_kept(
+            _FENCED_INSERT,
+            [e.run_id for e in batch],
+            [e.seq for e in batch],
+            [e.type for e in batch],
+            [e.data for e in batch],
+            [e.created_at for e in batch],
+            [attempts.get(e.run_id, -1) for e in batch],
+        )
+        if len(inserted) == len(batch):
+            return batch
+        stored = {(run_id, seq) for run_id, seq in inserted}
+        kept = [e for e in batch if (e.run_id, e.seq) in stored]
+        for run_id in {e.run_id for e in batch if (e.run_id, e.seq) not in stored}:
+            log.warning("events_fenced", run_id=run_id, attempt=attempts.get(run_id))
+            runs.pop(run_id, None)
+            self.forget(run_id)
+            if self.on_fenced is not None:
+                self.on_fenced(run_id)
+        return kept
 
     def _published(self, events: list[RunEvent]) -> None:
         for event in events:
@@ -332,6 +402,7 @@ class EventLog:
     def forget(self, run_id: str) -> None:
         """Drop a run's writer state (its task ended without a terminal event here)."""
         self._next_seq.pop(run_id, None)
+        self._attempts.pop(run_id, None)
         self._speaking.discard(run_id)
         self._tail.pop(run_id, None)
 

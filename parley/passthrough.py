@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
-from parley import events as ev
 from parley.providers.base import ProviderRequest, ToolCallDelta, ToolSpec
 
 if TYPE_CHECKING:
-    from parley.executor import Executor, RunState
+    from parley.runs.state import RunState
 
 KEY = "client"
 
@@ -71,11 +70,11 @@ def assemble(fragments: list[ToolCallDelta]) -> list[dict[str, str]]:
     return [calls[i] for i in sorted(calls)]
 
 
-def report(executor: Executor, state: RunState, fragments: list[ToolCallDelta]) -> None:
-    """Hand the model's tool calls to the client: events, and the assistant message's data."""
+def report(state: RunState, fragments: list[ToolCallDelta]) -> list[dict[str, str]]:
+    """The model's tool calls for the client, kept on the assistant message's data; the caller
+    reports each as a ``tool.call`` event."""
     calls = assemble(fragments)
-    for call in calls:
-        executor.log.append(state.run.id, ev.TOOL_CALL, call)
     if calls:
         state.tool_calls.extend(calls)
         state.message_data["tool_calls"] = calls
+    return calls

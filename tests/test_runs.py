@@ -190,14 +190,14 @@ async def test_a_cancel_while_the_run_is_being_set_up_ends_it(settings_for) -> N
         gate = asyncio.Event()
 
         async def in_a_variant(_tx: object, run: Run, _thread: object) -> None:
-            run.variant = "b"  # so the executor looks the variant up: Parley's own hooks
+            run.variant = "b"  # so the worker looks the variant up: Parley's own hooks
 
         async def variant_held(_run: Run, assistant: object) -> object:
             await gate.wait()
             return assistant
 
-        server.parley.runs.assign = in_a_variant  # type: ignore[assignment]
-        server.parley.executor.apply_variant = variant_held  # type: ignore[assignment]
+        server.parley.lifecycle.assign = in_a_variant  # type: ignore[assignment]
+        server.parley.worker.apply_variant = variant_held  # type: ignore[union-attr]
         run = await start_run(server.client, await new_thread(server.client), "stop before you start")
         cancel = asyncio.ensure_future(server.client.post(f"/v1/runs/{run['id']}/cancel"))
         await asyncio.sleep(0.3)

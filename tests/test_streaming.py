@@ -11,8 +11,9 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from parley import events as ev
+from parley.agent import Agent
 from parley.config import Settings
-from parley.executor import Executor, RunState
+from parley.runs.state import RunState
 from parley.store.db import WriteLock
 from tests.conftest import Server, fresh_postgres, serve
 from tests.sse import assert_contiguous, kinds, new_thread, read_events
@@ -40,8 +41,8 @@ async def test_a_fast_stream_is_coalesced_and_keeps_its_text(settings_for: Calla
 
 
 async def test_another_event_closes_the_pending_delta(server: Server) -> None:
-    async def produce(executor: Executor, state: RunState) -> None:
-        log, run_id = executor.log, state.run.id
+    async def produce(agent: Agent, state: RunState) -> None:
+        log, run_id = agent.log, state.run.id
         log.append_text(run_id, "Let me ")
         log.append_text(run_id, "look.")
         log.append(run_id, ev.TOOL_CALL, {"id": "call_1", "name": "search", "arguments": {}})
@@ -49,7 +50,7 @@ async def test_another_event_closes_the_pending_delta(server: Server) -> None:
         state.text = "Let me look.Found it."
         await log.flush()
 
-    server.parley.executor.produce = produce
+    server.parley.worker.produce = produce
     thread = await new_thread(server.client)
     frames = await read_events(
         server.client, f"/v1/threads/{thread}/runs", method="POST", json={"input": "go", "stream": True}
@@ -68,26 +69,26 @@ async def test_continuing_text_shares_commits_and_keeps_every_token(server: Serv
     """A paced producer (a real model between tokens) gets its first text committed at once and
     its later text committed at most every TEXT_COMMIT_INTERVAL, not once per token."""
     commits: list[float] = []
-    log = server.parley.executor.log
+    log = server.parley.log
     counted = log._on_commit
     log._on_commit = lambda n: (commits.append(time.monotonic()), counted and counted(n))
     spans: dict[str, float] = {}
     pieces = [f" t{i}" for i in range(60)]
 
-    async def produce(executor: Executor, state: RunState) -> None:
+    async def produce(agent: Agent, state: RunState) -> None:
         run_id = state.run.id
-        executor.log.append_text(run_id, "Hello")
-        await executor.log.flush()
+        agent.log.append_text(run_id, "Hello")
+        await agent.log.flush()
         started, before = time.monotonic(), len(commits)
         for piece in pieces:
-            executor.log.append_text(run_id, piece)
-            await executor.log.pace(run_id)
+            agent.log.append_text(run_id, piece)
+            await agent.log.pace(run_id)
             await asyncio.sleep(0.001)
         spans["seconds"], spans["commits"] = time.monotonic() - started, len(commits) - before
         state.text = "Hello" + "".join(pieces)
-        await executor.log.flush()
+        await agent.log.flush()
 
-    server.parley.executor.produce = produce
+    server.parley.worker.produce = produce
     thread = await new_thread(server.client)
     frames = await read_events(
         server.client, f"/v1/threads/{thread}/runs", method="POST", json={"input": "go", "stream": True}

@@ -12,13 +12,10 @@ is about, gets a short reply that says what the assistant is for.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from parley import events as ev
-from parley.answers.check import citations
 from parley.answers.compose import TRUST_SIMILARITY, list_terms, qa_pair
 from parley.answers.compose import decline as composed_decline
 from parley.knowledge.search import Hit
@@ -26,7 +23,6 @@ from parley.tools.choice import stems
 
 if TYPE_CHECKING:
     from parley.assistants import Assistant
-    from parley.executor import Executor, RunState
     from parley.knowledge.bases import Knowledge
 
 DEFAULT_TOP_K = 4
@@ -137,14 +133,15 @@ class Retrieved:
 
 
 async def retrieve(
-    executor: Executor,
-    state: RunState,
+    knowledge: Knowledge | None,
+    assistant: Assistant,
     question: str,
     *,
+    run_options: Mapping[str, Any] | None = None,
     listing: bool = False,
     attached: Sequence[Hit] = (),
 ) -> Retrieved:
-    """Search the assistant's knowledge bases; emit ``retrieval``; keep the sources on the run.
+    """Search the assistant's knowledge bases for the sources of an answer.
 
     ``attached``: passages of the files attached to the run (``parley.answers.attachments``),
     which come first: the user chose them for this question.
@@ -152,18 +149,16 @@ async def retrieve(
     ``listing``: the question asks for every document that matches ("who knows Python?"), so
     every chunk that has all of its terms is a candidate, and each document counts once.
     """
-    assert state.assistant is not None
-    knowledge = executor.knowledge
     hits: list[Hit] = []
     found: list[Hit] = []
     exact = True
-    if state.assistant.knowledge_bases and knowledge is not None and knowledge.owner_id is not None:
-        options = state.assistant.options
+    if assistant.knowledge_bases and knowledge is not None and knowledge.owner_id is not None:
+        options = assistant.options
         k = int(options.get("top_k", DEFAULT_TOP_K))
-        bases = await knowledge.bases_named(knowledge.owner_id, state.assistant.knowledge_bases)
+        bases = await knowledge.bases_named(knowledge.owner_id, assistant.knowledge_bases)
         kb_ids = [kb.id for kb in bases]
         terms = set(list_terms(question)) if listing else set()
-        if kb_ids and (state.run.options or {}).get("retrieval") == "all":
+        if kb_ids and (run_options or {}).get("retrieval") == "all":
             hits = found = await knowledge.first_chunks(kb_ids, k)
         elif kb_ids and terms:
             found = await knowledge.search_bases(kb_ids, question, mode="bm25", k=LIST_DEPTH)
@@ -185,10 +180,7 @@ async def retrieve(
             floor = options.get("min_similarity", knowledge.relevance_floor())
             hits = relevant(found, None if floor is None else float(floor))
             hits = (await entries_first(knowledge, question, hits))[:k]
-    hits = [*attached, *hits]
-    state.sources = [source_json(h) for h in hits]
-    executor.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})
-    return Retrieved(hits, found[:CLOSEST_TOPICS], exact, found)
+    return Retrieved([*attached, *hits], found[:CLOSEST_TOPICS], exact, found)
 
 
 async def entries_first(knowledge: Knowledge, question: str, hits: list[Hit]) -> list[Hit]:
@@ -214,29 +206,14 @@ def one_per_document(hits: Iterable[Hit]) -> list[Hit]:
     return list(best.values())
 
 
-def decline(
-    executor: Executor, state: RunState, closest: Sequence[Hit] = (), missing: Sequence[str] = ()
-) -> None:
-    """Answer "I don't know" without the model: nothing retrieved is about the question, or the
-    question names something no source mentions. The reply names the closest topics covered.
-    Small talk, which no knowledge base is about, gets a short reply instead."""
-    assert state.assistant is not None
-    kind = small_talk(state.run.input)
+def declined(
+    assistant: Assistant, question: str, closest: Sequence[Hit] = (), missing: Sequence[str] = ()
+) -> tuple[str, str]:
+    """ "I don't know", said without the model, and its kind: nothing retrieved is about the
+    question, or the question names something no source mentions; the reply names the closest
+    topics covered. Small talk, which no knowledge base is about, gets a short reply instead."""
+    kind = small_talk(question)
     if kind is not None:
-        answer(executor, state, small_talk_reply(kind, state.assistant), "small_talk")
-        return
-    reply = str(state.assistant.options.get("no_answer", NO_ANSWER))
-    answer(executor, state, composed_decline(reply, closest, missing).text, "declined")
-
-
-def answer(executor: Executor, state: RunState, text: str, kind: str) -> None:
-    """The run's whole answer, composed by the server (no model wrote it).
-
-    The run's sources (``run.completed``, the message) are those up to the last one the
-    answer cites: none for a decline, which rests on no source."""
-    del state.sources[max(citations(text), default=0) :]
-    state.text = text
-    state.message_data["composed"] = kind
-    if state.first_token is None:
-        state.first_token = time.perf_counter()
-    executor.log.append(state.run.id, ev.MESSAGE_DELTA, {"text": text})
+        return small_talk_reply(kind, assistant), "small_talk"
+    reply = str(assistant.options.get("no_answer", NO_ANSWER))
+    return composed_decline(reply, closest, missing).text, "declined"

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import JSON, Select, Table, event, insert
+from sqlalchemy import JSON, Select, Table, event, insert, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -34,6 +35,14 @@ from sqlalchemy.sql import ClauseElement, Executable
 from parley.store.sqlite import Checkpoints, inline_connector
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_T = TypeVar("_T")
+
+
+def lock_key(name: str) -> int:
+    """A PostgreSQL advisory lock key for ``name``, the same in every process (a signed 64-bit int)."""
+    return int.from_bytes(
+        hashlib.blake2b(f"parley:{name}".encode(), digest_size=8).digest(), "big", signed=True
+    )
 
 
 class Database:
@@ -169,16 +178,23 @@ class Database:
         kept for it: the event log's group commit. SQLAlchemy's per-transaction work (pool
         checkout and reset, BEGIN event, result set-up) costs ten times the insert of a few
         rows (docs/BENCHMARKS.md, "Streaming overhead"). ``sql`` uses the driver's placeholders.
-
-        A kept PostgreSQL connection that was closed meanwhile (server restart, idle timeout)
-        is replaced and the insert tried once more, as the pool's pre-ping would.
         """
+        await self._on_kept(lambda raw: self._insert_many(raw, sql, rows))
+
+    async def fetch_kept(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        """One PostgreSQL statement (``$n`` placeholders) on the kept connection, as ``insert_many``."""
+        rows: list[Sequence[Any]] = await self._on_kept(lambda raw: raw.fetch(sql, *args))
+        return rows
+
+    async def _on_kept(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
+        """``work`` on the kept connection. A kept PostgreSQL connection that was closed meanwhile
+        (server restart, idle timeout) is replaced and the work tried once more, as the pool's
+        pre-ping would."""
         for attempt in (1, 2):
             raw: Any = None
             try:
                 raw = await self._kept_driver()
-                await self._insert_many(raw, sql, rows)
-                return
+                return await work(raw)
             except BaseException:
                 # The connection's state is unknown (dropped, cancelled mid-statement): start afresh.
                 hot, self._hot = self._hot, None
@@ -189,6 +205,7 @@ class Database:
                 closed = raw is not None and not self.is_sqlite and raw.is_closed()
                 if attempt == 2 or not closed:
                     raise
+        raise AssertionError("unreachable")
 
     async def _insert_many(self, raw: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if self.is_sqlite:
@@ -205,9 +222,34 @@ class Database:
             await raw.executemany(sql, rows)
 
     async def upgrade(self) -> None:
-        """Apply every pending Alembic migration (all heads)."""
+        """Apply every pending Alembic migration (all heads). On PostgreSQL under an advisory
+        lock: of ten processes starting at once, one migrates and the others then find nothing
+        to do."""
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("migrations")}
+                )
             await conn.run_sync(_upgrade)
+
+    @asynccontextmanager
+    async def exclusively(self, name: str) -> AsyncIterator[bool]:
+        """Whether this process may do the chore ``name`` now: on PostgreSQL, holds a session
+        advisory lock (if free) while the block runs, so one process of a cluster does it; SQLite
+        serves a single process, which always may."""
+        if self.is_sqlite:
+            yield True
+            return
+        async with self.engine.connect() as conn:
+            key = lock_key(name)
+            got = bool(await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}))
+            await conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                    await conn.commit()
 
     async def close(self) -> None:
         for kept in (self._hot, self._reader):

@@ -12,7 +12,19 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, inspect
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    inspect,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -103,6 +115,15 @@ class Run(Base):
         UniqueConstraint("user_id", "idempotency_key", name="uq_runs_idempotency"),
         Index("ix_runs_thread_status", "thread_id", "status"),
         Index("ix_runs_status", "status"),
+        # One run per thread at a time, across processes: a second claim of the thread fails here.
+        Index(
+            "uq_runs_one_running_per_thread",
+            "thread_id",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+        Index("ix_runs_upkeep", "upkeep_pending"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
@@ -127,6 +148,12 @@ class Run(Base):
     started_at: Mapped[float | None] = mapped_column(Float, default=None)
     finished_at: Mapped[float | None] = mapped_column(Float, default=None)
     finish_reason: Mapped[str | None] = mapped_column(String(20), default=None)
+    #: Until when the worker that claimed the run (``worker_id``) holds it; renewed by heartbeat.
+    lease_until: Mapped[float | None] = mapped_column(Float, default=None)
+    #: ``cancelled`` or ``interrupted``: asked for by any process, honoured by the run's worker.
+    cancel_requested: Mapped[str | None] = mapped_column(String(20), default=None)
+    #: The after-run memory work (facts, summary) is still to be done for this completed run.
+    upkeep_pending: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Event(Base):

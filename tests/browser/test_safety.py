@@ -2,7 +2,7 @@
 
 The hostile reply is streamed in small pieces that cut through tags and links, so every
 intermediate render is hostile too. It comes back after a reload from the stored message.
-Its producer (``Executor.produce``) is swapped for a script, because no real tool returns a
+Its producer (``Worker.produce``) is swapped for a script, because no real tool returns a
 hostile card or source on cue; the hostile knowledge-base test below goes through the real
 ingestion, retrieval and grounding instead.
 """
@@ -16,9 +16,10 @@ import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from parley import events as ev
-from parley.executor import Executor, RunState
+from parley.agent import Agent
 from parley.providers.base import TextDelta
 from parley.providers.scripted import ScriptedProvider
+from parley.runs.state import RunState
 from tests.browser.conftest import ChatServer, open_app, replies, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -54,8 +55,8 @@ HOSTILE_SOURCE = {
 }
 
 
-async def hostile(executor: Executor, state: RunState) -> None:
-    run_id, emit = state.run.id, executor.log.append
+async def hostile(agent: Agent, state: RunState) -> None:
+    run_id, emit = state.run.id, agent.log.append
     product = {
         "id": "P-1",
         "name": HOSTILE_NAME,
@@ -75,7 +76,7 @@ async def hostile(executor: Executor, state: RunState) -> None:
         state.text += piece
         emit(run_id, ev.MESSAGE_DELTA, {"text": piece})
         await asyncio.sleep(0.003)
-    await executor.log.flush()
+    await agent.log.flush()
 
 
 async def assert_inert(page: Page) -> None:
@@ -118,7 +119,7 @@ async def test_hostile_markdown_tool_and_source_text_cannot_run_script(
     chat_server: ChatServer, context: BrowserContext
 ) -> None:
     async with chat_server(model="scripted:echo") as server:
-        server.parley.executor.produce = hostile
+        server.parley.worker.produce = hostile
         page = await open_app(context, server)
         evil_requests: list[str] = []
         page.on("request", lambda r: evil_requests.append(r.url) if "evil.example" in r.url else None)

@@ -1,7 +1,10 @@
-"""Wake-ups between the writers of the event log and its readers.
+"""Wake-ups between processes and tasks: new events of a run (for its readers), a queued run
+(for idle workers), a cancel request (for the run's worker).
 
-The bus never carries events, only "something new on this channel": a reader that
-wakes up reads the log. So a lost or duplicated wake-up costs a read, never an event.
+The bus never carries events, only "something new on this channel": a reader that wakes up
+reads the log (or the runs table). So a lost or duplicated wake-up costs a read, never an
+event. ``LocalBus`` serves one process; ``parley.bus.postgres`` (LISTEN/NOTIFY) and
+``parley.bus.redis`` (pub/sub) relay the same wake-ups between processes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class Bus(ABC):
     @abstractmethod
     def subscribe(self, channel: str) -> AbstractAsyncContextManager[Subscription]:
         """An async context manager: subscribed before it yields, so no wake-up is missed."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect (a remote bus): called once, before the first publish."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -1,0 +1,77 @@
+"""Wake-ups over Redis pub/sub, when ``PARLEY_REDIS_URL`` is set: one subscribing connection
+per process, and a pooled one to publish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from parley.bus.relay import RECONNECT_SECONDS, RelayBus
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "parley:wake"
+
+
+class RedisBus(RelayBus):
+    def __init__(self, url: str, *, timeout: float = 0.5) -> None:
+        super().__init__()
+        self._url = url
+        self._timeout = timeout
+        self._redis: Any = None
+        self._listener: Any = None
+
+    async def connect(self) -> None:
+        from redis.asyncio import Redis
+
+        self._redis = Redis.from_url(
+            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+        )
+        self._listener = Redis.from_url(
+            self._url, socket_connect_timeout=self._timeout, health_check_interval=10
+        )
+        await self._subscribe_once()
+        self._tasks.append(asyncio.create_task(self._listen(), name="parley-bus-listen"))
+
+    async def _subscribe_once(self) -> Any:
+        pubsub = self._listener.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(CHANNEL)
+        return pubsub
+
+    async def _listen(self) -> None:
+        pubsub: Any = None
+        failures = 0
+        while not self._closing:
+            try:
+                if pubsub is None:
+                    pubsub = await self._subscribe_once()
+                    if failures:
+                        log.info("bus_reconnected")
+                        self.wake_all()
+                    failures = 0
+                message = await pubsub.get_message(timeout=5.0)
+                if message is not None and message.get("type") == "message":
+                    data = message["data"]
+                    self.deliver(data.decode() if isinstance(data, bytes) else str(data))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+                    pubsub = None
+                log.warning("bus_connection_lost", error=str(exc))
+                await asyncio.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)])
+                failures += 1
+
+    async def send(self, payload: str) -> None:
+        await self._redis.publish(CHANNEL, payload)
+
+    async def disconnect(self) -> None:
+        for client in (self._redis, self._listener):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()

@@ -1,0 +1,72 @@
+"""The processes: ``parley serve`` (HTTP, with an embedded worker unless ``PARLEY_WORKER=off``)
+and ``parley worker`` (runs only). Both shut down gracefully on SIGTERM or Ctrl-C: they stop
+taking runs, let running ones finish within ``PARLEY_SHUTDOWN_GRACE_SECONDS``, end the rest with
+their terminal event (so every reader gets one), and only then close connections."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import start_http_server
+
+from parley.app import Parley
+from parley.config import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, draining Parley's runs before it closes the connections that stream them."""
+
+    def __init__(self, config: uvicorn.Config, parley: Parley) -> None:
+        super().__init__(config)
+        self._parley = parley
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        await self._parley.drain()
+        await super().shutdown(sockets)
+
+
+def serve(app: FastAPI, settings: Settings, **uvicorn_options: Any) -> None:
+    parley: Parley = app.state.parley
+    grace = settings.shutdown_grace_seconds
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        # Streams end with their run's terminal event during the drain; then a few seconds more.
+        timeout_graceful_shutdown=int(grace) + 5,
+        **uvicorn_options,
+    )
+    _Server(config, parley).run()
+
+
+def run_worker(settings: Settings, *, metrics_port: int | None = None) -> None:
+    asyncio.run(_worker(settings, metrics_port))
+
+
+async def _worker(settings: Settings, metrics_port: int | None) -> None:
+    parley = Parley(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await parley.start()
+    if metrics_port is not None:
+        # Prometheus' own exposition server (a thread): /metrics for the worker's counters.
+        start_http_server(metrics_port, addr=settings.host, registry=parley.metrics.registry)
+    assert parley.worker is not None
+    log.info("parley_worker_ready", worker=parley.worker.id, concurrency=parley.worker.concurrency)
+    try:
+        await stop.wait()
+        log.info("parley_worker_stopping", running=parley.worker.running)
+        await parley.drain()
+    finally:
+        await parley.stop()
