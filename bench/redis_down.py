@@ -39,6 +39,7 @@ async def _case(redis_url: str | None, requests: int) -> list[float]:
             model="scripted:echo",
             embeddings="hash",
             redis_url=redis_url,
+            bus="local",  # the limiter's Redis only
             rate_limit="1000000/minute",
             rate_limit_prefix=f"bench{os.getpid()}",
             log_level="ERROR",

@@ -194,7 +194,10 @@ class RedisProxy:
 async def limited_server(
     settings_for: Callable[..., Settings], redis_url: str, **overrides: object
 ) -> AsyncIterator[object]:
-    settings = settings_for(redis_url=redis_url, rate_limit_prefix=f"t{uuid.uuid4().hex[:8]}", **overrides)
+    # The limiter's Redis only: the wake-up bus stays in process (a Redis bus is its own story).
+    settings = settings_for(
+        redis_url=redis_url, bus="local", rate_limit_prefix=f"t{uuid.uuid4().hex[:8]}", **overrides
+    )
     async with serve(settings) as server:
         yield server
 

@@ -52,6 +52,10 @@ MEANING = {
     "POST /v1/knowledge-bases/{kb_id}/documents": ["413", "415", "422"],
     "POST /api/v1/ask": ["400"],  # the seed's contract: 3 to 1000 characters once trimmed
     "GET /v1/usage": ["422"],  # from before to, at most 366 days apart: rules between two values
+    # An Idempotency-Key reused with another body (RFC draft: 422); a cursor past the run's end.
+    "POST /v1/threads/{thread_id}/runs": ["422"],
+    "GET /v1/runs/{run_id}/events": ["400"],
+    "GET /api/runs/{run_id}/events": ["400"],
 }
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 

@@ -235,3 +235,13 @@ def test_any_text_in_any_string_field_is_stored_faithfully_or_refused_with_a_4xx
     # Whatever was sent, the owner's data still reads.
     assert client.get("/v1/threads").status_code == 200
     assert client.get(f"/v1/threads/{thread}/messages").status_code == 200
+
+
+async def test_a_last_event_id_of_unicode_digits_is_a_400_not_a_500(server: Server) -> None:
+    thread = (await server.client.post("/v1/threads", json={})).json()["id"]
+    run = (await server.client.post(f"/v1/threads/{thread}/runs", json={"input": "hi"})).json()["id"]
+    response = await server.client.get(
+        f"/v1/runs/{run}/events", headers={"Last-Event-ID": "\u00b2".encode("latin-1")}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_last_event_id"

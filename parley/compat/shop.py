@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Header
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, StrictFloat
 from sqlalchemy import ColumnElement, func, or_, select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -67,8 +67,8 @@ class SearchIn(Body):
     query: str = Field(min_length=1, max_length=200)
     category: str | None = Field(default=None, max_length=100)
     limit: int = Field(default=10, ge=1, le=50)
-    min_price: float | None = Field(default=None, ge=0)
-    max_price: float | None = Field(default=None, ge=0)
+    min_price: StrictFloat | None = Field(default=None, ge=0)
+    max_price: StrictFloat | None = Field(default=None, ge=0)
     in_stock: StrictBool = False
 
 
