@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
+import os
+import socket
+import subprocess
+import sys
 import tempfile
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.config import SchemathesisConfig
 
@@ -22,21 +25,37 @@ from parley.config import Settings
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real server in a thread of its own (schemathesis calls it synchronously)."""
+    """``parley serve`` in a process of its own (schemathesis calls it synchronously; a server in
+    this process would share the ``random`` module's state with hypothesis, which forbids that)."""
     data = Path(tmp_path_factory.mktemp("fuzz"))
-    app = create_app(Settings(data_dir=data, model="scripted:echo", rate_limit="100000/minute"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "PARLEY_DATA_DIR": str(data),
+        "PARLEY_MODEL": "scripted:echo",
+        "PARLEY_RATE_LIMIT": "100000/minute",
+        "PARLEY_MAX_CONNECTIONS_PER_CLIENT": "10000",
+        "PARLEY_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "parley", "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
             raise RuntimeError("the server did not start")
-        threading.Event().wait(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 #: Statuses a schema-valid request may still get, besides 2xx/3xx and 401/403/404/409/429.
@@ -108,8 +127,6 @@ def test_api(label: str, base_url: str) -> None:
 
 def test_405_names_every_method_of_the_path(base_url: str) -> None:
     """``Allow`` on a 405 lists every documented method of the path (not only the first route's)."""
-    import httpx
-
     for path, item in document()["paths"].items():
         documented = {m.upper() for m in item if m in ("get", "post", "put", "patch", "delete")}
         url = base_url + path.replace("{", "x").replace("}", "")

@@ -48,6 +48,9 @@ from parley.providers.base import (
 )
 
 log = structlog.get_logger(__name__)
+#: Its own state: drawing from the global generator would disturb whoever else uses it (and
+#: trips hypothesis's check on it when a test serves the app in its own process).
+_jitter = random.Random()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,7 @@ class RetryPolicy:
 
     def backoff_delay(self, retry: int) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**retry)]."""
-        return random.uniform(0.0, min(self.backoff_max, self.backoff * 2**retry))
+        return _jitter.uniform(0.0, min(self.backoff_max, self.backoff * 2**retry))
 
 
 class Health:
