@@ -114,8 +114,16 @@ def allowed_methods(request: Request) -> list[str]:
     paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
     item = paths.get(path)
     if item is None:
-        for template, candidate in paths.items():
-            if "{" in template and re.fullmatch(re.sub(r"\{[^/]+?\}", "[^/]+", template), path):
+        # The templates that match, the most literal first (``.../documents/batch`` before
+        # ``.../documents/{document_id}``), as the routes are meant to be read.
+        matching = [
+            (template.count("{"), candidate)
+            for template, candidate in paths.items()
+            if "{" in template and re.fullmatch(re.sub(r"\{[^/]+?\}", "[^/]+", template), path)
+        ]
+        fewest = min((params for params, _ in matching), default=0)
+        for params, candidate in matching:
+            if params == fewest:
                 item = {**(item or {}), **candidate}
     if item:
         return sorted(m.upper() for m in item if m.upper() in _METHODS)
