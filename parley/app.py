@@ -34,7 +34,7 @@ from parley.context import ContextBuilder
 from parley.events import EventLog
 from parley.experiments import Experiments, load_config
 from parley.files import Files
-from parley.http import BodyLimit, OriginGuard, RequestContext
+from parley.http import BodyLimit, OriginGuard, RequestContext, TextGuard
 from parley.keys import Authenticator, check_bind, presented_prefix
 from parley.knowledge.bases import Knowledge
 from parley.knowledge.jobs import Jobs
@@ -125,7 +125,7 @@ class Parley:
             self.db, self.assistants, self.providers, load_config(settings.config_file)
         )
         self.auth = Authenticator(self.db, settings)
-        self.limiter = RateLimiter.from_settings(settings)
+        self.limiter = RateLimiter.from_settings(settings, self.metrics)
         self.budgets = Budgets(self.db, settings, self.assistants)
         self.lifecycle = Lifecycle(
             self.db,
@@ -311,6 +311,7 @@ def create_app(settings: Settings | None = None, *, providers: dict[str, Provide
         app.include_router(router, responses=errors.RESPONSES)
     app.add_middleware(RateLimitHeaders)
     web.install(app)
+    app.add_middleware(TextGuard)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(OriginGuard, allowed_origins=settings.cors_origins)
     # Keys travel in headers, never in cookies: no credentials mode, so no ambient authority to lend.

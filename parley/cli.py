@@ -70,12 +70,24 @@ def serve(
         typer.echo(f"parley: {exc}", err=True)
         raise typer.Exit(2) from None
     configure(settings.log_level, settings.log_json)
+    from parley.connections import check_fd_limit, guarded_http
+
+    open_files = check_fd_limit()
     application = create_app(settings)
     # What the imports built lives as long as the process: out of the cyclic collector's way,
     # its collections scan only what requests create (shorter pauses on the streaming path).
     gc.collect()
     gc.freeze()
-    serving.serve(application, settings)
+    serving.serve(
+        application,
+        settings,
+        log_config=None,  # uvicorn's own lines go through parley.logs (JSON with the rest)
+        timeout_keep_alive=settings.keep_alive_seconds,
+        http=guarded_http(
+            header_timeout=settings.header_timeout_seconds, per_client=settings.max_connections_per_client
+        ),
+        limit_concurrency=settings.max_connections or max(64, open_files - 256),
+    )
 
 
 @app.command()

@@ -35,6 +35,23 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="`parley serve` closes a connection whose request headers take longer.",
+    )
+    keep_alive_seconds: int = Field(
+        default=5, ge=1, description="`parley serve` closes a connection idle this long between requests."
+    )
+    max_connections_per_client: int = Field(
+        default=256, ge=1, description="Connections one client address may hold open at once (more: 429)."
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Connections and requests in flight at once (more: 503); default: the open-file "
+        "limit less 256 kept for the database, models and logs.",
+    )
 
     max_concurrent_runs: int = Field(default=32, ge=1, description="Runs executing at once in this process.")
     worker: Literal["on", "off"] = Field(
@@ -115,8 +132,20 @@ class Settings(BaseSettings):
         default=256, ge=0, description="Memory for local models' per-thread prompt caches (KV state)."
     )
 
+    provider_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Longest wait for a remote provider's TCP/TLS connection."
+    )
+    provider_first_token_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="Longest wait for a remote provider's first token (headers included) before it "
+        "counts as failed and the route fails over.",
+    )
     provider_timeout_seconds: float = Field(
-        default=60.0, gt=0, description="Longest silence from a remote provider before it counts as failed."
+        default=30.0,
+        gt=0,
+        description="Longest silence between two tokens of a remote provider before it counts as failed "
+        "(keep-alive bytes that carry no token do not count).",
     )
     provider_attempts: int = Field(default=3, ge=1, description="Tries per provider before failing over.")
     provider_backoff_seconds: float = Field(default=0.5, ge=0, description="First retry delay (doubles).")
@@ -197,6 +226,17 @@ class Settings(BaseSettings):
         "e.g. '120/minute' or '10/second;600/hour'; per-class limits go in the config file.",
     )
     rate_limit_prefix: str = Field(default="parley", description="Namespace of the counters in Redis.")
+    redis_timeout_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        description="Longest a rate-limit check waits for Redis; beyond it the request passes unchecked. "
+        "After 3 failures in a row, requests skip Redis at once (circuit open) until a ping succeeds.",
+    )
+    redis_cooldown_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="While Redis is failing, how often a background ping checks whether it is back.",
+    )
     daily_token_budget: int | None = Field(
         default=None, ge=1, description="Tokens a user may spend per UTC day (unset: no budget)."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -9,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = structlog.get_logger(__name__)
 
@@ -90,17 +92,54 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(code, message, **extra), status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, "http_error"
         )
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
-        return JSONResponse(error_body(code, message), exc.status_code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route of the path only; a path served by
+            # several routes (GET and POST /v1/threads) takes every one of their methods.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse(error_body(code, message), exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", error=type(exc).__name__)
         return JSONResponse(error_body("internal_error", "an unexpected error occurred"), 500)
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the request's path: its documented operations (a literal path before a
+    template: ``/v1/memory/settings``, not ``/v1/memory/{fact_id}``), else whatever routes
+    fully answer it."""
+    path = request.scope["path"]
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    item = paths.get(path)
+    if item is None:
+        # The templates that match, the most literal first (``.../documents/batch`` before
+        # ``.../documents/{document_id}``), as the routes are meant to be read.
+        matching = [
+            (template.count("{"), candidate)
+            for template, candidate in paths.items()
+            if "{" in template and re.fullmatch(re.sub(r"\{[^/]+?\}", "[^/]+", template), path)
+        ]
+        fewest = min((params for params, _ in matching), default=0)
+        for params, candidate in matching:
+            if params == fewest:
+                item = {**(item or {}), **candidate}
+    if item:
+        return sorted(m.upper() for m in item if m.upper() in _METHODS)
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 def _jsonable(errors: list[Any]) -> list[dict[str, Any]]:

@@ -12,7 +12,9 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from parley import text
 from parley.metrics import Metrics
+from parley.uploads import UPLOAD_PATHS
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -82,17 +84,22 @@ def _route(scope: MutableMapping[str, Any]) -> str:
 
 
 class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes with 413, before the app reads them.
+    """Refuses request bodies over ``limit`` bytes with 413, before the app reads past it.
 
-    Multipart uploads are exempt: the upload endpoint enforces its own, larger limit.
+    Whatever the Content-Type: a declared ``Content-Length`` over the limit is refused before a
+    byte is read; a body without one (chunked) is read here, at most ``limit`` bytes, and
+    replayed to the app. Only the multipart uploads of the routes in ``uploads`` pass through
+    untouched: their reader (``parley.uploads.receive``) streams them to disk within the
+    larger upload limit, refusing them as soon as they pass it.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, uploads: re.Pattern[str] = UPLOAD_PATHS) -> None:
         self.app = app
         self.limit = limit
+        self.uploads = uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (_header(scope, b"content-type") or "").startswith("multipart/"):
+        if scope["type"] != "http" or self._is_upload(scope):
             await self.app(scope, receive, send)
             return
         length = _header(scope, b"content-length")
@@ -127,6 +134,62 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _is_upload(self, scope: Scope) -> bool:
+        content_type = (_header(scope, b"content-type") or "").lower()
+        return content_type.startswith("multipart/form-data") and bool(self.uploads.match(scope["path"]))
+
+
+_ESCAPED_UNSTORABLE = re.compile(rb"\\u(0000|[dD][89a-fA-F])")
+
+
+class TextGuard:
+    """Refuses text no database can store (``parley.text``) before a route sees it: in the
+    path or the query (400) and in a JSON body (422, naming the field). Multipart uploads are
+    checked by their reader."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"")
+        if not text.storable(scope["path"]) or b"\x00" in query or b"%00" in query:
+            await _refuse(send, 400, "invalid_characters", f"the URL is refused: {text.REASON}")
+            return
+        content_type = (_header(scope, b"content-type") or "").lower()
+        if scope["method"] in SAFE_METHODS or (content_type and "json" not in content_type):
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        where = _unstorable_in(body)
+        if where is not None:
+            await _refuse(send, 422, "invalid_characters", f"{where}: {text.REASON}")
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _unstorable_in(body: bytes) -> str | None:
+    # A fast scan of the raw bytes first: only a body with such an escape is parsed here.
+    if not _ESCAPED_UNSTORABLE.search(body):
+        return None
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None  # the route answers invalid JSON itself
+    return text.first_unstorable(value)
 
 
 #: Methods a browser may send cross-site without asking (and that change nothing here).

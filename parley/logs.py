@@ -42,3 +42,41 @@ def configure(level: str = "INFO", json_logs: bool | None = True, file: TextIO |
         logger_factory=lambda *_: structlog.PrintLogger(file or sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # The standard library's loggers (uvicorn, pypdf, asyncio, Python warnings) write the same
+    # lines, tracebacks inside them: no line of the log is anything but JSON.
+    handler = _Stderr(file)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_pii,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if isinstance(old, _Stderr):
+            root.removeHandler(old)
+    handler.setLevel(logging.getLevelName(level.upper()))  # libraries that set their own level too
+    root.addHandler(handler)
+    root.setLevel(logging.getLevelName(level.upper()))
+    logging.captureWarnings(True)
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to ``file``, or to whatever ``sys.stderr`` is at each record."""
+
+    def __init__(self, file: TextIO | None) -> None:
+        super().__init__(file or sys.stderr)
+        self._file = file
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = self._file or sys.stderr
+        super().emit(record)

@@ -60,6 +60,26 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.breaker_open = Gauge(
+            "parley_breaker_open",
+            "1 while the circuit breaker of a backing service (e.g. ratelimit: its Redis) is open.",
+            ["breaker"],
+            registry=self.registry,
+        )
+        self.breaker_skipped = Counter(
+            "parley_breaker_skipped_calls",
+            "Calls to a backing service that the request went on without, by reason: "
+            "open (breaker open), timeout, error.",
+            ["breaker", "reason"],
+            registry=self.registry,
+        )
+
+    def breaker_changed(self, name: str, state: str) -> None:
+        self.breaker_open.labels(name).set(1 if state == "open" else 0)
+
+    def breaker_refused(self, name: str, reason: str) -> None:
+        self.breaker_skipped.labels(name, reason).inc()
+
     def events_committed(self, count: int) -> None:
         """One group commit of ``count`` events (the event log's ``on_commit``)."""
         self.events_written.inc(count)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import structlog
 
+from parley import text
+
 log = structlog.get_logger(__name__)
 
 MAX_PAGES = 1000
@@ -77,7 +79,7 @@ def read_pdf(source: Path | bytes) -> PdfText:
             texts: list[str] = []
             total = 0
             for page in reader.pages:
-                texts.append(page.extract_text() or "")
+                texts.append(text.clean(page.extract_text() or ""))  # PDFs may hold NULs
                 total += len(texts[-1])
                 if total > MAX_TEXT_CHARS:
                     break
@@ -92,7 +94,7 @@ def read_pdf(source: Path | bytes) -> PdfText:
         raise UnreadablePdf("corrupt_file", "corrupt PDF: it is damaged and cannot be read") from None
     return PdfText(
         texts,
-        title.strip() if isinstance(title, str) and title.strip() else None,
+        text.clean(title).strip() if isinstance(title, str) and text.clean(title).strip() else None,
         total > MAX_TEXT_CHARS,
     )
 

@@ -31,13 +31,15 @@ from typing import Any, TypeVar
 
 import structlog
 from fastapi import Request
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem, WindowStats, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from parley.breaker import Breaker, Unavailable
 from parley.config import Settings
 from parley.errors import ApiError
+from parley.metrics import Metrics
 from parley.users import Principal
 
 log = structlog.get_logger(__name__)
@@ -106,8 +108,18 @@ def load_class_limits(config_file: Path | None) -> dict[str, str]:
 
 
 class RateLimiter:
-    def __init__(self, storage: Storage, default: str, classes: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        default: str,
+        classes: dict[str, str] | None = None,
+        *,
+        breaker: Breaker | None = None,
+    ) -> None:
         self.storage = storage
+        # Counters are a guard, not a dependency: when their storage fails, times out or its
+        # breaker is open, the request passes unchecked (and ``/metrics`` counts it).
+        self.breaker = breaker or Breaker("ratelimit", timeout=0.2)
         self._strategy = SlidingWindowCounterRateLimiter(storage)
         self._default = parse_limits(default, "PARLEY_RATE_LIMIT")
         self._classes = {
@@ -117,7 +129,7 @@ class RateLimiter:
         self._classes.setdefault(INGEST, parse_limits(DEFAULT_INGEST, INGEST))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RateLimiter:
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> RateLimiter:
         storage: Storage
         if settings.redis_url:
             try:
@@ -126,17 +138,30 @@ class RateLimiter:
                 raise RuntimeError(
                     "PARLEY_REDIS_URL needs the [redis] extra: pip install 'parley[redis]'"
                 ) from None
-            # Short timeouts: a hung Redis must not hang every request (admit() lets them through).
+            # The breaker's time limit bounds each check; the socket's are a backstop.
             storage = RedisStorage(
                 settings.redis_url,
                 implementation="redispy",
                 key_prefix=f"{settings.rate_limit_prefix}:rl",
-                socket_connect_timeout=1.0,
-                socket_timeout=2.0,
+                socket_connect_timeout=max(0.25, settings.redis_timeout_seconds),
+                socket_timeout=max(0.25, settings.redis_timeout_seconds),
             )
         else:
             storage = MemoryStorage()
-        return cls(storage, settings.rate_limit, load_class_limits(settings.config_file))
+
+        async def ping() -> None:
+            if not await storage.check():
+                raise ConnectionError("the rate-limit storage did not answer its check")
+
+        breaker = Breaker(
+            "ratelimit",
+            timeout=settings.redis_timeout_seconds,
+            cooldown=settings.redis_cooldown_seconds,
+            on_change=metrics.breaker_changed if metrics is not None else None,
+            on_refused=metrics.breaker_refused if metrics is not None else None,
+            probe=ping,
+        )
+        return cls(storage, settings.rate_limit, load_class_limits(settings.config_file), breaker=breaker)
 
     def limits_of(self, rate_class_: str) -> list[RateLimitItem]:
         return self._classes.get(rate_class_, self._classes.get(DEFAULT_CLASS, self._default))
@@ -169,7 +194,8 @@ class RateLimiter:
         buckets = [f"ip:{_client_ip(request)}"]
         if credential_prefix:
             buckets.append(f"credential:{credential_prefix}")
-        try:
+
+        async def count() -> WindowStats | None:
             over = [
                 (item, bucket)
                 for bucket in buckets
@@ -178,9 +204,13 @@ class RateLimiter:
             ]
             if not over:
                 return None
-            stats = await self._strategy.get_window_stats(over[0][0], AUTH_FAILURES, over[0][1])
-        except Exception as exc:
-            log.error("rate_limit_storage_failed", error=f"{type(exc).__name__}: {exc}")
+            return await self._strategy.get_window_stats(over[0][0], AUTH_FAILURES, over[0][1])
+
+        try:
+            stats = await self.breaker.call(count)
+        except Unavailable:
+            return None
+        if stats is None:
             return None
         wait = max(1, math.ceil(stats.reset_time - time.time()))
         return ApiError(
@@ -215,10 +245,8 @@ class RateLimiter:
         identity = f"key:{principal.key_id}" if principal.key_id else f"ip:{_client_ip(request)}"
         rate_class_ = class_of(request)
         try:
-            decision = await self.hit(identity, rate_class_)
-        except Exception as exc:
-            # Counters are a guard, not a dependency: an unreachable Redis must not take the API down.
-            log.error("rate_limit_storage_failed", error=f"{type(exc).__name__}: {exc}")
+            decision = await self.breaker.call(lambda: self.hit(identity, rate_class_))
+        except Unavailable:
             return
         request.state.rate_limit = decision
         if not decision.allowed:
@@ -231,6 +259,7 @@ class RateLimiter:
             )
 
     async def aclose(self) -> None:
+        await self.breaker.aclose()
         client = getattr(self.storage, "storage", None)
         close = getattr(client, "aclose", None)
         if close is not None:

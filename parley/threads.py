@@ -57,15 +57,24 @@ async def create_thread(
 async def list_threads(
     db: Database, principal: Principal, *, limit: int, before: str | None = None
 ) -> tuple[Sequence[Thread], bool]:
-    """The caller's own threads, newest first; ``before`` is the last id of the previous page."""
+    """The caller's own threads, newest first; ``before`` is the last id of the previous page.
+
+    When that thread has been deleted since (or was never the caller's), the page still goes
+    on from where it was: thread ids are time-ordered, so the next page is the ids below it.
+    """
     stmt = select(Thread).where(Thread.user_id == principal.user_id)
     async with db.session() as session:
         if before is not None:
-            anchor = await get_thread(session, principal, before)
-            stmt = stmt.where(
-                (Thread.created_at < anchor.created_at)
-                | ((Thread.created_at == anchor.created_at) & (Thread.id < anchor.id))
+            anchor = await session.scalar(
+                visible(select(Thread).where(Thread.id == before), principal, Thread.user_id)
             )
+            if anchor is None:
+                stmt = stmt.where(Thread.id < before)
+            else:
+                stmt = stmt.where(
+                    (Thread.created_at < anchor.created_at)
+                    | ((Thread.created_at == anchor.created_at) & (Thread.id < anchor.id))
+                )
         rows = (
             await session.scalars(stmt.order_by(Thread.created_at.desc(), Thread.id.desc()).limit(limit + 1))
         ).all()

@@ -3,8 +3,8 @@
 Nothing is trusted and nothing is kept until every check has passed:
 
 - the size is counted while the body streams in: a declared ``Content-Length`` over the
-  limit is refused before a byte is read, and a body that grows past it is refused as
-  soon as it does (413);
+  limit is refused before a byte is read, and a body (the file, or the whole multipart
+  body with its other parts) that grows past it is refused as soon as it does (413);
 - the type comes from the first bytes of the content (magic numbers, then strict UTF-8
   for text), never from the name; the name's extension must agree and be on the
   allow-list (415), and the kind one the route takes (knowledge documents: text,
@@ -17,6 +17,10 @@ Every route that takes a file goes through ``receive``: ``/v1/files`` and seed 0
 ``/files`` (then ``parley.files.extract``) and knowledge documents (then
 ``parley.knowledge.ingest``); PDFs are read by ``parley.pdf`` in both. On any failure the
 temporary file is removed.
+
+``UPLOAD_PATHS`` lists those routes: ``parley.http.BodyLimit`` lets their multipart bodies
+through to ``receive`` (which applies the upload limit) and holds every other body, whatever
+its Content-Type, to ``PARLEY_MAX_REQUEST_BYTES``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import codecs
 import hashlib
 import os
+import re
 import secrets
 import unicodedata
 from collections.abc import Callable, Collection
@@ -37,6 +42,7 @@ from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from parley import text
 from parley.errors import ApiError
 
 #: kind -> (media type, extensions a name of that kind may have)
@@ -52,6 +58,9 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 TEXT_KINDS = ("txt", "md", "csv", "json")
 _BY_EXTENSION = {ext: kind for kind, (_, exts) in KINDS.items() for ext in exts}
 ALLOWED_TEXT = "txt, md, csv, json, pdf, png, jpg"
+
+#: The routes whose ``multipart/form-data`` bodies are read by ``receive``.
+UPLOAD_PATHS = re.compile(r"^(/v1/files|/files|/v1/knowledge-bases/[^/]+/documents)/?$")
 
 SNIFF_BYTES = 4096
 MULTIPART_OVERHEAD = 64 * 1024
@@ -351,10 +360,18 @@ async def receive(
     fields: dict[str, str] = {}
     current: str | None = None  # "file", or the name of a text field
     done = False
+    total = 0
     try:
         async for chunk in request.stream():
             if not chunk:
                 continue
+            # The whole body counts, not only the file part: a preamble, an ignored part or
+            # endless part headers are refused as soon as they pass the limit too.
+            total += len(chunk)
+            if total > max_bytes + MULTIPART_OVERHEAD:
+                raise ApiError(
+                    413, "file_too_large", f"the upload is larger than the limit of {max_bytes} bytes"
+                )
             try:
                 parser.write(chunk)
             except MultipartParseError as exc:
@@ -381,6 +398,9 @@ async def receive(
             raise ApiError(400, "invalid_multipart", "the multipart body ended early")
         if received is None:
             raise ApiError(422, "missing_file", "no file: send it in a multipart part named 'file'")
+        for name, value in fields.items():
+            if not text.storable(name) or not text.storable(value):
+                raise ApiError(422, "invalid_characters", f"form field {name!r}: {text.REASON}")
     except BaseException:
         if sink is not None:
             sink.abort()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import iso
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
 
 class ExperimentCreate(ExperimentSpec):
-    start: bool = Field(default=False, description="Start exposing users at once.")
+    start: StrictBool = Field(default=False, description="Start exposing users at once.")
 
 
 def require_admin(principal: Principal) -> None:

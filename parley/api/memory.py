@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Response
+from pydantic import StrictBool
 
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.api.schemas import Body, iso
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/v1/memory", tags=["memory"])
 
 
 class MemorySettingsUpdate(Body):
-    enabled: bool
+    enabled: StrictBool
 
 
 def fact_json(fact: MemoryFact) -> dict[str, Any]:

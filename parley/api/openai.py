@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from parley import events as ev
@@ -107,13 +107,13 @@ class ResponseFormat(_Lenient):
 
 
 class StreamOptions(_Lenient):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatCompletionRequest(_Lenient):
     model: str = Field(min_length=1, max_length=100)
     messages: list[MessageIn] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     tools: list[ToolIn] = Field(default_factory=list, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None

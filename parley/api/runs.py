@@ -81,7 +81,7 @@ async def events(
     parley: ParleyDep,
     principal: PrincipalDep,
     after: int | None = Query(None, ge=0, description="Resume after this event seq."),
-    last_event_id: str | None = Header(None, max_length=20),
+    last_event_id: str | None = Header(None, max_length=20, json_schema_extra={"pattern": r"^\s*[0-9]*\s*$"}),
 ) -> EventStream:
     await parley.runs.get(principal, run_id)
     cursor = parse_cursor(last_event_id, after)

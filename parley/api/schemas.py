@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from parley.store.schema import Message, Run, Thread
 
@@ -27,7 +27,7 @@ class ThreadUpdate(Body):
 
 class RunCreate(Body):
     input: str = Field(min_length=1, description="The user's message.")
-    stream: bool = Field(default=False, description="Answer with the run's SSE stream instead of JSON.")
+    stream: StrictBool = Field(default=False, description="Answer with the run's SSE stream instead of JSON.")
     multitask: Literal["reject", "enqueue", "interrupt"] = Field(
         default="reject", description="What to do when the thread already has an active run."
     )

@@ -102,7 +102,7 @@ def parse_cursor(last_event_id: str | None, after: int | None) -> int:
     """The resume point: ``Last-Event-ID`` wins over ``?after=``."""
     if last_event_id is not None and last_event_id.strip():
         value = last_event_id.strip()
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):  # "²".isdigit(), but int("²") fails
             raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be a non-negative event seq")
         return int(value)
     return after or 0

@@ -32,7 +32,11 @@ async def list_(
     parley: ParleyDep,
     principal: PrincipalDep,
     limit: int = Query(20, ge=1, le=100),
-    before: str | None = Query(None, description="Last thread id of the previous page."),
+    before: str | None = Query(
+        None,
+        pattern=r"^thr_[0-9a-z]{26}$",
+        description="Last thread id of the previous page (the page goes on even if it was deleted since).",
+    ),
 ) -> dict[str, Any]:
     threads, has_more = await list_threads(parley.db, principal, limit=limit, before=before)
     return {"object": "list", "data": [thread_json(t) for t in threads], "has_more": has_more}

@@ -128,7 +128,7 @@ async def run_events(
     run_id: str,
     parley: ParleyDep,
     principal: PrincipalDep,
-    last_event_id: str | None = Header(None, max_length=20),
+    last_event_id: str | None = Header(None, max_length=20, json_schema_extra={"pattern": r"^\s*[0-9]*\s*$"}),
 ) -> EventStream:
     run = await parley.runs.get(principal, run_id)
     cursor = parse_cursor(last_event_id, None)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Header
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictFloat
 from sqlalchemy import ColumnElement, func, or_, select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -67,15 +67,15 @@ class SearchIn(Body):
     query: str = Field(min_length=1, max_length=200)
     category: str | None = Field(default=None, max_length=100)
     limit: int = Field(default=10, ge=1, le=50)
-    min_price: float | None = Field(default=None, ge=0)
-    max_price: float | None = Field(default=None, ge=0)
-    in_stock: bool = False
+    min_price: StrictFloat | None = Field(default=None, ge=0)
+    max_price: StrictFloat | None = Field(default=None, ge=0)
+    in_stock: StrictBool = False
 
 
 class DetailsIn(Body):
     session_id: str = Field(min_length=1)
     product_id: str = Field(min_length=1, max_length=64)
-    include_recommendations: bool = True
+    include_recommendations: StrictBool = True
 
 
 class CartIn(Body):

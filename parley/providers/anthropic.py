@@ -1,8 +1,8 @@
 """Anthropic's Messages API through the official ``anthropic`` SDK.
 
 Route entries: ``anthropic:claude-3-5-haiku-latest`` (key from ``ANTHROPIC_API_KEY``), with
-options ``base_url``, ``key_env=VAR``, ``timeout=SECONDS`` and ``max_tokens=N`` (the API needs a
-limit; default 1024). A continued reply (``request.prefix``) uses Anthropic's native prefill:
+options ``base_url``, ``key_env=VAR``, ``max_tokens=N`` (the API needs a limit; default 1024)
+and the timeouts ``connect_timeout``, ``first_token_timeout`` and ``timeout`` (see ``openai``). A continued reply (``request.prefix``) uses Anthropic's native prefill:
 the reply so far is the final assistant turn. A ``response_schema`` becomes a forced tool whose
 input is the answer, streamed as text.
 """
@@ -23,6 +23,7 @@ from parley.providers.base import (
     Provider,
     ProviderError,
     ProviderRequest,
+    StreamTimeouts,
     TextDelta,
     ToolCallDelta,
     ToolSpec,
@@ -35,7 +36,7 @@ from parley.providers.http import (
     broken_stream,
     detail_of,
     status_error,
-    timeout_option,
+    timeouts_option,
     unreachable,
 )
 
@@ -58,10 +59,11 @@ class AnthropicProvider(Provider):
         name: str,
         api_key: str,
         base_url: str | None = None,
-        timeout: float = 60.0,
+        timeouts: StreamTimeouts | None = None,
         max_tokens: int = 1024,
     ) -> None:
         self.model = model
+        self.timeouts = timeouts or StreamTimeouts()
         self.name = name
         self.label = name.partition("?")[0]
         self.max_tokens = max_tokens
@@ -69,7 +71,9 @@ class AnthropicProvider(Provider):
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
-            timeout=timeout,
+            timeout=anthropic.Timeout(
+                max(self.timeouts.first_token, self.timeouts.idle) + 1.0, connect=self.timeouts.connect
+            ),
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[Delta]:
@@ -119,6 +123,10 @@ class AnthropicProvider(Provider):
                         finish = _STOP_REASONS.get(event.delta.stop_reason, event.delta.stop_reason)
                         if answer_as_text and finish == "tool_calls":
                             finish = "stop"
+        except anthropic.APIConnectionError as exc:  # newer SDKs wrap a dropped stream in this
+            raise broken_stream(
+                self.label, f"the stream broke off ({type(exc.__cause__ or exc).__name__})"
+            ) from exc
         except anthropic.APIError as exc:
             raise self._error(exc) from exc
         except TRANSPORT_ERRORS as exc:
@@ -235,6 +243,6 @@ def create(spec: str, settings: Settings) -> AnthropicProvider:
         name=name,
         api_key=api_key(options, "ANTHROPIC_API_KEY", required=base_url is None, name=name),
         base_url=base_url,
-        timeout=timeout_option(options, settings),
+        timeouts=timeouts_option(options, settings),
         max_tokens=max_tokens,
     )

@@ -113,11 +113,23 @@ class ProviderError(Exception):
         self.code = code
 
 
+@dataclass(slots=True, frozen=True)
+class StreamTimeouts:
+    """How long a route waits on a remote provider (seconds): for the connection, for the first
+    delta (headers included) and between two deltas. Hitting one is a retryable failure."""
+
+    connect: float = 5.0
+    first_token: float = 20.0
+    idle: float = 30.0
+
+
 class Provider(ABC):
     """A model backend. ``name`` is its route entry, e.g. ``openai:gpt-4o-mini``."""
 
     name: str
     model: str
+    #: Enforced by the route; ``None`` (local and scripted providers): no time limit.
+    timeouts: StreamTimeouts | None = None
     #: Small models cannot choose tools themselves; the server chooses for them.
     chooses_tools: bool = True
 

@@ -11,7 +11,9 @@ SDKs at them: ``FakeOpenAI`` (chat-completions streaming, tool-call deltas, usag
 Each request takes the next queued ``Reply`` (then ``default``). Faults: ``rate_limit`` (429
 with ``Retry-After``), ``server_error`` (500, or ``status``), ``hang`` (send nothing more after
 ``after`` chunks; 0: not even the headers), ``drop`` (close the connection after ``after``
-chunks) and ``malformed`` (a chunk that is not JSON after ``after`` chunks). Every request body
+chunks), ``malformed`` (a chunk that is not JSON after ``after`` chunks) and ``drip`` (after
+``after`` chunks, an SSE comment every ``interval`` seconds and never a token: bytes keep
+flowing, so only a timeout on tokens, not on reads, ends it). Every request body
 and every TCP connection (when it opened, when the client closed it) is recorded.
 """
 
@@ -32,7 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
-FaultKind = Literal["rate_limit", "server_error", "hang", "drop", "malformed"]
+FaultKind = Literal["rate_limit", "server_error", "hang", "drop", "malformed", "drip"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,7 @@ class Fault:
     after: int = 0
     retry_after: float | None = None
     status: int = 500
+    interval: float = 0.1  # drip: seconds between two keep-alive comments
 
 
 @dataclass(slots=True)
@@ -272,6 +275,12 @@ class FakeServer(ABC):
                 if fault.kind == "malformed":
                     send(h11.Data(data=self.malformed()))
                     await writer.drain()
+                if fault.kind == "drip":
+                    while not self._stopping.is_set():
+                        send(h11.Data(data=b": keep-alive\n\n"))
+                        await writer.drain()
+                        await asyncio.sleep(fault.interval)
+                    raise _Dropped
             if reply.delay:
                 await asyncio.sleep(reply.delay)
             send(h11.Data(data=chunk))

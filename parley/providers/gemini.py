@@ -1,8 +1,9 @@
 """Google's Gemini API through the official ``google-genai`` SDK.
 
 Route entries: ``gemini:gemini-2.0-flash`` (key from ``GEMINI_API_KEY``), with options
-``base_url``, ``key_env=VAR`` and ``timeout=SECONDS``. (Gemini's OpenAI-compatible endpoint also
-works through ``openai:...?base_url=https://generativelanguage.googleapis.com/v1beta/openai/``.)
+``base_url``, ``key_env=VAR`` and the timeouts ``connect_timeout``, ``first_token_timeout`` and
+``timeout`` (see ``openai``). (Gemini's OpenAI-compatible endpoint also works through
+``openai:...?base_url=https://generativelanguage.googleapis.com/v1beta/openai/``.)
 Gemini cannot prefill a reply, so a continued reply asks the model to go on from the text so far.
 """
 
@@ -25,6 +26,7 @@ from parley.providers.base import (
     Provider,
     ProviderError,
     ProviderRequest,
+    StreamTimeouts,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -37,7 +39,7 @@ from parley.providers.http import (
     api_key,
     broken_stream,
     status_error,
-    timeout_option,
+    timeouts_option,
     unreachable,
 )
 
@@ -59,9 +61,10 @@ class GeminiProvider(Provider):
         name: str,
         api_key: str,
         base_url: str | None = None,
-        timeout: float = 60.0,
+        timeouts: StreamTimeouts | None = None,
     ) -> None:
         self.model = model
+        self.timeouts = timeouts or StreamTimeouts()
         self.name = name
         self.label = name.partition("?")[0]
         # The SDK does not close a stream's HTTP response when its iterator is closed early;
@@ -71,7 +74,7 @@ class GeminiProvider(Provider):
             api_key=api_key,
             http_options=types.HttpOptions(
                 base_url=base_url,
-                timeout=int(timeout * 1000),
+                timeout=int((max(self.timeouts.first_token, self.timeouts.idle) + 1.0) * 1000),
                 async_client_args={"event_hooks": {"response": [self._opened]}},
             ),
         )
@@ -223,5 +226,5 @@ def create(spec: str, settings: Settings) -> GeminiProvider:
         name=name,
         api_key=api_key(options, "GEMINI_API_KEY", required=base_url is None, name=name),
         base_url=base_url,
-        timeout=timeout_option(options, settings),
+        timeouts=timeouts_option(options, settings),
     )

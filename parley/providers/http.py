@@ -10,7 +10,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from parley.config import Settings
-from parley.providers.base import ProviderError
+from parley.providers.base import ProviderError, StreamTimeouts
 
 
 def _httpx_errors(name: str) -> tuple[type[Exception], ...]:
@@ -105,8 +105,25 @@ def api_key(options: dict[str, str], default_env: str, *, required: bool, name: 
     return "unused"  # local servers (Ollama, vLLM, llama.cpp) accept any key
 
 
-def timeout_option(options: dict[str, str], settings: Settings) -> float:
-    try:
-        return float(options.get("timeout", settings.provider_timeout_seconds))
-    except ValueError:
-        raise ProviderError(f"timeout must be a number of seconds, not {options['timeout']!r}") from None
+def timeouts_option(options: dict[str, str], settings: Settings) -> StreamTimeouts:
+    """The route entry's ``connect_timeout=``, ``first_token_timeout=`` and ``timeout=`` (between
+    tokens), each defaulting to its ``PARLEY_PROVIDER_*`` setting."""
+    values = {}
+    for option, key, default in (
+        ("connect_timeout", "connect", settings.provider_connect_timeout_seconds),
+        ("first_token_timeout", "first_token", settings.provider_first_token_timeout_seconds),
+        ("timeout", "idle", settings.provider_timeout_seconds),
+    ):
+        raw = options.get(option)
+        try:
+            values[key] = float(raw) if raw is not None else default
+        except ValueError:
+            raise ProviderError(f"{option} must be a number of seconds, not {raw!r}") from None
+        if values[key] <= 0:
+            raise ProviderError(f"{option} must be a positive number of seconds, not {raw!r}")
+    return StreamTimeouts(**values)
+
+
+def sdk_timeout(timeouts: StreamTimeouts) -> httpx.Timeout:
+    """The SDK's own limits: a backstop behind the route's first-token and idle timers."""
+    return httpx.Timeout(max(timeouts.first_token, timeouts.idle) + 1.0, connect=timeouts.connect)

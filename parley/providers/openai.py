@@ -7,7 +7,9 @@ Route entries:
   Gemini's OpenAI endpoint, a proxy), its key read from the environment variable ``VAR``;
 - ``ollama:llama3.2`` — Ollama at ``OLLAMA_HOST`` (default ``http://localhost:11434``).
 
-Option ``timeout=SECONDS`` overrides ``PARLEY_PROVIDER_TIMEOUT_SECONDS`` (longest silence).
+Options ``connect_timeout=``, ``first_token_timeout=`` and ``timeout=`` (between tokens), in seconds,
+override ``PARLEY_PROVIDER_CONNECT_TIMEOUT_SECONDS``, ``..._FIRST_TOKEN_TIMEOUT_SECONDS`` and
+``PARLEY_PROVIDER_TIMEOUT_SECONDS``; the route enforces them and fails over when one is hit.
 The SDK's own retries are off: the route retries, with failover.
 """
 
@@ -17,7 +19,6 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import openai
 
 from parley.config import Settings
@@ -28,6 +29,7 @@ from parley.providers.base import (
     Provider,
     ProviderError,
     ProviderRequest,
+    StreamTimeouts,
     TextDelta,
     ToolCallDelta,
     ToolSpec,
@@ -40,8 +42,9 @@ from parley.providers.http import (
     api_key,
     broken_stream,
     detail_of,
+    sdk_timeout,
     status_error,
-    timeout_option,
+    timeouts_option,
     unreachable,
 )
 
@@ -54,9 +57,10 @@ class OpenAIProvider(Provider):
         name: str,
         api_key: str,
         base_url: str | None = None,
-        timeout: float = 60.0,
+        timeouts: StreamTimeouts | None = None,
     ) -> None:
         self.model = model
+        self.timeouts = timeouts or StreamTimeouts()
         self.name = name
         self.label = name.partition("?")[0]
         self.base_url = base_url
@@ -64,7 +68,7 @@ class OpenAIProvider(Provider):
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            timeout=sdk_timeout(self.timeouts),
         )
         # The SDK imports its resources (~0.7 s of modules) on the first ``client.chat``: here,
         # where ``Providers.prepare`` builds the provider off the event loop, not in a first run.
@@ -180,7 +184,7 @@ def create(spec: str, settings: Settings) -> OpenAIProvider:
         name=name,
         api_key=api_key(options, "OPENAI_API_KEY", required=base_url is None, name=name),
         base_url=base_url,
-        timeout=timeout_option(options, settings),
+        timeouts=timeouts_option(options, settings),
     )
 
 
@@ -195,5 +199,5 @@ def create_ollama(spec: str, settings: Settings) -> OpenAIProvider:
         name=f"ollama:{spec}",
         api_key=api_key(options, "OLLAMA_API_KEY", required=False, name=f"ollama:{spec}"),
         base_url=base_url,
-        timeout=timeout_option(options, settings),
+        timeouts=timeouts_option(options, settings),
     )

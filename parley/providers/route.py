@@ -8,7 +8,14 @@ cooldown (or its ``Retry-After``) has passed. When a provider is out of tries, t
 takes over: before the first token it simply answers; after it, it is asked to continue the
 text already streamed (``request.prefix``), so the client sees one coherent reply. Each switch
 is reported as a ``Fallback`` delta. Tool-call fragments are held back until their provider
-finished its turn, so a failed attempt never leaves half a tool call behind.
+finished its turn, so a failed attempt never leaves half a tool call behind. A continuation
+that starts the reply over has its repeat dropped (``_Continuation``): the user sees each part
+of the reply once.
+
+A remote provider's ``timeouts`` bound the wait for its first token and between two tokens; a
+provider that hits one fails like any retryable error, and is not retried when a backup is
+left. Every attempt's usage is accounted, failed ones included (counted with the provider's
+tokenizer when it reported none), and priced at its own provider's model (``spend``).
 
 Retries are written out here rather than with a retry library because they interleave with
 streaming and failover: an attempt that already streamed text is continued, not repeated.
@@ -25,6 +32,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
+from parley import text
 from parley.pricing import PriceTable
 from parley.providers.base import (
     Delta,
@@ -36,9 +44,13 @@ from parley.providers.base import (
     TextDelta,
     ToolCallDelta,
     Usage,
+    continuation,
 )
 
 log = structlog.get_logger(__name__)
+#: Its own state: drawing from the global generator would disturb whoever else uses it (and
+#: trips hypothesis's check on it when a test serves the app in its own process).
+_jitter = random.Random()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +64,7 @@ class RetryPolicy:
 
     def backoff_delay(self, retry: int) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**retry)]."""
-        return random.uniform(0.0, min(self.backoff_max, self.backoff * 2**retry))
+        return _jitter.uniform(0.0, min(self.backoff_max, self.backoff * 2**retry))
 
 
 class Health:
@@ -113,6 +125,87 @@ class _Attempt:
     text: str = ""
     tools: list[ToolCallDelta] = field(default_factory=list)
     finish: Finish | None = None
+    usage: Usage | None = None
+
+    def add(self, usage: Usage) -> None:
+        if self.usage is not None:
+            usage = Usage(
+                self.usage.input_tokens + usage.input_tokens, self.usage.output_tokens + usage.output_tokens
+            )
+        self.usage = usage
+
+
+class _Continuation:
+    """Drops a continuation's restart: a provider asked to go on from ``prefix`` that starts the
+    reply over (a retry of the same model, a backup ignoring the instruction) would show the
+    user the same text twice. Its text is held while it still repeats ``prefix``; a repeat of
+    all of it is dropped, anything else is passed on unchanged.
+
+    A one-word prefix only counts as repeated when the repeat ends at a word boundary, so that
+    "The" continued with "Thebes" is not cut.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.lstrip()
+        self.held = ""
+        self.deciding = bool(self.prefix)
+
+    def feed(self, text: str) -> str:
+        if not self.deciding:
+            return text
+        self.held += text
+        candidate = self.held.lstrip()
+        if len(candidate) <= len(self.prefix):
+            if self.prefix.startswith(candidate):
+                return ""  # still repeating (or too short to tell)
+            return self._release(self.held)
+        if candidate.startswith(self.prefix) and self._at_boundary(candidate[len(self.prefix)]):
+            return self._release(candidate[len(self.prefix) :])
+        return self._release(self.held)
+
+    def flush(self) -> str:
+        """At the end of the attempt: text that only ever repeated (part of) the prefix is
+        dropped. (A failed attempt's held text is dropped without a flush.)"""
+        if not self.deciding:
+            return ""
+        return self._release("" if self.prefix.startswith(self.held.lstrip()) else self.held)
+
+    def _at_boundary(self, following: str) -> bool:
+        return any(ch.isspace() for ch in self.prefix) or not (
+            following.isalnum() and self.prefix[-1:].isalnum()
+        )
+
+    def _release(self, text: str) -> str:
+        self.deciding = False
+        self.held = ""
+        return text
+
+
+def _non_negative(usage: Usage) -> Usage:
+    return Usage(max(0, usage.input_tokens), max(0, usage.output_tokens))
+
+
+async def _timed(deltas: AsyncIterator[Delta], provider: Provider) -> AsyncIterator[Delta]:
+    """``deltas`` within the provider's first-token and between-tokens timeouts (if it has them)."""
+    limits = provider.timeouts
+    if limits is None:
+        async for delta in deltas:
+            yield delta
+        return
+    limit, what = limits.first_token, "sent no first token within"
+    while True:
+        try:
+            async with asyncio.timeout(limit):
+                delta = await anext(deltas)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            label = provider.name.partition("?")[0]
+            raise ProviderError(
+                f"{label}: {what} {limit:g}s", retryable=True, code="provider_timeout"
+            ) from None
+        yield delta
+        limit, what = limits.idle, "sent no token for"
 
 
 class Route:
@@ -173,28 +266,37 @@ class Route:
                 yield Fallback(previous[0], provider.name, previous[1])
             for retry in range(self.policy.attempts):
                 attempt = _Attempt()
+                continued = _Continuation(produced)
+                sent = replace(request, prefix=produced)
                 try:
                     wait = self.health.retry_wait(provider.name)
                     if wait > 0:  # sleep(0) would still hand the loop over before every first token
                         await asyncio.sleep(wait)
-                    async with _closing(provider.stream(replace(request, prefix=produced))) as deltas:
-                        async for delta in deltas:
+                    async with _closing(provider.stream(sent)) as deltas:
+                        async for delta in _timed(deltas, provider):
                             if isinstance(delta, TextDelta):
                                 attempt.text += delta.text
-                                produced += delta.text
-                                yield delta
+                                shown = continued.feed(text.clean(delta.text))
+                                if shown:
+                                    produced += shown
+                                    yield TextDelta(shown)
                             elif isinstance(delta, ToolCallDelta):
-                                attempt.tools.append(delta)
+                                attempt.tools.append(replace(delta, arguments=text.clean(delta.arguments)))
                             elif isinstance(delta, Finish):
                                 attempt.finish = delta
+                            elif isinstance(delta, Usage):
+                                attempt.add(_non_negative(delta))
                             else:
-                                if isinstance(delta, Usage):
-                                    self._spent(provider.name, delta)
                                 yield delta
+                    if rest := continued.flush():
+                        produced += rest
+                        yield TextDelta(rest)
                 except Exception as raised:
                     exc = _as_provider_error(provider.name, raised)
                     failures.append({"provider": provider.name, "code": exc.code, "message": exc.message})
                     previous = (provider.name, exc.message)
+                    # A failed attempt was billed too: what it reported, else our own count.
+                    yield self._account(provider, sent, attempt)
                     if exc.retryable:
                         self.health.failed(provider.name, exc.retry_after)
                     delay = self._retry_delay(provider.name, exc, retry, others_left)
@@ -211,12 +313,25 @@ class Route:
                     await asyncio.sleep(delay)
                     continue
                 self.health.succeeded(provider.name)
+                yield self._account(provider, sent, attempt)
                 for tool in attempt.tools:
                     yield tool
                 if attempt.finish is not None:
                     yield attempt.finish
                 return
         raise AllProvidersFailed(self.fallback_message, failures)
+
+    def _account(self, provider: Provider, request: ProviderRequest, attempt: _Attempt) -> Usage:
+        """One attempt's usage, added to its provider's spend: as the provider reported it, or
+        counted with its tokenizer (the prompt it was sent, the text it wrote) when it did not."""
+        usage = attempt.usage
+        if usage is None:
+            count = provider.count_tokens
+            prompt = sum(count(m.content) for m in continuation(request))
+            written = count(attempt.text) if attempt.text else 0
+            usage = Usage(prompt, written + len(attempt.tools))
+        self._spent(provider.name, usage)
+        return usage
 
     def _skip_reason(self, name: str, others_left: bool) -> str | None:
         """Why ``name`` is not tried for this run (``None``: try it)."""
@@ -232,6 +347,8 @@ class Route:
         """How long to wait before retrying ``name``, or ``None`` to give up on it."""
         if not exc.retryable or retry + 1 >= self.policy.attempts or self.health.open_for(name) > 0:
             return None
+        if exc.code == "provider_timeout" and others_left:
+            return None  # a provider that kept the user waiting once is not waited for again
         if exc.retry_after is not None:
             # Told when to come back: a backup answers sooner, and a long wait is not worth it.
             if others_left or exc.retry_after > self.policy.retry_after_max:

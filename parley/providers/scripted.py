@@ -108,7 +108,7 @@ class ScriptedProvider(Provider):
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 yield TextDelta(word if i == 0 else " " + word)
-            yield Usage(prompt_tokens, len(words) - already)
+            yield Usage(prompt_tokens, len(words[already:]))
             yield Finish("stop")
             return
         if self.mode == "bench":

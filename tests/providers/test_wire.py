@@ -42,7 +42,7 @@ class Dialect:
 
 
 def _settings() -> Settings:
-    return Settings(provider_timeout_seconds=0.5)
+    return Settings(provider_timeout_seconds=0.5, provider_first_token_timeout_seconds=0.5)
 
 
 DIALECTS = [
