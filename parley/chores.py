@@ -14,6 +14,8 @@ import structlog
 from parley.store.db import Database
 
 log = structlog.get_logger(__name__)
+# Its own generator: the shared ``random`` state belongs to whoever else runs in the process.
+_jitter = random.Random()
 
 
 class Chores:
@@ -43,7 +45,7 @@ class Chores:
                 raise
             except Exception:
                 log.exception("chore_failed", chore=name)
-            await asyncio.sleep(seconds * random.uniform(0.8, 1.2))
+            await asyncio.sleep(seconds * _jitter.uniform(0.8, 1.2))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -60,7 +60,7 @@ _BY_EXTENSION = {ext: kind for kind, (_, exts) in KINDS.items() for ext in exts}
 ALLOWED_TEXT = "txt, md, csv, json, pdf, png, jpg"
 
 #: The routes whose ``multipart/form-data`` bodies are read by ``receive``.
-UPLOAD_PATHS = re.compile(r"^(/v1/files|/files|/v1/knowledge-bases/[^/]+/documents)/?$")
+UPLOAD_PATHS = re.compile(r"^(/v1/files|/files|/v1/knowledge-bases/[^/]+/documents(/batch)?)/?$")
 
 SNIFF_BYTES = 4096
 MULTIPART_OVERHEAD = 64 * 1024

@@ -33,7 +33,8 @@ class RedisBus(RelayBus):
         self._listener = Redis.from_url(
             self._url, socket_connect_timeout=self._timeout, health_check_interval=10
         )
-        await self._subscribe_once()
+        # Subscribes in the background: a Redis that is down at start costs wake-ups (readers
+        # fall back to polling the log), never the start of the server.
         self._tasks.append(asyncio.create_task(self._listen(), name="parley-bus-listen"))
 
     async def _subscribe_once(self) -> Any:

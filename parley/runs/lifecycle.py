@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -46,7 +46,7 @@ from parley.providers.registry import UnknownProvider
 from parley.providers.route import AllProvidersFailed
 from parley.runs.state import RunState
 from parley.store.db import Database, Direct
-from parley.store.schema import Base, Event, Message, Run, Thread, new_id, now, row
+from parley.store.schema import Base, Event, Message, Run, Thread, from_row, new_id, now, row
 from parley.users import Principal
 
 log = structlog.get_logger(__name__)
@@ -111,17 +111,20 @@ def _claimable() -> Any:
 
 
 _CLAIM = (
-    update(Run)
-    .where(Run.id == _claimable())
+    update(_runs)
+    .where(_runs.c.id == _claimable())
     .values(
         status="running",
-        attempt=Run.attempt + 1,
+        attempt=_runs.c.attempt + 1,
         started_at=bindparam("at"),
         lease_until=bindparam("lease"),
         worker_id=bindparam("worker"),
-        cancel_requested=None,
+        cancel_requested=null(),
     )
-    .returning(Run)
+    .returning(*_runs.c)
+)
+_SET_INPUT = (
+    update(_runs).where(_runs.c.id == bindparam("run_id")).values(input_message_id=bindparam("message_id"))
 )
 _HEARTBEAT = (
     update(_runs)
@@ -351,20 +354,26 @@ class Lifecycle:
     # -- claim and heartbeat ------------------------------------------------------------
 
     async def claim(self, worker_id: str) -> Run | None:
-        """Claim the next run for ``worker_id``: queued → running, attempt + 1, with a lease."""
+        """Claim the next run for ``worker_id``: queued → running, attempt + 1, with a lease.
+
+        Straight through the driver: on the path to the first token of every run that waited in
+        the queue (all of them, when API and workers are separate processes). A claimed run has
+        no events yet (the recovery policy queues again only runs that produced none)."""
         for _ in range(3):
             try:
-                async with self.db.transaction() as session:
+                async with self.db.direct() as tx:
                     at = now()
-                    run = await session.scalar(
+                    found = await tx.first(
                         _CLAIM, {"at": at, "lease": at + self.lease_seconds, "worker": worker_id}
                     )
-                    if run is None:
+                    if found is None:
                         return None
+                    run = from_row(Run, found)
                     message = self._input_message(run)
                     if message is not None:
-                        session.add(message)
-                return run  # detached, its values loaded (the session does not expire on commit)
+                        await tx.insert(_messages, row(message))
+                        await tx.rows(_SET_INPUT, {"run_id": run.id, "message_id": message.id})
+                return run
             except IntegrityError:
                 continue  # another worker claimed a run of the same thread at the same moment
         return None

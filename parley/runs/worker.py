@@ -36,6 +36,8 @@ from parley.runs.state import RunState
 from parley.store.schema import Run
 
 log = structlog.get_logger(__name__)
+# Its own generator: the shared ``random`` state belongs to whoever else runs in the process.
+_jitter = random.Random()
 
 #: Where queued runs are announced (any worker may claim them).
 QUEUED = "runs:queued"
@@ -128,11 +130,11 @@ class Worker:
                     run = None
                     await asyncio.sleep(1.0)
                 if run is not None:
-                    await self.log.open(run.id, run.attempt)
+                    self.log.open_new(run.id, 0, run.attempt)  # a claimed run has no events yet
                     self._spawn(run)
                     continue
                 # Idle: until a run is queued (or one of ours ends), or the poll comes round.
-                await queued.wait(self.poll_seconds * random.uniform(0.8, 1.2))
+                await queued.wait(self.poll_seconds * _jitter.uniform(0.8, 1.2))
 
     async def _heartbeat_loop(self) -> None:
         every = self.lifecycle.lease_seconds / 3

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.dml import UpdateBase
 
 from parley.store.sqlite import Checkpoints, inline_connector
 
@@ -298,11 +299,13 @@ class _Compiled:
         encoders: dict[str, Callable[[Any], Any]] = {
             name: _json for name in names if name in binds and isinstance(binds[name].type, JSON)
         }
-        json_columns = (
-            [i for i, c in enumerate(statement.selected_columns) if isinstance(c.type, JSON)]
-            if isinstance(statement, Select)
-            else []
-        )
+        if isinstance(statement, Select):
+            json_columns = [i for i, c in enumerate(statement.selected_columns) if isinstance(c.type, JSON)]
+        elif isinstance(statement, UpdateBase):  # an INSERT/UPDATE ... RETURNING
+            described = statement.returning_column_descriptions
+            json_columns = [i for i, c in enumerate(described) if isinstance(c["type"], JSON)]
+        else:
+            json_columns = []
         return cls(compiled.string, names, defaults, encoders, json_columns)
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
