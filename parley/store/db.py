@@ -302,8 +302,8 @@ class _Compiled:
         if isinstance(statement, Select):
             json_columns = [i for i, c in enumerate(statement.selected_columns) if isinstance(c.type, JSON)]
         elif isinstance(statement, UpdateBase):  # an INSERT/UPDATE ... RETURNING
-            described = statement.returning_column_descriptions
-            json_columns = [i for i, c in enumerate(described) if isinstance(c["type"], JSON)]
+            returned = statement.exported_columns
+            json_columns = [i for i, c in enumerate(returned) if isinstance(c.type, JSON)]
         else:
             json_columns = []
         return cls(compiled.string, names, defaults, encoders, json_columns)
