@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +38,10 @@ _clients: list[openai.AsyncOpenAI] = []
 async def _close_clients() -> AsyncIterator[None]:
     yield
     while _clients:
-        await _clients.pop().close()
+        client = _clients.pop()
+        # A client whose connections belong to an event loop already closed has nothing to close.
+        with contextlib.suppress(RuntimeError):
+            await client.close()
 
 
 async def sdk(server: Server, user: str = "sdk-user") -> openai.AsyncOpenAI:

@@ -31,7 +31,6 @@ MATRIX: dict[str, Row] = {
     "read a thread": Row("GET", "/v1/threads/{thread}"),
     "rename a thread": Row("PATCH", "/v1/threads/{thread}", json={"title": "taken"}),
     "delete a thread": Row("DELETE", "/v1/threads/{thread}"),
-    "page threads from another's": Row("GET", "/v1/threads", params={"before": "{thread}"}),
     "read messages": Row("GET", "/v1/threads/{thread}/messages"),
     "start a run": Row("POST", "/v1/threads/{thread}/runs", json={"input": "hello"}),
     "read a run": Row("GET", "/v1/runs/{run}"),
@@ -147,6 +146,12 @@ async def call(client: httpx.AsyncClient, row: Row, ids: dict[str, Any]) -> http
     return await client.request(row.method, _fill(row.path, ids), **kwargs)
 
 
+def _code(body: dict[str, Any]) -> object:
+    """The error code: Parley's ``{"error": {"code"}}``, or seed 001's ``{"success": false, "code"}``."""
+    error = body.get("error")
+    return error.get("code") if isinstance(error, dict) else body.get("code")
+
+
 async def test_user_b_gets_404_for_everything_of_user_a(server: Server) -> None:
     async with client_as(server, "alice") as alice, client_as(server, "bob") as bob:
         ids = await objects_of_a(alice)
@@ -154,7 +159,7 @@ async def test_user_b_gets_404_for_everything_of_user_a(server: Server) -> None:
         wrong = {}
         for name, row in MATRIX.items():
             response = await call(bob, row, ids)
-            if response.status_code != 404 or response.json()["error"]["code"] != "not_found":
+            if response.status_code != 404 or _code(response.json()) != "not_found":
                 wrong[name] = (response.status_code, response.text[:200])
         assert wrong == {}
 
@@ -185,3 +190,15 @@ async def test_lists_show_only_the_callers_own_objects(server: Server) -> None:
         cleared = (await bob.delete("/chat/clear")).json()
         assert cleared == {"cleared": True, "messages": 0, "files": 0}
         assert len((await alice.get("/chat/history")).json()["jobs"]) == 1
+
+
+async def test_paging_from_another_users_thread_is_like_paging_from_an_unknown_one(server: Server) -> None:
+    """A cursor that names another user's thread reveals nothing: the answer is the one an
+    unknown (or deleted) thread id gets, the caller's own next page."""
+    async with client_as(server, "alice") as alice, client_as(server, "bob") as bob:
+        ids = await objects_of_a(alice)
+        await new_thread(bob)
+        theirs = await bob.get("/v1/threads", params={"before": ids["thread"]})
+        unknown = await bob.get("/v1/threads", params={"before": "thr_01m952fd0g0dshtyg682tk17gm"})
+        assert theirs.status_code == unknown.status_code == 200
+        assert theirs.json() == unknown.json()
