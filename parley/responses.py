@@ -30,8 +30,9 @@ from sqlalchemy import delete, func, select, update
 from parley.errors import ApiError, not_found
 from parley.events import TERMINAL_STATUSES, EventLog
 from parley.response_view import KEY, ResponseView, frame, is_response, spec_of
+from parley.runs.lifecycle import NewRun
 from parley.store.db import Database
-from parley.store.schema import Base, Event, Message, Run, Thread, new_id, now, row
+from parley.store.schema import Base, Event, Message, Run, Thread, new_id, now
 from parley.threads import get_thread
 from parley.users import Principal
 
@@ -44,16 +45,7 @@ _PING = b": ping\n\n"
 class RunsApi(Protocol):
     """What responses use of ``parley.runs``' ``Runs``: its public face, nothing more."""
 
-    async def create(
-        self,
-        principal: Principal,
-        thread_id: str,
-        text: str,
-        *,
-        idempotency_key: str | None = None,
-        options: dict[str, Any] | None = None,
-        input_message_id: str | None = None,
-    ) -> tuple[Run, bool]: ...
+    async def create(self, principal: Principal, new: NewRun) -> tuple[Run, bool]: ...
 
     async def get(self, principal: Principal, run_id: str) -> Run: ...
 
@@ -79,6 +71,17 @@ class NewResponse:
     files: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Placed:
+    """Where a response's input goes: the thread, the ids of its input messages, and for a new
+    thread the thread and the messages to store with the run."""
+
+    thread_id: str
+    added: list[str]
+    thread: Thread | None = None
+    messages: tuple[Message, ...] = ()
+
+
 class Responses:
     def __init__(self, db: Database, runs: RunsApi, log_: EventLog) -> None:
         self._db = db
@@ -94,7 +97,7 @@ class Responses:
             if known is not None:
                 return known, False
         spec = dict(new.spec, request=new.request_hash)
-        thread_id, made, added = await self._place(principal, new, spec)
+        placed = await self._place(principal, new, spec)
         text = new.rows[-1].content if new.rows[-1].role == "user" else ""
         options: dict[str, Any] = {KEY: spec}
         if new.client:
@@ -104,14 +107,19 @@ class Responses:
         try:
             run, created = await self._runs.create(
                 principal,
-                thread_id,
-                text,
-                options=options,
-                input_message_id=added[-1] if added else None,
-                idempotency_key=new.idempotency_key,
+                NewRun(
+                    placed.thread_id,
+                    text,
+                    options=options,
+                    input_message_id=placed.added[-1] if placed.added else None,
+                    idempotency_key=new.idempotency_key,
+                    thread=placed.thread,
+                    messages=placed.messages,
+                ),
             )
         except ApiError as exc:
-            await self._undo(thread_id, made, added)
+            if placed.thread is None:
+                await self._undo(placed.added)
             if exc.code == "idempotency_key_reused" and new.idempotency_key is not None:
                 # A concurrent request with the same key won the race.
                 known = await self._by_key(principal, new.idempotency_key, new.request_hash)
@@ -135,18 +143,16 @@ class Responses:
             )
         return run
 
-    async def _place(
-        self, principal: Principal, new: NewResponse, spec: dict[str, Any]
-    ) -> tuple[str, bool, list[str]]:
-        """Store the input in its thread: ``(thread id, whether the thread is new, message ids)``.
-
-        A lone user message on a new thread is left to ``Runs.create`` (one write fewer)."""
+    async def _place(self, principal: Principal, new: NewResponse, spec: dict[str, Any]) -> _Placed:
+        """Where the input goes: appended to an existing thread now, or a new thread (with the
+        input) for the run's own transaction. A lone user message on a new thread is left to
+        the run (it stores its input itself)."""
         if new.conversation is not None:
             thread_id = await self._conversation(principal, new.conversation)
             spec["conversation"] = thread_id
             added = await self._append(thread_id, new.model, new.rows)
             spec["input"] = added
-            return thread_id, False, added
+            return _Placed(thread_id, added)
         history: list[Message] = []
         if new.previous_response_id is not None:
             previous = await self.get(principal, new.previous_response_id)
@@ -160,7 +166,7 @@ class Responses:
             if latest and spec.get("store", True):
                 added = await self._append(previous.thread_id, new.model, new.rows)
                 spec["input"] = added
-                return previous.thread_id, False, added
+                return _Placed(previous.thread_id, added)
         thread = Thread(
             id=new_id("thr"),
             user_id=principal.user_id,
@@ -169,17 +175,10 @@ class Responses:
         )
         spec["own_thread"] = True
         lone = not history and len(new.rows) == 1 and new.rows[0].role == "user"
-        rows = [] if lone else [*(_copy(m) for m in history), *new.rows]
-        start = now()
-        async with self._db.direct() as tx:
-            await tx.insert(_threads, row(thread))
-            for index, message in enumerate(rows):
-                message.thread_id = thread.id
-                message.created_at = start + index * 1e-6  # keeps the items' order
-                await tx.insert(_messages, row(message))
+        rows = () if lone else (*(_copy(m) for m in history), *new.rows)
         added = [m.id for m in new.rows] if not lone else []
         spec["input"] = added
-        return thread.id, True, added
+        return _Placed(thread.id, added, thread, rows)
 
     async def _conversation(self, principal: Principal, thread_id: str) -> str:
         async with self._db.session() as session:
@@ -235,14 +234,11 @@ class Responses:
                 session.add(message)
         return [m.id for m in rows]
 
-    async def _undo(self, thread_id: str, made: bool, added: list[str]) -> None:
-        """Remove what ``_place`` stored for a run that was not created."""
-        async with self._db.transaction() as session:
-            if added:
+    async def _undo(self, added: list[str]) -> None:
+        """Remove the input ``_place`` appended to a thread for a run that was not created."""
+        if added:
+            async with self._db.transaction() as session:
                 await session.execute(delete(Message).where(Message.id.in_(added)))
-            if made:
-                await session.execute(delete(Message).where(Message.thread_id == thread_id))
-                await session.execute(delete(Thread).where(Thread.id == thread_id))
 
     # -- read ------------------------------------------------------------------------------
 

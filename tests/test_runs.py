@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from parley.providers.base import TextDelta
 from parley.providers.scripted import Hang, ScriptedProvider
+from parley.runs.lifecycle import NewRun
 from parley.store.schema import Event, Run
 from tests.conftest import Server, serve
 from tests.sse import assert_contiguous, kinds, new_thread, read_events, start_run
@@ -333,7 +334,7 @@ async def test_more_runs_created_at_once_than_the_pool_has_connections(server: S
     server.parley.experiments._forget()  # every creation finds the running experiments stale
     owner = server.parley.local_user
     created = await asyncio.wait_for(
-        asyncio.gather(*(server.parley.runs.create(owner, t, "hello") for t in threads)), timeout=25
+        asyncio.gather(*(server.parley.runs.create(owner, NewRun(t, "hello")) for t in threads)), timeout=25
     )
     assert [was_created for _, was_created in created] == [True] * len(threads)
     assert len({run.id for run, _ in created}) == len(threads)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from parley.budgets import TokenUsage
-from parley.store.schema import Run
+from parley.store.schema import Message, Run
 from tests.conftest import Server, serve
 from tests.identity import client_as
 from tests.sse import new_thread, read_events
@@ -60,6 +60,38 @@ async def test_over_budget_is_a_clear_429_and_stores_nothing(settings_for) -> No
             # Budgets are per user.
             response = await bob.post(f"/v1/threads/{await new_thread(bob)}/runs", json={"input": "hello"})
             assert response.status_code == 201
+
+
+async def test_a_refused_new_conversation_leaves_no_thread_behind(settings_for) -> None:
+    """Chat completions and responses store a new thread with the run, in one transaction:
+    a run the budget refuses leaves no empty conversation in the user's list."""
+    async with (
+        serve(settings_for(daily_token_budget=60, budget_output_tokens=40)) as server,
+        client_as(server, "alice") as alice,
+    ):
+        before = (await alice.get("/v1/threads")).json()["data"]
+        chat = await alice.post(
+            "/v1/chat/completions",
+            json={"model": "general", "messages": [{"role": "user", "content": "word " * 100}]},
+        )
+        assert chat.status_code == 429, chat.text
+        response = await alice.post("/v1/responses", json={"model": "general", "input": "word " * 100})
+        assert response.status_code == 429, response.text
+        chained = await alice.post(
+            "/v1/responses",
+            json={
+                "model": "general",
+                "input": [
+                    {"role": "user", "content": "first"},
+                    {"role": "assistant", "content": "second"},
+                    {"role": "user", "content": "word " * 100},
+                ],
+            },
+        )
+        assert chained.status_code == 429, chained.text
+        assert (await alice.get("/v1/threads")).json()["data"] == before
+        async with server.parley.db.session() as session:
+            assert (await session.scalars(select(Message.id))).all() == []
 
 
 async def test_a_stream_cannot_overspend_its_reservation(settings_for) -> None:

@@ -31,8 +31,8 @@ from parley.api import embeddings
 from parley.api.deps import ParleyDep, PrincipalDep
 from parley.errors import ApiError, not_found
 from parley.providers.base import ToolSpec
-from parley.store.schema import Message, Run, new_id, now
-from parley.threads import create_thread
+from parley.runs.lifecycle import NewRun
+from parley.store.schema import Message, Run, Thread, new_id
 from parley.users import Principal
 
 if TYPE_CHECKING:
@@ -262,20 +262,24 @@ async def own_files(parley: Parley, principal: Principal, ids: list[str]) -> lis
 async def _start(
     parley: Parley, principal: Principal, assistant: str, rows: list[Message], options: dict[str, Any]
 ) -> Run:
-    thread = await create_thread(parley.db, principal, assistant, metadata={"via": "chat.completions"})
-    start = now()
-    async with parley.db.transaction() as session:
-        for index, row in enumerate(rows):
-            row.thread_id = thread.id
-            row.created_at = start + index * 1e-6  # keeps the client's order
-            session.add(row)
+    """A new thread with the client's messages and its run, in one transaction."""
+    thread = Thread(
+        id=new_id("thr"),
+        user_id=principal.user_id,
+        assistant=assistant,
+        metadata_={"via": "chat.completions"},
+    )
     last = rows[-1]
     run, _ = await parley.runs.create(
         principal,
-        thread.id,
-        last.content if last.role == "user" else "",
-        options=options,
-        input_message_id=last.id,
+        NewRun(
+            thread.id,
+            last.content if last.role == "user" else "",
+            options=options,
+            input_message_id=last.id,
+            thread=thread,
+            messages=tuple(rows),
+        ),
     )
     return run
 

@@ -19,6 +19,7 @@ from parley.api.sse import (
 )
 from parley.errors import ApiError, documented_error
 from parley.ratelimit import rate_class
+from parley.runs.lifecycle import NewRun
 
 router = APIRouter(tags=["runs"])
 
@@ -50,11 +51,13 @@ async def create(
         )
     run, created = await parley.runs.create(
         principal,
-        thread_id,
-        body.input,
-        multitask=body.multitask,
-        idempotency_key=idempotency_key,
-        options={"metadata": body.metadata} if body.metadata else {},
+        NewRun(
+            thread_id,
+            body.input,
+            multitask=body.multitask,
+            idempotency_key=idempotency_key,
+            options={"metadata": body.metadata} if body.metadata else {},
+        ),
     )
     if created and body.metadata:
         await parley.files.attach_listed(run.user_id, run.thread_id, body.metadata.get("files"))

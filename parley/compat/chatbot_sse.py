@@ -24,6 +24,7 @@ from parley.api.sse import SSE_RESPONSES, EventStream, check_cursor, parse_curso
 from parley.errors import ApiError, not_found
 from parley.events import TERMINAL_STATUSES, RunEvent
 from parley.ratelimit import rate_class
+from parley.runs.lifecycle import NewRun
 from parley.store.schema import Run, User
 from parley.threads import create_thread
 from parley.users import create_user
@@ -114,7 +115,7 @@ async def post_message(
         raise ApiError(
             413, "input_too_large", f"content is longer than {parley.settings.max_input_chars} characters"
         )
-    run, _ = await parley.runs.create(principal, thread_id, body.content, multitask="enqueue")
+    run, _ = await parley.runs.create(principal, NewRun(thread_id, body.content, multitask="enqueue"))
     return {"run_id": run.id, "thread_id": thread_id, "status": _STATUS.get(run.status, run.status)}
 
 

@@ -22,6 +22,7 @@ from parley.api.schemas import Body, iso
 from parley.errors import ApiError
 from parley.providers.base import ProviderError
 from parley.providers.registry import UnknownProvider
+from parley.runs.lifecycle import NewRun
 from parley.store.schema import Base, Run, now
 from parley.threads import create_thread
 
@@ -71,7 +72,7 @@ async def ask(body: AskIn, parley: ParleyDep, principal: PrincipalDep) -> dict[s
         raise ApiError(503, "model_unavailable", f"no model is available to answer: {exc}") from None
     thread = await create_thread(parley.db, principal, ASSISTANT, metadata={"source": "api/v1/ask"})
     options = {"retrieval": "all"} if body.context_method == "all" else {}
-    run, _ = await parley.runs.create(principal, thread.id, question, options=options)
+    run, _ = await parley.runs.create(principal, NewRun(thread.id, question, options=options))
     run = await parley.runs.wait(principal, run.id)
     if run.status != "completed":
         error = run.error or {}

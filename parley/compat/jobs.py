@@ -28,6 +28,7 @@ from parley.api.schemas import Body, iso
 from parley.errors import RESPONSES, ApiError, describe_validation
 from parley.files import File
 from parley.ratelimit import rate_class
+from parley.runs.lifecycle import NewRun
 from parley.store.schema import Message, Run, Thread, User, new_id
 from parley.users import Principal
 
@@ -146,7 +147,7 @@ async def post_message(body: MessageIn, parley: ParleyDep, principal: PrincipalD
     _check_length(parley, body.message)
     thread = await session_thread(parley, principal, create=True)
     assert thread is not None
-    run, _ = await parley.runs.create(principal, thread.id, body.message, multitask="enqueue")
+    run, _ = await parley.runs.create(principal, NewRun(thread.id, body.message, multitask="enqueue"))
     return job_json(run)
 
 
@@ -177,10 +178,12 @@ async def post_file(request: Request, parley: ParleyDep, principal: PrincipalDep
     prompt = analysis_prompt(file, parley.settings.max_input_chars)
     run, _ = await parley.runs.create(
         principal,
-        thread.id,
-        prompt,
-        multitask="enqueue",
-        options={"metadata": {"job_type": "file", "file_id": file.id}},
+        NewRun(
+            thread.id,
+            prompt,
+            multitask="enqueue",
+            options={"metadata": {"job_type": "file", "file_id": file.id}},
+        ),
     )
     return {**job_json(run), "file": file_json(file)}
 

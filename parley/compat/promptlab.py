@@ -26,6 +26,7 @@ from parley.errors import ApiError
 from parley.events import RunEvent
 from parley.experiments import variants_of
 from parley.feedback import rate, stats_by_variant
+from parley.runs.lifecycle import NewRun
 from parley.store.schema import Run
 from parley.threads import create_thread, get_thread
 
@@ -98,7 +99,7 @@ async def chat(body: ChatIn, parley: ParleyDep, principal: PrincipalDep) -> Even
             thread_id = (await get_thread(session, principal, body.conversation_id)).id
     else:
         thread_id = (await create_thread(parley.db, principal, ASSISTANT)).id
-    run, _ = await parley.runs.create(principal, thread_id, body.message, multitask="enqueue")
+    run, _ = await parley.runs.create(principal, NewRun(thread_id, body.message, multitask="enqueue"))
     return stream_run(
         parley.log,
         parley.metrics,

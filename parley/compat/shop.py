@@ -33,6 +33,7 @@ from parley.api.schemas import Body, iso
 from parley.errors import ApiError
 from parley.events import RunEvent
 from parley.providers.base import ToolCall
+from parley.runs.lifecycle import NewRun
 from parley.shop import product_json
 from parley.store.schema import Message, Run, Thread, new_id
 from parley.threads import create_thread, get_thread, history
@@ -136,7 +137,7 @@ async def send_message(
         raise ApiError(
             413, "input_too_large", f"message is longer than {parley.settings.max_input_chars} characters"
         )
-    run, _ = await parley.runs.create(principal, session_id, body.message, multitask="enqueue")
+    run, _ = await parley.runs.create(principal, NewRun(session_id, body.message, multitask="enqueue"))
     await parley.bus.publish(channel(session_id))
     return {"success": True, "message_id": run.id, "run_id": run.id, "session_id": session_id}
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from sqlalchemy import select
 
 from parley.bus import Bus
 from parley.errors import ApiError, not_found
 from parley.events import TERMINAL_STATUSES, EventLog
-from parley.runs.lifecycle import _ACTIVE, Lifecycle, Multitask
+from parley.runs.lifecycle import _ACTIVE, Lifecycle, NewRun
 from parley.runs.worker import QUEUED, Worker, cancel_channel
 from parley.store.db import Database
 from parley.store.schema import Run
@@ -47,34 +46,13 @@ class Runs:
         #: False while the process drains (SIGTERM): new runs get a 503.
         self.accepting = True
 
-    async def create(
-        self,
-        principal: Principal,
-        thread_id: str,
-        text: str,
-        *,
-        multitask: Multitask = "reject",
-        idempotency_key: str | None = None,
-        options: dict[str, Any] | None = None,
-        input_message_id: str | None = None,
-    ) -> tuple[Run, bool]:
-        """Create a run; returns ``(run, created)``. A replayed Idempotency-Key returns the first run.
-
-        ``input_message_id`` names a message already in the thread as the run's input
-        (the OpenAI-compatible endpoint stores the client's messages itself).
-        """
+    async def create(self, principal: Principal, new: NewRun) -> tuple[Run, bool]:
+        """Create a run; returns ``(run, created)``. A replayed Idempotency-Key returns the first run."""
         if not self.accepting:
             raise ApiError(503, "shutting_down", "this server is shutting down; send the request again")
         worker = self.worker
         created = await self.lifecycle.create(
-            principal,
-            thread_id,
-            text,
-            multitask=multitask,
-            idempotency_key=idempotency_key,
-            options=options,
-            input_message_id=input_message_id,
-            claim_for=worker.id if worker is not None and worker.has_capacity() else None,
+            principal, new, claim_for=worker.id if worker is not None and worker.has_capacity() else None
         )
         run = created.run
         if not created.created:

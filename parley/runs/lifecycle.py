@@ -26,8 +26,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
@@ -151,6 +150,27 @@ class _Replay(Exception):
 
 
 @dataclass(frozen=True)
+class NewRun:
+    """What a run is created from.
+
+    ``thread``, when given, is a new thread (its id is ``thread_id``): it is stored with
+    ``messages`` (the client's input, in order) in the run's own transaction, so a new
+    conversation costs one commit before its first token, and a refused run leaves nothing
+    behind. ``input_message_id`` names a message already stored (or among ``messages``) as the
+    run's input; without it the run stores ``text`` as the user's message when it starts.
+    """
+
+    thread_id: str
+    text: str
+    multitask: Multitask = "reject"
+    idempotency_key: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    input_message_id: str | None = None
+    thread: Thread | None = None
+    messages: tuple[Message, ...] = ()
+
+
+@dataclass(frozen=True)
 class Created:
     run: Run
     #: False when an Idempotency-Key replayed an earlier request: ``run`` is that request's run.
@@ -221,77 +241,53 @@ class Lifecycle:
 
     # -- create -------------------------------------------------------------------------
 
-    async def create(
-        self,
-        principal: Principal,
-        thread_id: str,
-        text: str,
-        *,
-        multitask: Multitask = "reject",
-        idempotency_key: str | None = None,
-        options: dict[str, Any] | None = None,
-        input_message_id: str | None = None,
-        claim_for: str | None = None,
-    ) -> Created:
+    async def create(self, principal: Principal, new: NewRun, *, claim_for: str | None = None) -> Created:
         """Create a run. A replayed Idempotency-Key returns the first run (``created`` False).
 
         ``claim_for``: a worker of this process with room for the run; when the thread has no
         active run, the run is claimed for it in the creating transaction (one commit fewer
-        before the first token). ``input_message_id`` names a message already in the thread
-        as the run's input (the OpenAI-compatible endpoints store the client's messages).
+        before the first token).
         """
-        options = options or {}
-        digest = request_hash(thread_id, {"input": text, "multitask": multitask, "options": options})
-        insert_ = partial(
-            self._insert,
-            principal,
-            thread_id,
-            text,
-            multitask,
-            idempotency_key,
-            digest,
-            options,
-            input_message_id,
-            claim_for,
+        digest = request_hash(
+            new.thread_id, {"input": new.text, "multitask": new.multitask, "options": new.options}
         )
         try:
             try:
-                return await insert_()
+                return await self._insert(principal, new, digest, claim_for)
             except IntegrityError:
                 # A concurrent request with the same key won the race, or a worker claimed a run
                 # of this thread meanwhile: once more, which answers with the key's run or queues.
-                return await insert_()
+                return await self._insert(principal, new, digest, claim_for)
         except _Replay as replay:
             async with self.db.session() as session:
                 return Created(await session.get_one(Run, replay.run_id), created=False)
 
-    async def _insert(
-        self,
-        principal: Principal,
-        thread_id: str,
-        text: str,
-        multitask: Multitask,
-        key: str | None,
-        digest: str,
-        options: dict[str, Any],
-        input_message_id: str | None,
-        claim_for: str | None,
-    ) -> Created:
+    async def _insert(self, principal: Principal, new: NewRun, digest: str, claim_for: str | None) -> Created:
         """Straight through the driver (``Database.direct``): on the path to every run's first token."""
+        text, key, multitask, thread_id = new.text, new.idempotency_key, new.multitask, new.thread_id
         title = text.strip().splitlines()[0][:80] if text.strip() else None
         async with self.db.direct() as tx:
-            found = await tx.first(
-                _TOUCH_THREAD if principal.is_admin else _TOUCH_OWN_THREAD,
-                {
-                    "thread_id": thread_id,
-                    "owner_id": principal.user_id,
-                    "touched_at": now(),
-                    "new_title": title,
-                },
-            )
-            if found is None:
-                raise not_found("thread", thread_id)
-            thread = Thread(id=thread_id, user_id=found[0], assistant=found[1])  # for the hooks
+            if new.thread is not None:
+                thread = new.thread
+                await tx.insert(_threads, {**row(thread), "title": thread.title or title})
+                start = now()
+                for index, stored in enumerate(new.messages):
+                    stored.thread_id = thread.id
+                    stored.created_at = start + index * 1e-6  # keeps the client's order
+                    await tx.insert(_messages, row(stored))
+            else:
+                found = await tx.first(
+                    _TOUCH_THREAD if principal.is_admin else _TOUCH_OWN_THREAD,
+                    {
+                        "thread_id": thread_id,
+                        "owner_id": principal.user_id,
+                        "touched_at": now(),
+                        "new_title": title,
+                    },
+                )
+                if found is None:
+                    raise not_found("thread", thread_id)
+                thread = Thread(id=thread_id, user_id=found[0], assistant=found[1])  # for the hooks
             if key is not None:
                 existing = await tx.first(_BY_KEY, {"user_id": thread.user_id, "key": key})
                 if existing is not None:
@@ -302,7 +298,11 @@ class Lifecycle:
                             "this Idempotency-Key was already used with a different request",
                         )
                     raise _Replay(existing[0])
-            active = [r[0] for r in await tx.rows(_ACTIVE, {"thread_id": thread_id})]
+            active = (
+                []
+                if new.thread is not None
+                else [r[0] for r in await tx.rows(_ACTIVE, {"thread_id": thread_id})]
+            )
             if active and multitask == "reject":
                 raise ApiError(
                     409,
@@ -322,8 +322,8 @@ class Lifecycle:
                 multitask=multitask,
                 idempotency_key=key,
                 request_hash=digest,
-                options=options,
-                input_message_id=input_message_id,
+                options=new.options,
+                input_message_id=new.input_message_id,
             )
             exposure = await self.assign(tx, run, thread) if self.assign is not None else None
             message = None
