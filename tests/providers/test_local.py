@@ -1,4 +1,4 @@
-"""The embedded llama.cpp provider. Tests marked ``local_model`` load SmolLM2-135M (short outputs)."""
+"""The embedded llama.cpp provider (xllamacpp). Tests marked ``local_model`` load SmolLM2-135M (short outputs)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
+import httpx
 import pytest
 
 from parley.config import Settings
@@ -133,6 +135,44 @@ async def test_a_thread_keeps_its_prompt_cache_while_others_use_the_model(local:
     _, warm = await collect(local, ProviderRequest(next_turn, max_tokens=1, thread_id="A"))
     # The longer conversation answers sooner: only its new tokens are evaluated.
     assert warm < cold * 0.5, f"turn 2 took {warm:.3f}s to the first token, turn 1 {cold:.3f}s"
+
+
+@pytest.mark.local_model
+@weights
+async def test_a_conversation_longer_than_the_context_leaves_out_its_oldest_turns() -> None:
+    small = create("smollm2?ctx=256&threads=1", Settings())
+    try:
+        history = [ChatMessage("system", "Be brief.")]
+        for i in range(12):
+            history.append(
+                ChatMessage("user", f"Turn {i}: remember that the box number {i} is painted green.")
+            )
+            history.append(ChatMessage("assistant", f"Box {i} is green, noted."))
+        history.append(ChatMessage("user", "Which colour are the boxes?"))
+        deltas, _ = await collect(small, ProviderRequest(history, max_tokens=8))
+        usage = next(d for d in deltas if isinstance(d, Usage))
+        assert usage.input_tokens <= 256 - 8
+        assert isinstance(deltas[-1], Finish)
+    finally:
+        await small.aclose()
+
+
+@pytest.mark.local_model
+@weights
+async def test_a_failed_over_answer_continues_from_the_text_already_sent(local: LocalProvider) -> None:
+    request = ask("Count from one to ten in digits, separated by commas.", max_tokens=6, temperature=0.0)
+    deltas, _ = await collect(local, replace(request, prefix="1, 2, 3, 4,"))
+    continued = "".join(d.text for d in deltas if isinstance(d, TextDelta))
+    assert continued.lstrip().startswith("5"), continued
+
+
+@pytest.mark.local_model
+@weights
+def test_the_engines_loopback_port_refuses_callers_without_its_key(local: LocalProvider) -> None:
+    address = local.local.load().server.listening_address
+    assert address.startswith("http://127.0.0.1:")
+    assert httpx.post(f"{address}/tokenize", json={"content": "hi"}).status_code == 401
+    assert httpx.post(f"{address}/v1/chat/completions", json={"messages": []}).status_code == 401
 
 
 @pytest.mark.local_model
