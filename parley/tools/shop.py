@@ -182,6 +182,7 @@ def derive_quantity(text: str) -> dict[str, Any]:
     keywords=("find", "search", "show", "looking", "look", "need", "want", "browse", "under", "cheap", "any"),
     action="search the catalog",
     derive=derive_search,
+    finds="product",
 )
 async def search_products(
     ctx: ToolContext,
