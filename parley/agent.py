@@ -16,6 +16,7 @@ their results (``parley.answers.replies``): never their JSON.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -71,7 +72,9 @@ from parley.threads import history
 from parley.tools.base import Tool, ToolContext, Tools
 from parley.tools.calls import Outcome, assemble, execute, rejected, shown_arguments
 from parley.tools.choice import (
+    EMBEDDING_MODEL,
     Choice,
+    HybridRouter,
     essential,
     fill_request,
     ground_text,
@@ -398,7 +401,7 @@ async def server_chosen_tools(
     assert agent.tools is not None
     by_name = {t.name: t for t in toolbox}
     max_steps = int(state.assistant.options.get("max_steps", agent.tools.max_steps))
-    choices = plan(agent.tools.router, state.run.input, toolbox)[:max_steps]
+    choices = (await route(agent, state.run.input, toolbox))[:max_steps]
     if not choices:
         # No tool for this message: the model answers, without tool messages it cannot read.
         messages = [m for m in request.messages if m.role != "tool" and not m.tool_calls]
@@ -461,6 +464,18 @@ class Finding:
         resolution = Resolution(choices=matches or found, how="named")
         self.state.message_data["choices"] = choices_data(resolution, kind)
         return question(resolution, kind)
+
+
+async def route(agent: Agent, text: str, toolbox: list[Tool]) -> list[Choice]:
+    """The tools for ``text`` (``parley.tools.choice.plan``), chosen in a worker thread: the
+    router may embed the message. The server's ``HybridRouter`` gets the knowledge embedder at
+    the first turn, when it is the model its bar was measured with (else it routes by keywords)."""
+    assert agent.tools is not None
+    router = agent.tools.router
+    if isinstance(router, HybridRouter) and not router.attached:
+        embedder = await agent.knowledge.embedder() if agent.knowledge is not None else None
+        router.attach(embedder.embed if embedder is not None and embedder.name == EMBEDDING_MODEL else None)
+    return await asyncio.to_thread(plan, router, text, toolbox)
 
 
 async def _arguments(
