@@ -174,7 +174,7 @@ def unsupported_reason(sentence: str, reference: str) -> str | None:
         if len(ident) > 2 and ident not in ref and ident.replace(" ", "") not in ref_compact:
             return f"identifier {ident}"
     for match in NAME.finditer(body):
-        words = [w for w in match.group(0).split() if w.lower() not in STOP]
+        words = _trimmed(match.group(0))
         if len(words) >= 2 and normal(" ".join(words)) not in ref:
             return f"name {' '.join(words)}"
     words = content_words(body)
@@ -213,6 +213,18 @@ def covers(text: str, span: Iterable[str], share: float = 0.6) -> bool:
     return bool(span) and sum(_stem(w) in have for w in span) / len(span) >= share
 
 
+def _trimmed(span: str) -> list[str]:
+    """A capitalised run's words without the stop words at its ends ("Both Jordan Pike" →
+    Jordan Pike). Words inside stay: the run is checked as written, and dropping "In" from
+    "Women In Construction" would make a name that is nowhere."""
+    words = span.split()
+    while words and words[0].lower() in STOP:
+        words = words[1:]
+    while words and words[-1].lower() in STOP:
+        words = words[:-1]
+    return words
+
+
 def people_named(text: str, known: Iterable[str]) -> set[str]:
     """The known candidates whose full name the text contains."""
     low = normal(text)
@@ -226,7 +238,10 @@ def invented_people(text: str, known: Iterable[str], reference: str) -> set[str]
     ref = normal(reference)
     out = set()
     for match in NAME.finditer(text):
-        words = [w for w in match.group(0).split() if w.lower() not in STOP]
+        words = _trimmed(match.group(0))
+        if normal(" ".join(words)) in ref:
+            continue  # as written in a source ("Women In Construction"): not made up
+        words = [w for w in words if w.lower() not in STOP]
         while len(words) >= 2:
             name = normal(" ".join(words))
             if any(name in k or k in name for k in known_low) or name in ref:

@@ -36,7 +36,9 @@ Metrics (per assistant x model):
 - shop: scripted dialogues; the gold product of a reference is computed from the products the
   earlier turns' ``tool.result`` events showed, in order (an ambiguous one expects a question
   back and no add); the cart is read through ``GET /api/cart/{thread}`` around each turn.
-  right by reference: reference turns whose details shown / cart change is exactly the gold;
+  right by reference: reference turns whose details shown are exactly the gold, or whose
+  ``add_to_cart`` calls name exactly the gold products (a sold-out gold product cannot reach the
+  cart: the call names it and the reply says why) while the cart gains nothing else;
   wrong added: products put in the cart that no reference meant.
 - ttft / total: first ``message.delta`` and the terminal event, from the POST, p50 / p95, s.
 """
@@ -92,6 +94,7 @@ class Run:
     status: str = ""
     sources: list[dict[str, Any]] = field(default_factory=list)
     tools: list[dict[str, Any]] = field(default_factory=list)  # tool.result data, in order
+    calls: list[dict[str, Any]] = field(default_factory=list)  # tool.call data, in order
     ttft: float | None = None
     total: float = 0.0
 
@@ -183,6 +186,8 @@ class Api:
                     run.ttft = time.perf_counter() - started
                 elif sse.event == "tool.result":
                     run.tools.append(data)
+                elif sse.event == "tool.call":
+                    run.calls.append(data)
                 elif sse.event in ("run.completed", "run.failed", "run.cancelled"):
                     run.status = sse.event.split(".")[1]
                     run.text = data.get("text") or data.get("output") or ""
@@ -470,7 +475,16 @@ async def shop(api: Api, split: str, limit: int | None, capable: bool) -> Tally:
                 continue
             tally.add("ref_turns")
             if turn.action == "add":
-                right = added == set(gold) if gold is not None else not added and "?" in run.text
+                meant = {
+                    str(c["arguments"].get("product_id"))
+                    for c in run.calls
+                    if c.get("name") == "add_to_cart" and isinstance(c.get("arguments"), dict)
+                }
+                right = (
+                    meant == set(gold) and added <= meant
+                    if gold is not None
+                    else not added and not meant and "?" in run.text
+                )
                 tally.add("wrong_added", len(added - set(gold or [])))
             else:
                 shown = {

@@ -174,7 +174,11 @@ class Bench:
         embedder = self.embedder if mode != "bm25" else None
         vectors = [embedder.question(q, questions) if embedder else None for q in queries]
         tokens = tokenize(queries)
-        return [index.search(t, v, mode=mode, k=k) for t, v in zip(tokens, vectors, strict=True)]
+        entries = embedder.embed if embedder else None  # FAQ entries' own questions, as a search embeds them
+        return [
+            index.search(t, v, mode=mode, k=k, questions=entries)
+            for t, v in zip(tokens, vectors, strict=True)
+        ]
 
 
 def compare_side(bench: Bench, compare: str) -> tuple[str, Embedder] | None:

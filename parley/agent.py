@@ -16,7 +16,9 @@ their results (``parley.answers.replies``): never their JSON.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -39,7 +41,16 @@ from parley.answers.compose import (
     unrelated,
 )
 from parley.answers.guards import Guard, scaffolding
-from parley.answers.references import Shown, choices_data, mentions, question, resolve
+from parley.answers.references import (
+    Resolution,
+    Shown,
+    choices_data,
+    mentions,
+    named_by,
+    naming,
+    question,
+    resolve,
+)
 from parley.answers.replies import Gate, evidence, summaries
 from parley.events import EventSink
 from parley.knowledge.grounding import NO_ANSWER, declined, prompt_source, retrieve, source_json
@@ -61,7 +72,9 @@ from parley.threads import history
 from parley.tools.base import Tool, ToolContext, Tools
 from parley.tools.calls import Outcome, assemble, execute, rejected, shown_arguments
 from parley.tools.choice import (
+    EMBEDDING_MODEL,
     Choice,
+    HybridRouter,
     essential,
     fill_request,
     ground_text,
@@ -388,7 +401,7 @@ async def server_chosen_tools(
     assert agent.tools is not None
     by_name = {t.name: t for t in toolbox}
     max_steps = int(state.assistant.options.get("max_steps", agent.tools.max_steps))
-    choices = plan(agent.tools.router, state.run.input, toolbox)[:max_steps]
+    choices = (await route(agent, state.run.input, toolbox))[:max_steps]
     if not choices:
         # No tool for this message: the model answers, without tool messages it cannot read.
         messages = [m for m in request.messages if m.role != "tool" and not m.tool_calls]
@@ -399,7 +412,8 @@ async def server_chosen_tools(
     shown = await shown_in_thread(agent, state, agent.tools)
     said: list[str] = []
     for step, choice in enumerate(choices, start=1):
-        filled = await _arguments(agent, state, choice, seen, shown)
+        finding = Finding(agent, state, by_name, ctx, seen, shown, step)
+        filled = await _arguments(agent, state, choice, seen, shown, finding)
         if isinstance(filled, str):
             said.append(filled)
             break
@@ -413,18 +427,73 @@ async def server_chosen_tools(
     await _say(agent, state, "\n\n".join(dict.fromkeys(said)))
 
 
+@dataclass(frozen=True)
+class Finding:
+    """What a turn needs to search for a thing the user named but the conversation never showed:
+    the search is a tool call of this turn (recorded and shown like any), so provenance holds."""
+
+    agent: Agent
+    state: RunState
+    toolbox: dict[str, Tool]
+    ctx: ToolContext
+    seen: Seen
+    shown: Shown
+    step: int
+
+    async def find(self, kind: str, text: str, words: set[str]) -> str | Resolution | None:
+        """The one ``kind`` whose name has every word of ``words`` (a ``Resolution``), or the
+        reply when none or several do (a question back, or the search's own summary); ``None``
+        when no tool searches for ``kind``."""
+        finder = next((t for t in self.toolbox.values() if t.finds == kind), None)
+        if finder is None:
+            return None
+        query = " ".join(w for w in re.findall(r"[\w'-]+", text) if set(stems(w)) & words)
+        arguments = finder.derive(query) if finder.derive is not None else {"query": query}
+        call = ToolCall(new_id("call"), finder.name, json.dumps(arguments, ensure_ascii=False))
+        _announce(self.agent, self.state, [call])
+        assert self.agent.tools is not None
+        outcomes = await execute([call], self.toolbox, self.ctx, self.seen, timeout=self.agent.tools.timeout)
+        _record(self.agent, self.state, outcomes, self.step)
+        self.shown.add_records(o.record(self.step) for o in outcomes)
+        found = self.shown.last_list(kind) if outcomes[0].status == "ok" and outcomes[0].refs else ()
+        matches = named_by(found, words)
+        if len(matches) == 1:
+            return Resolution((matches[0].id,), how="named")
+        if not found:
+            return outcomes[0].summary
+        resolution = Resolution(choices=matches or found, how="named")
+        self.state.message_data["choices"] = choices_data(resolution, kind)
+        return question(resolution, kind)
+
+
+async def route(agent: Agent, text: str, toolbox: list[Tool]) -> list[Choice]:
+    """The tools for ``text`` (``parley.tools.choice.plan``), chosen in a worker thread: the
+    router may embed the message. The server's ``HybridRouter`` gets the knowledge embedder at
+    the first turn, when it is the model its bar was measured with (else it routes by keywords)."""
+    assert agent.tools is not None
+    router = agent.tools.router
+    if isinstance(router, HybridRouter) and not router.attached:
+        embedder = await agent.knowledge.embedder() if agent.knowledge is not None else None
+        router.attach(embedder.embed if embedder is not None and embedder.name == EMBEDDING_MODEL else None)
+    return await asyncio.to_thread(plan, router, text, toolbox)
+
+
 async def _arguments(
-    agent: Agent, state: RunState, choice: Choice, seen: Seen, shown: Shown
+    agent: Agent, state: RunState, choice: Choice, seen: Seen, shown: Shown, finding: Finding | None = None
 ) -> list[str] | str:
-    """The JSON arguments of ``choice``'s calls (one per product meant), or a question back."""
+    """The JSON arguments of ``choice``'s calls (one per product meant), or a question back.
+
+    A product named but never shown is searched for (``finding``) and meant when exactly one
+    result has its every word."""
     tool = choice.tool
     schema = tool.schema()
     if not schema["properties"]:
         return ["{}"]
     resolved: tuple[str, list[str]] | None = None
     skip: list[str] = []
+    ignore = stems(tool_document(tool))
     for argument, kind in tool.references.items():
-        resolution = resolve(choice.text, shown, kind, ignore=stems(tool_document(tool)))
+        resolution = resolve(choice.text, shown, kind, ignore=ignore)
         required = argument in schema.get("required", [])
         # An optional reference ("recommend something like it", or "recommend books") counts
         # only when the words point at something shown.
@@ -432,6 +501,15 @@ async def _arguments(
         if resolution.ids and pointed:
             resolved = (argument, list(resolution.ids))
             break
+        words = naming(choice.text, ignore=ignore)
+        unseen = not resolution.anything_shown or resolution.how == "unmatched"
+        if pointed and finding is not None and words and unseen and not mentions(choice.text):
+            found = await finding.find(kind, choice.text, words)
+            if isinstance(found, Resolution):
+                resolved = (argument, list(found.ids))
+                break
+            if found is not None:
+                return found
         if pointed:
             state.message_data["choices"] = choices_data(resolution, kind)
             return question(resolution, kind)

@@ -53,7 +53,7 @@ from parley.startup import FirstStart, knowledge_paths
 from parley.store.db import Database
 from parley.tools import shop as shop_tools
 from parley.tools.base import Tools
-from parley.tools.choice import KeywordRouter
+from parley.tools.choice import HybridRouter, KeywordRouter
 from parley.users import Principal
 
 log = structlog.get_logger(__name__)
@@ -102,7 +102,7 @@ class Parley:
             timeout=settings.tool_timeout_seconds,
             ref_window=settings.tool_ref_window,
             ref_max_age=settings.tool_ref_max_age_seconds,
-            router=KeywordRouter(settings.tool_router_threshold),
+            router=HybridRouter(KeywordRouter(settings.tool_router_threshold)),
         )
         for assistant in self.assistants.all():
             self.tools.select(assistant.tools)  # an unknown tool name fails here, at start

@@ -154,6 +154,57 @@ async def test_an_ambiguous_it_asks_back_and_adds_nothing(settings_for) -> None:
         assert await cart_ids(server, thread) == []
 
 
+async def test_a_product_named_but_never_shown_is_searched_for_then_added(settings_for) -> None:
+    async with serve(settings_for(model="scripted:small"), providers={"scripted:small": small()}) as server:
+        thread = await new_thread(server.client, "shop")
+        frames = await say(server, thread, "add the Quietline Pro Wireless Headphones, Black to my cart")
+        calls = of(frames, "tool.call")
+        assert [c["name"] for c in calls] == ["search_products", "add_to_cart"]
+        assert calls[1]["arguments"]["product_id"] == "AUD-108"
+        assert await cart_ids(server, thread) == ["AUD-108"]
+        assert reply(frames).startswith("Added Quietline Pro Wireless Headphones, Black to your cart")
+        # What the server's own search showed is what "it" and provenance count in afterwards.
+        frames = await say(server, thread, "tell me more about it")
+        assert [c["arguments"]["product_id"] for c in of(frames, "tool.call")] == ["AUD-108"]
+
+
+async def test_a_name_that_fits_several_products_asks_back_and_adds_nothing(settings_for) -> None:
+    async with serve(settings_for(model="scripted:small"), providers={"scripted:small": small()}) as server:
+        thread = await new_thread(server.client, "shop")
+        frames = await say(server, thread, "add the Glide Wireless Mouse to my cart")
+        assert [c["name"] for c in of(frames, "tool.call")] == ["search_products"]
+        assert reply(frames) == "\n".join(
+            [
+                "Which product do you mean?",
+                "1. Glide Wireless Mouse, Sand ($82.99)",
+                "2. Glide Wireless Mouse, Black ($82.99)",
+            ]
+        )
+        assert await cart_ids(server, thread) == []
+        await say(server, thread, "add number 1")
+        assert await cart_ids(server, thread) == ["MOU-101"]
+
+
+async def test_a_named_product_out_of_stock_is_not_swapped_for_another(settings_for) -> None:
+    async with serve(settings_for(model="scripted:small"), providers={"scripted:small": small()}) as server:
+        thread = await new_thread(server.client, "shop")
+        frames = await say(server, thread, "add the Glide Wireless Mouse, Black to my cart")
+        assert [c["arguments"].get("product_id") for c in of(frames, "tool.call")] == [None, "MOU-102"]
+        assert (
+            reply(frames) == "I couldn't add that to your cart: Glide Wireless Mouse, Black is out of stock."
+        )
+        assert await cart_ids(server, thread) == []
+
+
+async def test_a_name_nothing_in_the_catalog_has_says_so(settings_for) -> None:
+    async with serve(settings_for(model="scripted:small"), providers={"scripted:small": small()}) as server:
+        thread = await new_thread(server.client, "shop")
+        frames = await say(server, thread, "add the Zorblax Hyperdrive to my cart")
+        assert [c["name"] for c in of(frames, "tool.call")] == ["search_products"]
+        assert reply(frames).startswith("I found no products")
+        assert await cart_ids(server, thread) == []
+
+
 def call(name: str, arguments: dict[str, Any], index: int = 0) -> ToolCallDelta:
     return ToolCallDelta(index, f"call_{name}_{index}", name, json.dumps(arguments))
 

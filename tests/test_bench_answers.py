@@ -66,3 +66,13 @@ def test_facts_key_spans_and_people() -> None:
     text = "- Amelia Hartley: Kubernetes at Northwind [1]\n- Jordan Pike: eight years of Kubernetes [1]"
     assert score.people_named(text, known) == {"Amelia Hartley"}
     assert score.invented_people(text, known, "Amelia Hartley works at Northwind Payments") == {"Jordan Pike"}
+
+
+def test_a_capitalised_run_the_source_has_as_written_is_no_invented_person() -> None:
+    # A CV line glued to a heading: every word is in the source, in that order.
+    source = "Member of Women In Construction.\nSkills\nLinux, Go\nExperience\nSite Reliability Engineer"
+    text = "- …Women In Construction, Linux, Go Experience Site Reliability Engineer [1]"
+    assert score.invented_people(text, [], source) == set()
+    assert score.unsupported(text, source) == []
+    # Dropping the inner "In" must not hide a made-up one either.
+    assert score.invented_people("- Women In Marketing [1]", [], source) == {"Women Marketing"}

@@ -7,6 +7,7 @@ import random
 import string
 from typing import Annotated, Any
 
+import numpy as np
 import pytest
 from pydantic import Field
 from sqlalchemy import select
@@ -16,7 +17,7 @@ from parley.providers.scripted import ScriptedProvider
 from parley.shop import CartItem, Product
 from parley.tools.base import Ref, ToolContext, ToolError, ToolResult, tool
 from parley.tools.calls import assemble, execute
-from parley.tools.choice import KeywordRouter, grounded_schema, plan
+from parley.tools.choice import HybridRouter, KeywordRouter, grounded_schema, plan, tool_document
 from parley.tools.provenance import Seen
 from parley.tools.shop import TOOLS
 from tests.conftest import Server, serve
@@ -197,6 +198,26 @@ def test_the_keyword_router_picks_a_tool_or_none() -> None:
         ("search_products", "find me a keyboard"),
     ]
     assert [c.tool.name for c in plan(router, "show me wireless headphones", TOOLS)] == ["search_products"]
+    assert [c.tool.name for c in plan(router, "empty my cart please", TOOLS)] == ["clear_cart"]
+    assert plan(router, "hello, how are you today?", TOOLS) == []
+
+
+def test_the_hybrid_router_takes_whichever_of_keywords_and_meaning_is_surer() -> None:
+    search = next(t for t in TOOLS if t.name == "search_products")
+
+    def embed(texts: list[str]) -> np.ndarray:
+        # A stand-in model: the search tool's document and a message about a desk mean the same.
+        same = {tool_document(search), "something nice for my desk"}
+        documents = {tool_document(t) for t in TOOLS}
+        return np.array(
+            [[1.0, 0, 0] if t in same else [0, 1.0, 0] if t in documents else [0, 0, 1.0] for t in texts]
+        )
+
+    router = HybridRouter(KeywordRouter(threshold=0.3))
+    assert plan(router, "something nice for my desk", TOOLS) == []  # no tool's words: none by keywords
+    router.attach(embed)
+    assert [c.tool.name for c in plan(router, "something nice for my desk", TOOLS)] == ["search_products"]
+    # Where the words are sure, meaning does not overrule them.
     assert [c.tool.name for c in plan(router, "empty my cart please", TOOLS)] == ["clear_cart"]
     assert plan(router, "hello, how are you today?", TOOLS) == []
 

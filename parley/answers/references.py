@@ -16,8 +16,10 @@ words against them:
 - "it", "that", "this one", or no reference at all: the product in focus (the one shown in
   detail, or just added), or the only product of the last list.
 
-Anything that fits several products is ambiguous: the answer is a short question listing them,
-numbered, never a guess. A model that chooses tools itself still names ids, and provenance
+A product named but never shown ("add the Glide Wireless Mouse, Black" in a new conversation)
+is searched for by the server (``naming``, ``named_by``: ``parley.agent``): added when exactly one
+result has every word of the name, asked about when several do. Anything that fits several
+products is ambiguous: the answer is a short question listing them, numbered, never a guess. A model that chooses tools itself still names ids, and provenance
 (``parley.tools.provenance``) refuses any it was not shown.
 """
 
@@ -223,6 +225,17 @@ def resolve(text: str, shown: Shown, kind: str, *, ignore: Iterable[str] = ()) -
     if focus is not None:
         return Resolution((focus.id,), how="focus")
     return Resolution(choices=last or tuple(everything), how="focus")
+
+
+def naming(text: str, *, ignore: Iterable[str] = ()) -> set[str]:
+    """The stems of ``text`` that name a thing ("glide", "mous", "black"): not what to do with it
+    (``ignore``), not which one of those shown ("the first", "both"), and no bare numbers."""
+    return {w for w in stems(text) if not w.isdigit()} - set(ignore) - set(_CUE_WORDS)
+
+
+def named_by(items: Sequence[Item], words: set[str]) -> tuple[Item, ...]:
+    """The items whose names have every one of ``words``."""
+    return tuple(item for item in items if words and words <= set(stems(item.label)))
 
 
 def mentions(text: str) -> bool:

@@ -559,11 +559,17 @@ class Knowledge:
             )
             return hits, mode
 
+        questions = None if queries is None else queries.embedder.embed
+
         def run() -> list[Hit]:
             """One trip to a worker thread: on a busy machine each hand-off can wait a time slice."""
             vector = None if queries is None else queries.get(query)
             tokens = tokenize([query])[0]
-            hits = [h for i in indexes for h in i.search(tokens, vector, mode=mode, k=k, document=document)]
+            hits = [
+                h
+                for i in indexes
+                for h in i.search(tokens, vector, mode=mode, k=k, document=document, questions=questions)
+            ]
             return merge(hits, k)
 
         return await asyncio.to_thread(run), mode
@@ -598,8 +604,18 @@ class Knowledge:
                 candidates=candidates,
                 expected=index.count(document),
             )
-            hits += index.search(
-                tokens, None, mode=mode, k=k, document=document, lexical=lexical, similarities=similarities
+            hits += await asyncio.to_thread(
+                partial(
+                    index.search,
+                    tokens,
+                    vector,
+                    mode=mode,
+                    k=k,
+                    document=document,
+                    lexical=lexical,
+                    similarities=similarities,
+                    questions=embedder.embed,
+                )
             )
         return merge(hits, k)
 
@@ -624,22 +640,6 @@ class Knowledge:
                     )
                 )
         return hits[:k]
-
-    async def similarities(self, question: str, texts: Sequence[str]) -> list[float] | None:
-        """The cosine similarity of ``question`` to each of ``texts`` (``None`` without embeddings).
-
-        For a few short texts at answer time, such as the questions of the FAQ entries a search
-        found: a user's question is compared with theirs, not with their whole answers."""
-        queries = await self._query_vectors()
-        if queries is None or self._embedder is None or not texts:
-            return None
-        embedder = self._embedder
-
-        def run() -> list[float]:
-            vector = queries.get(question)
-            return [float(v) for v in embedder.embed(list(texts)) @ vector]
-
-        return await asyncio.to_thread(run)
 
     def relevance_floor(self) -> float | None:
         """The cosine similarity a passage needs to count as relevant (None: BM25 only)."""

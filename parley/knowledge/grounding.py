@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from parley.answers.compose import TRUST_SIMILARITY, list_terms, qa_pair
+from parley.answers.compose import TRUST_SIMILARITY, list_terms
 from parley.answers.compose import decline as composed_decline
 from parley.knowledge.search import Hit
 from parley.tools.choice import stems
@@ -26,11 +26,11 @@ if TYPE_CHECKING:
     from parley.knowledge.bases import Knowledge
 
 DEFAULT_TOP_K = 4
+#: How many passages a question's search reads: the declines look at them all (the words most of
+#: them share, the facts none of them has), the answer keeps the top ``top_k``.
+SEARCH_DEPTH = 8
 #: How many chunks a list question ("who knows Python?") reads to find every matching document.
 LIST_DEPTH = 500
-#: How many passages a question's search reads, so that FAQ entries can be reordered by their
-#: own questions (``entries_first``) before the top ones are kept.
-RERANK_DEPTH = 8
 #: How many of the closest topics a declined question names.
 CLOSEST_TOPICS = 3
 NO_ANSWER = (
@@ -174,28 +174,13 @@ async def retrieve(
                 )
                 hits = one_per_document(relevant(found, None if floor is None else float(floor)))
         elif kb_ids:
+            # FAQ entries rank by their own questions too (``parley.knowledge.search``).
             found = await knowledge.search_bases(
-                kb_ids, question, mode=options.get("retrieval", "hybrid"), k=max(k, RERANK_DEPTH)
+                kb_ids, question, mode=options.get("retrieval", "hybrid"), k=max(k, SEARCH_DEPTH)
             )
             floor = options.get("min_similarity", knowledge.relevance_floor())
-            hits = relevant(found, None if floor is None else float(floor))
-            hits = (await entries_first(knowledge, question, hits))[:k]
+            hits = relevant(found, None if floor is None else float(floor))[:k]
     return Retrieved([*attached, *hits], found[:CLOSEST_TOPICS], exact, found)
-
-
-async def entries_first(knowledge: Knowledge, question: str, hits: list[Hit]) -> list[Hit]:
-    """FAQ entries first, ordered by how close their own question is to the user's: their
-    answers dilute a whole entry's similarity ("what assistants are built in?" is nearer
-    "Which assistants come with Parley?" than the entry on creating one's own)."""
-    entries = [(hit, pair[0]) for hit in hits if (pair := qa_pair(hit.text)) is not None]
-    if len(entries) < 2:
-        return hits
-    scores = await knowledge.similarities(question, [q for _, q in entries])
-    if scores is None:
-        return hits
-    ranked = [hit for _, (hit, _) in sorted(zip(scores, entries, strict=True), key=lambda e: -e[0])]
-    chosen = {hit.chunk_id for hit in ranked}
-    return ranked + [hit for hit in hits if hit.chunk_id not in chosen]
 
 
 def one_per_document(hits: Iterable[Hit]) -> list[Hit]:

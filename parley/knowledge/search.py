@@ -5,16 +5,20 @@ their vectors as one matrix (unless pgvector holds them: then the database ranks
 and ``search`` takes its similarities), and the database revision it reflects. Writers build a new
 snapshot (``with_changes``) and swap it in, so searches in other threads never see half
 an update. Fusion (``fuse``) is a convex combination of the two scores, each min-max
-normalized over the candidates: 0.7 of the cosine, 0.3 of BM25, chosen on half of StackFAQ's
-and SciFact's queries and checked on the other half, where it beats both single modes on both
-(reciprocal rank fusion lost to dense on FAQ paraphrases: docs/BENCHMARKS.md).
+normalized over the candidates: 0.8 of the cosine, 0.2 of BM25. An FAQ entry (``Q: … A: …``) is
+matched by its own question as well as its whole text (``ENTRY_QUESTION_WEIGHT``): people
+paraphrase the question, and a long answer dilutes the entry's vector. The weights were chosen
+on half of StackFAQ's and SciFact's queries and checked on the other half, where hybrid beats
+both single modes on both (reciprocal rank fusion lost to dense on FAQ paraphrases:
+docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, Literal
@@ -30,12 +34,20 @@ Mode = Literal["hybrid", "bm25", "dense"]
 MODES: tuple[Mode, ...] = ("hybrid", "bm25", "dense")
 #: The cosine's share in hybrid fusion (``fuse``), chosen on the calibration half of StackFAQ's
 #: and SciFact's queries (docs/BENCHMARKS.md).
-DENSE_WEIGHT = 0.7
+DENSE_WEIGHT = 0.8
+#: An FAQ entry's similarity to a question: this share from its own question's cosine, the rest
+#: from its whole text's (``KbIndex.search``); chosen with ``DENSE_WEIGHT`` (docs/BENCHMARKS.md).
+ENTRY_QUESTION_WEIGHT = 0.7
 #: Lucene's (and bm25s') BM25 parameters.
 K1 = 1.5
 B = 0.75
 #: How deep each ranking goes before fusion.
 CANDIDATES = 100
+
+
+#: Embeds texts as a knowledge base's chunks are embedded (``Embedder.embed``): unit vectors.
+Embed = Callable[[Sequence[str]], Vectors]
+_ENTRY = re.compile(r"\s*Q:\s*(?P<q>.+?)\s*\n\s*A:", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,12 @@ class ChunkEntry:
     #: (whatever order it loaded the chunks in) ranks ties alike.
     sha256: str = ""
 
+    @property
+    def question(self) -> str | None:
+        """An FAQ entry's own question (its chunk reads ``Q: … A: …``), else ``None``."""
+        found = _ENTRY.match(self.text)
+        return found["q"] if found else None
+
 
 @dataclass(frozen=True, slots=True)
 class Hit:
@@ -62,7 +80,8 @@ class Hit:
     title: str
     text: str
     position: int
-    #: The fused score in hybrid mode; the BM25 score or the cosine similarity otherwise.
+    #: The fused score in hybrid mode; the BM25 score or the cosine similarity otherwise (for an
+    #: FAQ entry, its own question's cosine mixed in: ``ENTRY_QUESTION_WEIGHT``).
     score: float
     bm25: float | None
     similarity: float | None
@@ -134,6 +153,8 @@ class _Rows:
         self.ties = _Column(np.int64)
         self.vectors = _Column(np.float32, dim) if dim is not None else None
         self.vocab: dict[str, int] = {}
+        #: row -> the unit vector of its FAQ entry's question, embedded when a search first needs it
+        self.questions: dict[int, Vectors] = {}
         #: chunk id -> its latest row; document id -> its rows (dead ones included)
         self.rows: dict[str, int] = {}
         self.by_document: dict[str, list[int]] = {}
@@ -412,11 +433,14 @@ class KbIndex:
         document: str | None = None,
         lexical: npt.NDArray[np.float32] | None = None,
         similarities: Mapping[str, float] | None = None,
+        questions: Embed | None = None,
     ) -> list[Hit]:
         """The best ``k`` chunks. ``lexical``: BM25 scores already computed (``bm25_scores``);
         ``similarities``: cosine similarities by chunk id from the database (pgvector), in
         place of the in-memory vectors: its nearest ``depth(mode, k)`` chunks and the lexical
-        candidates (``lexical_candidates``), whose similarity every hit reports."""
+        candidates (``lexical_candidates``), whose similarity every hit reports.
+        ``questions``: embeds the questions of the FAQ entries in the running, so that an entry
+        is matched by its own question too (``entry_similarities``); without it, by its text."""
         if not self._live_count or self._store is None:
             return []
         allowed = self._allowed(document)
@@ -435,6 +459,11 @@ class KbIndex:
             assert self._store.vectors is not None
             dense = self._store.vectors.prefix(self._n) @ query_vector
         depth = depth_for(mode, k)
+        # What ranks: for an FAQ entry, its own question's cosine too. What a hit reports as its
+        # similarity (and the answer's relevance thresholds read) stays its text's cosine.
+        cosine = dense
+        if dense is not None and query_vector is not None and questions is not None:
+            dense = self.entry_similarities(dense, query_vector, allowed, questions)
         lexical_rank = _top(lexical, depth, allowed, order, positive=True) if lexical is not None else []
         dense_rank: list[int] = []
         if dense is not None:
@@ -445,7 +474,38 @@ class KbIndex:
             ranked = [(i, float(dense[i])) for i in dense_rank[:k]]
         else:
             ranked = fuse(lexical, dense, lexical_rank, dense_rank, order)[:k]
-        return [self._hit(i, score, lexical, dense) for i, score in ranked]
+        return [self._hit(i, score, lexical, cosine) for i, score in ranked]
+
+    def entry_similarities(
+        self,
+        dense: npt.NDArray[np.float32],
+        query_vector: Vectors,
+        allowed: npt.NDArray[np.bool_],
+        questions: Embed,
+    ) -> npt.NDArray[np.float32]:
+        """``dense`` with each FAQ entry among the ``CANDIDATES`` nearest rows scored by its own
+        question as well: ``ENTRY_QUESTION_WEIGHT`` of that cosine, the rest of its text's.
+
+        A question's vector is embedded the first time a search needs it and kept with the rows
+        (a snapshot's rows never change text), so the first search of a base pays for its entries.
+        """
+        assert self._store is not None
+        store = self._store
+        order = store.ties.prefix(self._n)
+        rows = _top(dense, CANDIDATES, ~np.isnan(dense) & allowed, order, positive=False)
+        asked = {r: q for r in rows if (q := store.entries[r].question) is not None}
+        if not asked:
+            return dense
+        missing = [r for r in asked if r not in store.questions]
+        if missing:
+            vectors = questions([asked[r] for r in missing])
+            for row, vector in zip(missing, vectors, strict=True):
+                store.questions[row] = np.asarray(vector, dtype=np.float32)
+        entries = np.fromiter(asked, dtype=np.int64, count=len(asked))
+        cosines = np.vstack([store.questions[int(r)] for r in entries]) @ query_vector
+        out = dense.copy()
+        out[entries] = ENTRY_QUESTION_WEIGHT * cosines + (1 - ENTRY_QUESTION_WEIGHT) * dense[entries]
+        return out
 
     def lexical_candidates(
         self, lexical: npt.NDArray[np.float32], mode: Mode, k: int, document: str | None

@@ -109,6 +109,9 @@ class Tool:
     action: str = ""
     #: Arguments the tool reads from the user's words itself (no model needed), for a small model.
     derive: Callable[[str], dict[str, Any]] | None = None
+    #: The kind of object this tool searches for by name ("product"): the server runs it when a
+    #: user names something the conversation has not shown ("add the Glide Wireless Mouse").
+    finds: str | None = None
 
     @property
     def doing(self) -> str:
@@ -180,6 +183,7 @@ def tool(
     keywords: Iterable[str] = (),
     action: str = "",
     derive: Callable[[str], dict[str, Any]] | None = None,
+    finds: str | None = None,
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -191,6 +195,7 @@ def tool(
     keywords: Iterable[str] = (),
     action: str = "",
     derive: Callable[[str], dict[str, Any]] | None = None,
+    finds: str | None = None,
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Make a ``Tool`` of a function: ``@tool`` or ``@tool(keywords=[...], action="...")``."""
 
@@ -198,6 +203,7 @@ def tool(
         made = make_tool(function, name=name, keywords=tuple(keywords))
         made.action = action
         made.derive = derive
+        made.finds = finds
         return made
 
     return wrap(fn) if fn is not None else wrap

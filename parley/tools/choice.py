@@ -2,8 +2,8 @@
 
 The router scores each tool against the user's words (``KeywordRouter``: stemmed
 keyword overlap, weighted by how specific a word is to one tool; ``EmbeddingRouter``:
-cosine similarity of sentence embeddings) and picks the best above a confidence
-threshold, or none. A request with several clauses ("add the headphones to my cart and
+cosine similarity of sentence embeddings; ``HybridRouter``, the server's: whichever of the
+two is surer) and picks the best above a confidence threshold, or none. A request with several clauses ("add the headphones to my cart and
 find me a keyboard") becomes several calls when every clause routes on its own.
 
 The model then only fills the chosen tool's arguments, under a JSON schema the provider
@@ -156,9 +156,54 @@ class EmbeddingRouter:
 
     def scores(self, text: str, tools: Sequence[Tool]) -> list[float]:
         documents = [tool_document(t) for t in tools]
-        self.prime([*documents, text])
-        query = self._cache[text]
+        self.prime(documents)  # a server's tools are few: their vectors are kept; messages are not
+        query = self._cache.get(text)
+        if query is None:
+            query = _unit(self.embed([text])[0])
         return [float(np.dot(query, self._cache[d])) for d in documents]
+
+
+#: The embedding router's bar for all-MiniLM-L6-v2, tuned on BFCL's even-numbered items
+#: (``bench.tools_bfcl``; docs/BENCHMARKS.md, "Tool calling on BFCL").
+EMBEDDING_THRESHOLD = 0.386
+#: The model that bar was measured with: another embedder's cosines are on another scale.
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+class HybridRouter:
+    """Keywords or meaning, whichever is surer: each tool scores the larger of its keyword score
+    over the keyword router's bar and its cosine over the embedding router's bar, so 1 is the bar.
+
+    Measured on BFCL's held-out items and on the shop's own messages (docs/BENCHMARKS.md): the
+    embedding router alone chooses better on BFCL but misses most shop turns ("show me monitors",
+    "add the black one to my cart"), which the keyword router, taught the catalog's words, gets;
+    together they match the better of the two on both, but for BFCL's irrelevance items. Without
+    an embedder (``attach(None)``, or one whose cosines the bar was not measured on) it is the
+    keyword router.
+    """
+
+    threshold = 1.0
+
+    def __init__(self, keyword: KeywordRouter, embedding_threshold: float = EMBEDDING_THRESHOLD) -> None:
+        self.keyword = keyword
+        self.embedding_threshold = embedding_threshold
+        self.embedding: EmbeddingRouter | None = None
+        #: Whether ``attach`` has been called (the server attaches its embedder at the first turn).
+        self.attached = False
+
+    def attach(self, embed: Callable[[list[str]], np.ndarray] | None) -> None:
+        self.embedding = None if embed is None else EmbeddingRouter(embed, self.embedding_threshold)
+        self.attached = True
+
+    def add_vocabulary(self, tool_name: str, words: Iterable[str]) -> None:
+        self.keyword.add_vocabulary(tool_name, words)
+
+    def scores(self, text: str, tools: Sequence[Tool]) -> list[float]:
+        words = [s / self.keyword.threshold for s in self.keyword.scores(text, tools)]
+        if self.embedding is None:
+            return words
+        meaning = [s / self.embedding.threshold for s in self.embedding.scores(text, tools)]
+        return [max(w, m) for w, m in zip(words, meaning, strict=True)]
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from parley.catalog import load_demo_catalog
 from parley.shop import Product, Shop, product_json
 from parley.tools.base import Ref, Tool, ToolContext, ToolError, ToolResult, Tools, tool
-from parley.tools.choice import STOPWORDS, KeywordRouter, stems
+from parley.tools.choice import STOPWORDS, HybridRouter, KeywordRouter, stems
 
 log = structlog.get_logger(__name__)
 
@@ -182,6 +182,7 @@ def derive_quantity(text: str) -> dict[str, Any]:
     keywords=("find", "search", "show", "looking", "look", "need", "want", "browse", "under", "cheap", "any"),
     action="search the catalog",
     derive=derive_search,
+    finds="product",
 )
 async def search_products(
     ctx: ToolContext,
@@ -441,7 +442,7 @@ async def start(shop: Shop, tools: Tools, *, demo_catalog: bool) -> None:
     """At server start: load the demo catalog into an empty shop; teach the router product words."""
     if demo_catalog and (loaded := await load_demo_catalog(shop.db)):
         log.info("demo_catalog_loaded", products=loaded)
-    if isinstance(tools.router, KeywordRouter):
+    if isinstance(tools.router, KeywordRouter | HybridRouter):
         # So that a small model's "any wireless headphones?" routes to the search tool.
         async with shop.db.session() as session:
             names = list(await session.scalars(select(Product.name).limit(20_000)))
