@@ -51,7 +51,7 @@ from parley.knowledge.embeddings import (
 from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, iter_files, parse_file
 from parley.knowledge.minilm_onnx import QuestionPrecision
 from parley.knowledge.pgvector import PgVector
-from parley.knowledge.plans import PENDING, Ingested, Plan, plans, values
+from parley.knowledge.plans import PENDING, Ingested, Plan, plans, values, write
 from parley.knowledge.schema import Chunk, Document, Job, KnowledgeBase, Removal
 from parley.knowledge.search import ChunkEntry, Hit, KbIndex, Mode, depth_for, merge, tokenize
 from parley.knowledge.workers import Workers
@@ -346,8 +346,7 @@ class Knowledge:
                 started = time.perf_counter()
                 async with self.db.transaction() as session:
                     revision = await _bump(session, kb_id)
-                    for p in plan:
-                        await p.write(session, revision, staged=staged)
+                    await write(session, plan, revision, staged=staged)
                     if in_db and embedder is not None and not staged:
                         await pgvector.store(session, embedder.name, in_db)
                 if staged:
