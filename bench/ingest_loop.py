@@ -156,6 +156,8 @@ def main() -> None:
             "PARLEY_EMBEDDINGS": args.embeddings,
             "PARLEY_MODEL": f"scripted:echo?delay_ms={DELAY_MS}",
             "PARLEY_KNOWLEDGE_MAX_UPLOAD_BYTES": str(len(data) + 1024),
+            # the default limit (120/minute per client) would answer most of the burst with 429
+            "PARLEY_RATE_LIMIT": "100000/minute",
         }
         with ServerProcess(env, code=ROOT) as server:
             r = asyncio.run(measure(server.url, data, args.runs))
