@@ -3,6 +3,7 @@
     python -m bench.ingest_http growth [--sizes 10,10000] [--probe 30] [--embeddings hash]
     python -m bench.ingest_http scifact [--limit 0] [--embeddings minilm]
     python -m bench.ingest_http encoder [--texts 512]
+    python -m bench.ingest_http precision [--only scifact,stackfaq]
 
 - ``growth``: one ``parley serve`` subprocess, one knowledge base per size grown to it by batch
   uploads (zip archives of abstracts, reused under new names past SciFact's 5,183); then the
@@ -12,7 +13,11 @@
 - ``scifact``: SciFact's abstracts (or the first ``--limit``) as one zip through
   ``POST …/documents/batch``; the time until the job completes, chunks and chunks/s.
 - ``encoder``: MiniLM (ONNX Runtime) chunks/s on SciFact abstracts, by batch size, in this
-  process: the model's own throughput, without HTTP or the database.
+  process: the model's own throughput, without HTTP or the database, float32 and int8.
+- ``precision``: retrieval quality with chunks embedded by the float32 model and by its int8
+  copy (questions as the server embeds them, int8), through ``bench.retrieval``'s SciFact
+  (nDCG@10, recall@100, 809 train queries) and StackFAQ (top-1/top-5) runs. Vectors are cached
+  per precision under ``.cache/bench/`` so a rerun skips the embedding.
 """
 
 from __future__ import annotations
@@ -162,15 +167,79 @@ def encoder(args: argparse.Namespace) -> None:
         if len(texts) >= args.texts:
             break
     texts = texts[: args.texts]
-    model = MiniLMEmbedder()
-    assert model._onnx is not None, "ONNX Runtime is not installed"
-    model._onnx.embed(texts[:32])  # the batch session, created on first use
+    models = {p: MiniLMEmbedder(runtime="onnx", chunks=p) for p in ("float32", "int8")}
+    for model in models.values():
+        model.embed(texts[:32])  # the batch session, created on first use
     print(f"{machine()}; load average {os.getloadavg()[0]:.2f}; {len(texts)} SciFact chunks")
+    print("chunks/s by batch size; the two precisions take turns, so both see the same load")
     for size in (8, 16, 32, 64):
-        started = time.perf_counter()
-        model._onnx.embed(texts, batch_size=size)
-        seconds = time.perf_counter() - started
-        print(f"  batch {size:3}: {len(texts) / seconds:6.1f} chunks/s", flush=True)
+        rates = {}
+        for precision, model in models.items():
+            assert model._onnx is not None
+            started = time.perf_counter()
+            model._onnx.embed(texts, batch_size=size)
+            rates[precision] = len(texts) / (time.perf_counter() - started)
+        print(
+            f"  batch {size:3}: float32 {rates['float32']:6.1f}, int8 {rates['int8']:6.1f} "
+            f"(x{rates['int8'] / rates['float32']:.2f})",
+            flush=True,
+        )
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
+
+
+def precision(args: argparse.Namespace) -> None:
+    import asyncio
+    import tempfile
+
+    from bench import retrieval
+    from parley.knowledge.embeddings import MiniLMEmbedder
+
+    async def run(chunks: str) -> dict[str, Any]:
+        embedder = retrieval.CachedEmbedder(
+            MiniLMEmbedder(chunks=chunks),  # type: ignore[arg-type]
+            retrieval.CACHE / f"minilm-chunks-{chunks}.npz",
+        )
+        results: dict[str, Any] = {}
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                bench = retrieval.Bench(Path(tmp), embedder)
+                await bench.start()
+                try:
+                    if "scifact" in args.only:
+                        results["scifact"] = await retrieval.scifact(bench, 2, compare="none")
+                    if "stackfaq" in args.only:
+                        results["stackfaq"] = await retrieval.stackfaq(bench, "none")
+                finally:
+                    await bench.db.close()
+        finally:
+            embedder.save()
+        results["embedded"], results["embed_s"] = embedder.computed, embedder.seconds
+        return results
+
+    print(f"{machine()}; load average {os.getloadavg()[0]:.2f}")
+    sides = {chunks: asyncio.run(run(chunks)) for chunks in ("float32", "int8")}
+    print(f"\n{'chunks':8} {'SciFact nDCG@10 bm25/dense/hybrid':>36} {'StackFAQ top-1 dense/hybrid':>28}")
+    for chunks, r in sides.items():
+        sci = r.get("scifact", {}).get("quality", {})
+        faq = r.get("stackfaq", {})
+        print(
+            f"{chunks:8} "
+            + " / ".join(f"{sci[m]['ndcg@10']:.4f}" for m in ("bm25", "dense", "hybrid") if m in sci).rjust(
+                36
+            )
+            + " "
+            + " / ".join(f"{faq[m]['top1']:.3f}" for m in ("dense", "hybrid") if m in faq).rjust(28)
+        )
+        if r["embedded"]:
+            print(
+                f"         ({r['embedded']} chunks embedded now, {r['embedded'] / r['embed_s']:.1f} chunks/s)"
+            )
+    print(
+        json.dumps(
+            {c: {k: v for k, v in r.items() if k != "embedded"} for c, r in sides.items()}, default=str
+        )
+    )
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 
 def main() -> None:
@@ -185,8 +254,10 @@ def main() -> None:
     s.add_argument("--embeddings", default="minilm")
     e = sub.add_parser("encoder")
     e.add_argument("--texts", type=int, default=512)
+    q = sub.add_parser("precision")
+    q.add_argument("--only", default="scifact,stackfaq")
     args = parser.parse_args()
-    {"growth": growth, "scifact": scifact, "encoder": encoder}[args.what](args)
+    {"growth": growth, "scifact": scifact, "encoder": encoder, "precision": precision}[args.what](args)
 
 
 if __name__ == "__main__":

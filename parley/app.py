@@ -111,6 +111,7 @@ class Parley:
             embeddings=settings.embeddings,
             cache_dir=settings.models_dir,
             questions=settings.question_embedding,
+            chunks=settings.chunk_embedding,
             workers=Workers(settings.ingest_workers),
         )
         self.jobs = Jobs(self.knowledge)

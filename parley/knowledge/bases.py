@@ -49,9 +49,9 @@ from parley.knowledge.embeddings import (
     to_bytes,
 )
 from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, iter_files, parse_file
-from parley.knowledge.minilm_onnx import QuestionPrecision
+from parley.knowledge.minilm_onnx import Precision, QuestionPrecision
 from parley.knowledge.pgvector import PgVector
-from parley.knowledge.plans import PENDING, Ingested, Plan, plans, values
+from parley.knowledge.plans import PENDING, Ingested, Plan, plans, values, write
 from parley.knowledge.schema import Chunk, Document, Job, KnowledgeBase, Removal
 from parley.knowledge.search import ChunkEntry, Hit, KbIndex, Mode, depth_for, merge, tokenize
 from parley.knowledge.workers import Workers
@@ -105,10 +105,11 @@ class Knowledge:
         cache_dir: Path | None = None,
         use_pgvector: bool = True,
         questions: QuestionPrecision = "int8",
+        chunks: Precision = "float32",
         workers: Workers | None = None,
     ) -> None:
         """``use_pgvector``: keep vectors in pgvector where the database has it (else in-app);
-        ``questions``: the precision MiniLM embeds questions in (``MiniLMEmbedder``);
+        ``questions``, ``chunks``: the precision MiniLM embeds questions and chunks in (``MiniLMEmbedder``);
         ``workers``: where parsing, tokenizing and embedding run (threads by default)."""
         self.db = db
         self.workers = workers or Workers("thread")
@@ -119,6 +120,7 @@ class Knowledge:
         self._spec = embeddings
         self._cache_dir = cache_dir
         self._questions: QuestionPrecision = questions
+        self._chunks: Precision = chunks
         self._embedder = embedder
         self._embedder_loaded = embeddings == "none" or embedder is not None
         self._indexes: dict[str, KbIndex] = {}
@@ -181,7 +183,13 @@ class Knowledge:
                 if not self._embedder_loaded:
                     try:
                         self._embedder = await asyncio.to_thread(
-                            partial(load_embedder, self._spec, self._cache_dir, questions=self._questions)
+                            partial(
+                                load_embedder,
+                                self._spec,
+                                self._cache_dir,
+                                questions=self._questions,
+                                chunks=self._chunks,
+                            )
                         )
                     except EmbeddingsUnavailable as exc:
                         log.warning("embeddings_unavailable", reason=str(exc), fallback="bm25 only")
@@ -346,8 +354,7 @@ class Knowledge:
                 started = time.perf_counter()
                 async with self.db.transaction() as session:
                     revision = await _bump(session, kb_id)
-                    for p in plan:
-                        await p.write(session, revision, staged=staged)
+                    await write(session, plan, revision, staged=staged)
                     if in_db and embedder is not None and not staged:
                         await pgvector.store(session, embedder.name, in_db)
                 if staged:

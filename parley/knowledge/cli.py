@@ -37,7 +37,13 @@ async def run_ingest(settings: Settings, paths: Sequence[Path], kb: str, *, prun
     try:
         await db.upgrade()
         owner = await ensure_local_user(db)
-        knowledge = Knowledge(db, embeddings=settings.embeddings, cache_dir=settings.models_dir)
+        knowledge = Knowledge(
+            db,
+            embeddings=settings.embeddings,
+            cache_dir=settings.models_dir,
+            questions=settings.question_embedding,
+            chunks=settings.chunk_embedding,
+        )
         total = sum(1 for root in paths for _ in iter_files(root))
         with Progress(
             TextColumn("[bold]{task.description}"),

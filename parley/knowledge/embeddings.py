@@ -26,7 +26,7 @@ import numpy.typing as npt
 import structlog
 
 from parley.knowledge import minilm_onnx
-from parley.knowledge.minilm_onnx import OnnxMiniLM, QuestionPrecision
+from parley.knowledge.minilm_onnx import OnnxMiniLM, Precision, QuestionPrecision
 
 Vectors = npt.NDArray[np.float32]
 log = structlog.get_logger(__name__)
@@ -153,7 +153,8 @@ class MiniLMEmbedder(Embedder):
     so stored vectors stay valid whichever runs. ``runtime``: ``auto``, ``onnx`` or ``torch``.
     ``questions``: on ONNX Runtime, ``int8`` embeds questions with a quantized copy of the model
     (~40 % faster, cosine > 0.97 to float32, same retrieval quality: see ``minilm_onnx``) or
-    ``float32`` with the chunks' model itself. Torch always runs float32.
+    ``float32`` with the exported model itself. ``chunks``: the same choice for ``embed``
+    (``PARLEY_CHUNK_EMBEDDING``; float32 by default). Torch always runs float32.
     """
 
     name = "all-MiniLM-L6-v2"
@@ -172,6 +173,7 @@ class MiniLMEmbedder(Embedder):
         runtime: str = "auto",
         cache_dir: Path | None = None,
         questions: QuestionPrecision = "int8",
+        chunks: Precision = "float32",
     ) -> None:
         if runtime not in ("auto", "onnx", "torch"):
             raise ValueError(f"unknown runtime {runtime!r}: use auto, onnx or torch")
@@ -184,7 +186,10 @@ class MiniLMEmbedder(Embedder):
         if runtime != "torch":
             try:
                 self._onnx = minilm_onnx.load(
-                    self.path, cache_dir or minilm_onnx.default_cache_dir(), questions=questions
+                    self.path,
+                    cache_dir or minilm_onnx.default_cache_dir(),
+                    questions=questions,
+                    chunks=chunks,
                 )
             except Exception as exc:  # no onnxruntime, an unwritable cache, an exporter failure
                 if runtime == "onnx":
@@ -206,6 +211,10 @@ class MiniLMEmbedder(Embedder):
     @property
     def question_precision(self) -> QuestionPrecision:
         return "float32" if self._onnx is None else self._onnx.question_precision
+
+    @property
+    def chunk_precision(self) -> Precision:
+        return "float32" if self._onnx is None else self._onnx.chunk_precision
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
@@ -303,12 +312,17 @@ def model_path() -> Path:
 
 
 def load_embedder(
-    spec: str, cache_dir: Path | None = None, *, questions: QuestionPrecision = "int8"
+    spec: str,
+    cache_dir: Path | None = None,
+    *,
+    questions: QuestionPrecision = "int8",
+    chunks: Precision = "float32",
 ) -> Embedder | None:
     """``minilm`` (ONNX Runtime, else torch), ``minilm-torch``, ``hash`` or ``none`` (BM25 only).
 
     ``cache_dir``: where the exported ONNX model is kept (the user's cache folder by default);
-    ``questions``: the precision MiniLM embeds questions in on ONNX Runtime (``MiniLMEmbedder``).
+    ``questions``, ``chunks``: the precision MiniLM embeds questions and chunks in on ONNX Runtime
+    (``MiniLMEmbedder``).
     """
     if spec == "none":
         return None
@@ -316,7 +330,10 @@ def load_embedder(
         return HashEmbedder()
     if spec in ("minilm", "minilm-torch"):
         return MiniLMEmbedder(
-            runtime="torch" if spec == "minilm-torch" else "auto", cache_dir=cache_dir, questions=questions
+            runtime="torch" if spec == "minilm-torch" else "auto",
+            cache_dir=cache_dir,
+            questions=questions,
+            chunks=chunks,
         )
     raise ValueError(f"unknown embeddings backend {spec!r}: use minilm, minilm-torch, hash or none")
 

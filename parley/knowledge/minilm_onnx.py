@@ -5,12 +5,16 @@ normalization in one graph) into a cache folder, checked against torch on a few 
 reused by every later start. A manifest beside the model records the weights' and the
 model's SHA-256: a missing, partial or altered file is exported again, never trusted.
 
-Chunks are embedded by that float32 model. Questions, by default, by an int8 copy of it
+Questions, by default, are embedded by an int8 copy of that float32 model
 (ONNX Runtime's dynamic quantization of the MatMul weights, made from the exported model in
 a few seconds and kept beside it with its own manifest): a forward pass takes ~40 % less
 time, the question's vector stays within cosine 0.97 of the float32 one (checked on the
 probe texts; ~0.99 on SciFact's questions), and retrieval quality is unchanged (SciFact
 nDCG@10 and StackFAQ hit rates in docs/BENCHMARKS.md). ``questions="float32"`` keeps them exact.
+Chunks run on the same int8 copy with ``chunks="int8"`` (``PARLEY_CHUNK_EMBEDDING=int8``: ~1.6x
+the float32 model's chunks/s, for a small loss of retrieval quality measured by
+``bench.ingest_http precision``), else, by default, on the float32 model. The two give the same model's vectors within cosine ~0.98, so vectors of
+either precision are searched together (questions already cross them).
 
 A question runs on one intra-op thread (a short input gains nothing from a second, and the
 thread pool's hand-offs cost more than they save on a busy machine); batches of chunks run
@@ -44,7 +48,8 @@ MIN_COSINE = 0.999
 QUANTIZE_FORMAT = 1
 #: Cosine to the float32 vector the int8 question model must reach on every probe text.
 MIN_QUESTION_COSINE = 0.97
-QuestionPrecision = Literal["int8", "float32"]
+Precision = Literal["int8", "float32"]
+QuestionPrecision = Precision
 PROBES = (
     "How do I reset my password?",
     "Tomatoes need six hours of sun a day and deep watering twice a week.",
@@ -64,9 +69,17 @@ class OnnxUnavailable(RuntimeError):
 class OnnxMiniLM:
     """Tokenizer and ONNX Runtime sessions for one exported model. Thread-safe.
 
-    ``question_path``: the model ``embed_query`` runs (an int8 copy), else ``onnx_path``."""
+    ``question_path``: the model ``embed_query`` runs (an int8 copy), else ``onnx_path``;
+    ``chunk_path``: the model ``embed`` runs, else ``onnx_path``."""
 
-    def __init__(self, model_dir: Path, onnx_path: Path, question_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        onnx_path: Path,
+        question_path: Path | None = None,
+        *,
+        chunk_path: Path | None = None,
+    ) -> None:
         try:
             import onnxruntime
             from tokenizers import Tokenizer
@@ -75,6 +88,7 @@ class OnnxMiniLM:
         self.model_dir = model_dir
         self.onnx_path = onnx_path
         self.question_path = question_path or onnx_path
+        self.chunk_path = chunk_path or onnx_path
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.no_padding()
@@ -86,6 +100,10 @@ class OnnxMiniLM:
     @property
     def question_precision(self) -> QuestionPrecision:
         return "float32" if self.question_path == self.onnx_path else "int8"
+
+    @property
+    def chunk_precision(self) -> Precision:
+        return "float32" if self.chunk_path == self.onnx_path else "int8"
 
     def _session(self, threads: int, path: Path | None = None) -> Any:
         options = self._ort.SessionOptions()
@@ -111,7 +129,7 @@ class OnnxMiniLM:
         """Shortest texts batched together, so little of each batch is padding."""
         with self._batch_lock:
             if self._batch is None:
-                self._batch = self._session(threads=os.cpu_count() or 1)
+                self._batch = self._session(threads=os.cpu_count() or 1, path=self.chunk_path)
         out = np.zeros((len(texts), 384), dtype=np.float32)
         tokens = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
         order = sorted(range(len(texts)), key=lambda i: len(tokens[i]))
@@ -128,16 +146,19 @@ class OnnxMiniLM:
         return out
 
 
-def load(model_dir: Path, cache_dir: Path, *, questions: QuestionPrecision = "int8") -> OnnxMiniLM:
+def load(
+    model_dir: Path, cache_dir: Path, *, questions: Precision = "int8", chunks: Precision = "float32"
+) -> OnnxMiniLM:
     """The cached ONNX model of the weights in ``model_dir``, exported first if need be, and
-    (``questions="int8"``) its cached int8 copy for questions, made first if need be. Where the
-    int8 copy cannot be made or disagrees with the float32 model, questions run on float32."""
+    (``questions`` or ``chunks`` ``"int8"``) its cached int8 copy, made first if need be. Where the
+    int8 copy cannot be made or disagrees with the float32 model, everything runs on float32."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise OnnxUnavailable(f"onnxruntime is not installed ({exc})") from exc
-    if questions not in ("int8", "float32"):
-        raise ValueError(f"unknown question precision {questions!r}: use int8 or float32")
+    for precision in (questions, chunks):
+        if precision not in ("int8", "float32"):
+            raise ValueError(f"unknown precision {precision!r}: use int8 or float32")
     weights = _sha256(model_dir / "model.safetensors")
     stem = cache_dir / f"all-minilm-l6-v2-{weights[:16]}-f{EXPORT_FORMAT}"
     onnx_path, manifest = stem.with_suffix(".onnx"), stem.with_suffix(".json")
@@ -152,14 +173,20 @@ def load(model_dir: Path, cache_dir: Path, *, questions: QuestionPrecision = "in
     if model is None:
         export(model_dir, onnx_path, manifest, weights)
         model = OnnxMiniLM(model_dir, onnx_path)
-    if questions == "float32":
+    if questions == "float32" and chunks == "float32":
         return model
     try:
         # The float32 model's digest, as its manifest (just checked or just written) records it.
         source = json.loads(manifest.read_text())["onnx_sha256"]
-        return OnnxMiniLM(model_dir, onnx_path, question_model(model, stem, source))
+        int8 = question_model(model, stem, source)
+        return OnnxMiniLM(
+            model_dir,
+            onnx_path,
+            int8 if questions == "int8" else None,
+            chunk_path=int8 if chunks == "int8" else None,
+        )
     except Exception as exc:  # no onnx package, a full disk, a copy that disagrees
-        log.warning("embeddings_int8_unavailable", reason=str(exc), fallback="float32 questions")
+        log.warning("embeddings_int8_unavailable", reason=str(exc), fallback="float32")
         return model
 
 

@@ -2,9 +2,11 @@
 
 Re-ingesting compares hashes: an unchanged file is left alone; in a changed one, chunks whose
 text is unchanged keep their rows (and vectors), moved to their new positions, and only new
-chunks get rows (and need embedding). ``Plan.write`` stamps every row it adds or changes with
-the knowledge base's new revision and records the chunks it removes (``kb_removals``), which is
-how another process's index catches up (``Knowledge._catch_up``).
+chunks get rows (and need embedding). ``write`` stamps every row the plans add or change with
+the knowledge base's new revision and records the chunks they remove (``kb_removals``), which
+is how another process's index catches up (``Knowledge._catch_up``). It writes a batch's plans
+together, a few statements in all: the publishing transaction holds SQLite's write lock, which
+every live stream's next event waits for, so it must not cost a statement per document.
 """
 
 from __future__ import annotations
@@ -44,57 +46,89 @@ class Plan:
     chunk_count: int = 0
     embedded: int = 0
 
-    async def write(self, session: AsyncSession, revision: int, *, staged: bool = False) -> None:
-        """Stamp every row it adds or changes with ``revision`` and record what it removes;
-        ``staged``: the new rows are already written, pending (``Knowledge._stage``)."""
-        if self.status == "unchanged":
-            return
-        if self.status == "created" and not staged:
-            session.add(self.document)
-        else:
-            await session.execute(
-                update(Document)
-                .where(Document.id == self.document.id)
-                .values(
-                    title=self.document.title,
-                    format=self.document.format,
-                    sha256=self.document.sha256,
-                    size=self.document.size,
-                    chunk_count=self.document.chunk_count,
-                    updated_at=self.document.updated_at,
-                    status="ready",
-                    progress=100,
-                    error=None,
-                )
-            )
-        await session.flush()
-        if self.removed:
-            await session.execute(delete(Chunk).where(Chunk.id.in_(self.removed)))
-            await session.execute(
-                insert(Removal),
-                [{"kb_id": self.document.kb_id, "revision": revision, "chunk_id": c} for c in self.removed],
-            )
-        if self.status == "updated":  # kept chunks: the title, and maybe the position, changed
-            await session.execute(
-                update(Chunk)
-                .where(Chunk.document_id == self.document.id, Chunk.revision != PENDING)
-                .values(revision=revision)
-            )
-        for chunk_id, position in self.moved.items():
-            await session.execute(update(Chunk).where(Chunk.id == chunk_id).values(position=position))
-        for row in self.new_rows:
-            row.revision = revision
-        if staged:
-            await session.execute(
-                update(Chunk)
-                .where(Chunk.document_id == self.document.id, Chunk.revision == PENDING)
-                .values(revision=revision)
-            )
-        elif self.new_rows:
-            await session.execute(insert(Chunk), [values(row, revision) for row in self.new_rows])
-
     def result(self) -> Ingested:
         return Ingested(self.document, self.status, self.chunk_count, self.embedded)
+
+
+async def write(session: AsyncSession, plans: Sequence[Plan], revision: int, *, staged: bool = False) -> None:
+    """Stamp every row ``plans`` add or change with ``revision`` and record what they remove;
+    ``staged``: new documents and rows are already written, pending (``Knowledge._stage``)."""
+    changed = [p for p in plans if p.status != "unchanged"]
+    if not changed:
+        return
+    created = [p.document for p in changed if p.status == "created"]
+    updated = [p for p in changed if p.status == "updated"]
+    for d in created:
+        d.status, d.progress, d.error = "ready", 100, None
+    if created and not staged:
+        await session.execute(insert(Document), [_document(d) for d in created])
+    elif created:  # written ahead as "processing": now they are visible
+        await session.execute(
+            update(Document)
+            .where(Document.id.in_([d.id for d in created]))
+            .values(status="ready", progress=100, error=None)
+        )
+    for p in updated:
+        d = p.document
+        await session.execute(
+            update(Document)
+            .where(Document.id == d.id)
+            .values(
+                title=d.title,
+                format=d.format,
+                sha256=d.sha256,
+                size=d.size,
+                chunk_count=d.chunk_count,
+                updated_at=d.updated_at,
+                status="ready",
+                progress=100,
+                error=None,
+            )
+        )
+    removed = [(p.document.kb_id, c) for p in changed for c in p.removed]
+    if removed:
+        await session.execute(delete(Chunk).where(Chunk.id.in_([c for _, c in removed])))
+        await session.execute(
+            insert(Removal), [{"kb_id": kb, "revision": revision, "chunk_id": c} for kb, c in removed]
+        )
+    if updated:  # kept chunks: the title, and maybe the position, changed
+        await session.execute(
+            update(Chunk)
+            .where(Chunk.document_id.in_([p.document.id for p in updated]), Chunk.revision != PENDING)
+            .values(revision=revision)
+        )
+    for p in updated:
+        for chunk_id, position in p.moved.items():
+            await session.execute(update(Chunk).where(Chunk.id == chunk_id).values(position=position))
+    rows = [row for p in changed for row in p.new_rows]
+    for row in rows:
+        row.revision = revision
+    if staged:
+        await session.execute(
+            update(Chunk)
+            .where(Chunk.document_id.in_([p.document.id for p in changed]), Chunk.revision == PENDING)
+            .values(revision=revision)
+        )
+    elif rows:
+        await session.execute(insert(Chunk), [values(row, revision) for row in rows])
+
+
+def _document(d: Document) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "kb_id": d.kb_id,
+        "source": d.source,
+        "title": d.title,
+        "format": d.format,
+        "sha256": d.sha256,
+        "size": d.size,
+        "chunk_count": d.chunk_count,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+        "status": "ready",
+        "progress": 100,
+        "error": None,
+    }
 
 
 def plans(

@@ -122,6 +122,11 @@ export const api = {
   },
   run: (id) => request("GET", `v1/runs/${enc(id)}`),
   cancel: (id) => request("POST", `v1/runs/${enc(id)}/cancel`),
+  knowledgeBases: () => request("GET", "v1/knowledge-bases"),
+  createKnowledgeBase: (name) => request("POST", "v1/knowledge-bases", { body: { name } }),
+  documents: (kbId) => request("GET", `v1/knowledge-bases/${enc(kbId)}/documents`),
+  deleteDocument: (kbId, docId) => request("DELETE", `v1/knowledge-bases/${enc(kbId)}/documents/${enc(docId)}`),
+  job: (kbId, jobId) => request("GET", `v1/knowledge-bases/${enc(kbId)}/jobs/${enc(jobId)}`),
   feedback: (messageId, rating) => request("POST", `v1/messages/${enc(messageId)}/feedback`, { body: { rating } }),
 };
 

@@ -3,6 +3,7 @@
 import { api, ApiError, apiKey, describeError, onApiError, setApiKey } from "./api.js";
 import { Composer } from "./composer.js";
 import { h } from "./dom.js";
+import { KnowledgePanel } from "./knowledge.js";
 import { Reply, userMessage } from "./reply.js";
 import { Sidebar } from "./sidebar.js";
 import { followRun } from "./sse.js";
@@ -44,6 +45,28 @@ const state = {
   stick: true,
   autoTop: 0,
 };
+
+const knowledge = new KnowledgePanel(
+  {
+    open: $("open-knowledge"),
+    dialog: $("knowledge"),
+    close: $("knowledge-close"),
+    title: $("knowledge-title"),
+    intro: $("knowledge-intro"),
+    baseField: $("knowledge-base-field"),
+    base: $("knowledge-base"),
+    add: $("knowledge-add"),
+    files: $("knowledge-files"),
+    progress: $("knowledge-progress"),
+    bar: $("knowledge-bar"),
+    statusText: $("knowledge-status"),
+    skipped: $("knowledge-skipped"),
+    table: $("knowledge-table"),
+    docs: $("knowledge-docs"),
+    empty: $("knowledge-empty"),
+  },
+  { announce: (text) => announce(text) },
+);
 
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("parley") : null;
 
@@ -209,6 +232,7 @@ async function loadAssistants() {
     const preferred = prefs.get("assistant", "general");
     els.assistant.replaceChildren(...data.map((a) => h("option", { value: a.name, title: a.description || null, text: a.name })));
     els.assistant.value = state.assistants.has(preferred) ? preferred : data[0]?.name ?? "";
+    knowledge.setAssistant(state.assistants.get(els.assistant.value));
   } catch (error) {
     showError(error);
   }
@@ -216,6 +240,7 @@ async function loadAssistants() {
 
 els.assistant.addEventListener("change", () => {
   prefs.set("assistant", els.assistant.value);
+  knowledge.setAssistant(state.assistants.get(els.assistant.value));
   updateEmpty();
 });
 
@@ -232,6 +257,7 @@ function setThread(thread) {
     const preferred = prefs.get("assistant", els.assistant.value);
     if (state.assistants.has(preferred)) els.assistant.value = preferred;
   }
+  knowledge.setAssistant(state.assistants.get(els.assistant.value));
   els.assistant.disabled = Boolean(thread);
   els.assistant.title = thread ? `This conversation is with ${thread.assistant}` : "Choose who to talk to";
 }

@@ -1,12 +1,17 @@
-// File uploads (POST /v1/files, multipart) with progress. XMLHttpRequest, because fetch
-// cannot report upload progress.
+// File uploads (multipart) with progress: a chat attachment (POST /v1/files) or a batch of
+// knowledge documents. XMLHttpRequest, because fetch cannot report upload progress.
 
 import { ApiError, authHeaders, url } from "./api.js";
 
-export function upload(file, { onProgress = () => {} } = {}) {
+export function upload(file, options = {}) {
+  return uploadFiles("v1/files", [file], options);
+}
+
+// Every file as a part named "file" (the batch-ingest route takes many, and zip/tar archives).
+export function uploadFiles(path, files, { onProgress = () => {} } = {}) {
   const xhr = new XMLHttpRequest();
   const promise = new Promise((resolve, reject) => {
-    xhr.open("POST", url("v1/files"));
+    xhr.open("POST", url(path));
     for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.setRequestHeader("Accept", "application/json");
     xhr.responseType = "text";
@@ -36,7 +41,7 @@ export function upload(file, { onProgress = () => {} } = {}) {
     xhr.addEventListener("error", () => reject(new ApiError(0, "network", "The upload was interrupted: the server cannot be reached.")));
     xhr.addEventListener("abort", () => reject(new ApiError(0, "aborted", "The upload was cancelled.")));
     const form = new FormData();
-    form.append("file", file, file.name);
+    for (const file of files) form.append("file", file, file.name);
     xhr.send(form);
   });
   return { promise, abort: () => xhr.abort() };
