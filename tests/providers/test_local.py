@@ -98,7 +98,9 @@ async def test_a_tool_the_server_chose_gets_arguments_under_its_schema(local: Lo
         "Search the catalog.",
         {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
     )
-    request = ask("Find me running shoes", max_tokens=40, tools=[search], tool_choice="search_products")
+    request = ask(
+        "Find me running shoes", max_tokens=40, tools=[search], tool_choice="search_products", temperature=0.0
+    )
     deltas, _ = await collect(local, request)
     fragments = [d for d in deltas if isinstance(d, ToolCallDelta)]
     assert fragments[0].name == "search_products"
