@@ -68,6 +68,8 @@ BATCH = 64
 EMBED_BATCH = 256
 #: Chunk rows per transaction when a change is larger (``Knowledge._stage``).
 SLICE = 500
+#: Texts tokenized per call in the process pool.
+TOKENIZE_SLICE = 2000
 
 
 @dataclass(slots=True)
@@ -336,7 +338,7 @@ class Knowledge:
             fresh = [row for p in plan for row in p.new_rows]
             in_db: list[tuple[str, Vectors]] = []
             if embedder is not None and fresh:
-                vectors = await self._embed(embedder, [_indexed(r) for r in fresh], progress)
+                vectors = await self._embed(embedder, await self.workers.thread(_texts, fresh), progress)
                 for row, vector in zip(fresh, vectors, strict=True):
                     row.vector_model = embedder.name
                     if store is None:
@@ -410,8 +412,9 @@ class Knowledge:
             await self._catch_up(kb_id)
             return
         dim = None if self._embedder is None or self._pgvector is not None else self._embedder.dim
-        rows = [(row, p.document.title) for p in plan for row in p.new_rows]
-        tokens = await self.workers.cpu(tokenize, [_indexed(c) for c, _ in rows]) if rows else []
+        # One title a document: an ORM attribute read costs microseconds, 84k of them a third of a second.
+        rows = [(row, title) for p in plan for title in (p.document.title,) for row in p.new_rows]
+        tokens = await self._tokenize(await self.workers.thread(_texts, [c for c, _ in rows]))
         added = await self.workers.thread(_entries, rows, tokens, dim)
         self._indexes[kb_id] = await self.workers.thread(
             index.with_changes,
@@ -422,6 +425,17 @@ class Knowledge:
             titles={p.document.id: p.document.title for p in plan if p.status == "updated"},
             dim=dim,
         )
+
+    async def _tokenize(self, texts: Sequence[str]) -> list[tuple[str, ...]]:
+        """In the process pool, ``TOKENIZE_SLICE`` texts a call: the answer of one call is unpickled
+        in one piece, holding the GIL (84k chunks' tokens stalled the event loop for a second)."""
+        parts = await asyncio.gather(
+            *(
+                self.workers.cpu(tokenize, texts[start : start + TOKENIZE_SLICE])
+                for start in range(0, len(texts), TOKENIZE_SLICE)
+            )
+        )
+        return [tokens for part in parts for tokens in part]
 
     async def _embed(self, embedder: Embedder, texts: Sequence[str], progress: Fraction | None) -> Vectors:
         """In the worker threads (ONNX Runtime releases the GIL), a batch at a time."""
@@ -755,7 +769,7 @@ class Knowledge:
             if stale:
                 await self._reembed(embedder, store, kb_id, stale)
         dim = None if self._embedder is None or store is not None else self._embedder.dim
-        tokens = await self.workers.cpu(tokenize, [_indexed(c) for c, _, _ in rows]) if rows else []
+        tokens = await self._tokenize(await self.workers.thread(_texts, [c for c, _, _ in rows]))
         entries = await self.workers.thread(_entries, [(c, title) for c, title, _ in rows], tokens, dim)
         if base is None:
             self._indexes[kb_id] = await self.workers.thread(KbIndex.build, kb_id, revision, entries, dim)
@@ -779,7 +793,7 @@ class Knowledge:
         missing = [c for c in stale if c.id not in known]
         if missing:
             log.info("knowledge_reembedding", kb_id=kb_id, chunks=len(missing), model=embedder.name)
-            vectors = await self._embed(embedder, [_indexed(c) for c in missing], None)
+            vectors = await self._embed(embedder, await self.workers.thread(_texts, missing), None)
             known |= {c.id: v for c, v in zip(missing, vectors, strict=True)}
         async with self.db.transaction() as session:
             if store is not None:
@@ -810,6 +824,11 @@ async def _bump(session: AsyncSession, kb_id: str) -> int:
     kb.revision += 1
     kb.updated_at = now()
     return kb.revision
+
+
+def _texts(chunks: Sequence[Chunk]) -> list[str]:
+    """What the index reads of each chunk (built in a worker thread: 84k chunks take half a second)."""
+    return [_indexed(c) for c in chunks]
 
 
 def _indexed(chunk: Chunk) -> str:
