@@ -378,6 +378,92 @@ async def test_a_large_change_is_written_in_slices_and_published_at_once(databas
         await db.close()
 
 
+def _parts(n: int) -> str:
+    return "\n".join(f"Q: What does part {i} do?\nA: Part {i} turns valve {i * 7}.\n" for i in range(n))
+
+
+async def _revisions(db: Database, kb_id: str) -> tuple[int, int | None, dict[int, int]]:
+    """The base's revision and reservation, and its chunk rows counted by revision."""
+    from sqlalchemy import func, select
+
+    from parley.knowledge.schema import Chunk, KnowledgeBase
+
+    async with db.session() as session:
+        kb = (await session.execute(select(KnowledgeBase).where(KnowledgeBase.id == kb_id))).scalar_one()
+        counts = await session.execute(
+            select(Chunk.revision, func.count()).where(Chunk.kb_id == kb_id).group_by(Chunk.revision)
+        )
+        return kb.revision, kb.staging, {int(r): int(n) for r, n in counts}
+
+
+async def test_publishing_a_staged_change_stamps_one_row_not_every_chunk(database_url: str) -> None:
+    from parley.knowledge.plans import plans
+
+    writer, db, owner = await _knowledge(database_url)
+    reader, db2, _ = await _knowledge(database_url)
+    try:
+        kb = await writer.create_base(owner, "big")
+        plan = plans(kb.id, [("parts.md", parse_text(_parts(700), title="Parts"))], {}, {})
+        stamp = await writer._stage(kb.id, plan, [], None)
+        # Written ahead at the revision it reserved, and out of every index until published.
+        assert await _revisions(db, kb.id) == (0, 1, {1: 700})
+        assert await reader.search(owner, kb.id, "what does part 512 do", k=1, mode="bm25") == []
+        fresh, db3, _ = await _knowledge(database_url)  # a process starting now loads none of it
+        await db3.close()
+        assert len(fresh._indexes[kb.id]) == 0
+        revision = await writer._publish(kb.id, plan, stamp, [], None)
+        await writer._apply(kb.id, revision, plan)
+        # The base's revision moved onto the stamp: the rows were not written again.
+        assert (revision, await _revisions(db, kb.id)) == (1, (1, None, {1: 700}))
+        hits = await reader.search(owner, kb.id, "what does part 512 do", k=1, mode="bm25")
+        assert hits[0].title == "What does part 512 do?"
+    finally:
+        await db.close()
+        await db2.close()
+
+
+async def test_a_write_while_a_change_is_staged_steps_over_its_revision(database_url: str) -> None:
+    from parley.knowledge.plans import plans
+
+    writer, db, owner = await _knowledge(database_url)
+    other, db2, _ = await _knowledge(database_url)
+    reader, db3, _ = await _knowledge(database_url)
+    try:
+        kb = await writer.create_base(owner, "big")
+        plan = plans(kb.id, [("parts.md", parse_text(_parts(700), title="Parts"))], {}, {})
+        stamp = await writer._stage(kb.id, plan, [], None)
+        # Another process writes meanwhile: its revision skips the reserved one, and readers
+        # that catch up past it still skip the staged rows.
+        await other.add_document(owner, kb.id, "faq.md", parse_text(FAQ, title="FAQ"))
+        revision, staging, counts = await _revisions(db, kb.id)
+        assert (revision, staging, counts[1]) == (2, 1, 700)
+        hits = await reader.search(owner, kb.id, "what does part 512 do", k=3, mode="bm25")
+        assert all(h.document_title == "FAQ" for h in hits)
+        assert reader._indexes[kb.id].revision == 2
+        # Publishing now re-stamps the rows with a new revision, which every reader catches up to.
+        revision = await writer._publish(kb.id, plan, stamp, [], None)
+        await writer._apply(kb.id, revision, plan)
+        assert revision == 3
+        assert (await _revisions(db, kb.id))[:2] == (3, None)
+        assert (await _revisions(db, kb.id))[2][3] == 700
+        for process in (reader, other, writer):
+            hits = await process.search(owner, kb.id, "what does part 512 do", k=1, mode="bm25")
+            assert hits[0].title == "What does part 512 do?"
+            assert len(process._indexes[kb.id]) == len(writer._indexes[kb.id])
+        # A change that fails after staging leaves no rows and no reservation behind.
+        again = plans(kb.id, [("more.md", parse_text(_parts(600), title="More"))], {}, {})
+        stamp = await writer._stage(kb.id, again, [], None)
+        assert (await _revisions(db, kb.id))[1] == stamp == 4
+        await writer._unstage(kb.id, again, stamp)
+        revision, staging, counts = await _revisions(db, kb.id)
+        assert (revision, staging, counts[3]) == (3, None, 700)
+        assert stamp not in counts
+    finally:
+        await db.close()
+        await db2.close()
+        await db3.close()
+
+
 async def test_the_model_loads_while_the_server_starts(database_url: str) -> None:
     knowledge, db, _ = await _knowledge(database_url)
     try:

@@ -95,6 +95,7 @@ Fraction = Callable[[float], Awaitable[None]]
 
 # Before every search: built once (building it cost as much as running it on SQLite).
 _REVISION = select(KnowledgeBase.revision).where(KnowledgeBase.id == bindparam("kb_id"))
+_STAGING = select(KnowledgeBase.staging).where(KnowledgeBase.id == bindparam("kb_id"))
 
 
 class Knowledge:
@@ -349,60 +350,95 @@ class Knowledge:
                     p.embedded = len(p.new_rows)
             if not any(p.status != "unchanged" for p in plan):
                 return [p.result() for p in plan]
-            staged = sum(len(p.new_rows) for p in plan) > SLICE
+            stamp = None  # the revision the rows were staged at, if they were
+            if sum(len(p.new_rows) for p in plan) > SLICE:
+                stamp = await self._stage(kb_id, plan, in_db, embedder)
             try:
-                if staged:
-                    await self._stage(plan, in_db, embedder)
-                started = time.perf_counter()
-                async with self.db.transaction() as session:
-                    revision = await _bump(session, kb_id)
-                    await write(session, plan, revision, staged=staged)
-                    if in_db and embedder is not None and not staged:
-                        await pgvector.store(session, embedder.name, in_db)
-                if staged:
-                    log.info(
-                        "knowledge_published",
-                        kb_id=kb_id,
-                        chunks=sum(len(p.new_rows) for p in plan),
-                        ms=round((time.perf_counter() - started) * 1000, 1),
-                    )
+                revision = await self._publish(kb_id, plan, stamp, in_db, embedder)
             except BaseException:
-                if staged:
-                    await asyncio.shield(self._unstage(plan))
+                if stamp is not None:
+                    await asyncio.shield(self._unstage(kb_id, plan, stamp))
                 raise
             await self._apply(kb_id, revision, plan)
             return [p.result() for p in plan]
 
     async def _stage(
-        self, plan: Sequence[Plan], in_db: list[tuple[str, Vectors]], embedder: Embedder | None
-    ) -> None:
-        """Write a large change's chunk rows ahead, ``SLICE`` rows per short transaction, as pending
-        (out of every index): the event log's commits, which every live stream waits on, take
-        turns with them instead of waiting for one long write. New documents show as ``processing``."""
+        self, kb_id: str, plan: Sequence[Plan], in_db: list[tuple[str, Vectors]], embedder: Embedder | None
+    ) -> int:
+        """Write a large change's chunk rows ahead, ``SLICE`` rows per short transaction, out of
+        every index: the event log's commits, which every live stream waits on, take turns with
+        them instead of waiting for one long write. New documents show as ``processing``.
+
+        The rows are stamped with the revision this change reserves (``KnowledgeBase.staging``,
+        the next one), so that publishing them is one row whatever their number (``_bump``).
+        While another process stages into the same base, they are stamped ``PENDING`` and
+        publishing re-stamps them. Returns the stamp."""
         async with self.db.transaction() as session:
+            kb = await _locked(session, kb_id)
+            stamp = PENDING
+            if kb.staging is None:
+                stamp = kb.staging = kb.revision + 1
             for p in plan:
                 if p.status == "created":
                     p.document.status, p.document.progress = "processing", 99
                     session.add(p.document)
         vectors = dict(in_db)
         rows = [row for p in plan for row in p.new_rows]
-        for start in range(0, len(rows), SLICE):
-            part = rows[start : start + SLICE]
-            async with self.db.transaction() as session:
-                await session.execute(insert(Chunk), [values(row, PENDING) for row in part])
-                if vectors and embedder is not None:
-                    await pgvector.store(session, embedder.name, [(r.id, vectors[r.id]) for r in part])
+        try:
+            for start in range(0, len(rows), SLICE):
+                part = rows[start : start + SLICE]
+                async with self.db.transaction() as session:
+                    await session.execute(insert(Chunk), [values(row, stamp) for row in part])
+                    if vectors and embedder is not None:
+                        await pgvector.store(session, embedder.name, [(r.id, vectors[r.id]) for r in part])
+        except BaseException:
+            await asyncio.shield(self._unstage(kb_id, plan, stamp))
+            raise
+        return stamp
 
-    async def _unstage(self, plan: Sequence[Plan]) -> None:
-        """A staged change that failed: its pending rows, and the documents it created, go."""
+    async def _publish(
+        self,
+        kb_id: str,
+        plan: Sequence[Plan],
+        stamp: int | None,
+        in_db: list[tuple[str, Vectors]],
+        embedder: Embedder | None,
+    ) -> int:
+        """One transaction: the base's new revision and the plans' rows (``stamp``: those staged
+        ahead, ``_stage``). Returns the revision."""
+        started = time.perf_counter()
+        async with self.db.transaction() as session:
+            revision = await _bump(session, kb_id, publishing=stamp)
+            await write(session, plan, revision, staged=stamp)
+            if in_db and embedder is not None and stamp is None:
+                await pgvector.store(session, embedder.name, in_db)
+        if stamp is not None:
+            log.info(
+                "knowledge_published",
+                kb_id=kb_id,
+                chunks=sum(len(p.new_rows) for p in plan),
+                restamped=revision != stamp,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+        return revision
+
+    async def _unstage(self, kb_id: str, plan: Sequence[Plan], stamp: int) -> None:
+        """A staged change that failed: its staged rows, the documents it created and its
+        reservation go."""
         documents = [p.document.id for p in plan if p.status != "unchanged"]
         created = [p.document.id for p in plan if p.status == "created"]
         async with self.db.transaction() as session:
             await session.execute(
-                delete(Chunk).where(Chunk.document_id.in_(documents), Chunk.revision == PENDING)
+                delete(Chunk).where(Chunk.document_id.in_(documents), Chunk.revision == stamp)
             )
             if created:
                 await session.execute(delete(Document).where(Document.id.in_(created)))
+            if stamp != PENDING:
+                await session.execute(
+                    update(KnowledgeBase)
+                    .where(KnowledgeBase.id == kb_id, KnowledgeBase.staging == stamp)
+                    .values(staging=None)
+                )
 
     async def _apply(self, kb_id: str, revision: int, plan: Sequence[Plan]) -> None:
         """The index after this process's own write: from the rows in hand (no read back), or
@@ -713,6 +749,9 @@ class Knowledge:
                 await self._reload(kb_id, revision)
                 return
             window = (Chunk.revision > index.revision) & (Chunk.revision <= revision)
+            staging = await session.scalar(_STAGING, {"kb_id": kb_id})
+            if staging is not None:  # rows written ahead of a change that has not published
+                window &= Chunk.revision != staging
             rows = (
                 await session.execute(
                     select(Chunk, Document.title, embedded)
@@ -738,11 +777,16 @@ class Knowledge:
             "kb_chunks.embedding IS NOT NULL" if store else "false", type_=Boolean
         ).label("embedded")
         async with self.db.session() as session:
+            # Published rows only: none staged (``PENDING``, or at a reserved revision).
+            published = (Chunk.revision != PENDING) & (Chunk.revision <= revision)
+            staging = await session.scalar(_STAGING, {"kb_id": kb_id})
+            if staging is not None:
+                published &= Chunk.revision != staging
             rows = (
                 await session.execute(
                     select(Chunk, Document.title, embedded)
                     .join(Document, Document.id == Chunk.document_id)
-                    .where(Chunk.kb_id == kb_id, Chunk.revision != PENDING)
+                    .where(Chunk.kb_id == kb_id, published)
                     .order_by(Chunk.document_id, Chunk.position)
                 )
             ).all()
@@ -817,12 +861,30 @@ async def _base(session: AsyncSession, principal: Principal, kb_id: str) -> Know
     return kb
 
 
-async def _bump(session: AsyncSession, kb_id: str) -> int:
+async def _locked(session: AsyncSession, kb_id: str) -> KnowledgeBase:
     kb = await session.scalar(select(KnowledgeBase).where(KnowledgeBase.id == kb_id).with_for_update())
     if kb is None:
         raise not_found("knowledge base", kb_id)
-    kb.revision += 1
+    return kb
+
+
+async def _bump(session: AsyncSession, kb_id: str, *, publishing: int | None = None) -> int:
+    """The base's next revision, for a write in ``session``'s transaction.
+
+    ``publishing``: the stamp of the rows a staged change wrote ahead (``Knowledge._stage``).
+    When it is the reservation and nothing was published since it was made, the base's revision
+    simply becomes the stamp, which publishes the rows; otherwise they are re-stamped
+    (``plans.write``) with a new revision. Other writes step over a reserved revision."""
+    kb = await _locked(session, kb_id)
     kb.updated_at = now()
+    if publishing is not None and publishing != PENDING and kb.staging == publishing:
+        kb.staging = None
+        if kb.revision == publishing - 1:
+            kb.revision = publishing
+            return publishing
+    kb.revision += 1
+    if kb.revision == kb.staging:
+        kb.revision += 1
     return kb.revision
 
 

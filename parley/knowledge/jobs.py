@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 
 from parley.errors import not_found
 from parley.knowledge.bases import BATCH, Knowledge
 from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, parse_file
 from parley.knowledge.plans import PENDING, Ingested
-from parley.knowledge.schema import Chunk, Document, Job
+from parley.knowledge.schema import Chunk, Document, Job, KnowledgeBase
 from parley.store.schema import new_id, now
 from parley.users import Principal
 
@@ -68,8 +68,23 @@ class Jobs:
                 )
             )
             stuck = select(Document.id).where(Document.status == "processing", Document.updated_at < stale)
+            # Their rows written ahead: pending, or at the revision their change reserved.
+            reserved = select(KnowledgeBase.staging).where(KnowledgeBase.id == Chunk.kb_id).scalar_subquery()
             await session.execute(
-                delete(Chunk).where(Chunk.document_id.in_(stuck), Chunk.revision == PENDING)
+                delete(Chunk).where(
+                    Chunk.document_id.in_(stuck), or_(Chunk.revision == PENDING, Chunk.revision == reserved)
+                )
+            )
+            # A reservation is released when no change into its base is still live.
+            live = select(Document.kb_id).where(Document.status == "processing", Document.updated_at >= stale)
+            await session.execute(
+                update(KnowledgeBase)
+                .where(
+                    KnowledgeBase.staging.is_not(None),
+                    KnowledgeBase.id.in_(select(Document.kb_id).where(Document.id.in_(stuck))),
+                    KnowledgeBase.id.not_in(live),
+                )
+                .values(staging=None)
             )
             await session.execute(
                 update(Document)

@@ -50,9 +50,12 @@ class Plan:
         return Ingested(self.document, self.status, self.chunk_count, self.embedded)
 
 
-async def write(session: AsyncSession, plans: Sequence[Plan], revision: int, *, staged: bool = False) -> None:
+async def write(
+    session: AsyncSession, plans: Sequence[Plan], revision: int, *, staged: int | None = None
+) -> None:
     """Stamp every row ``plans`` add or change with ``revision`` and record what they remove;
-    ``staged``: new documents and rows are already written, pending (``Knowledge._stage``)."""
+    ``staged``: new documents and rows are already written, their rows stamped with this
+    (``Knowledge._stage``): when it is ``revision`` they are published as they are."""
     changed = [p for p in plans if p.status != "unchanged"]
     if not changed:
         return
@@ -60,7 +63,7 @@ async def write(session: AsyncSession, plans: Sequence[Plan], revision: int, *, 
     updated = [p for p in changed if p.status == "updated"]
     for d in created:
         d.status, d.progress, d.error = "ready", 100, None
-    if created and not staged:
+    if created and staged is None:
         await session.execute(insert(Document), [_document(d) for d in created])
     elif created:  # written ahead as "processing": now they are visible
         await session.execute(
@@ -103,13 +106,13 @@ async def write(session: AsyncSession, plans: Sequence[Plan], revision: int, *, 
     # Rows are written from their values: stamping 84k ORM objects' ``revision`` attribute would
     # cost a third of a second of the lock every live stream waits on.
     rows = [row for p in changed for row in p.new_rows]
-    if staged:
+    if staged is not None and staged != revision:
         await session.execute(
             update(Chunk)
-            .where(Chunk.document_id.in_([p.document.id for p in changed]), Chunk.revision == PENDING)
+            .where(Chunk.document_id.in_([p.document.id for p in changed]), Chunk.revision == staged)
             .values(revision=revision)
         )
-    elif rows:
+    elif staged is None and rows:
         await session.execute(insert(Chunk), [values(row, revision) for row in rows])
 
 

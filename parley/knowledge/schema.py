@@ -24,6 +24,9 @@ class KnowledgeBase(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     #: Bumped by every change; a process whose index holds an older revision reloads it.
     revision: Mapped[int] = mapped_column(Integer, default=0)
+    #: The revision a large change is writing its chunk rows at, ahead of publishing them
+    #: (``Knowledge._stage``): readers skip it, and other writers' revisions step over it.
+    staging: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now)
 
