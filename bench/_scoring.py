@@ -109,8 +109,14 @@ def echoes(text: str) -> list[str]:
     return [p.pattern for p in ECHOES if p.search(text)]
 
 
+#: An inline code span: where a source's answer quotes a request field (`"stream": true`).
+_INLINE_CODE = re.compile(r"(?<!`)`[^`\n]{1,80}`(?!`)")
+
+
 def has_json(text: str) -> bool:
-    return bool(JSON_FRAGMENT.search(text))
+    """Whether ``text`` dumps JSON. A short inline code span quoting a field (an FAQ's answer
+    "send `"multitask": "enqueue"`") is how the sources themselves write a request, not a dump."""
+    return bool(JSON_FRAGMENT.search(_INLINE_CODE.sub("", text)))
 
 
 def declined(text: str) -> bool:

@@ -38,6 +38,7 @@ from parley.answers.compose import (
     is_list_question,
     list_words,
     qa_pair,
+    unfamiliar,
     unrelated,
 )
 from parley.answers.guards import Guard, scaffolding
@@ -177,7 +178,13 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         ranked = (state.run.options or {}).get("retrieval") != "all"
         best = hits[0] if hits and ranked and not listing and not attached else None
         trust = float(state.assistant.options.get("trust_similarity", TRUST_SIMILARITY))
-        off_topic = best is not None and unrelated(question, best, retrieved.found, trust)
+        off_topic = best is not None and (
+            unrelated(question, best, retrieved.found, trust)
+            or (
+                retrieved.familiar is not None
+                and unfamiliar(retrieved.terms, retrieved.unknown, best, retrieved.familiar)
+            )
+        )
         if not hits or missing or off_topic:
             # A list question's closest documents are people who do not match: name none.
             _answer(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from parley.answers.compose import absent_facts, unrelated
+from parley.answers.compose import absent_facts, unfamiliar, unrelated
 from parley.config import Settings
 from parley.knowledge.search import Hit
 from parley.providers.base import TextDelta
@@ -240,6 +240,49 @@ async def test_a_question_about_nothing_the_best_source_says_is_declined(
         student = (await ask(server, "support", "Is there a discount for students?"))[-1]
     assert final.json["text"].startswith("I don't know"), final.json["text"]
     assert student.json["text"].startswith("I don't know"), student.json["text"]
+
+
+async def test_a_question_whose_words_the_faq_never_uses_is_declined_with_minilm(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Half of "fine-tune the model on my own data" is in no entry, and the nearest one (on
+    creating an assistant) is far from it by meaning; a short paraphrase with a word the FAQ
+    never uses ("remove") is close to its entry's question, and answered."""
+    model = small_model()
+    settings = settings_for(
+        model="scripted:small", embeddings="minilm", knowledge={"parley-faq": [FAQ_FILE]}, memory=False
+    )
+    async with serve(settings, {"scripted:small": model}) as server:
+        tune = (await ask(server, "support", "Can I fine-tune the model on my own data?"))[-1]
+        remove = (await ask(server, "support", "how do I remove a conversation"))[-1]
+    assert tune.json["text"].startswith("I don't know"), tune.json["text"]
+    assert "[assistants." not in tune.json["text"]
+    assert "DELETE /v1/threads/{id}" in remove.json["text"], remove.json["text"]
+    assert model.requests == []
+
+
+def test_half_the_words_unknown_declines_unless_close_by_meaning() -> None:
+    def hit(similarity: float, question: float | None) -> Hit:
+        return Hit(
+            "kb",
+            "c",
+            "d",
+            "FAQ",
+            "",
+            "Q: How do I create my own assistant? A: …",
+            0,
+            1.0,
+            None,
+            similarity,
+            question,
+        )
+
+    terms = ["fine", "tune", "model", "data"]
+    assert unfamiliar(terms, ["fine", "tune"], hit(0.22, 0.2), 0.55)
+    assert not unfamiliar(terms, ["fine"], hit(0.22, 0.2), 0.55)  # a quarter unknown
+    assert not unfamiliar(terms, ["fine", "tune"], hit(0.22, 0.6), 0.55)  # its entry's question is close
+    assert not unfamiliar(terms, ["fine", "tune"], hit(0.58, None), 0.55)
+    assert not unfamiliar([], [], hit(0.1, None), 0.55)
 
 
 def test_the_best_source_must_share_the_questions_own_words() -> None:

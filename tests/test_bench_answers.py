@@ -26,6 +26,10 @@ def test_json_in_a_reply_is_caught_and_prose_is_not() -> None:
     assert score.has_json('"name": "Aurora ANC Wireless Headphones"')
     assert not score.has_json('I found the "Aurora ANC" headphones: $234.99, in stock.')
     assert not score.has_json("Use {curly} braces in templates: a: b.")
+    # An FAQ answer quoting a request field in inline code is no dump; a fenced block still is.
+    assert not score.has_json('Send `"multitask": "enqueue"` to queue it [1].')
+    assert score.has_json('Results:\n```json\n{"id": "AUD-101"}\n```')
+    assert score.has_json('The tools ran: "name": "Aurora" and `ok`.')
 
 
 def test_refusals_are_recognised_only_when_the_reply_leads_with_one() -> None:

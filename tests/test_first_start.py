@@ -115,7 +115,7 @@ async def test_serve_logs_json_lines_and_says_once_where_it_is_ready(tmp_path: P
             assert (await client.get("/static/app.css")).status_code == 200
             assert (await client.get("/healthz")).status_code == 200
         process.terminate()
-        rest = (await asyncio.wait_for(stderr.read(), 30)).decode()
+        rest = (await asyncio.wait_for(stderr.read(), 60)).decode()
     finally:
         if process.returncode is None:
             process.kill()

@@ -137,6 +137,20 @@ def unrelated(question: str, best: Hit, found: Sequence[Hit], trust: float = 1.0
     return not (asked - common) & set(stems(f"{best.document_title} {best.title} {best.text}"))
 
 
+def unfamiliar(terms: Sequence[str], unknown: Sequence[str], best: Hit, trust: float) -> bool:
+    """Whether at least half of the question's content words (``terms``) are ``unknown`` (no
+    chunk of the knowledge bases has them) and the best source is not ``trust`` similar to it
+    (its text, or an FAQ entry's own question): "Can I fine-tune the model on my own data?" ("fine" and
+    "tune" are nowhere) is near "How do I create my own assistant?" by its other words, and
+    about something the knowledge base never mentions. A paraphrase in the user's own words
+    ("how can I load my own documents") is close to its entry's question however many of its
+    words the base lacks."""
+    if not terms or len(unknown) * 2 < len(terms):
+        return False
+    close = [s for s in (best.similarity, best.question_similarity) if s is not None]
+    return max(close, default=0.0) < trust
+
+
 def decline(reply: str, closest: Sequence[Hit], missing: Sequence[str] = ()) -> Composed:
     """ "I don't know", with what was not found and the closest topics the sources do cover."""
     text = reply

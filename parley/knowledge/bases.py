@@ -58,6 +58,7 @@ from parley.knowledge.workers import Workers
 from parley.store.db import Database
 from parley.store.schema import new_id, now
 from parley.threads import visible
+from parley.tools.choice import stems
 from parley.users import Principal
 
 log = structlog.get_logger(__name__)
@@ -676,6 +677,13 @@ class Knowledge:
             )
         return merge(hits, k)
 
+    async def words_of(self, kb_ids: Sequence[str], text: str) -> tuple[list[str], list[str]]:
+        """``text``'s content words (stemmed, stop words out: ``tools.choice.stems``), and those
+        that no chunk of these bases has."""
+        indexes = [await self._fresh(kb_id) for kb_id in kb_ids]
+        terms = list(dict.fromkeys(stems(text)))
+        return terms, [t for t in terms if not any(i.knows(t) for i in indexes)]
+
     async def first_chunks(self, kb_ids: Sequence[str], k: int) -> list[Hit]:
         """The first ``k`` chunks in document order: "all context" for small knowledge bases."""
         hits: list[Hit] = []
@@ -701,6 +709,10 @@ class Knowledge:
     def relevance_floor(self) -> float | None:
         """The cosine similarity a passage needs to count as relevant (None: BM25 only)."""
         return None if self._embedder is None else self._embedder.relevance_floor
+
+    def familiar_similarity(self) -> float | None:
+        """``Embedder.familiar_similarity`` (None: BM25 only, or a cosine that is no measure of meaning)."""
+        return None if self._embedder is None else self._embedder.familiar_similarity
 
     # -- index upkeep ---------------------------------------------------------------
 

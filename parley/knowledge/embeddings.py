@@ -47,6 +47,10 @@ class Embedder(ABC):
     dim: int
     #: Cosine similarity below which a passage is not about the question at all.
     relevance_floor: float
+    #: Cosine similarity at which a passage is about a question even when half of the
+    #: question's words are nowhere in the knowledge base (``answers.compose.unfamiliar``);
+    #: ``None``: this embedder's cosine does not measure meaning, and the check is off.
+    familiar_similarity: float | None = None
 
     @abstractmethod
     def embed(self, texts: Sequence[str]) -> Vectors:
@@ -163,6 +167,10 @@ class MiniLMEmbedder(Embedder):
     #: a paraphrase is as often another question as the same one; questions the sources cannot
     #: answer are declined by their words instead (``parley.answers.compose.unrelated``).
     relevance_floor = 0.2
+    #: The calibration split bounds it to (0.22, 0.89): "Can I fine-tune the model…" (0.22, to
+    #: decline) and "how do I remove a conversation" (0.89, to answer) are the only questions it
+    #: decides there, of the demo FAQ's and StackFAQ's; 0.55 is the middle (docs/ANSWERS.md).
+    familiar_similarity = 0.55
     #: Threads for one question's forward pass with torch (a batch of chunks uses torch's default).
     query_threads = 1
 

@@ -130,6 +130,11 @@ class Retrieved:
     exact: bool = True
     #: Everything the search returned, relevant or not.
     found: list[Hit] = field(default_factory=list)
+    #: The question's content words, and those no chunk of the bases has, and how similar a
+    #: passage must be to be about it anyway (``answers.compose.unfamiliar``; None: no such check).
+    terms: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    familiar: float | None = None
 
 
 async def retrieve(
@@ -152,6 +157,8 @@ async def retrieve(
     hits: list[Hit] = []
     found: list[Hit] = []
     exact = True
+    words: tuple[list[str], list[str]] = ([], [])
+    familiar = None
     if assistant.knowledge_bases and knowledge is not None and knowledge.owner_id is not None:
         options = assistant.options
         k = int(options.get("top_k", DEFAULT_TOP_K))
@@ -180,7 +187,17 @@ async def retrieve(
             )
             floor = options.get("min_similarity", knowledge.relevance_floor())
             hits = relevant(found, None if floor is None else float(floor))[:k]
-    return Retrieved([*attached, *hits], found[:CLOSEST_TOPICS], exact, found)
+            familiar = options.get("familiar_similarity", knowledge.familiar_similarity())
+            if familiar is not None:
+                words = await knowledge.words_of(kb_ids, question)
+    return Retrieved(
+        [*attached, *hits],
+        found[:CLOSEST_TOPICS],
+        exact,
+        found,
+        *words,
+        None if familiar is None else float(familiar),
+    )
 
 
 def one_per_document(hits: Iterable[Hit]) -> list[Hit]:

@@ -85,6 +85,8 @@ class Hit:
     score: float
     bm25: float | None
     similarity: float | None
+    #: An FAQ entry's own question's cosine to the query, when the search computed it.
+    question_similarity: float | None = None
 
     def json(self) -> dict[str, Any]:
         return {
@@ -474,7 +476,7 @@ class KbIndex:
             ranked = [(i, float(dense[i])) for i in dense_rank[:k]]
         else:
             ranked = fuse(lexical, dense, lexical_rank, dense_rank, order)[:k]
-        return [self._hit(i, score, lexical, cosine) for i, score in ranked]
+        return [self._hit(i, score, lexical, cosine, query_vector) for i, score in ranked]
 
     def entry_similarities(
         self,
@@ -517,6 +519,11 @@ class KbIndex:
         ranking = _top(lexical, depth_for(mode, k), self._allowed(document), order, positive=True)
         return [self._store.entries[i].id for i in ranking]
 
+    def knows(self, token: str) -> bool:
+        """Whether a live chunk has ``token`` (a ``tokenize`` term)."""
+        term = self._store.vocab.get(token) if self._store is not None else None
+        return term is not None and term < len(self._df) and bool(self._df[term] > 0)
+
     def bm25_scores(self, query_tokens: Sequence[str]) -> npt.NDArray[np.float32] | None:
         return self._bm25_scores(query_tokens) if self._live_count else None
 
@@ -547,9 +554,13 @@ class KbIndex:
         score: float,
         lexical: npt.NDArray[np.float32] | None,
         dense: npt.NDArray[np.float32] | None,
+        query_vector: Vectors | None = None,
     ) -> Hit:
         assert self._store is not None
         e = self._store.entries[i]
+        asked = None
+        if query_vector is not None and (vector := self._store.questions.get(i)) is not None:
+            asked = float(vector @ query_vector)
         return Hit(
             kb_id=self.kb_id,
             chunk_id=e.id,
@@ -561,6 +572,7 @@ class KbIndex:
             score=score,
             bm25=None if lexical is None else float(lexical[i]),
             similarity=None if dense is None or np.isnan(dense[i]) else float(dense[i]),
+            question_similarity=asked,
         )
 
 
