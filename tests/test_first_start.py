@@ -125,6 +125,32 @@ async def test_serve_logs_json_lines_and_says_once_where_it_is_ready(tmp_path: P
     assert "/static/app.css" not in paths  # no log line per static file
 
 
+async def test_a_killed_server_leaves_no_worker_process_behind(tmp_path: Path) -> None:
+    """Its ingest workers (a process pool, started for the demo knowledge) exit with it: an
+    orphan would hold the server's stderr open, and whoever reads its log would wait forever."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "parley",
+        "serve",
+        env={**_serve_env(tmp_path), "PARLEY_INGEST_WORKERS": "process"},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        seen = ""
+        while '"knowledge_synced"' not in seen:  # the demo FAQ and CVs were parsed in the pool
+            raw = await asyncio.wait_for(process.stderr.readline(), 60)
+            assert raw, seen
+            seen += raw.decode()
+        process.kill()
+        await asyncio.wait_for(process.stderr.read(), 20)  # the end of the log: no one holds it open
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
 async def test_serve_on_a_terminal_logs_readable_lines(tmp_path: Path) -> None:
     leader, follower = pty.openpty()
     process = await asyncio.create_subprocess_exec(

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -47,7 +49,12 @@ class Workers:
             return self._threads
         if self._processes is None:
             # spawn: a fork of a process with threads and an event loop is not safe
-            self._processes = ProcessPoolExecutor(self.size, mp_context=multiprocessing.get_context("spawn"))
+            self._processes = ProcessPoolExecutor(
+                self.size,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=watch_parent,
+                initargs=(os.getpid(),),
+            )
         return self._processes
 
     async def cpu(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -71,3 +78,19 @@ class Workers:
         if self._processes is not None:
             self._processes.shutdown(wait=False, cancel_futures=True)
             self._processes = None
+
+
+def watch_parent(parent: int, every: float = 0.5) -> None:
+    """In each worker process: exit as soon as the server that started it is gone.
+
+    A server killed (``SIGKILL``, the out-of-memory killer) cannot shut its pool down, and its
+    workers would wait for work forever: each holds the queue's pipe both ways, so it never
+    reads an end of file, and holds the server's stderr open, so a supervisor reading the
+    server's log never sees it end. An orphan is handed to another parent; that is the sign."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parley-parent-watch", daemon=True).start()
