@@ -86,7 +86,7 @@ class Parley:
             sqlite_synchronous=settings.sqlite_synchronous,
             sqlite_driver=settings.sqlite_driver,
         )
-        self.bus = make_bus(settings)
+        self.bus = make_bus(settings, self.metrics)
         self.log = EventLog(self.db, self.bus, on_commit=self.metrics.events_committed)
         self.providers = Providers(settings, providers)
         self.assistants = Assistants.load(settings.model, settings.config_file)
@@ -245,7 +245,7 @@ class Parley:
         return principal
 
 
-def make_bus(settings: Settings) -> Bus:
+def make_bus(settings: Settings, metrics: Metrics | None = None) -> Bus:
     """The wake-up bus ``settings.bus`` names (``auto``: Redis when configured, else PostgreSQL's
     LISTEN/NOTIFY on PostgreSQL, else in-process)."""
     kind = settings.bus
@@ -254,9 +254,17 @@ def make_bus(settings: Settings) -> Bus:
     if kind == "redis":
         if not settings.redis_url:
             raise ValueError("PARLEY_BUS=redis needs PARLEY_REDIS_URL")
-        from parley.bus.redis import RedisBus
+        from parley.breaker import Breaker
+        from parley.bus.redis import SEND_TIMEOUT, RedisBus
 
-        return RedisBus(settings.redis_url)
+        breaker = Breaker(
+            "bus",
+            timeout=SEND_TIMEOUT,  # sends are in the background: no request waits for them
+            cooldown=settings.redis_cooldown_seconds,
+            on_change=metrics.breaker_changed if metrics is not None else None,
+            on_refused=metrics.breaker_refused if metrics is not None else None,
+        )
+        return RedisBus(settings.redis_url, breaker=breaker)
     if kind == "postgres":
         if settings.is_sqlite:
             raise ValueError("PARLEY_BUS=postgres needs a PostgreSQL PARLEY_DATABASE_URL")

@@ -63,7 +63,7 @@ class Breaker:
         self._open_until = 0.0
         self._state: State = "closed"
         self._probing = False
-        self._probe = probe
+        self.probe = probe
         self._probe_task: asyncio.Task[None] | None = None
 
     @property
@@ -76,9 +76,9 @@ class Breaker:
         """``operation()`` within ``timeout``; ``Unavailable`` when it fails, times out or the
         breaker is open (``on_refused(name, reason)`` is told each time)."""
         state = self.state
-        if state == "half_open" and self._probe is not None:
+        if state == "half_open" and self.probe is not None:
             if self._probe_task is None or self._probe_task.done():
-                self._probe_task = asyncio.create_task(self._check(self._probe), name=f"{self.name}-probe")
+                self._probe_task = asyncio.create_task(self._check(self.probe), name=f"{self.name}-probe")
             state = "open"  # this call does not wait for the probe
         if state == "open" or (state == "half_open" and self._probing):
             self._refused("open")

@@ -62,7 +62,8 @@ class Metrics:
 
         self.breaker_open = Gauge(
             "parley_breaker_open",
-            "1 while the circuit breaker of a backing service (e.g. ratelimit: its Redis) is open.",
+            "1 while the circuit breaker of a backing service is open (ratelimit: the limiter's Redis; "
+            "bus: the Redis that carries wake-ups between processes).",
             ["breaker"],
             registry=self.registry,
         )

@@ -1,4 +1,5 @@
-"""Redis trouble costs milliseconds: the rate limiter's circuit breaker (``parley.breaker``)."""
+"""Redis trouble costs milliseconds: the circuit breakers (``parley.breaker``) of the rate
+limiter and of the wake-up bus."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from parley.breaker import Breaker, State, Unavailable
 from parley.config import Settings
 from tests.conftest import REDIS_URL, serve
+from tests.sse import new_thread, read_events, start_run
 
 # -- the breaker itself ---------------------------------------------------------------------
 
@@ -255,3 +257,85 @@ async def test_limits_come_back_by_themselves_when_redis_does(settings_for: Call
         assert statuses[-1] == 429, statuses  # counting again: the limit holds
         assert statuses.count(200) >= 5  # 1 counted before the hang, 5 more now
         assert metric((await client.get("/metrics")).text, "parley_breaker_open", breaker="ratelimit") == 0
+
+
+# -- the wake-up bus behind a hung Redis ---------------------------------------------------------
+
+
+@asynccontextmanager
+async def bus_server(
+    settings_for: Callable[..., Settings], redis_url: str, **overrides: object
+) -> AsyncIterator[object]:
+    """A server whose wake-ups between processes go over ``redis_url`` (its limiter too)."""
+    settings = settings_for(
+        redis_url=redis_url, bus="redis", rate_limit_prefix=f"t{uuid.uuid4().hex[:8]}", **overrides
+    )
+    async with serve(settings) as server:
+        yield server
+
+
+async def answered(client: object) -> str:
+    """A run's whole answer, read from its stream."""
+    thread = await new_thread(client)  # type: ignore[arg-type]
+    run = await start_run(client, thread, "hello there")  # type: ignore[arg-type]
+    frames = await read_events(client, f"/v1/runs/{run['id']}/events")  # type: ignore[arg-type]
+    assert frames[-1].event == "run.completed", frames[-1]
+    return str(frames[-1].json["text"])
+
+
+async def bus_breaker(client: object, reason: str | None = None) -> float:
+    text = (await client.get("/metrics")).text  # type: ignore[attr-defined]
+    if reason is None:
+        return metric(text, "parley_breaker_open", breaker="bus")
+    return metric(text, "parley_breaker_skipped_calls_total", breaker="bus", reason=reason)
+
+
+async def test_a_hung_redis_bus_drops_wake_ups_at_once_and_shows_in_metrics(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Sends are in the background, so no request waits for them; after three that time out the
+    breaker opens, and the next batches are dropped at once instead of each waiting 0.5 s."""
+    async with (
+        RedisProxy(None) as hung,
+        bus_server(settings_for, hung.url, redis_cooldown_seconds=60) as server,
+    ):
+        client = server.client  # type: ignore[attr-defined]
+        for _ in range(100):  # bounded (~10 s): each run sends a batch, each waits 0.5 s in turn
+            assert await answered(client) == "hello there"  # no request waits for the bus
+            if await bus_breaker(client) == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await bus_breaker(client) == 1
+        assert await bus_breaker(client, "timeout") == 3
+        assert await answered(client) == "hello there"
+        for _ in range(40):  # the send loop runs in the background: give it its turn
+            if await bus_breaker(client, "open") >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await bus_breaker(client, "open") >= 1  # dropped at once while open
+
+
+async def test_the_bus_comes_back_by_itself_when_redis_does(settings_for: Callable[..., Settings]) -> None:
+    if not REDIS_URL:
+        pytest.skip("Redis not available; `make test` starts one")
+    async with (
+        RedisProxy(REDIS_URL) as proxy,
+        bus_server(settings_for, proxy.url, redis_cooldown_seconds=0.3) as server,
+    ):
+        client = server.client  # type: ignore[attr-defined]
+        assert await answered(client) == "hello there"
+        proxy.hung = True
+        for _ in range(100):  # bounded (~10 s)
+            await answered(client)
+            if await bus_breaker(client) == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await bus_breaker(client) == 1
+        proxy.hung = False
+        await asyncio.sleep(0.35)  # the cooldown: the next batch has Redis pinged
+        for _ in range(40):  # bounded
+            await answered(client)
+            if await bus_breaker(client) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await bus_breaker(client) == 0

@@ -1,5 +1,7 @@
 """Wake-ups over Redis pub/sub, when ``PARLEY_REDIS_URL`` is set: one subscribing connection
-per process, and a pooled one to publish."""
+per process, and a pooled one to publish, behind a circuit breaker: while Redis hangs or is
+down, batches are dropped at once (counted in ``/metrics``) instead of each waiting for its time
+limit, and readers in other processes fall back to polling the event log."""
 
 from __future__ import annotations
 
@@ -9,20 +11,25 @@ from typing import Any
 
 import structlog
 
+from parley.breaker import Breaker, Unavailable
 from parley.bus.relay import RECONNECT_SECONDS, RelayBus
 
 log = structlog.get_logger(__name__)
 
 CHANNEL = "parley:wake"
+#: Longest a batch of wake-ups waits for Redis before it counts as a failure.
+SEND_TIMEOUT = 0.5
 
 
 class RedisBus(RelayBus):
-    def __init__(self, url: str, *, timeout: float = 0.5) -> None:
+    def __init__(self, url: str, *, timeout: float = SEND_TIMEOUT, breaker: Breaker | None = None) -> None:
         super().__init__()
         self._url = url
         self._timeout = timeout
         self._redis: Any = None
         self._listener: Any = None
+        self.breaker = breaker or Breaker("bus", timeout=timeout)
+        self.breaker.probe = self._ping
 
     async def connect(self) -> None:
         from redis.asyncio import Redis
@@ -69,9 +76,17 @@ class RedisBus(RelayBus):
                 failures += 1
 
     async def send(self, payload: str) -> None:
-        await self._redis.publish(CHANNEL, payload)
+        try:
+            await self.breaker.call(lambda: self._redis.publish(CHANNEL, payload))
+        except Unavailable as exc:
+            if exc.reason != "circuit open":  # while open, dropped quietly (and counted)
+                raise
+
+    async def _ping(self) -> None:
+        await self._redis.ping()
 
     async def disconnect(self) -> None:
+        await self.breaker.aclose()
         for client in (self._redis, self._listener):
             if client is not None:
                 with contextlib.suppress(Exception):
