@@ -33,7 +33,7 @@ from parley.response_view import KEY, ResponseView, frame, is_response, spec_of
 from parley.runs.lifecycle import NewRun
 from parley.store.db import Database
 from parley.store.schema import Base, Event, Message, Run, Thread, new_id, now
-from parley.threads import get_thread
+from parley.threads import get_thread, new_thread
 from parley.users import Principal
 
 log = structlog.get_logger(__name__)
@@ -167,12 +167,7 @@ class Responses:
                 added = await self._append(previous.thread_id, new.model, new.rows)
                 spec["input"] = added
                 return _Placed(previous.thread_id, added)
-        thread = Thread(
-            id=new_id("thr"),
-            user_id=principal.user_id,
-            assistant=new.model,
-            metadata_={"via": "responses"},
-        )
+        thread = new_thread(principal.user_id, new.model, metadata={"via": "responses"})
         spec["own_thread"] = True
         lone = not history and len(new.rows) == 1 and new.rows[0].role == "user"
         rows = () if lone else (*(_copy(m) for m in history), *new.rows)

@@ -33,6 +33,16 @@ async def get_thread(
     return thread
 
 
+def new_thread(
+    user_id: int, assistant: str, *, metadata: dict[str, Any] | None = None, title: str | None = None
+) -> Thread:
+    """A thread not stored yet: ``create_thread`` stores it alone, a new run with its first
+    messages (``runs.lifecycle.NewRun``) in the run's own transaction."""
+    return Thread(
+        id=new_id("thr"), user_id=user_id, assistant=assistant, title=title, metadata_=metadata or {}
+    )
+
+
 async def create_thread(
     db: Database,
     principal: Principal,
@@ -42,12 +52,8 @@ async def create_thread(
     title: str | None = None,
     user_id: int | None = None,
 ) -> Thread:
-    thread = Thread(
-        id=new_id("thr"),
-        user_id=principal.user_id if user_id is None else user_id,
-        assistant=assistant,
-        title=title,
-        metadata_=metadata or {},
+    thread = new_thread(
+        principal.user_id if user_id is None else user_id, assistant, metadata=metadata, title=title
     )
     async with db.session() as session, session.begin():
         session.add(thread)

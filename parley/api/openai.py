@@ -32,7 +32,8 @@ from parley.api.deps import ParleyDep, PrincipalDep
 from parley.errors import ApiError, not_found
 from parley.providers.base import ToolSpec
 from parley.runs.lifecycle import NewRun
-from parley.store.schema import Message, Run, Thread, new_id
+from parley.store.schema import Message, Run, new_id
+from parley.threads import new_thread
 from parley.users import Principal
 
 if TYPE_CHECKING:
@@ -263,12 +264,7 @@ async def _start(
     parley: Parley, principal: Principal, assistant: str, rows: list[Message], options: dict[str, Any]
 ) -> Run:
     """A new thread with the client's messages and its run, in one transaction."""
-    thread = Thread(
-        id=new_id("thr"),
-        user_id=principal.user_id,
-        assistant=assistant,
-        metadata_={"via": "chat.completions"},
-    )
+    thread = new_thread(principal.user_id, assistant, metadata={"via": "chat.completions"})
     last = rows[-1]
     run, _ = await parley.runs.create(
         principal,
