@@ -464,6 +464,39 @@ async def test_a_write_while_a_change_is_staged_steps_over_its_revision(database
         await db3.close()
 
 
+async def test_a_restart_clears_what_a_dead_process_staged(database_url: str) -> None:
+    """A process that died while staging left rows at its reserved revision, a ``processing``
+    document and the reservation: the next start removes the rows, fails the document and
+    releases the revision, so the next large change publishes in one row again."""
+    from sqlalchemy import select, update
+
+    from parley.knowledge.jobs import STALE_SECONDS, Jobs
+    from parley.knowledge.plans import plans
+    from parley.knowledge.schema import Document
+    from parley.store.schema import now
+
+    dead, db, owner = await _knowledge(database_url)
+    try:
+        kb = await dead.create_base(owner, "big")
+        await dead.add_document(owner, kb.id, "faq.md", parse_text(FAQ, title="FAQ"))
+        plan = plans(kb.id, [("parts.md", parse_text(_parts(700), title="Parts"))], {}, {})
+        stamp = await dead._stage(kb.id, plan, [], None)  # ... and the process dies here
+        async with db.transaction() as session:
+            await session.execute(update(Document).values(updated_at=now() - 2 * STALE_SECONDS))
+        restarted, db2, _ = await _knowledge(database_url)
+        try:
+            await Jobs(restarted).start()
+            _, staging, counts = await _revisions(db, kb.id)
+            assert (staging, stamp in counts, counts.get(1, 0) > 0) == (None, False, True)  # the FAQ stays
+            async with db.session() as session:
+                status = dict((await session.execute(select(Document.source, Document.status))).all())
+            assert status == {"faq.md": "ready", "parts.md": "failed"}
+        finally:
+            await db2.close()
+    finally:
+        await db.close()
+
+
 async def test_the_model_loads_while_the_server_starts(database_url: str) -> None:
     knowledge, db, _ = await _knowledge(database_url)
     try:
