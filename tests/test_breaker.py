@@ -194,11 +194,12 @@ class RedisProxy:
 
 @asynccontextmanager
 async def limited_server(
-    settings_for: Callable[..., Settings], redis_url: str, **overrides: object
+    settings_for: Callable[..., Settings], redis_url: str, *, bus: str = "local", **overrides: object
 ) -> AsyncIterator[object]:
-    # The limiter's Redis only: the wake-up bus stays in process (a Redis bus is its own story).
+    """A server whose limiter counts in ``redis_url``; its wake-up bus stays in process unless
+    ``bus="redis"`` (then it goes over the same Redis)."""
     settings = settings_for(
-        redis_url=redis_url, bus="local", rate_limit_prefix=f"t{uuid.uuid4().hex[:8]}", **overrides
+        redis_url=redis_url, bus=bus, rate_limit_prefix=f"t{uuid.uuid4().hex[:8]}", **overrides
     )
     async with serve(settings) as server:
         yield server
@@ -262,18 +263,6 @@ async def test_limits_come_back_by_themselves_when_redis_does(settings_for: Call
 # -- the wake-up bus behind a hung Redis ---------------------------------------------------------
 
 
-@asynccontextmanager
-async def bus_server(
-    settings_for: Callable[..., Settings], redis_url: str, **overrides: object
-) -> AsyncIterator[object]:
-    """A server whose wake-ups between processes go over ``redis_url`` (its limiter too)."""
-    settings = settings_for(
-        redis_url=redis_url, bus="redis", rate_limit_prefix=f"t{uuid.uuid4().hex[:8]}", **overrides
-    )
-    async with serve(settings) as server:
-        yield server
-
-
 async def answered(client: object) -> str:
     """A run's whole answer, read from its stream."""
     thread = await new_thread(client)  # type: ignore[arg-type]
@@ -297,7 +286,7 @@ async def test_a_hung_redis_bus_drops_wake_ups_at_once_and_shows_in_metrics(
     breaker opens, and the next batches are dropped at once instead of each waiting 0.5 s."""
     async with (
         RedisProxy(None) as hung,
-        bus_server(settings_for, hung.url, redis_cooldown_seconds=60) as server,
+        limited_server(settings_for, hung.url, bus="redis", redis_cooldown_seconds=60) as server,
     ):
         client = server.client  # type: ignore[attr-defined]
         for _ in range(100):  # bounded (~10 s): each run sends a batch, each waits 0.5 s in turn
@@ -320,7 +309,7 @@ async def test_the_bus_comes_back_by_itself_when_redis_does(settings_for: Callab
         pytest.skip("Redis not available; `make test` starts one")
     async with (
         RedisProxy(REDIS_URL) as proxy,
-        bus_server(settings_for, proxy.url, redis_cooldown_seconds=0.3) as server,
+        limited_server(settings_for, proxy.url, bus="redis", redis_cooldown_seconds=0.3) as server,
     ):
         client = server.client  # type: ignore[attr-defined]
         assert await answered(client) == "hello there"
