@@ -677,10 +677,11 @@ class Knowledge:
             )
         return merge(hits, k)
 
-    async def words_of(self, kb_ids: Sequence[str], text: str) -> tuple[list[str], list[str]]:
+    def words_of(self, kb_ids: Sequence[str], text: str) -> tuple[list[str], list[str]]:
         """``text``'s content words (stemmed, stop words out: ``tools.choice.stems``), and those
-        that no chunk of these bases has."""
-        indexes = [await self._fresh(kb_id) for kb_id in kb_ids]
+        that no chunk of these bases has. Read from the indexes as the question's search left
+        them (``search_bases`` brought them up to date): no second trip to the database."""
+        indexes = [index for kb_id in kb_ids if (index := self._indexes.get(kb_id)) is not None]
         terms = list(dict.fromkeys(stems(text)))
         return terms, [t for t in terms if not any(i.knows(t) for i in indexes)]
 

@@ -189,7 +189,7 @@ async def retrieve(
             hits = relevant(found, None if floor is None else float(floor))[:k]
             familiar = options.get("familiar_similarity", knowledge.familiar_similarity())
             if familiar is not None:
-                words = await knowledge.words_of(kb_ids, question)
+                words = knowledge.words_of(kb_ids, question)
     return Retrieved(
         [*attached, *hits],
         found[:CLOSEST_TOPICS],

@@ -103,16 +103,15 @@ async def write(
     for p in updated:
         for chunk_id, position in p.moved.items():
             await session.execute(update(Chunk).where(Chunk.id == chunk_id).values(position=position))
-    # Rows are written from their values: stamping 84k ORM objects' ``revision`` attribute would
-    # cost a third of a second of the lock every live stream waits on.
-    rows = [row for p in changed for row in p.new_rows]
     if staged is not None and staged != revision:
         await session.execute(
             update(Chunk)
             .where(Chunk.document_id.in_([p.document.id for p in changed]), Chunk.revision == staged)
             .values(revision=revision)
         )
-    elif staged is None and rows:
+    elif staged is None and (rows := [row for p in changed for row in p.new_rows]):
+        # From their values: stamping 84k ORM objects' ``revision`` would cost a third of a
+        # second of the lock every live stream waits on.
         await session.execute(insert(Chunk), [values(row, revision) for row in rows])
 
 
