@@ -1,5 +1,5 @@
-"""Knowledge bases at scale: an index updated in place equals one built afresh, another process's
-index catches up from the database, batch uploads (parts, zip, tar) as jobs with progress, large
+"""Knowledge bases at scale: an index updated in place equals one built afresh, indexes load on
+first use, another process's index catches up from the database, batch uploads (parts, zip, tar) as jobs with progress, large
 documents as jobs, hostile archives refused with nothing stored, truthful counts and modes, and
 the ingest rate class."""
 
@@ -116,6 +116,39 @@ async def test_another_process_catches_up_from_the_database(database_url: str) -
                 assert [h.chunk_id for h in await reader.search(owner, kb.id, q, k=5)] == ids
         finally:
             await db3.close()
+    finally:
+        await db1.close()
+        await db2.close()
+
+
+async def test_a_process_loads_an_index_on_its_first_use_not_at_start(database_url: str) -> None:
+    """A process that starts loads no knowledge base: it reads one the first time it searches it
+    (a cluster's API process holds only the bases its requests touch), and answers as a process
+    that had always held it."""
+    writer, db1, owner = await _knowledge(database_url)
+    started, db2, _ = await _knowledge(database_url)
+    try:
+        help_ = await writer.create_base(owner, "help")
+        garden = await writer.create_base(owner, "garden")
+        await writer.add_document(owner, help_.id, "faq.md", parse_text(FAQ, title="FAQ"))
+        await writer.add_document(owner, garden.id, "guide.md", parse_text(GUIDE, title="Guide"))
+        restarted, db3, _ = await _knowledge(database_url)
+        try:
+            assert restarted.loaded == frozenset()
+            hits = await restarted.search(owner, help_.id, "reset my password", k=3)
+            assert hits[0].title == "How do I reset my password?"
+            assert restarted.loaded == {help_.id}
+            expected = [h.chunk_id for h in await writer.search(owner, garden.id, "watering tomatoes", k=5)]
+            assert [
+                h.chunk_id for h in await restarted.search(owner, garden.id, "watering tomatoes", k=5)
+            ] == (expected)
+            assert restarted.loaded == {help_.id, garden.id}
+        finally:
+            await db3.close()
+        # A process that started before the bases existed loads them on first use as well.
+        assert started.loaded == frozenset()
+        assert (await started.search(owner, garden.id, "watering tomatoes", k=1))[0].chunk_id == expected[0]
+        assert started.loaded == {garden.id}
     finally:
         await db1.close()
         await db2.close()
@@ -371,6 +404,8 @@ async def test_a_large_change_is_written_in_slices_and_published_at_once(databas
         assert (pending, status) == (0, "ready")
         other, db2, _ = await _knowledge(database_url)
         try:
+            hits = await other.search(owner, kb.id, "what does part 512 do", k=1, mode="bm25")
+            assert hits[0].title == "What does part 512 do?"
             assert len(other._indexes[kb.id]) == 700
         finally:
             await db2.close()
@@ -409,8 +444,11 @@ async def test_publishing_a_staged_change_stamps_one_row_not_every_chunk(databas
         assert await _revisions(db, kb.id) == (0, 1, {1: 700})
         assert await reader.search(owner, kb.id, "what does part 512 do", k=1, mode="bm25") == []
         fresh, db3, _ = await _knowledge(database_url)  # a process starting now loads none of it
-        await db3.close()
-        assert len(fresh._indexes[kb.id]) == 0
+        try:
+            assert await fresh.search(owner, kb.id, "what does part 512 do", k=1, mode="bm25") == []
+            assert len(fresh._indexes[kb.id]) == 0
+        finally:
+            await db3.close()
         revision = await writer._publish(kb.id, plan, stamp, [], None)
         await writer._apply(kb.id, revision, plan)
         # The base's revision moved onto the stamp: the rows were not written again.

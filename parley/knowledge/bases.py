@@ -1,7 +1,7 @@
 """Knowledge bases as their owners see them: create, ingest, delete, search.
 
-``Knowledge`` holds one in-memory ``KbIndex`` per knowledge base, loaded at start and
-updated in place after each write. Every write bumps the knowledge base's ``revision``
+``Knowledge`` holds one in-memory ``KbIndex`` per knowledge base, loaded on its first use
+and updated in place after each write. Every write bumps the knowledge base's ``revision``
 in the same transaction; before a search, the revision in the database is compared with
 the index's, so a change written by another process (``parley ingest`` while the server
 runs, or another worker) is picked up without a restart, by reading only what changed: the
@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -137,37 +137,18 @@ class Knowledge:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    async def start(self, *, owner_id: int, sync: Mapping[str, Sequence[Path]] | None = None) -> None:
-        """Load every knowledge base's index, then sync ``{name: paths}`` into the owner's bases.
+    async def start(self, *, owner_id: int) -> None:
+        """Get ready to serve: the model and the worker processes load in the background.
 
-        Vectors of another model than the configured one are recomputed while loading.
+        Indexes load lazily, on a base's first search or write in this process (``_fresh``), so
+        a process starts in the same time whatever the size of the knowledge, and an API process
+        of a cluster holds only the bases it serves. Vectors of another model than the configured
+        one are recomputed then (``knowledge_reembedding`` in the log).
         """
         self.owner_id = owner_id
         # The model and the worker processes load meanwhile: no first upload or search waits for them.
         self._warming = asyncio.create_task(self._warm_up(), name="knowledge-warm-up")
         await self._vector_store()
-        async with self.db.session() as session:
-            bases = (await session.execute(select(KnowledgeBase.id, KnowledgeBase.revision))).all()
-        for kb_id, revision in bases:
-            await self._reload(kb_id, revision)
-        if bases:
-            log.info("knowledge_loaded", bases=len(bases), chunks=sum(len(i) for i in self._indexes.values()))
-        for name, paths in (sync or {}).items():
-            present = [p for p in paths if p.exists()]
-            if len(present) < len(paths):
-                log.warning(
-                    "knowledge_path_missing", kb=name, missing=[str(p) for p in paths if not p.exists()]
-                )
-            report = await self.sync(owner_id, name, present, prune=bool(present))
-            log.info(
-                "knowledge_synced",
-                kb=name,
-                created=report.created,
-                updated=report.updated,
-                unchanged=report.unchanged,
-                deleted=report.deleted,
-                failed=len(report.failed),
-            )
 
     async def _warm_up(self) -> None:
         await self.embedder()
@@ -784,7 +765,13 @@ class Knowledge:
             )
         await self._index_rows(kb_id, revision, rows, base=index, removed=removed)
 
+    @property
+    def loaded(self) -> frozenset[str]:
+        """The knowledge bases whose index this process holds (each loads on its first use)."""
+        return frozenset(self._indexes)
+
     async def _reload(self, kb_id: str, revision: int) -> None:
+        started = time.perf_counter()
         store = await self._vector_store()
         embedded = literal_column(
             "kb_chunks.embedding IS NOT NULL" if store else "false", type_=Boolean
@@ -804,6 +791,13 @@ class Knowledge:
                 )
             ).all()
         await self._index_rows(kb_id, revision, rows)
+        log.info(
+            "knowledge_index_loaded",
+            kb_id=kb_id,
+            revision=revision,
+            chunks=len(rows),
+            seconds=round(time.perf_counter() - started, 3),
+        )
 
     async def _index_rows(
         self,
