@@ -13,6 +13,9 @@ import asyncio
 import itertools
 import os
 import random
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +27,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from parley.providers.fakes import FakeOpenAI, Fault, Reply
-from parley.testing import Cluster
+from parley.testing import Cluster, free_port
 from tests.conftest import REDIS_URL, _need, fresh_postgres
 from tests.sse import Frame, read_events
 
@@ -191,8 +194,9 @@ async def test_a_killed_worker_loses_nothing_and_its_runs_end(tmp_path: Path) ->
 
 
 async def _read(client: httpx.AsyncClient, api: str, run_id: str, frames: list[Frame]) -> None:
-    """Follow a run to its terminal event, reconnecting with Last-Event-ID when a read breaks."""
-    while not frames or frames[-1].event not in TERMINAL:
+    """Follow a run to its terminal event, reconnecting with Last-Event-ID when a read breaks
+    (a bounded number of times: a server that keeps breaking the stream fails the test)."""
+    for _ in range(50):
         headers = {"Last-Event-ID": frames[-1].id} if frames else {}
         try:
             async with aconnect_sse(
@@ -202,6 +206,9 @@ async def _read(client: httpx.AsyncClient, api: str, run_id: str, frames: list[F
                     frames.append(Frame(sse.id, sse.event, sse.data))
         except httpx.TransportError:
             await asyncio.sleep(0.1)
+        if frames and frames[-1].event in TERMINAL:
+            return
+    raise AssertionError(f"run {run_id}: no terminal event after 50 reads")
 
 
 async def test_starting_processes_does_not_disturb_live_runs(tmp_path: Path) -> None:
@@ -265,3 +272,74 @@ async def test_a_token_budget_holds_across_two_api_processes(tmp_path: Path) -> 
         assert completed
         assert refused or len(completed) < len(created)
         assert sum(u["input_tokens"] + u["output_tokens"] for u in completed) <= limit
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _has_local_services() -> bool:
+    return bool(list(Path("/usr/lib/postgresql").glob("*/bin/initdb"))) and bool(shutil.which("redis-server"))
+
+
+async def _lines_until(stream: asyncio.StreamReader, marker: str, seen: list[str], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not any(marker in line for line in seen):
+            line = await stream.readline()
+            if not line:
+                raise AssertionError("make cluster ended early:\n" + "".join(seen))
+            seen.append(line.decode())
+
+
+async def test_make_cluster_serves_any_run_from_any_api_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """``make cluster`` as its user meets it: two API URLs and two workers' metrics printed, a run
+    created on one API streams from the other, and Ctrl-C stops every process and service."""
+    if not _has_local_services():
+        _need(None, "PostgreSQL and Redis binaries (for make cluster)")
+    ports = [free_port() for _ in range(4)]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")},
+        "VENV": sys.prefix,
+        "API_PORTS": f"{ports[0]} {ports[1]}",
+        "WORKER_METRICS_PORTS": f"{ports[2]} {ports[3]}",
+        "PARLEY_DATA_DIR": str(tmp_path),
+        "PARLEY_MODEL": "scripted:echo?delay_ms=5",
+        "PARLEY_KNOWLEDGE": "{}",
+    }
+    script = await asyncio.create_subprocess_exec(
+        str(ROOT / "scripts" / "cluster.sh"),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert script.stdout is not None
+    seen: list[str] = []
+    try:
+        await _lines_until(script.stdout, "Ctrl-C stops everything", seen, timeout=240)
+        apis = [line.split()[-1] for line in seen if line.startswith("cluster: API")]
+        metrics = [line.split()[-1] for line in seen if line.startswith("cluster: worker")]
+        assert apis == [f"http://127.0.0.1:{p}" for p in ports[:2]], seen
+        assert metrics == [f"http://127.0.0.1:{p}/metrics" for p in ports[2:]], seen
+        database = next(
+            line.split()[2].rstrip(",") for line in seen if line.startswith("cluster: PostgreSQL")
+        )
+        async with httpx.AsyncClient(timeout=30) as client:
+            run_id = await _run(client, apis[0], await _thread(client, apis[0]), "one two three")
+            frames = await read_events(client, f"{apis[1]}/v1/runs/{run_id}/events")
+            assert frames[-1].event == "run.completed"
+            assert "".join(f.json["text"] for f in frames if f.event == "message.delta") == "one two three"
+            for url in metrics:
+                assert "parley_runs_active" in (await client.get(url)).text
+        os.killpg(script.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole job
+        await _lines_until(script.stdout, "cluster: stopping", seen, timeout=30)
+        assert await asyncio.wait_for(script.wait(), 90) is not None
+    finally:
+        if script.returncode is None:
+            os.killpg(script.pid, signal.SIGKILL)
+            await script.wait()
+    # Every process and service is gone: nothing answers on their ports.
+    database_port = int(database.rsplit(":", 1)[1].split("/")[0])
+    for port in [*ports, database_port]:
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
