@@ -6,7 +6,9 @@ In one run, side by side (``python -m bench.cluster [--samples 200] [--sustained
 1. **Added time to first token** when the API and the worker are different processes: one
    ``parley serve`` (embedded worker) against one ``parley serve`` with ``PARLEY_WORKER=off`` plus
    one ``parley worker``, each on its own database of the same PostgreSQL, probes interleaved.
-   At 1 stream, and with ``--sustained`` paced streams kept open on each topology.
+   At 1 stream, and with ``--sustained`` streams kept open on each topology: chat users reading
+   a reply as a model writes it (the ``drip`` assistant: a word a second, a new reply when one
+   ends).
 2. **Throughput**: completed runs per second with 1 and with 2 workers behind one API process
    (the scripted provider, no delay: the engine's own cost).
 3. **An idle cluster's database load**: transactions per second of an idle 2 API + 2 worker
@@ -28,6 +30,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from httpx_sse import aconnect_sse
@@ -90,10 +93,18 @@ async def ttft(client: httpx.AsyncClient, api: str, text: str = "go") -> float:
     raise RuntimeError("no text streamed")
 
 
+#: The kept-open streams' assistant: a model that writes a word a second.
+DRIP = """
+[assistants.drip]
+description = "Writes a word a second (bench.cluster's open streams)."
+model = "scripted:echo?delay_ms=1000"
+"""
+
+
 async def keep_streaming(client: httpx.AsyncClient, api: str, stop: asyncio.Event, words: int) -> None:
     text = " ".join(f"w{i}" for i in range(words))
     while not stop.is_set():
-        thread = (await client.post(f"{api}/v1/threads", json={})).json()["id"]
+        thread = (await client.post(f"{api}/v1/threads", json={"assistant": "drip"})).json()["id"]
         body = {"input": text, "stream": True}
         async with aconnect_sse(client, "POST", f"{api}/v1/threads/{thread}/runs", json=body) as source:
             async for _ in source.aiter_sse():
@@ -102,7 +113,9 @@ async def keep_streaming(client: httpx.AsyncClient, api: str, stop: asyncio.Even
 
 
 async def compare_ttft(server_url: str, samples: int, sustained: int) -> None:
-    env = {"PARLEY_MODEL": "scripted:echo?delay_ms=20"}
+    config = Path(tempfile.mkdtemp(prefix="parley-bench-")) / "parley.toml"
+    config.write_text(DRIP)
+    env = {"PARLEY_MODEL": "scripted:echo?delay_ms=20", "PARLEY_CONFIG_FILE": str(config)}
     async with cluster(server_url, 0, 0, serves=1, **env) as one, cluster(server_url, 1, 1, **env) as split:
         single = one.apis[0]
         limits = httpx.Limits(
@@ -112,11 +125,11 @@ async def compare_ttft(server_url: str, samples: int, sustained: int) -> None:
             for label, background in (("1 stream", 0), (f"{sustained} kept open", sustained)):
                 stop = asyncio.Event()
                 streams = [
-                    asyncio.create_task(keep_streaming(client, api, stop, words=500))
+                    asyncio.create_task(keep_streaming(client, api, stop, words=60))
                     for api in (single.url, split.apis[0].url)
                     for _ in range(background)
                 ]
-                await asyncio.sleep(3 if background else 0)
+                await asyncio.sleep(5 if background else 0)
                 times: dict[str, list[float]] = {"one process": [], "API + worker": []}
                 for _ in range(samples):
                     times["one process"].append(await ttft(client, single.url))

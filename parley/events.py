@@ -128,6 +128,12 @@ RETURNING run_id, seq
 _events = Base.metadata.tables[Event.__tablename__]
 _LAST_SEQ = select(func.max(_events.c.seq)).where(_events.c.run_id == bindparam("run_id"))
 _INSERT_EVENT = insert(_events)
+_READ = (
+    select(_events.c.run_id, _events.c.seq, _events.c.type, _events.c.data, _events.c.created_at)
+    .where(_events.c.run_id == bindparam("run_id"), _events.c.seq > bindparam("after"))
+    .order_by(_events.c.seq)
+    .limit(bindparam("limit"))
+)
 
 
 class EventLog:
@@ -412,14 +418,11 @@ class EventLog:
         tail = self._tail.get(run_id)
         if tail is not None and tail.start <= after + 1:
             return tail.slice(after + 1 - tail.start, limit)
-        async with self._db.session() as session:
-            rows = await session.execute(
-                select(Event.run_id, Event.seq, Event.type, Event.data, Event.created_at)
-                .where(Event.run_id == run_id, Event.seq > after)
-                .order_by(Event.seq)
-                .limit(limit)
-            )
-            return [RunEvent(*row) for row in rows]
+        # Straight through the driver: a reader in another process than the writer reads every
+        # event it sends from here, on the path to the first token.
+        async with self._db.read() as db:
+            rows = await db.rows(_READ, {"run_id": run_id, "after": after, "limit": limit})
+        return [RunEvent(*row) for row in rows]
 
     async def last_seq(self, run_id: str) -> int:
         tail = self._tail.get(run_id)
@@ -452,6 +455,10 @@ class EventLog:
         ``every`` seconds without an event."""
         async with self._bus.subscribe(run_id) as subscription:
             cursor = after
+            # Whether the run may have ended without a wake-up here: at first, and after a
+            # wait that timed out. A woken reader needs no look: an ended run's terminal event
+            # is in the log (it commits with the final status), so the read finds it.
+            look = True
             while True:
                 events = await self.read(run_id, cursor)
                 if events:
@@ -461,14 +468,17 @@ class EventLog:
                             return
                     yield events
                     cursor = events[-1].seq
-                    continue
-                if await self._is_finished(run_id):
+                    if len(events) == _READ_PAGE:
+                        continue  # more may be there already
+                    # Subscribed before the read: what committed since has woken the subscription.
+                elif look and await self._is_finished(run_id):
                     # Terminal event and final status commit together: one last read is enough.
                     if last := await self.read(run_id, cursor):
                         yield last
                     return
                 # A timeout also guards against a lost wake-up from a remote bus.
-                if not await subscription.wait(every):
+                look = not await subscription.wait(every)
+                if look:
                     yield []
 
 

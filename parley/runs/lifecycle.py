@@ -30,7 +30,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import and_, bindparam, func, insert, null, or_, select, update
+from sqlalchemy import (
+    Float,
+    String,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -122,6 +135,36 @@ _CLAIM = (
     )
     .returning(*_runs.c)
 )
+
+
+# PostgreSQL: the claim and the user's message of the run in one statement (one round trip, its
+# own transaction): the run's ``input_message_id`` is set to the given id unless the client
+# stored its message already, and the message is inserted exactly when it was set.
+def _claim_with_message() -> Any:
+    message_id = bindparam("message_id", type_=String)
+    claimed = _CLAIM.values(input_message_id=func.coalesce(_runs.c.input_message_id, message_id)).cte(
+        "claimed"
+    )
+    message = (
+        insert(_messages)
+        .from_select(
+            ["id", "thread_id", "role", "content", "run_id", "data", "created_at"],
+            select(
+                message_id,
+                claimed.c.thread_id,
+                literal("user", String),
+                claimed.c.input,
+                claimed.c.id,
+                literal_column("'{}'"),
+                bindparam("at", type_=Float),
+            ).where(claimed.c.input_message_id == message_id),
+        )
+        .cte("message")
+    )
+    return select(claimed).add_cte(message)
+
+
+_CLAIM_WITH_MESSAGE = _claim_with_message()
 _SET_INPUT = (
     update(_runs).where(_runs.c.id == bindparam("run_id")).values(input_message_id=bindparam("message_id"))
 )
@@ -361,6 +404,8 @@ class Lifecycle:
         no events yet (the recovery policy queues again only runs that produced none)."""
         for _ in range(3):
             try:
+                if not self.db.is_sqlite:
+                    return await self._claim_in_one_statement(worker_id)
                 async with self.db.direct() as tx:
                     at = now()
                     found = await tx.first(
@@ -377,6 +422,13 @@ class Lifecycle:
             except IntegrityError:
                 continue  # another worker claimed a run of the same thread at the same moment
         return None
+
+    async def _claim_in_one_statement(self, worker_id: str) -> Run | None:
+        at, message_id = now(), new_id("msg")
+        params = {"at": at, "lease": at + self.lease_seconds, "worker": worker_id, "message_id": message_id}
+        async with self.db.one_statement() as db:
+            found = await db.first(_CLAIM_WITH_MESSAGE, params)
+        return None if found is None else from_row(Run, found)
 
     async def heartbeat(self, worker_id: str, held: Mapping[str, int]) -> Beat:
         """Renew the leases of the runs ``worker_id`` holds (run id → attempt)."""

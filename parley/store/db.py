@@ -140,6 +140,18 @@ class Database:
                 yield Direct(self, driver)
 
     @asynccontextmanager
+    async def one_statement(self) -> AsyncIterator[Direct]:
+        """A write that is a single statement, straight through the driver: PostgreSQL runs it
+        as its own transaction on a pooled connection (no BEGIN and COMMIT round trips); SQLite
+        as ``direct``. Use it for one statement only: two would be two transactions."""
+        if self.is_sqlite:
+            async with self.direct() as tx:
+                yield tx
+            return
+        async with self.engine.connect() as conn:
+            yield Direct(self, (await conn.get_raw_connection()).driver_connection)
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[Direct]:
         """Reads straight through the driver (``Direct``), each statement on its own: SQLite on
         a connection kept for them, PostgreSQL on a pooled one. For reads on the path to a
