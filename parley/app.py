@@ -132,6 +132,7 @@ class Parley:
             self.db,
             self.log,
             self.metrics,
+            bus=self.bus,
             lease_seconds=settings.lease_seconds,
             assign=self.experiments.assign,
             admit=self.budgets.admit,

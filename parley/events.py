@@ -41,6 +41,7 @@ from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.bus import Bus
+from parley.bus.postgres import CHANNEL
 from parley.store.db import Database
 from parley.store.schema import Base, Event, Run
 
@@ -124,6 +125,12 @@ WHERE e.attempt < 0 OR EXISTS (
 RETURNING run_id, seq
 """
 
+# The same, and the wake-up of the other processes' readers sent by the commit itself
+# (``Bus.commit_notice``): a NOTIFY is delivered when its transaction commits.
+_FENCED_INSERT_NOTIFY = f"""
+WITH kept AS ({_FENCED_INSERT}), notice AS (SELECT pg_notify('{CHANNEL}', $7))
+SELECT kept.run_id, kept.seq FROM kept, notice
+"""
 
 _events = Base.metadata.tables[Event.__tablename__]
 _LAST_SEQ = select(func.max(_events.c.seq)).where(_events.c.run_id == bindparam("run_id"))
@@ -353,21 +360,27 @@ class EventLog:
         self._last_commit = time.monotonic()
 
     async def _commit(self, batch: list[RunEvent], runs: dict[str, None]) -> None:
+        notice = None
         if self._db.is_sqlite:
             async with self._db.writer(urgent=True):
                 await self._db.insert_many(self._insert_sql, batch)
         else:
-            batch = await self._commit_fenced(batch, runs)
+            notice = self._bus.commit_notice(runs)
+            batch = await self._commit_fenced(batch, runs, notice)
         self._published(batch)
         # Readers run in the order they are woken: a new stream's first text goes out before
         # the next token of a hundred streams already under way.
         for run_id in runs:
-            await self._bus.publish(run_id)
+            if notice is None:
+                await self._bus.publish(run_id)
+            else:
+                await self._bus.wake_here(run_id)
 
-    async def _commit_fenced(self, batch: list[RunEvent], runs: dict[str, None]) -> list[RunEvent]:
+    async def _commit_fenced(
+        self, batch: list[RunEvent], runs: dict[str, None], notice: str | None
+    ) -> list[RunEvent]:
         attempts = self._attempts
-        inserted = await self._db.fetch_kept(
-            _FENCED_INSERT,
+        arrays = (
             [e.run_id for e in batch],
             [e.seq for e in batch],
             [e.type for e in batch],
@@ -375,6 +388,10 @@ class EventLog:
             [e.created_at for e in batch],
             [attempts.get(e.run_id, -1) for e in batch],
         )
+        if notice is None:
+            inserted = await self._db.fetch_kept(_FENCED_INSERT, *arrays)
+        else:
+            inserted = await self._db.fetch_kept(_FENCED_INSERT_NOTIFY, *arrays, notice)
         if len(inserted) == len(batch):
             return batch
         stored = {(run_id, seq) for run_id, seq in inserted}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 
@@ -29,6 +29,21 @@ class Bus(ABC):
     @abstractmethod
     def subscribe(self, channel: str) -> AbstractAsyncContextManager[Subscription]:
         """An async context manager: subscribed before it yields, so no wake-up is missed."""
+
+    def commit_notice(self, channels: Iterable[str]) -> str | None:
+        """The payload with which a PostgreSQL transaction relays wake-ups of ``channels`` to the
+        other processes as it commits (``pg_notify(parley.bus.postgres.CHANNEL, payload)``), for a
+        bus that listens there; None for any other bus (``publish`` after the commit).
+
+        A notification sent by the commit reaches the other processes as the data does, with no
+        round trip or pass through this process's event loop in between; the committer then
+        wakes its own subscribers with ``wake_here``."""
+        return None
+
+    async def wake_here(self, channel: str) -> None:
+        """Wake this process's subscribers of ``channel`` only (the other processes were told
+        by the commit: ``commit_notice``)."""
+        await self.publish(channel)
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect (a remote bus): called once, before the first publish."""

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
 from sqlalchemy.engine import make_url
 
-from parley.bus.relay import RECONNECT_SECONDS, RelayBus
+from parley.bus.relay import RECONNECT_SECONDS, RelayBus, payloads
 
 log = structlog.get_logger(__name__)
 
+#: The one channel every process listens on; the payload names the origin and the wake-ups.
 CHANNEL = "parley_wake"
 
 
@@ -61,6 +63,10 @@ class PostgresBus(RelayBus):
                 log.info("bus_reconnected")
                 self.wake_all()
                 break
+
+    def commit_notice(self, channels: Iterable[str]) -> str | None:
+        batches = payloads(self.origin, list(channels))
+        return batches[0] if len(batches) == 1 else None
 
     async def send(self, payload: str) -> None:
         if self._conn is None or self._conn.is_closed():

@@ -33,8 +33,10 @@ class RelayBus(LocalBus):
         self._send_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        #: Messages from other processes delivered here (for tests and metrics).
+        #: Messages from other processes delivered here, and messages this process sent over
+        #: its own connection (wake-ups that rode a commit are in neither: for tests).
         self.received = 0
+        self.sent = 0
 
     async def start(self) -> None:
         await self.connect()
@@ -44,6 +46,9 @@ class RelayBus(LocalBus):
         await super().publish(channel)
         self._outbox[channel] = None
         self._send_wake.set()
+
+    async def wake_here(self, channel: str) -> None:
+        await LocalBus.publish(self, channel)
 
     def deliver(self, payload: str) -> None:
         """A message from the relay: wake this process's subscribers of its channels."""
@@ -66,9 +71,10 @@ class RelayBus(LocalBus):
             await self._send_wake.wait()
             self._send_wake.clear()
             channels, self._outbox = list(self._outbox), {}
-            for payload in _payloads(self.origin, channels):
+            for payload in payloads(self.origin, channels):
                 try:
                     await self.send(payload)
+                    self.sent += 1
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the log stays the truth: readers fall back to polling
@@ -94,13 +100,14 @@ class RelayBus(LocalBus):
     async def disconnect(self) -> None: ...
 
 
-def _payloads(origin: str, channels: list[str]) -> list[str]:
-    payloads, current = [], origin
+def payloads(origin: str, channels: list[str]) -> list[str]:
+    """``channels`` as messages of ``origin``, each within the NOTIFY payload limit."""
+    out, current = [], origin
     for channel in channels:
         if len(current) + 1 + len(channel) > MAX_PAYLOAD and current != origin:
-            payloads.append(current)
+            out.append(current)
             current = origin
         current += " " + channel
     if current != origin:
-        payloads.append(current)
-    return payloads
+        out.append(current)
+    return out

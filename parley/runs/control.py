@@ -13,8 +13,8 @@ from sqlalchemy import select
 from parley.bus import Bus
 from parley.errors import ApiError, not_found
 from parley.events import TERMINAL_STATUSES, EventLog
-from parley.runs.lifecycle import _ACTIVE, Lifecycle, NewRun
-from parley.runs.worker import QUEUED, Worker, cancel_channel
+from parley.runs.lifecycle import _ACTIVE, QUEUED, Lifecycle, NewRun
+from parley.runs.worker import Worker, cancel_channel
 from parley.store.db import Database
 from parley.store.schema import Run
 from parley.threads import delete_thread_rows, get_thread, visible
@@ -61,6 +61,8 @@ class Runs:
             await self._request_cancel(active_id, "interrupted")
         if run.status == "running" and worker is not None:
             worker.adopt(run)
+        elif created.announced:
+            await self._bus.wake_here(QUEUED)
         else:
             await self._bus.publish(QUEUED)
         return run, True

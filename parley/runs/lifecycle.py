@@ -50,6 +50,8 @@ from sqlalchemy.orm import aliased
 
 from parley import events as ev
 from parley.assistants import UnknownAssistant
+from parley.bus import Bus
+from parley.bus.postgres import CHANNEL
 from parley.errors import ApiError, not_found
 from parley.events import EventLog
 from parley.metrics import Metrics
@@ -62,6 +64,9 @@ from parley.store.schema import Base, Event, Message, Run, Thread, from_row, new
 from parley.users import Principal
 
 log = structlog.get_logger(__name__)
+
+#: Where queued runs are announced (any worker may claim them).
+QUEUED = "runs:queued"
 
 Multitask = Literal["reject", "enqueue", "interrupt"]
 ACTIVE_STATUSES = ("queued", "running")
@@ -165,6 +170,7 @@ def _claim_with_message() -> Any:
 
 
 _CLAIM_WITH_MESSAGE = _claim_with_message()
+_NOTIFY = select(func.pg_notify(CHANNEL, bindparam("payload", type_=String)))
 _SET_INPUT = (
     update(_runs).where(_runs.c.id == bindparam("run_id")).values(input_message_id=bindparam("message_id"))
 )
@@ -220,6 +226,9 @@ class Created:
     created: bool
     #: Runs of the thread that a ``multitask="interrupt"`` creation must interrupt.
     interrupted: tuple[str, ...] = ()
+    #: The queued run was announced to the other processes' workers by its commit: only this
+    #: process's own subscribers remain to be woken (``Bus.wake_here``).
+    announced: bool = False
 
 
 @dataclass(frozen=True)
@@ -269,6 +278,7 @@ class Lifecycle:
         log_: EventLog,
         metrics: Metrics,
         *,
+        bus: Bus | None = None,
         lease_seconds: float = 15.0,
         assign: Assign | None = None,
         admit: Admit | None = None,
@@ -276,6 +286,8 @@ class Lifecycle:
         self.db = db
         self.log = log_
         self.metrics = metrics
+        #: Announces a queued run with its creating commit, where the bus can (``commit_notice``).
+        self.bus = bus
         self.lease_seconds = lease_seconds
         self.assign = assign
         self.admit = admit
@@ -381,7 +393,19 @@ class Lifecycle:
                 await tx.insert(_messages, row(message))
             if exposure is not None:
                 await tx.insert(exposure.__table__, row(exposure))  # type: ignore[arg-type]
-        return Created(run, created=True, interrupted=tuple(active) if multitask == "interrupt" else ())
+            notice = None
+            if run.status == "queued" and self.bus is not None:
+                # Idle workers elsewhere wake as the run commits: no pass through this process's
+                # event loop, no round trip of its own, on the path to the run's first token.
+                notice = self.bus.commit_notice([QUEUED])
+                if notice is not None:
+                    await tx.rows(_NOTIFY, {"payload": notice})
+        return Created(
+            run,
+            created=True,
+            interrupted=tuple(active) if multitask == "interrupt" else (),
+            announced=notice is not None,
+        )
 
     @staticmethod
     def _input_message(run: Run) -> Message | None:

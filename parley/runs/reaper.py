@@ -11,8 +11,7 @@ from parley.bus import Bus
 from parley.context import ContextBuilder
 from parley.providers.base import ProviderError
 from parley.providers.registry import Providers, UnknownProvider
-from parley.runs.lifecycle import Lifecycle
-from parley.runs.worker import QUEUED
+from parley.runs.lifecycle import QUEUED, Lifecycle
 
 log = structlog.get_logger(__name__)
 

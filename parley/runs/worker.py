@@ -31,7 +31,7 @@ from parley.metrics import Metrics
 from parley.providers.base import ProviderError
 from parley.providers.registry import Providers, UnknownProvider
 from parley.providers.route import Route
-from parley.runs.lifecycle import Lifecycle, StaleAttempt, new_worker_id
+from parley.runs.lifecycle import QUEUED, Lifecycle, StaleAttempt, new_worker_id
 from parley.runs.state import RunState
 from parley.store.schema import Run
 
@@ -39,8 +39,6 @@ log = structlog.get_logger(__name__)
 # Its own generator: the shared ``random`` state belongs to whoever else runs in the process.
 _jitter = random.Random()
 
-#: Where queued runs are announced (any worker may claim them).
-QUEUED = "runs:queued"
 #: An idle worker looks for queued runs this often even without a wake-up (a lost one).
 POLL_SECONDS = 5.0
 

@@ -1,0 +1,56 @@
+"""Wake-ups between processes over PostgreSQL: the commit that causes a wake-up carries it.
+
+Two Parley apps in this event loop share one PostgreSQL database, each with its own bus (its own
+origin, as two processes): an API process (``PARLEY_WORKER=off``) and a worker process. A run
+created on the API wakes the idle worker with its creating commit, and every commit of the
+run's events wakes the API's reader: the API process sends nothing over its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from parley.bus.relay import RelayBus
+from parley.config import Settings
+from tests.conftest import fresh_postgres, serve
+from tests.sse import new_thread, read_events
+
+
+def _settings(url: str, data_dir: Path, worker: str) -> Settings:
+    return Settings(
+        database_url=url,
+        data_dir=data_dir,
+        bus="postgres",
+        worker=worker,  # type: ignore[arg-type]
+        model="scripted:echo?delay_ms=5",
+        knowledge={},
+        ingest_workers="thread",
+        log_json=True,
+    )
+
+
+async def test_a_run_created_on_one_process_wakes_the_worker_and_its_reader_by_the_commits(
+    tmp_path: Path,
+) -> None:
+    async with (
+        fresh_postgres() as url,
+        serve(_settings(url, tmp_path / "w", "on")) as worker,
+        serve(_settings(url, tmp_path / "a", "off")) as api,
+    ):
+        api_bus, worker_bus = api.parley.bus, worker.parley.bus
+        assert isinstance(api_bus, RelayBus)
+        assert isinstance(worker_bus, RelayBus)
+        await asyncio.sleep(0.2)  # the worker's first claim found nothing: it waits for a wake-up
+        sent, heard = api_bus.sent, worker_bus.received
+        thread = await new_thread(api.client)
+        response = await api.client.post(f"/v1/threads/{thread}/runs", json={"input": "one two three"})
+        assert response.status_code == 201, response.text
+        run_id = response.json()["id"]
+        async with asyncio.timeout(4):  # the worker's fallback poll is 5 s: this was a wake-up
+            frames = await read_events(api.client, f"/v1/runs/{run_id}/events")
+        assert frames[-1].event == "run.completed"
+        assert "".join(f.json["text"] for f in frames if f.event == "message.delta") == "one two three"
+        assert worker_bus.received > heard  # the queued run's wake-up reached the worker
+        assert api_bus.received > 0  # the events' wake-ups reached the API's reader
+        assert api_bus.sent == sent  # ...and the API process sent none of its own
