@@ -1,7 +1,7 @@
 """Scale-out: what running API and workers as separate processes costs and buys, on PostgreSQL.
 
 In one run, side by side (``python -m bench.cluster [--samples 200] [--sustained 100] [--runs 300]
-[--idle-seconds 60]``):
+[--idle-seconds 60] [--only ttft,throughput,idle,recovery]``):
 
 1. **Added time to first token** when the API and the worker are different processes: one
    ``parley serve`` (embedded worker) against one ``parley serve`` with ``PARLEY_WORKER=off`` plus
@@ -82,15 +82,20 @@ async def cluster(
 
 
 async def ttft(client: httpx.AsyncClient, api: str, text: str = "go") -> float:
+    """Milliseconds from the request to the first text; the stream is read to its end, so a probe
+    never overlaps the next one."""
     thread = (await client.post(f"{api}/v1/threads", json={})).json()["id"]
     started = time.perf_counter()
+    first: float | None = None
     async with aconnect_sse(
         client, "POST", f"{api}/v1/threads/{thread}/runs", json={"input": text, "stream": True}
     ) as source:
         async for sse in source.aiter_sse():
-            if sse.event == "message.delta":
-                return (time.perf_counter() - started) * 1000
-    raise RuntimeError("no text streamed")
+            if sse.event == "message.delta" and first is None:
+                first = (time.perf_counter() - started) * 1000
+    if first is None:
+        raise RuntimeError("no text streamed")
+    return first
 
 
 #: The kept-open streams' assistant: a model that writes a word a second.
@@ -115,7 +120,12 @@ async def keep_streaming(client: httpx.AsyncClient, api: str, stop: asyncio.Even
 async def compare_ttft(server_url: str, samples: int, sustained: int) -> None:
     config = Path(tempfile.mkdtemp(prefix="parley-bench-")) / "parley.toml"
     config.write_text(DRIP)
-    env = {"PARLEY_MODEL": "scripted:echo?delay_ms=20", "PARLEY_CONFIG_FILE": str(config)}
+    env = {
+        "PARLEY_MODEL": "scripted:echo?delay_ms=20",
+        "PARLEY_CONFIG_FILE": str(config),
+        # Room for every open stream's run and the probe's: a probe must not queue behind them.
+        "PARLEY_MAX_CONCURRENT_RUNS": str(sustained + 16),
+    }
     async with cluster(server_url, 0, 0, serves=1, **env) as one, cluster(server_url, 1, 1, **env) as split:
         single = one.apis[0]
         limits = httpx.Limits(
@@ -246,10 +256,15 @@ async def main_async(args: argparse.Namespace) -> None:
                 "bench.cluster needs PostgreSQL (PARLEY_TEST_POSTGRES_URL or Debian's postgresql)"
             )
         print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}", flush=True)
-        await compare_ttft(server_url, args.samples, args.sustained)
-        await throughput(server_url, args.runs)
-        await idle_load(server_url, args.idle_seconds)
-        await recovery(server_url)
+        parts = set(args.only.split(","))
+        if "ttft" in parts:
+            await compare_ttft(server_url, args.samples, args.sustained)
+        if "throughput" in parts:
+            await throughput(server_url, args.runs)
+        if "idle" in parts:
+            await idle_load(server_url, args.idle_seconds)
+        if "recovery" in parts:
+            await recovery(server_url)
         print(f"load average at the end {os.getloadavg()[0]:.2f}", flush=True)
 
 
@@ -259,6 +274,9 @@ def main() -> None:
     parser.add_argument("--sustained", type=int, default=100)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--only", default="ttft,throughput,idle,recovery", help="the parts to run, comma-separated"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

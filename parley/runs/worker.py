@@ -130,6 +130,9 @@ class Worker:
                 if run is not None:
                     self.log.open_new(run.id, 0, run.attempt)  # a claimed run has no events yet
                     self._spawn(run)
+                    # The run starts (its ``run.started`` on its way to the commit) before this
+                    # loop spends the event loop on the next claim: first tokens come first.
+                    await asyncio.sleep(0)
                     continue
                 # Idle: until a run is queued (or one of ours ends), or the poll comes round.
                 await queued.wait(self.poll_seconds * _jitter.uniform(0.8, 1.2))
