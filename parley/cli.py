@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import ipaddress
 import os
 import sys
@@ -74,10 +73,7 @@ def serve(
 
     open_files = check_fd_limit()
     application = create_app(settings)
-    # What the imports built lives as long as the process: out of the cyclic collector's way,
-    # its collections scan only what requests create (shorter pauses on the streaming path).
-    gc.collect()
-    gc.freeze()
+    serving.settle_process()
     serving.serve(
         application,
         settings,

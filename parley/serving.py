@@ -6,7 +6,9 @@ their terminal event (so every reader gets one), and only then close connections
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
+import sys
 from typing import Any
 
 import structlog
@@ -20,6 +22,22 @@ from parley.logs import wants_json
 from parley.startup import AnnouncingServer
 
 log = structlog.get_logger(__name__)
+
+#: How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms). The
+#: event loop gives the GIL up around every socket call; while a worker thread computes (an
+#: ingest's rows, an index build), taking it back costs up to one interval each time, so a loop
+#: that answers two hundred requests at once waited a second and more. docs/BENCHMARKS.md, "The
+#: GIL's switch interval".
+SWITCH_INTERVAL = 0.0005
+
+
+def settle_process() -> None:
+    """Once the process has built what it keeps: the GIL handed over sooner, and what the imports
+    and start-up built moved out of the cyclic collector's way (its collections then scan only
+    what requests create: shorter pauses on the streaming path)."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    gc.collect()
+    gc.freeze()
 
 
 class _Server(AnnouncingServer):
@@ -63,6 +81,7 @@ async def _worker(settings: Settings, metrics_port: int | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await parley.start()
+    settle_process()
     if metrics_port is not None:
         # Prometheus' own exposition server (a thread): /metrics for the worker's counters.
         start_http_server(metrics_port, addr=settings.host, registry=parley.metrics.registry)
