@@ -71,7 +71,12 @@ class TokenCounter:
 class Tokens:
     """Per-process token bookkeeping: the count cache and each provider's calibration."""
 
-    def __init__(self, max_cached: int = 100_000) -> None:
+    #: Counts kept: the stored messages of a hundred or so conversations under way. An entry
+    #: costs ~275 bytes, so 100,000 were 27 MB that a long soak saw the process grow by
+    #: (docs/BENCHMARKS.md, "Soak"); a count not kept is counted again (tens of microseconds).
+    MAX_CACHED = 10_000
+
+    def __init__(self, max_cached: int = MAX_CACHED) -> None:
         self._cache: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._max_cached = max_cached
         self._ratios: dict[str, float] = {}
