@@ -121,6 +121,7 @@ class Parley:
             self.assistants,
             knowledge_paths(settings),
             exclusive=lambda: self.db.exclusively("knowledge-sync"),
+            preload=settings.worker == "on",
         )
         self.experiments = Experiments(
             self.db, self.assistants, self.providers, load_config(settings.config_file)

@@ -99,13 +99,17 @@ class FirstStart:
         paths: Mapping[str, list[Path]],
         *,
         exclusive: Callable[[], AbstractAsyncContextManager[bool]] | None = None,
+        preload: bool = False,
     ) -> None:
         """``exclusive``: a lock of the cluster, true for the one process that may sync (the
-        others load what it stored); without it, this process syncs."""
+        others load what it stored); without it, this process syncs. ``preload``: then load the
+        indexes of the assistants' knowledge bases (a process that answers from them: its first
+        question does not wait for the load; an API-only process loads a base on first use)."""
         self.knowledge = knowledge
         self.assistants = assistants
         self.paths = dict(paths)
         self._exclusive = exclusive
+        self._preload = preload
         self._task: asyncio.Task[None] | None = None
         self._greetings = {a.name: a.options.get("greeting") for a in assistants.all()}
         #: Documents each assistant can answer from, once the sync is done.
@@ -138,6 +142,10 @@ class FirstStart:
                     if syncs:
                         await self._sync(owner_id, data_dir)
             await self._report(owner_id)
+            if self._preload:
+                names = list(dict.fromkeys(n for a in self.assistants.all() for n in a.knowledge_bases))
+                for kb in await self.knowledge.bases_named(owner_id, names):
+                    await self.knowledge.preload(kb.id)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -52,6 +52,19 @@ async def test_support_and_recruiter_answer_from_the_demo_knowledge_with_no_sett
     assert progress == ["2/10", "4/10", "6/10", "8/10"]  # the CVs, a line every quarter
 
 
+async def test_a_restarted_server_loads_its_assistants_knowledge_before_the_first_question(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Indexes load on first use, but a process that answers (an embedded worker) loads the
+    assistants' bases once started: its first question does not wait for them."""
+    settings = settings_for(embeddings="hash", knowledge=None)
+    async with serve(settings):
+        pass  # the first start syncs the demo knowledge
+    async with serve(settings) as server:  # nothing to sync now: nothing written, nothing loaded by it
+        names = {b["id"]: b["name"] for b in (await server.client.get("/v1/knowledge-bases")).json()["data"]}
+        assert {names[kb] for kb in server.parley.knowledge.loaded} == {"parley-faq", "demo-cvs"}
+
+
 async def test_an_assistant_with_empty_knowledge_says_so_in_its_greeting_and_the_log(
     settings_for: Callable[..., Settings], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -765,6 +765,10 @@ class Knowledge:
             )
         await self._index_rows(kb_id, revision, rows, base=index, removed=removed)
 
+    async def preload(self, kb_id: str) -> None:
+        """Load a base's index now, ahead of its first search."""
+        await self._fresh(kb_id)
+
     @property
     def loaded(self) -> frozenset[str]:
         """The knowledge bases whose index this process holds (each loads on its first use)."""
