@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,20 @@ async def test_a_group_commit_is_all_or_nothing(database_url: str) -> None:
             assert list(seqs) == [1, 2]
     finally:
         await db.close()
+
+
+def test_ids_are_ulids_ordered_by_time_and_unguessable() -> None:
+    """``new_id``: a prefix and 26 Crockford base32 characters, 48 bits of milliseconds first
+    (ids sort by creation time, as the API's ``before`` cursors expect) then 80 random bits."""
+    crockford = "0123456789abcdefghjkmnpqrstvwxyz"
+    ids = [new_id("chk") for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        prefix, body = value.split("_")
+        assert (prefix, len(body)) == ("chk", 26)
+        assert set(body) <= set(crockford)
+    decoded = [int("".join(f"{crockford.index(c):05b}" for c in i[4:]), 2) for i in ids]
+    millis = [d >> 80 for d in decoded]
+    assert millis == sorted(millis)
+    assert abs(millis[-1] / 1000 - time.time()) < 5
+    assert len({d & ((1 << 80) - 1) for d in decoded}) == len(ids)

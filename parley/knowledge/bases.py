@@ -51,7 +51,7 @@ from parley.knowledge.embeddings import (
 from parley.knowledge.ingest import ParsedDocument, UnreadableDocument, iter_files, parse_file
 from parley.knowledge.minilm_onnx import Precision, QuestionPrecision
 from parley.knowledge.pgvector import PgVector
-from parley.knowledge.plans import PENDING, Ingested, Plan, plans, values, write
+from parley.knowledge.plans import PENDING, Ingested, NewChunk, Plan, plans, values, write
 from parley.knowledge.schema import Chunk, Document, Job, KnowledgeBase, Removal
 from parley.knowledge.search import ChunkEntry, Hit, KbIndex, Mode, depth_for, merge, tokenize
 from parley.knowledge.workers import Workers
@@ -899,17 +899,17 @@ async def _bump(session: AsyncSession, kb_id: str, *, publishing: int | None = N
     return kb.revision
 
 
-def _texts(chunks: Sequence[Chunk]) -> list[str]:
+def _texts(chunks: Sequence[Chunk | NewChunk]) -> list[str]:
     """What the index reads of each chunk (built in a worker thread: 84k chunks take half a second)."""
     return [_indexed(c) for c in chunks]
 
 
-def _indexed(chunk: Chunk) -> str:
+def _indexed(chunk: Chunk | NewChunk) -> str:
     return f"{chunk.title}\n{chunk.text}" if chunk.title and chunk.title not in chunk.text else chunk.text
 
 
 def _entries(
-    rows: Sequence[tuple[Chunk, str]], tokens: Sequence[tuple[str, ...]], dim: int | None
+    rows: Sequence[tuple[Chunk | NewChunk, str]], tokens: Sequence[tuple[str, ...]], dim: int | None
 ) -> list[ChunkEntry]:
     return [
         ChunkEntry(
