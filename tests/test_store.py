@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -15,10 +16,11 @@ from sqlalchemy import bindparam, select, text
 from sqlalchemy.exc import IntegrityError
 
 from parley.events import _INSERT_EVENT, RunEvent
-from parley.store.db import Database, alembic_config
+from parley.store.db import KEPT_DRIVERS, Database, alembic_config
 from parley.store.schema import Base, Run, new_id, row
 from parley.threads import create_thread
 from parley.users import ensure_local_user
+from tests.conftest import fresh_postgres
 
 
 async def test_migrations_match_the_models(database_url: str) -> None:
@@ -156,3 +158,46 @@ def test_ids_are_ulids_ordered_by_time_and_unguessable() -> None:
     assert millis == sorted(millis)
     assert abs(millis[-1] / 1000 - time.time()) < 5
     assert len({d & ((1 << 80) - 1) for d in decoded}) == len(ids)
+
+
+async def test_postgres_reads_survive_a_crowd_a_cancel_and_a_dropped_connection() -> None:
+    """Reads and one-statement writes on PostgreSQL run on a few connections the process keeps
+    (``Database._driver``): more callers than kept connections all get an answer, a statement
+    cancelled midway leaves nothing broken for the next, and a connection the server closed is
+    replaced without an error."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    async with fresh_postgres() as url:
+        db = Database(url)
+        try:
+            await db.upgrade()
+
+            async def read(seconds: float = 0.0) -> int:
+                async with db.read() as reader:
+                    row = await reader.first(text("SELECT 1 FROM (SELECT pg_sleep(:s)) AS t"), {"s": seconds})
+                return 0 if row is None else int(row[0])
+
+            assert await asyncio.gather(*(read(0.05) for _ in range(KEPT_DRIVERS * 3))) == [1] * (
+                KEPT_DRIVERS * 3
+            )
+            slow = asyncio.create_task(read(5))
+            await asyncio.sleep(0.2)
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            assert [await read() for _ in range(KEPT_DRIVERS + 1)] == [1] * (KEPT_DRIVERS + 1)
+
+            admin = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+            try:
+                await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await admin.close()
+            await asyncio.sleep(0.2)
+            assert [await read() for _ in range(KEPT_DRIVERS + 1)] == [1] * (KEPT_DRIVERS + 1)
+            async with db.one_statement() as tx:
+                assert await tx.first(text("SELECT 2"), {}) == (2,)
+        finally:
+            await db.close()

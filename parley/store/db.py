@@ -36,6 +36,8 @@ from sqlalchemy.sql.dml import UpdateBase
 from parley.store.sqlite import Checkpoints, inline_connector
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: PostgreSQL connections a process keeps for reads and one-statement writes (``Database._driver``).
+KEPT_DRIVERS = 4
 _T = TypeVar("_T")
 
 
@@ -86,6 +88,10 @@ class Database:
         self._write_lock = WriteLock() if self.is_sqlite else None
         self._hot: AsyncConnection | None = None
         self._reader: AsyncConnection | None = None
+        #: PostgreSQL: idle connections kept for ``_driver``, and how many exist.
+        self._drivers: list[AsyncConnection] = []
+        self._driver_count = 0
+        self._closed = False
         self._compiled: dict[object, _Compiled] = {}
 
     def session(self) -> AsyncSession:
@@ -134,10 +140,8 @@ class Database:
                     raise
                 await raw.commit()
             return
-        async with self.engine.connect() as conn:
-            driver: Any = (await conn.get_raw_connection()).driver_connection
-            async with driver.transaction():
-                yield Direct(self, driver)
+        async with self._driver() as driver, driver.transaction():
+            yield Direct(self, driver)
 
     @asynccontextmanager
     async def one_statement(self) -> AsyncIterator[Direct]:
@@ -148,8 +152,8 @@ class Database:
             async with self.direct() as tx:
                 yield tx
             return
-        async with self.engine.connect() as conn:
-            yield Direct(self, (await conn.get_raw_connection()).driver_connection)
+        async with self._driver() as driver:
+            yield Direct(self, driver)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Direct]:
@@ -161,8 +165,45 @@ class Database:
                 self._reader = await self.engine.connect()
             yield Direct(self, (await self._reader.get_raw_connection()).driver_connection)
             return
-        async with self.engine.connect() as conn:
-            yield Direct(self, (await conn.get_raw_connection()).driver_connection)
+        async with self._driver() as driver:
+            yield Direct(self, driver)
+
+    @asynccontextmanager
+    async def _driver(self) -> AsyncIterator[Any]:
+        """A PostgreSQL driver connection for statements on the path to a first token: one of
+        ``KEPT_DRIVERS`` held out of SQLAlchemy's pool when one is free (a checkout and its
+        return cost 0.2 ms, twice a bare round trip: docs/BENCHMARKS.md, "Scale-out"), else a
+        pooled one. One left in an unknown state (an error, a cancel mid-statement) is closed."""
+        conn = None
+        while self._drivers and conn is None:
+            conn = self._drivers.pop()
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            if driver.is_closed():
+                await _discard(conn)
+                self._driver_count -= 1
+                conn = None
+        if conn is None and self._driver_count < KEPT_DRIVERS:
+            self._driver_count += 1
+            try:
+                conn = await self.engine.connect()
+            except BaseException:
+                self._driver_count -= 1
+                raise
+        if conn is None:  # all in use: a pooled one, as any other statement gets
+            async with self.engine.connect() as pooled:
+                yield (await pooled.get_raw_connection()).driver_connection
+            return
+        try:
+            yield (await conn.get_raw_connection()).driver_connection
+        except BaseException:
+            self._driver_count -= 1
+            await asyncio.shield(_discard(conn))
+            raise
+        if self._closed:
+            self._driver_count -= 1
+            await conn.close()
+        else:
+            self._drivers.append(conn)
 
     async def _kept_driver(self) -> Any:
         if self._hot is None:
@@ -265,13 +306,22 @@ class Database:
                     await conn.commit()
 
     async def close(self) -> None:
-        for kept in (self._hot, self._reader):
+        self._closed = True
+        for kept in (self._hot, self._reader, *self._drivers):
             if kept is not None:
                 await kept.close()
         self._hot = self._reader = None
+        self._driver_count -= len(self._drivers)
+        self._drivers.clear()
         await self.engine.dispose()
         if self.checkpoints is not None:
             await self.checkpoints.close()
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
+        await conn.close()
 
 
 class _Compiled:
