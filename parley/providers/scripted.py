@@ -47,6 +47,10 @@ class Hang:
 Step = Delta | Delay | Hang | ProviderError
 
 
+#: Requests a scripted provider built from a spec (``PARLEY_MODEL=scripted:…``) keeps.
+SERVED_KEEPS = 100
+
+
 class ScriptedProvider(Provider):
     def __init__(
         self,
@@ -57,6 +61,7 @@ class ScriptedProvider(Provider):
         tokens: int = 500,
         chooses_tools: bool = True,
         name: str | None = None,
+        keep: int | None = None,
     ) -> None:
         self.mode = mode
         self.model = mode
@@ -66,12 +71,21 @@ class ScriptedProvider(Provider):
         self.chooses_tools = chooses_tools
         self._turns: list[list[Step]] = [list(turn) for turn in turns]
         self._played = 0
+        #: The requests received, for tests to read: the latest ``keep`` (all when ``None``).
         self.requests: list[ProviderRequest] = []
+        self.keep = keep
         self.open_streams = 0
 
     @classmethod
     def from_spec(cls, spec: str) -> ScriptedProvider:
-        """Build from the part after ``scripted:``, e.g. ``bench?tokens=500&delay_ms=0``."""
+        """Build from the part after ``scripted:``, e.g. ``bench?tokens=500&delay_ms=0``. A server's
+        provider keeps its latest ``SERVED_KEEPS`` requests: a 20-minute soak grew by every one."""
+        provider = cls._from_spec(spec)
+        provider.keep = SERVED_KEEPS
+        return provider
+
+    @classmethod
+    def _from_spec(cls, spec: str) -> ScriptedProvider:
         mode, _, query = spec.partition("?")
         params = dict(parse_qsl(query))
         name = f"scripted:{spec}"
@@ -92,6 +106,8 @@ class ScriptedProvider(Provider):
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[Delta]:
         self.requests.append(request)
+        if self.keep is not None and len(self.requests) > self.keep:
+            del self.requests[: len(self.requests) - self.keep]
         self.open_streams += 1
         try:
             async for delta in self._play(request):

@@ -19,7 +19,7 @@ from parley.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from parley.providers.scripted import ScriptedProvider
+from parley.providers.scripted import SERVED_KEEPS, ScriptedProvider
 
 
 def asking(text: str) -> ProviderRequest:
@@ -40,6 +40,20 @@ async def test_echo_repeats_the_last_user_message_word_by_word() -> None:
     usage = next(d for d in deltas if isinstance(d, Usage))
     assert usage.output_tokens == 4
     assert deltas[-1] == Finish("stop")
+
+
+async def test_a_served_scripted_provider_keeps_only_its_latest_requests() -> None:
+    """``PARLEY_MODEL=scripted:echo`` serves for as long as the server runs: it must not keep
+    every request it answered (a 20-minute soak grew ~1 MB a minute by them)."""
+    served = ScriptedProvider.from_spec("echo")
+    for i in range(SERVED_KEEPS + 50):
+        await play(served, asking(f"question {i}"))
+    assert len(served.requests) == SERVED_KEEPS
+    assert served.requests[-1].messages[-1].content == f"question {SERVED_KEEPS + 49}"
+    scripted_in_a_test = ScriptedProvider("echo")
+    for i in range(SERVED_KEEPS + 1):
+        await play(scripted_in_a_test, asking(f"question {i}"))
+    assert len(scripted_in_a_test.requests) == SERVED_KEEPS + 1
 
 
 async def test_bench_streams_its_number_of_tokens_with_its_delay() -> None:
