@@ -166,6 +166,7 @@ async def test_postgres_reads_survive_a_crowd_a_cancel_and_a_dropped_connection(
     cancelled midway leaves nothing broken for the next, and a connection the server closed is
     replaced without an error."""
     import asyncpg  # type: ignore[import-untyped]
+    from asyncpg.exceptions import DataError  # type: ignore[import-untyped]
 
     async with fresh_postgres() as url:
         db = Database(url)
@@ -180,6 +181,18 @@ async def test_postgres_reads_survive_a_crowd_a_cancel_and_a_dropped_connection(
             assert await asyncio.gather(*(read(0.05) for _ in range(KEPT_DRIVERS * 3))) == [1] * (
                 KEPT_DRIVERS * 3
             )
+
+            async def backend() -> int:
+                async with db.read() as reader:
+                    row = await reader.first(text("SELECT pg_backend_pid()"), {})
+                return 0 if row is None else int(row[0])
+
+            kept = await backend()
+            with pytest.raises(DataError):  # a statement's own error: the connection stays
+                async with db.read() as reader:
+                    await reader.first(text("SELECT 1 / 0"), {})
+            assert await backend() == kept
+
             slow = asyncio.create_task(read(5))
             await asyncio.sleep(0.2)
             slow.cancel()

@@ -173,7 +173,8 @@ class Database:
         """A PostgreSQL driver connection for statements on the path to a first token: one of
         ``KEPT_DRIVERS`` held out of SQLAlchemy's pool when one is free (a checkout and its
         return cost 0.2 ms, twice a bare round trip: docs/BENCHMARKS.md, "Scale-out"), else a
-        pooled one. One left in an unknown state (an error, a cancel mid-statement) is closed."""
+        pooled one. One left in an unknown state (closed, in a transaction, cancelled
+        mid-statement) is closed."""
         conn = None
         while self._drivers and conn is None:
             conn = self._drivers.pop()
@@ -193,17 +194,21 @@ class Database:
             async with self.engine.connect() as pooled:
                 yield (await pooled.get_raw_connection()).driver_connection
             return
+        driver = (await conn.get_raw_connection()).driver_connection
+        healthy = False
         try:
-            yield (await conn.get_raw_connection()).driver_connection
-        except BaseException:
-            self._driver_count -= 1
-            await asyncio.shield(_discard(conn))
+            yield driver
+            healthy = True
+        except Exception:
+            # A statement's error (a unique key taken) leaves the connection as it was.
+            healthy = not driver.is_closed() and not driver.is_in_transaction()
             raise
-        if self._closed:
-            self._driver_count -= 1
-            await conn.close()
-        else:
-            self._drivers.append(conn)
+        finally:
+            if not healthy or self._closed:
+                self._driver_count -= 1
+                await asyncio.shield(_discard(conn))
+            else:
+                self._drivers.append(conn)
 
     async def _kept_driver(self) -> Any:
         if self._hot is None:
