@@ -165,8 +165,8 @@ async def test_postgres_reads_survive_a_crowd_a_cancel_and_a_dropped_connection(
     (``Database._driver``): more callers than kept connections all get an answer, a statement
     cancelled midway leaves nothing broken for the next, and a connection the server closed is
     replaced without an error."""
-    import asyncpg  # type: ignore[import-untyped]
-    from asyncpg.exceptions import DataError  # type: ignore[import-untyped]
+    import asyncpg
+    from asyncpg.exceptions import DataError
 
     async with fresh_postgres() as url:
         db = Database(url)
