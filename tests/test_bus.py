@@ -14,7 +14,7 @@ from pathlib import Path
 from parley.bus.relay import RelayBus
 from parley.config import Settings
 from tests.conftest import fresh_postgres, serve
-from tests.sse import new_thread, read_events
+from tests.sse import assert_contiguous, new_thread, read_events
 
 
 def _settings(url: str, data_dir: Path, worker: str) -> Settings:
@@ -54,3 +54,48 @@ async def test_a_run_created_on_one_process_wakes_the_worker_and_its_reader_by_t
         assert worker_bus.received > heard  # the queued run's wake-up reached the worker
         assert api_bus.received > 0  # the events' wake-ups reached the API's reader
         assert api_bus.sent == sent  # ...and the API process sent none of its own
+
+
+async def test_many_readers_on_another_process_each_get_their_own_run_whole(tmp_path: Path) -> None:
+    """The API process reads the events of runs the worker writes, and the reads its readers ask
+    for at once go to PostgreSQL together (one statement, each run after its own cursor): every
+    reader still gets its own run, whole and in order, whether it reads from the start, resumes
+    from the middle, or leaves early."""
+    async with (
+        fresh_postgres() as url,
+        serve(_settings(url, tmp_path / "w", "on")) as worker,
+        serve(_settings(url, tmp_path / "a", "off")) as api,
+    ):
+        assert worker.parley.bus is not None
+        texts = [" ".join(f"r{i}w{j}" for j in range(12)) for i in range(16)]
+        runs = []
+        for text in texts:
+            thread = await new_thread(api.client)
+            response = await api.client.post(f"/v1/threads/{thread}/runs", json={"input": text})
+            assert response.status_code == 201, response.text
+            runs.append(response.json()["id"])
+
+        async def whole(run_id: str) -> str:
+            frames = await read_events(api.client, f"/v1/runs/{run_id}/events")
+            assert_contiguous(frames)
+            assert frames[-1].event == "run.completed"
+            return "".join(f.json["text"] for f in frames if f.event == "message.delta")
+
+        async def leaves_early(run_id: str) -> int:
+            frames = await read_events(api.client, f"/v1/runs/{run_id}/events", limit=2)
+            return len(frames)
+
+        async with asyncio.timeout(20):
+            got = await asyncio.gather(*(whole(r) for r in runs), *(leaves_early(r) for r in runs[:4]))
+            assert got[: len(runs)] == texts
+            assert got[len(runs) :] == [2] * 4
+            # Resumed from the middle, after every run has ended: each from its own cursor.
+            resumed = await asyncio.gather(
+                *(
+                    read_events(api.client, f"/v1/runs/{r}/events", headers={"Last-Event-ID": "3"})
+                    for r in runs
+                )
+            )
+        for frames in resumed:
+            assert_contiguous(frames, start=4)
+            assert frames[-1].event == "run.completed"
