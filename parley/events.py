@@ -132,19 +132,6 @@ WITH kept AS ({_FENCED_INSERT}), notice AS (SELECT pg_notify('{CHANNEL}', $7))
 SELECT kept.run_id, kept.seq FROM kept, notice
 """
 
-# PostgreSQL: the reads of many runs (each after its own cursor, up to its own limit) as one
-# statement, answered in the order asked (``_ReadTogether``).
-_READ_MANY = """
-SELECT w.i, e.run_id, e.seq, e.type, e.data, e.created_at
-FROM unnest($1::varchar[], $2::int[], $3::int[]) WITH ORDINALITY AS w(run_id, after, lim, i)
-CROSS JOIN LATERAL (
-    SELECT ev.run_id, ev.seq, ev.type, ev.data, ev.created_at FROM run_events AS ev
-    WHERE ev.run_id = w.run_id AND ev.seq > w.after
-    ORDER BY ev.seq LIMIT w.lim
-) AS e
-ORDER BY w.i, e.seq
-"""
-
 _events = Base.metadata.tables[Event.__tablename__]
 _LAST_SEQ = select(func.max(_events.c.seq)).where(_events.c.run_id == bindparam("run_id"))
 _INSERT_EVENT = insert(_events)
@@ -192,7 +179,6 @@ class EventLog:
         self._last_commit = 0.0
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
-        self._together = None if db.is_sqlite else _ReadTogether(db)
         # The group commit hands ``RunEvent`` tuples to the driver as they are: in column order.
         insert_event = db.compiled(_INSERT_EVENT, column_keys=RunEvent._fields)
         if insert_event.names != list(RunEvent._fields):
@@ -451,8 +437,6 @@ class EventLog:
             return tail.slice(after + 1 - tail.start, limit)
         # Straight through the driver: a reader in another process than the writer reads every
         # event it sends from here, on the path to the first token.
-        if self._together is not None:
-            return await self._together.read(run_id, after, limit)
         async with self._db.read() as db:
             rows = await db.rows(_READ, {"run_id": run_id, "after": after, "limit": limit})
         return [RunEvent(*row) for row in rows]
@@ -513,54 +497,6 @@ class EventLog:
                 look = not await subscription.wait(every)
                 if look:
                     yield []
-
-
-class _ReadTogether:
-    """Reads of runs another process writes, on PostgreSQL: the reads asked for while one
-    statement is under way go together in the next (``_READ_MANY``). A commit's wake-up reaches
-    every reader of its runs at once: a hundred readers cost a statement or two, not a hundred
-    (each on a connection of its own), and a reader's read waits less for the others'.
-    A reader that stops waiting (its client left) is left out of what is still to be read."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._wanted: list[tuple[str, int, int, asyncio.Future[list[RunEvent]]]] = []
-        self._reader: asyncio.Task[None] | None = None
-
-    async def read(self, run_id: str, after: int, limit: int) -> list[RunEvent]:
-        future: asyncio.Future[list[RunEvent]] = asyncio.get_running_loop().create_future()
-        self._wanted.append((run_id, after, limit, future))
-        if self._reader is None:
-            self._reader = asyncio.create_task(self._read_all(), name="parley-event-reads")
-        return await future
-
-    async def _read_all(self) -> None:
-        batch: list[tuple[str, int, int, asyncio.Future[list[RunEvent]]]] = []
-        try:
-            while self._wanted:
-                batch, self._wanted = [w for w in self._wanted if not w[3].done()], []
-                if not batch:
-                    continue
-                try:
-                    rows = await self._db.fetch(
-                        _READ_MANY, [w[0] for w in batch], [w[1] for w in batch], [w[2] for w in batch]
-                    )
-                except Exception as exc:
-                    for *_, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                found: list[list[RunEvent]] = [[] for _ in batch]
-                for i, *event in rows:
-                    found[i - 1].append(RunEvent(*event))
-                for (*_, future), events in zip(batch, found, strict=True):
-                    if not future.done():
-                        future.set_result(events)
-        finally:
-            self._reader = None
-            for *_, future in [*batch, *self._wanted]:  # cancelled (the process is stopping)
-                future.cancel()
-            self._wanted = []
 
 
 class _OpenText:

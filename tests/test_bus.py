@@ -57,10 +57,9 @@ async def test_a_run_created_on_one_process_wakes_the_worker_and_its_reader_by_t
 
 
 async def test_many_readers_on_another_process_each_get_their_own_run_whole(tmp_path: Path) -> None:
-    """The API process reads the events of runs the worker writes, and the reads its readers ask
-    for at once go to PostgreSQL together (one statement, each run after its own cursor): every
-    reader still gets its own run, whole and in order, whether it reads from the start, resumes
-    from the middle, or leaves early."""
+    """The API process reads the events of runs the worker writes, on the few connections it
+    keeps for reads: sixteen readers at once, four more that leave early and sixteen resuming
+    from the middle each get their own run, whole and in order."""
     async with (
         fresh_postgres() as url,
         serve(_settings(url, tmp_path / "w", "on")) as worker,

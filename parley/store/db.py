@@ -240,12 +240,6 @@ class Database:
         """
         await self._on_kept(lambda raw: self._insert_many(raw, sql, rows))
 
-    async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
-        """One PostgreSQL statement (``$n`` placeholders) on a connection kept for reads."""
-        async with self._driver() as driver:
-            rows: list[Sequence[Any]] = await driver.fetch(sql, *args)
-        return rows
-
     async def fetch_kept(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         """One PostgreSQL statement (``$n`` placeholders) on the kept connection, as ``insert_many``."""
         rows: list[Sequence[Any]] = await self._on_kept(lambda raw: raw.fetch(sql, *args))
