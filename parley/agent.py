@@ -179,7 +179,7 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         best = hits[0] if hits and ranked and not listing and not attached else None
         trust = float(state.assistant.options.get("trust_similarity", TRUST_SIMILARITY))
         off_topic = best is not None and (
-            unrelated(question, best, retrieved.found, trust)
+            unrelated(question, best, retrieved.found, trust, retrieved.common)
             or (
                 retrieved.familiar is not None
                 and unfamiliar(retrieved.terms, retrieved.unknown, best, retrieved.familiar)

@@ -297,6 +297,53 @@ def test_the_best_source_must_share_the_questions_own_words() -> None:
     assert not unrelated("Is Parley free?", cost, found)  # "free" is in the entry
 
 
+def test_a_word_found_everywhere_only_because_it_was_asked_about_still_counts() -> None:
+    """ "assistants" is in every entry the search found for "what assistants are built in?", and
+    in a fifth of the FAQ: it is what the question is about, not the FAQ's own subject. Left
+    out, nothing of the question would be in the entry that answers it."""
+
+    def hit(text: str, n: int = 0) -> Hit:
+        return Hit("kb", f"c{n}", f"d{n}", "Parley FAQ", "", text, n, 1.0, None, 0.49)
+
+    builtin = hit("Q: Which assistants come with Parley? A: Four: general, support, recruiter and shop.")
+    found = [
+        builtin,
+        hit("Q: How do I create my own assistant? A: Describe the assistant in a TOML file.", 1),
+        hit("Q: What if I send a message while the assistant is still answering? A: 409.", 2),
+    ]
+    question = "what assistants are built in?"
+    assert unrelated(question, builtin, found)  # by what the search found alone
+    assert not unrelated(question, builtin, found, everywhere=["parley"])
+    assert unrelated(question, builtin, found, everywhere=["parley", "assist"])
+    data = hit("Q: Where does Parley keep its data? A: In the data directory, .parley by default.")
+    others = [
+        hit("Q: What does Parley cost? A: Parley is free.", 4),
+        hit("Q: What is Parley? A: A server.", 5),
+    ]
+    employees = "How many employees does the company behind Parley have?"
+    assert unrelated(employees, data, [data, *others], everywhere=["parley"])  # "Parley" tells nothing
+
+
+async def test_what_the_faq_is_about_is_answered_and_the_company_is_not_with_minilm(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """On the demo FAQ: "what assistants are built in?" gets the entry listing them (its search
+    found "assistant" in every passage, which once made it look like a word about nothing), and
+    a question about the company behind Parley, whose only known word is "Parley", is declined."""
+    model = small_model()
+    settings = settings_for(
+        model="scripted:small", embeddings="minilm", knowledge={"parley-faq": [FAQ_FILE]}, memory=False
+    )
+    async with serve(settings, {"scripted:small": model}) as server:
+        builtin = (await ask(server, "support", "what assistants are built in?"))[-1]
+        company = (await ask(server, "support", "How many employees does the company behind Parley have?"))[
+            -1
+        ]
+    assert "recruiter" in builtin.json["text"], builtin.json["text"]
+    assert company.json["text"].startswith("I don't know"), company.json["text"]
+    assert model.requests == []
+
+
 def test_a_name_no_source_has_is_missing_but_an_acronym_is_not() -> None:
     memory = Hit(
         "kb", "c0", "d0", "Parley FAQ", "", "Q: What do I need? A: About 1 GB of memory.", 0, 1.0, None, 0.5

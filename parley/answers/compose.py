@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from parley.answers.attachments import wants_summary
@@ -122,18 +122,28 @@ def absent_facts(question: str, hits: Sequence[Hit]) -> list[str]:
     return missing
 
 
-def unrelated(question: str, best: Hit, found: Sequence[Hit], trust: float = 1.0) -> bool:
+def unrelated(
+    question: str,
+    best: Hit,
+    found: Sequence[Hit],
+    trust: float = 1.0,
+    everywhere: Collection[str] | None = None,
+) -> bool:
     """Whether the best source shares none of the question's own words (stemmed), leaving out
-    words that most of what the search found has (the product's name, in an FAQ about it):
-    "How many employees does the company behind Parley have?" is near the FAQ entry on where
-    Parley keeps its data by meaning, and about nothing in it. A source at least ``trust``
-    similar to the question is trusted whatever its words ("define a custom assistant" and
-    "create my own assistant")."""
+    words that most of what the search found has and, when ``everywhere`` is given, at least
+    half of the knowledge base has too (the product's name, in an FAQ about it): "How many
+    employees does the company behind Parley have?" is near the FAQ entry on where Parley keeps
+    its data by meaning, and about nothing in it. A word the search found everywhere only
+    because the question is about it stays ("assistants", in "what assistants are built in?").
+    A source at least ``trust`` similar to the question is trusted whatever its words ("define
+    a custom assistant" and "create my own assistant")."""
     asked = set(stems(question))
     if not asked or (best.similarity is not None and best.similarity >= trust):
         return False  # close enough by meaning to be trusted whatever the words
     pool = [set(stems(f"{h.title} {h.text}")) for h in found] or [set()]
     common = {w for w in asked if sum(w in words for words in pool) >= max(2, len(pool) * 3 / 4)}
+    if everywhere is not None:
+        common &= set(everywhere)
     return not (asked - common) & set(stems(f"{best.document_title} {best.title} {best.text}"))
 
 

@@ -658,13 +658,18 @@ class Knowledge:
             )
         return merge(hits, k)
 
-    def words_of(self, kb_ids: Sequence[str], text: str) -> tuple[list[str], list[str]]:
-        """``text``'s content words (stemmed, stop words out: ``tools.choice.stems``), and those
-        that no chunk of these bases has. Read from the indexes as the question's search left
-        them (``search_bases`` brought them up to date): no second trip to the database."""
+    def words_of(self, kb_ids: Sequence[str], text: str) -> tuple[list[str], list[str], list[str]]:
+        """``text``'s content words (stemmed, stop words out: ``tools.choice.stems``), those that
+        no chunk of these bases has, and those at least half of their chunks have (words that
+        tell no chunk from another: BM25's Robertson-Sparck Jones weight is 0 or less). Read
+        from the indexes as the question's search left them (``search_bases`` brought them up to
+        date): no second trip to the database."""
         indexes = [index for kb_id in kb_ids if (index := self._indexes.get(kb_id)) is not None]
         terms = list(dict.fromkeys(stems(text)))
-        return terms, [t for t in terms if not any(i.knows(t) for i in indexes)]
+        chunks = sum(len(i) for i in indexes)
+        counts = {t: sum(i.frequency(t) for i in indexes) for t in terms}
+        unknown = [t for t in terms if not counts[t]]
+        return terms, unknown, [t for t in terms if chunks and 2 * counts[t] >= chunks]
 
     async def first_chunks(self, kb_ids: Sequence[str], k: int) -> list[Hit]:
         """The first ``k`` chunks in document order: "all context" for small knowledge bases."""

@@ -134,6 +134,8 @@ class Retrieved:
     #: passage must be to be about it anyway (``answers.compose.unfamiliar``; None: no such check).
     terms: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    #: The question's words that at least half of the bases' chunks have (``Knowledge.words_of``).
+    common: list[str] = field(default_factory=list)
     familiar: float | None = None
 
 
@@ -157,7 +159,7 @@ async def retrieve(
     hits: list[Hit] = []
     found: list[Hit] = []
     exact = True
-    words: tuple[list[str], list[str]] = ([], [])
+    words: tuple[list[str], list[str], list[str]] = ([], [], [])
     familiar = None
     if assistant.knowledge_bases and knowledge is not None and knowledge.owner_id is not None:
         options = assistant.options
@@ -188,8 +190,7 @@ async def retrieve(
             floor = options.get("min_similarity", knowledge.relevance_floor())
             hits = relevant(found, None if floor is None else float(floor))[:k]
             familiar = options.get("familiar_similarity", knowledge.familiar_similarity())
-            if familiar is not None:
-                words = knowledge.words_of(kb_ids, question)
+            words = knowledge.words_of(kb_ids, question)
     return Retrieved(
         [*attached, *hits],
         found[:CLOSEST_TOPICS],

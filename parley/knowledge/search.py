@@ -531,6 +531,11 @@ class KbIndex:
         ranking = _top(lexical, depth_for(mode, k), self._allowed(document), order, positive=True)
         return [self._store.entries[i].id for i in ranking]
 
+    def frequency(self, token: str) -> int:
+        """How many live chunks have ``token`` (a ``tokenize`` term)."""
+        term = self._store.vocab.get(token) if self._store is not None else None
+        return int(self._df[term]) if term is not None and term < len(self._df) else 0
+
     def knows(self, token: str) -> bool:
         """Whether a live chunk has ``token`` (a ``tokenize`` term)."""
         term = self._store.vocab.get(token) if self._store is not None else None
