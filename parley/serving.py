@@ -67,7 +67,19 @@ def serve(app: FastAPI, settings: Settings, **uvicorn_options: Any) -> None:
         timeout_graceful_shutdown=int(grace) + 5,
         **uvicorn_options,
     )
-    _Server(config, parley).run()
+    # uvicorn raises the SIGTERM it shut down for again, once it has, with the handler it found.
+    # The default one kills the process at once: exit handlers never ran, and Python's resource
+    # tracker then warned about the ingest pool's semaphores, the log's last line and not JSON.
+    # With this one the process exits as it does after Ctrl-C, with status 0.
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        _Server(config, parley).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def run_worker(settings: Settings, *, metrics_port: int | None = None) -> None:

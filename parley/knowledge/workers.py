@@ -52,7 +52,7 @@ class Workers:
             self._processes = ProcessPoolExecutor(
                 self.size,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=watch_parent,
+                initializer=start_worker,
                 initargs=(os.getpid(),),
             )
         return self._processes
@@ -78,6 +78,21 @@ class Workers:
         if self._processes is not None:
             self._processes.shutdown(wait=False, cancel_futures=True)
             self._processes = None
+
+
+def start_worker(parent: int) -> None:
+    """Each worker process's set-up: it exits with the server (``watch_parent``), and its progress
+    bars take a thread lock. bm25s tokenizes through tqdm, whose default lock is a multiprocessing
+    semaphore, registered with the server's resource tracker; a worker that ends with its server
+    never unregisters it, and the tracker's warning about it was the server's last log line, and
+    not JSON. A worker's bars are never shown: a thread lock is all they need."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # bm25s tokenizes without bars then
+        pass
+    else:
+        tqdm.set_lock(threading.RLock())
+    watch_parent(parent)
 
 
 def watch_parent(parent: int, every: float = 0.5) -> None:
