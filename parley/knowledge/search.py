@@ -536,11 +536,6 @@ class KbIndex:
         term = self._store.vocab.get(token) if self._store is not None else None
         return int(self._df[term]) if term is not None and term < len(self._df) else 0
 
-    def knows(self, token: str) -> bool:
-        """Whether a live chunk has ``token`` (a ``tokenize`` term)."""
-        term = self._store.vocab.get(token) if self._store is not None else None
-        return term is not None and term < len(self._df) and bool(self._df[term] > 0)
-
     def bm25_scores(self, query_tokens: Sequence[str]) -> npt.NDArray[np.float32] | None:
         return self._bm25_scores(query_tokens) if self._live_count else None
 

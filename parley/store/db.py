@@ -175,10 +175,11 @@ class Database:
         return cost 0.2 ms, twice a bare round trip: docs/BENCHMARKS.md, "Scale-out"), else a
         pooled one. One left in an unknown state (closed, in a transaction, cancelled
         mid-statement) is closed."""
-        conn = None
+        conn: AsyncConnection | None = None
+        driver: Any = None
         while self._drivers and conn is None:
             conn = self._drivers.pop()
-            driver: Any = (await conn.get_raw_connection()).driver_connection
+            driver = (await conn.get_raw_connection()).driver_connection
             if driver.is_closed():
                 await _discard(conn)
                 self._driver_count -= 1
@@ -187,14 +188,16 @@ class Database:
             self._driver_count += 1
             try:
                 conn = await self.engine.connect()
+                driver = (await conn.get_raw_connection()).driver_connection
             except BaseException:
                 self._driver_count -= 1
+                if conn is not None:
+                    await _discard(conn)
                 raise
         if conn is None:  # all in use: a pooled one, as any other statement gets
             async with self.engine.connect() as pooled:
                 yield (await pooled.get_raw_connection()).driver_connection
             return
-        driver = (await conn.get_raw_connection()).driver_connection
         healthy = False
         try:
             yield driver
