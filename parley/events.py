@@ -61,6 +61,12 @@ RUN_CANCELLED = "run.cancelled"
 TERMINAL_TYPES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
 
+#: What an SSE stream sends for ``follow_with_heartbeats``' empty batch: a comment line with
+#: no blank line after it. The blank line would end an event, and the OpenAI SDK's and
+#: httpx-sse's decoders (unlike the SSE spec) hand an event with empty data to the reader when
+#: an earlier frame set an ``id``: the SDK then failed parsing it as JSON mid-answer.
+KEEPALIVE = b": ping\n"
+
 # How long a finished run's events stay in memory for late readers.
 _TAIL_LINGER_SECONDS = 60.0
 _READ_PAGE = 1000

@@ -28,7 +28,7 @@ import structlog
 from sqlalchemy import delete, func, select, update
 
 from parley.errors import ApiError, not_found
-from parley.events import TERMINAL_STATUSES, EventLog
+from parley.events import KEEPALIVE, TERMINAL_STATUSES, EventLog
 from parley.response_view import KEY, ResponseView, frame, is_response, spec_of
 from parley.runs.lifecycle import NewRun
 from parley.store.db import Database
@@ -39,7 +39,6 @@ from parley.users import Principal
 log = structlog.get_logger(__name__)
 
 _threads, _messages = Base.metadata.tables["threads"], Base.metadata.tables["messages"]
-_PING = b": ping\n\n"
 
 
 class RunsApi(Protocol):
@@ -292,7 +291,7 @@ class Responses:
                 )
                 head = b""
                 if body or not batch:
-                    yield body or _PING
+                    yield body or KEEPALIVE
         finally:
             if not view.done and cancel_on_close and principal is not None:
                 with contextlib.suppress(Exception):

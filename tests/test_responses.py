@@ -135,6 +135,21 @@ async def test_a_stream_has_every_event_in_order_and_its_deltas_make_the_text(se
     assert (await client.responses.retrieve(final.response.id)).output_text == deltas
 
 
+async def test_a_stream_that_pauses_past_the_keepalive_reads_cleanly_in_the_sdk(
+    settings_for: Callable[..., Settings],
+) -> None:
+    # A model (or a tool) that is quiet for longer than the keepalive: the pings in between
+    # must not reach the OpenAI SDK as events (a blank ping frame after a frame with an id
+    # did: the SDK tried to parse an empty event and raised JSONDecodeError mid-answer).
+    provider = ScriptedProvider(turns=[[TextDelta("before"), Delay(2.5), TextDelta(" after")]])
+    async with scripted(settings_for, provider) as server:
+        client = await sdk(server)
+        events = await collect(await client.responses.create(model="general", input="wait", stream=True))
+        final = events[-1]
+        assert final.type == "response.completed"
+        assert final.response.output_text == "before after"
+
+
 async def test_a_background_response_is_polled_to_completion(settings_for: Callable[..., Settings]) -> None:
     provider = ScriptedProvider(turns=[slow("slow", " and", " steady", pause=0.1)])
     async with scripted(settings_for, provider) as server:

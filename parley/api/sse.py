@@ -18,11 +18,10 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from parley.errors import ApiError
-from parley.events import EventLog, RunEvent
+from parley.events import KEEPALIVE, EventLog, RunEvent
 from parley.metrics import Metrics
 
 Translate = Callable[[RunEvent], Iterable[ServerSentEvent]]
-_PING = ServerSentEvent(comment="ping").encode()
 
 
 #: OpenAPI for a route answering with an ``EventStream``: each event has ``event``, ``data`` (JSON
@@ -129,7 +128,7 @@ def stream_run(
         try:
             async for batch in log.follow_with_heartbeats(run_id, after, every=ping):
                 if not batch:
-                    yield _PING
+                    yield KEEPALIVE
                     continue
                 # The events read together go out in one write (a run's start and its first
                 # text, say): each send costs a pass through the middlewares and a syscall.
