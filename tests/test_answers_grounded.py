@@ -283,6 +283,9 @@ def test_half_the_words_unknown_declines_unless_close_by_meaning() -> None:
     assert not unfamiliar(terms, ["fine", "tune"], hit(0.22, 0.6), 0.55)  # its entry's question is close
     assert not unfamiliar(terms, ["fine", "tune"], hit(0.58, None), 0.55)
     assert not unfamiliar([], [], hit(0.1, None), 0.55)
+    # One word the base never uses is half of a two-word question, and as often a synonym.
+    assert not unfamiliar(["listen", "interfac"], ["interfac"], hit(0.36, 0.44), 0.55)
+    assert unfamiliar(["discount", "student"], ["discount", "student"], hit(0.28, 0.32), 0.55)
 
 
 def test_the_best_source_must_share_the_questions_own_words() -> None:
@@ -295,6 +298,8 @@ def test_the_best_source_must_share_the_questions_own_words() -> None:
     assert unrelated("How many employees does the company behind Parley have?", data, found)
     assert not unrelated("how can I move the data folder somewhere else", data, found)
     assert not unrelated("Is Parley free?", cost, found)  # "free" is in the entry
+    # "What" asks; it says nothing about what: sharing it with "What does Parley cost?" is nothing.
+    assert unrelated("What is your customer support phone number?", cost, found)
 
 
 def test_a_word_found_everywhere_only_because_it_was_asked_about_still_counts() -> None:

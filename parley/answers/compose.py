@@ -38,7 +38,7 @@ from parley.answers.check import (
     strip_citations,
 )
 from parley.knowledge.search import Hit
-from parley.tools.choice import stems
+from parley.tools.choice import content_stems, stems
 
 #: Content-word share a model's sentence needs in its source (``check.judge``); calibrated on
 #: the demo FAQ's calibration split by ``bench.answers`` (docs/ANSWERS.md).
@@ -46,6 +46,9 @@ SUPPORT_THRESHOLD = 0.6
 #: A source at least this similar (cosine) to the question is about it even when it shares
 #: none of its words (``unrelated``); calibrated by ``bench.answers`` (docs/ANSWERS.md).
 TRUST_SIMILARITY = 0.6
+#: Words of a question no chunk has that ``unfamiliar`` needs at least: in the calibration
+#: split of ``bench.answers``, every question with one such word is answerable (docs/ANSWERS.md).
+UNKNOWN_WORDS = 2
 #: At most this many sentences in an extractive answer, and this many characters.
 EXTRACT_SENTENCES = 3
 EXTRACT_CHARS = 400
@@ -98,7 +101,7 @@ def is_list_question(text: str) -> bool:
 
 def list_terms(question: str) -> list[str]:
     """The stems a list question is about ("who knows Python?" → ``["python"]``)."""
-    return [s for s in dict.fromkeys(stems(question)) if s not in _LIST_WORDS]
+    return [s for s in dict.fromkeys(content_stems(question)) if s not in _LIST_WORDS]
 
 
 def list_words(question: str) -> list[str]:
@@ -137,7 +140,7 @@ def unrelated(
     because the question is about it stays ("assistants", in "what assistants are built in?").
     A source at least ``trust`` similar to the question is trusted whatever its words ("define
     a custom assistant" and "create my own assistant")."""
-    asked = set(stems(question))
+    asked = set(content_stems(question))
     if not asked or (best.similarity is not None and best.similarity >= trust):
         return False  # close enough by meaning to be trusted whatever the words
     pool = [set(stems(f"{h.title} {h.text}")) for h in found] or [set()]
@@ -148,14 +151,16 @@ def unrelated(
 
 
 def unfamiliar(terms: Sequence[str], unknown: Sequence[str], best: Hit, trust: float) -> bool:
-    """Whether at least half of the question's content words (``terms``) are ``unknown`` (no
-    chunk of the knowledge bases has them) and the best source is not ``trust`` similar to it
-    (its text, or an FAQ entry's own question): "Can I fine-tune the model on my own data?" ("fine" and
-    "tune" are nowhere) is near "How do I create my own assistant?" by its other words, and
-    about something the knowledge base never mentions. A paraphrase in the user's own words
-    ("how can I load my own documents") is close to its entry's question however many of its
-    words the base lacks."""
-    if not terms or len(unknown) * 2 < len(terms):
+    """Whether at least half of the question's content words (``terms``), and at least
+    ``UNKNOWN_WORDS`` of them, are ``unknown`` (no chunk of the knowledge bases has them) and
+    the best source is not ``trust`` similar to it (its text, or an FAQ entry's own question):
+    "Can I fine-tune the model on my own data?" ("fine" and "tune" are nowhere) is near "How do
+    I create my own assistant?" by its other words, and about something the knowledge base
+    never mentions. One word the base never uses is as often the user's synonym for one it
+    does ("how do I listen on all interfaces?"). A paraphrase in the user's own words ("how can
+    I load my own documents") is close to its entry's question however many of its words the
+    base lacks."""
+    if not terms or len(unknown) < UNKNOWN_WORDS or len(unknown) * 2 < len(terms):
         return False
     close = [s for s in (best.similarity, best.question_similarity) if s is not None]
     return max(close, default=0.0) < trust
@@ -214,7 +219,7 @@ def list_answer(question: str, hits: Sequence[Hit], *, exact: bool = True) -> Co
     ``exact`` False: no document has the question's words, and these are only the closest by
     meaning, which the answer says.
     """
-    terms = set(list_terms(question)) or set(stems(question))
+    terms = set(list_terms(question)) or set(content_stems(question))
     lines: list[str] = []
     seen: set[str] = set()
     for number, hit in enumerate(hits, start=1):
@@ -286,7 +291,7 @@ def extractive(question: str, hits: Sequence[Hit]) -> Composed | None:
     question about a person with nothing else to match ("what has Amelia Hartley done?") gets
     the start of that person's document.
     """
-    asked = set(stems(question))
+    asked = set(content_stems(question))
     titled = set(stems(" ".join(h.document_title for h in hits)))
     named = [h for h in hits if asked & set(stems(h.document_title))]
     asked -= titled

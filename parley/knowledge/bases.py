@@ -58,7 +58,7 @@ from parley.knowledge.workers import Workers
 from parley.store.db import Database
 from parley.store.schema import new_id, now
 from parley.threads import visible
-from parley.tools.choice import stems
+from parley.tools.choice import content_stems
 from parley.users import Principal
 
 log = structlog.get_logger(__name__)
@@ -659,13 +659,13 @@ class Knowledge:
         return merge(hits, k)
 
     def words_of(self, kb_ids: Sequence[str], text: str) -> tuple[list[str], list[str], list[str]]:
-        """``text``'s content words (stemmed, stop words out: ``tools.choice.stems``), those that
+        """``text``'s content words (stemmed, stop words out: ``tools.choice.content_stems``), those that
         no chunk of these bases has, and those at least half of their chunks have (words that
         tell no chunk from another: BM25's Robertson-Sparck Jones weight is 0 or less). Read
         from the indexes as the question's search left them (``search_bases`` brought them up to
         date): no second trip to the database."""
         indexes = [index for kb_id in kb_ids if (index := self._indexes.get(kb_id)) is not None]
-        terms = list(dict.fromkeys(stems(text)))
+        terms = list(dict.fromkeys(content_stems(text)))
         chunks = sum(len(i) for i in indexes)
         counts = {t: sum(i.frequency(t) for i in indexes) for t in terms}
         unknown = [t for t in terms if not counts[t]]

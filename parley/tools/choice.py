@@ -32,23 +32,32 @@ from parley.tools.provenance import Seen
 
 _SPLIT = re.compile(r"\s*(?:;|,?\s+and then\s+|,?\s+then\s+|,?\s+and\s+|,?\s+also\s+)\s*", re.IGNORECASE)
 _STEMMER: Any = None
-# Words that say nothing about which tool is meant; a few that do ("more about", "under 50") stay.
-STOPWORDS = sorted(
-    (set(STOPWORDS_EN_PLUS) | {"please", "could", "would", "can", "let", "thanks", "thank", "also", "one"})
-    - {"more", "about", "under", "over", "out", "off", "what", "any", "all", "again"}
-)
+#: Stop words that do say which tool is meant ("more about", "under 50", "what is in my cart").
+ROUTER_WORDS = frozenset({"more", "about", "under", "over", "out", "off", "what", "any", "all", "again"})
+_QUIET = {"please", "could", "would", "can", "let", "thanks", "thank", "also", "one"}
+#: Words that say nothing about which tool is meant (``stems``).
+STOPWORDS = sorted((set(STOPWORDS_EN_PLUS) | _QUIET) - ROUTER_WORDS)
+#: Words that say nothing about what a question is about (``content_stems``): the router's
+#: words too. "What is your customer support phone number?" shares "what" with every FAQ
+#: entry that asks "What …?", and nothing else with the one it is closest to.
+CONTENT_STOPWORDS = sorted(set(STOPWORDS_EN_PLUS) | _QUIET)
 
 
-def stems(text: str) -> list[str]:
+def stems(text: str, stopwords: Sequence[str] = STOPWORDS) -> list[str]:
     global _STEMMER
     if _STEMMER is None:
         import Stemmer
 
         _STEMMER = Stemmer.Stemmer("english")
     tokens = bm25s.tokenize(
-        text, stopwords=STOPWORDS, stemmer=_STEMMER, return_ids=False, show_progress=False
+        text, stopwords=stopwords, stemmer=_STEMMER, return_ids=False, show_progress=False
     )
     return list(tokens[0]) if tokens else []
+
+
+def content_stems(text: str) -> list[str]:
+    """``text``'s words that say what it is about, stemmed: ``stems`` without the router's words."""
+    return stems(text, CONTENT_STOPWORDS)
 
 
 def tool_document(tool: Tool) -> str:
