@@ -46,6 +46,9 @@ from parley.tools.base import ToolError
 
 log = structlog.get_logger(__name__)
 
+#: A sold-out product's search score, as a share of how well it matches (``Shop.search``).
+SOLD_OUT_SCORE = 0.9
+
 
 class Product(Base):
     __tablename__ = "products"
@@ -226,7 +229,12 @@ class Shop:
         in_stock: bool = False,
         limit: int = 10,
     ) -> list[Hit]:
-        """Products matching ``query`` best first (BM25); with no query, the best rated."""
+        """Products matching ``query`` best first (BM25); with no query, the best rated.
+
+        A sold-out product ranks as if it matched ``SOLD_OUT_SCORE`` as well: below the
+        products in stock that match about as well ("wireless headphones" has eight within 5 %
+        of the best), above those that match much worse (a product asked for by its full name).
+        """
         if not query.strip():
             return await self._browse(category, min_price, max_price, in_stock, limit)
         index = await self.index()
@@ -247,10 +255,16 @@ class Shop:
             for i, pid in zip(order[start : start + batch], chunk, strict=True):
                 product = found.get(pid)
                 if product is not None:
-                    hits.append(Hit(product, float(scores[i])))
-                    if len(hits) == limit:
-                        return hits
-        return hits
+                    score = float(scores[i]) * (1.0 if product.stock > 0 else SOLD_OUT_SCORE)
+                    hits.append(Hit(product, score))
+            # Every product not read yet matches at most as well as the last one read: once the
+            # limit-th hit beats it, the rest cannot get in, sold out or not.
+            hits.sort(key=lambda hit: -hit.score)  # stable: ties keep the index's order
+            if len(hits) >= limit and (
+                start + batch >= len(order) or hits[limit - 1].score >= float(scores[order[start + batch]])
+            ):
+                break
+        return hits[:limit]
 
     async def _browse(
         self,

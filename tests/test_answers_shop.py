@@ -96,8 +96,8 @@ async def test_the_first_one_is_the_first_card(settings_for) -> None:
 async def test_a_product_that_cannot_be_added_gets_a_plain_reason(settings_for) -> None:
     async with serve(settings_for(model="scripted:small"), providers={"scripted:small": small()}) as server:
         thread = await new_thread(server.client, "shop")
-        first = cards(await say(server, thread, "show me wireless headphones"))[0]
-        assert first["stock_quantity"] == 0  # the demo catalog's first card is sold out
+        first = cards(await say(server, thread, "show me the Glide Wireless Mouse, Black"))[0]
+        assert first["stock_quantity"] == 0  # the demo catalog's Glide Wireless Mouse, Black is sold out
         frames = await say(server, thread, "add the first one")
         assert reply(frames) == f"I couldn't add that to your cart: {first['name']} is out of stock."
         assert await cart_ids(server, thread) == []
@@ -112,9 +112,10 @@ async def test_the_black_one_when_one_is_black_and_when_two_are(settings_for) ->
         assert await cart_ids(server, thread) == ["AUD-108"]
 
         other = await new_thread(server.client, "shop")
-        shown = cards(await say(server, other, "find me a keyboard"))
+        shown = cards(await say(server, other, "find me an office keyboard"))
         blacks = [p for p in shown if p["name"].endswith("Black")]
         assert len(blacks) == 2
+        assert shown.index(blacks[1]) != 1  # "number 2" of the question is not the second card
         frames = await say(server, other, "add the black one")
         assert of(frames, "tool.call") == []
         assert reply(frames) == "\n".join(

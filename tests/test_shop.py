@@ -64,6 +64,18 @@ async def test_search_ranks_by_relevance_and_filters(server: Server) -> None:
     assert await shop.search("zzzqqq") == []
 
 
+async def test_a_sold_out_product_gives_way_to_ones_that_match_about_as_well(server: Server) -> None:
+    shop = server.parley.shop
+    # In the demo catalog the best match by words alone is sold out, a hair ahead of seven others.
+    hits = await shop.search("wireless headphones", limit=8)
+    assert all(h.product.stock > 0 for h in hits), [(h.product.id, h.product.stock) for h in hits]
+    # Asked for by its full name, a sold-out product still comes first: nothing else matches as well.
+    named = await shop.search("Glide Wireless Mouse, Black", limit=5)
+    assert named[0].product.name == "Glide Wireless Mouse, Black"
+    assert named[0].product.stock == 0
+    assert [h.score for h in named] == sorted((h.score for h in named), reverse=True)
+
+
 async def test_recommendations_stay_close_to_the_product(server: Server) -> None:
     shop = server.parley.shop
     product = await shop.get("KEY-101")
