@@ -37,6 +37,7 @@ from parley.answers.compose import (
     compose,
     is_list_question,
     list_words,
+    paraphrased,
     qa_pair,
     unfamiliar,
     unrelated,
@@ -178,11 +179,15 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         ranked = (state.run.options or {}).get("retrieval") != "all"
         best = hits[0] if hits and ranked and not listing and not attached else None
         trust = float(state.assistant.options.get("trust_similarity", TRUST_SIMILARITY))
-        off_topic = best is not None and (
-            unrelated(question, best, retrieved.found, trust, retrieved.common)
-            or (
-                retrieved.familiar is not None
-                and unfamiliar(retrieved.terms, retrieved.unknown, best, retrieved.familiar)
+        off_topic = (
+            best is not None
+            and not paraphrased(best, retrieved.found, retrieved.familiar)
+            and (
+                unrelated(question, best, retrieved.found, trust, retrieved.common)
+                or (
+                    retrieved.familiar is not None
+                    and unfamiliar(retrieved.terms, retrieved.unknown, best, retrieved.familiar)
+                )
             )
         )
         if not hits or missing or off_topic:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from parley.answers.compose import absent_facts, unfamiliar, unrelated
+from parley.answers.compose import absent_facts, paraphrased, unfamiliar, unrelated
 from parley.config import Settings
 from parley.knowledge.search import Hit
 from parley.providers.base import TextDelta
@@ -345,6 +345,39 @@ async def test_what_the_faq_is_about_is_answered_and_the_company_is_not_with_min
             -1
         ]
     assert "recruiter" in builtin.json["text"], builtin.json["text"]
+    assert company.json["text"].startswith("I don't know"), company.json["text"]
+    assert model.requests == []
+
+
+def test_a_question_clearly_nearest_one_entrys_own_question_is_its_paraphrase() -> None:
+    def hit(question: float | None, n: int = 0) -> Hit:
+        return Hit("kb", f"c{n}", f"d{n}", "Parley FAQ", "", "Q: … A: …", n, 1.0, None, 0.36, question)
+
+    install, data, port = hit(0.62), hit(0.46, 1), hit(0.42, 2)
+    assert paraphrased(install, [install, data, port], 0.55)
+    assert not paraphrased(install, [install, hit(0.55, 1)], 0.55)  # another entry is about as near
+    assert not paraphrased(hit(0.60), [hit(0.60), hit(0.65, 1)], 0.55)  # another is nearer
+    assert not paraphrased(hit(0.50), [hit(0.50), hit(0.1, 1)], 0.55)  # not near enough
+    assert not paraphrased(install, [install, data], None)  # no embedder to tell
+    assert paraphrased(install, [install, hit(None, 1)], 0.55)  # a passage that is no entry
+
+
+async def test_a_paraphrase_of_an_faq_question_in_other_words_is_answered_with_minilm(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """A new user's first question shares only "Parley" and "run" with the entry that answers
+    it, words half the FAQ has; it is a paraphrase of that entry's question, and gets it. The
+    question about the company, as near to two entries' questions, is still declined."""
+    model = small_model()
+    settings = settings_for(
+        model="scripted:small", embeddings="minilm", knowledge={"parley-faq": [FAQ_FILE]}, memory=False
+    )
+    async with serve(settings, {"scripted:small": model}) as server:
+        laptop = (await ask(server, "support", "how do I get parley running on my laptop"))[-1]
+        company = (await ask(server, "support", "How many employees does the company behind Parley have?"))[
+            -1
+        ]
+    assert "make run" in laptop.json["text"], laptop.json["text"]
     assert company.json["text"].startswith("I don't know"), company.json["text"]
     assert model.requests == []
 

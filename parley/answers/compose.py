@@ -49,6 +49,10 @@ TRUST_SIMILARITY = 0.6
 #: Words of a question no chunk has that ``unfamiliar`` needs at least: in the calibration
 #: split of ``bench.answers``, every question with one such word is answerable (docs/ANSWERS.md).
 UNKNOWN_WORDS = 2
+#: How much nearer an FAQ entry's own question must be than every other entry's for the user's
+#: question to count as its paraphrase (``paraphrased``): above the 0.06 of the calibration
+#: split's unanswerable questions (docs/ANSWERS.md).
+QUESTION_MARGIN = 0.1
 #: At most this many sentences in an extractive answer, and this many characters.
 EXTRACT_SENTENCES = 3
 EXTRACT_CHARS = 400
@@ -148,6 +152,21 @@ def unrelated(
     if everywhere is not None:
         common &= set(everywhere)
     return not (asked - common) & set(stems(f"{best.document_title} {best.title} {best.text}"))
+
+
+def paraphrased(best: Hit, found: Sequence[Hit], familiar: float | None) -> bool:
+    """Whether the question is a paraphrase of the best source's own FAQ question: at least
+    ``familiar`` similar to it, and nearer than to any other entry's question by
+    ``QUESTION_MARGIN``. Such a question is about that entry whatever words it uses: "how do I
+    get parley running on my laptop" shares only "Parley" and "run", which half the FAQ has,
+    with "How do I install and start Parley?" (0.62, the next entry 0.46). A question about
+    something else lands between several entries' questions ("How many employees does the
+    company behind Parley have?" is 0.65 and 0.63 from two)."""
+    near = best.question_similarity
+    if familiar is None or near is None or near < familiar:
+        return False
+    others = [h.question_similarity for h in found if h.chunk_id != best.chunk_id]
+    return near - max((s for s in others if s is not None), default=0.0) >= QUESTION_MARGIN
 
 
 def unfamiliar(terms: Sequence[str], unknown: Sequence[str], best: Hit, trust: float) -> bool:
