@@ -1,7 +1,7 @@
 """Scale-out: what running API and workers as separate processes costs and buys, on PostgreSQL.
 
 In one run, side by side (``python -m bench.cluster [--samples 200] [--sustained 100] [--runs 300]
-[--idle-seconds 60] [--only ttft,throughput,idle,recovery]``):
+[--idle-seconds 60] [--only ttft,throughput,idle,recovery,steps]``):
 
 1. **Added time to first token** when the API and the worker are different processes: one
    ``parley serve`` (embedded worker) against one ``parley serve`` with ``PARLEY_WORKER=off`` plus
@@ -15,6 +15,9 @@ In one run, side by side (``python -m bench.cluster [--samples 200] [--sustained
    cluster (``pg_stat_database``: every statement Parley issues when idle is its own transaction).
 4. **Recovery**: seconds from a worker's SIGKILL until every run it held is resolved (ended, or
    queued again for the other worker) and until all are terminal, with the default 15 s lease.
+5. **Steps** (``--only steps``, not in the default run): where a probe's time to first token
+   goes in each topology, from the database's stamps: run created, claimed, ``run.started``
+   and first text written, and the client's receipt.
 
 Needs PostgreSQL (``PARLEY_TEST_POSTGRES_URL``, or Debian's, started throwaway).
 """
@@ -81,21 +84,27 @@ async def cluster(
             running.stop()
 
 
-async def ttft(client: httpx.AsyncClient, api: str, text: str = "go") -> float:
-    """Milliseconds from the request to the first text; the stream is read to its end, so a probe
-    never overlaps the next one."""
+async def probe(client: httpx.AsyncClient, api: str, text: str = "go") -> tuple[str, float, float]:
+    """A new thread's run, streamed: its thread id, and the wall-clock times of the request and
+    of the first text. The stream is read to its end, so a probe never overlaps the next one."""
     thread = (await client.post(f"{api}/v1/threads", json={})).json()["id"]
-    started = time.perf_counter()
+    sent = time.time()
     first: float | None = None
     async with aconnect_sse(
         client, "POST", f"{api}/v1/threads/{thread}/runs", json={"input": text, "stream": True}
     ) as source:
         async for sse in source.aiter_sse():
             if sse.event == "message.delta" and first is None:
-                first = (time.perf_counter() - started) * 1000
+                first = time.time()
     if first is None:
         raise RuntimeError("no text streamed")
-    return first
+    return thread, sent, first
+
+
+async def ttft(client: httpx.AsyncClient, api: str) -> float:
+    """Milliseconds from the request to the first text."""
+    _, sent, first = await probe(client, api)
+    return (first - sent) * 1000
 
 
 #: The kept-open streams' assistant: a model that writes a word a second.
@@ -155,6 +164,53 @@ async def compare_ttft(server_url: str, samples: int, sustained: int) -> None:
                     f"added p50 {pct(b, 50) - pct(a, 50):+.2f} ms (n={samples} each, interleaved)",
                     flush=True,
                 )
+
+
+#: A probe's steps, from the database's stamps (all processes on one host, one clock).
+STEPS = (
+    "request -> run created",
+    "created -> claimed",
+    "claimed -> run.started written",
+    "run.started -> first text written",
+    "first text written -> received",
+)
+
+
+async def steps(server_url: str, samples: int) -> None:
+    """Where a probe's time to first token goes, step by step, in each topology (medians)."""
+    import asyncpg
+
+    config = Path(tempfile.mkdtemp(prefix="parley-bench-")) / "parley.toml"
+    config.write_text(DRIP)
+    env = {"PARLEY_MODEL": "scripted:echo?delay_ms=20", "PARLEY_CONFIG_FILE": str(config)}
+    async with cluster(server_url, 0, 0, serves=1, **env) as one, cluster(server_url, 1, 1, **env) as split:
+        probes: dict[str, list[tuple[str, float, float]]] = {"one process": [], "API + worker": []}
+        async with httpx.AsyncClient(timeout=120) as client:
+            for _ in range(samples):
+                probes["one process"].append(await probe(client, one.apis[0].url))
+                probes["API + worker"].append(await probe(client, split.apis[0].url))
+        print(
+            f"steps of time to first token, medians of {samples} probes each, interleaved (ms):", flush=True
+        )
+        for (label, taken), running in zip(probes.items(), (one, split), strict=True):
+            dsn = running.env["PARLEY_DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
+            conn = await asyncpg.connect(dsn)
+            times: list[list[float]] = [[] for _ in STEPS]
+            for thread, sent, first in taken:
+                run = await conn.fetchrow(
+                    "SELECT id, created_at, started_at FROM runs WHERE thread_id = $1", thread
+                )
+                events = await conn.fetch(
+                    "SELECT type, created_at FROM run_events WHERE run_id = $1 ORDER BY seq", run["id"]
+                )
+                started = next(e["created_at"] for e in events if e["type"] == "run.started")
+                text = next(e["created_at"] for e in events if e["type"] == "message.delta")
+                marks = (sent, run["created_at"], run["started_at"], started, text, first)
+                for i in range(len(STEPS)):
+                    times[i].append((marks[i + 1] - marks[i]) * 1000)
+            await conn.close()
+            cells = "; ".join(f"{step} {pct(t, 50):.2f}" for step, t in zip(STEPS, times, strict=True))
+            print(f"  {label}: {cells}", flush=True)
 
 
 async def throughput(server_url: str, runs: int) -> None:
@@ -259,6 +315,8 @@ async def main_async(args: argparse.Namespace) -> None:
         parts = set(args.only.split(","))
         if "ttft" in parts:
             await compare_ttft(server_url, args.samples, args.sustained)
+        if "steps" in parts:
+            await steps(server_url, args.samples)
         if "throughput" in parts:
             await throughput(server_url, args.runs)
         if "idle" in parts:
@@ -275,7 +333,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument(
-        "--only", default="ttft,throughput,idle,recovery", help="the parts to run, comma-separated"
+        "--only",
+        default="ttft,throughput,idle,recovery",
+        help="the parts to run, comma-separated (and steps: where the time to first token goes)",
     )
     asyncio.run(main_async(parser.parse_args()))
 

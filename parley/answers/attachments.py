@@ -23,13 +23,13 @@ from dataclasses import replace
 from itertools import zip_longest
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from parley.files import File
 from parley.knowledge.chunking import Chunk, is_faq, split_faq, split_markdown, split_text
 from parley.knowledge.search import ChunkEntry, Hit, KbIndex, tokenize
 from parley.store.db import Database
-from parley.store.schema import Run
+from parley.store.schema import Run, from_row
 
 DEFAULT_K = 4
 #: Characters of attached text a run's prompt takes at most: four full chunks, which leaves
@@ -46,6 +46,19 @@ _SUMMARY = re.compile(
     r"|paper|page|article|report)s?( \w+)? about|what('s| is) in (this|that|the) (\w+ )?(document|file|pdf"
     r"|attachment)|describe (this|that|the) (\w+ )?(document|file|pdf|attachment))\b",
     re.IGNORECASE,
+)
+
+
+# Built once: constructing a statement costs about as much as running it.
+_IN_THREAD = (
+    select(File)
+    .where(
+        File.user_id == bindparam("user_id"),
+        File.thread_id == bindparam("thread_id"),
+        File.text.is_not(None),
+    )
+    .order_by(File.created_at.desc(), File.id.desc())
+    .limit(MAX_FILES)
 )
 
 
@@ -78,20 +91,20 @@ def _file_ids(options: dict[str, Any] | None) -> list[str]:
 
 
 async def _load(db: Database, run: Run, own: Sequence[str]) -> list[File]:
-    """The run's files in the order it names them, then the thread's, newest first."""
-    readable = select(File).where(File.user_id == run.user_id, File.text.is_not(None))
-    in_thread = (
-        readable.where(File.thread_id == run.thread_id)
-        .order_by(File.created_at.desc(), File.id.desc())
-        .limit(MAX_FILES)
-    )
-    async with db.session() as session:
-        named = (
-            {f.id: f for f in (await session.scalars(readable.where(File.id.in_(own)))).all()} if own else {}
-        )
-        threads = (await session.scalars(in_thread)).all()
+    """The run's files in the order it names them, then the thread's, newest first.
+
+    The thread's are read straight through the driver: every run of every assistant reads
+    them before its first token (an ORM session took 2.8 ms of it on PostgreSQL, for a thread
+    with no files)."""
+    named: dict[str, File] = {}
+    if own:  # a run that names files: any number of ids, through a session
+        readable = select(File).where(File.user_id == run.user_id, File.text.is_not(None))
+        async with db.session() as session:
+            named = {f.id: f for f in (await session.scalars(readable.where(File.id.in_(own)))).all()}
+    async with db.read() as reader:
+        rows = await reader.rows(_IN_THREAD, {"user_id": run.user_id, "thread_id": run.thread_id})
     files = [named[file_id] for file_id in own if file_id in named]
-    files += [f for f in threads if f.id not in named]
+    files += [f for f in (from_row(File, row) for row in rows) if f.id not in named]
     return files[:MAX_FILES]
 
 
