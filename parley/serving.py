@@ -9,6 +9,7 @@ import asyncio
 import gc
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -83,7 +84,15 @@ def _exit(signum: int, frame: object) -> None:
 
 
 def run_worker(settings: Settings, *, metrics_port: int | None = None) -> None:
-    asyncio.run(_worker(settings, metrics_port))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(_worker(settings, metrics_port))
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``parley serve`` runs on (uvicorn's choice: uvloop where it is installed,
+    as ``uvicorn[standard]`` does on Linux and macOS), for ``parley worker`` too: one engine,
+    one loop, whichever process embeds it (docs/BENCHMARKS.md, "Scale-out")."""
+    return uvicorn.Config(app="parley.app:create_app", loop="auto").get_loop_factory()
 
 
 async def _worker(settings: Settings, metrics_port: int | None) -> None:
@@ -98,7 +107,12 @@ async def _worker(settings: Settings, metrics_port: int | None) -> None:
         # Prometheus' own exposition server (a thread): /metrics for the worker's counters.
         start_http_server(metrics_port, addr=settings.host, registry=parley.metrics.registry)
     assert parley.worker is not None
-    log.info("parley_worker_ready", worker=parley.worker.id, concurrency=parley.worker.concurrency)
+    log.info(
+        "parley_worker_ready",
+        worker=parley.worker.id,
+        concurrency=parley.worker.concurrency,
+        loop=type(loop).__module__.split(".")[0],
+    )
     try:
         await stop.wait()
         log.info("parley_worker_stopping", running=parley.worker.running)

@@ -10,7 +10,9 @@ process does not disturb live runs; rate limits hold across processes.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import itertools
+import json
 import os
 import random
 import shutil
@@ -224,6 +226,25 @@ async def test_starting_processes_does_not_disturb_live_runs(tmp_path: Path) -> 
                 assert frames[-1].event == "run.completed", run_id
                 assert [f.event for f in frames].count("run.started") == 1
                 assert (await client.get(f"{api}/v1/runs/{run_id}")).json()["attempt"] == 1
+
+
+async def test_a_worker_runs_on_the_event_loop_parley_serve_runs_on(tmp_path: Path) -> None:
+    """uvicorn runs ``parley serve`` on uvloop where it is installed; ``parley worker`` ran on
+    asyncio's own loop, so a run executed on a slower loop there than in ``parley serve``."""
+    expected = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    async with fresh_postgres() as url:
+        cluster = Cluster(_env(url, tmp_path, "postgres", PARLEY_LOG_LEVEL="INFO"), log_dir=tmp_path)
+        try:
+            await cluster.start(apis=0, workers=1)
+        finally:
+            cluster.stop()
+    lines = [
+        json.loads(line)
+        for line in (tmp_path / "worker-0.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    ready = [line for line in lines if line.get("event") == "parley_worker_ready"]
+    assert [line["loop"] for line in ready] == [expected], lines
 
 
 def _key(cluster: Cluster, user: str) -> dict[str, str]:
