@@ -7,7 +7,9 @@ Every test that takes ``server`` runs once per database: SQLite always, PostgreS
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -58,6 +60,17 @@ async def fresh_postgres(*, pgvector: bool = False) -> AsyncIterator[str]:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+async def within_one_window(seconds: float = 5.0, window: float = 60.0) -> None:
+    """Wait, if need be, for the next rate-limit window (they start at multiples of ``window``
+    seconds since the epoch), so that the next ``seconds`` of a test that counts requests
+    exactly fall in one window. The limiter's sliding-window counter weighs the previous
+    window's requests by how much of it still overlaps, rounded down: just after a boundary,
+    "2/minute" can let a third request through (docs/SECURITY.md)."""
+    left = window - time.time() % window
+    if left < seconds:
+        await asyncio.sleep(left + 0.05)
 
 
 @asynccontextmanager

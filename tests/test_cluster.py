@@ -30,7 +30,7 @@ from httpx_sse import aconnect_sse
 
 from parley.providers.fakes import FakeOpenAI, Fault, Reply
 from parley.testing import Cluster, free_port
-from tests.conftest import REDIS_URL, _need, fresh_postgres
+from tests.conftest import REDIS_URL, _need, fresh_postgres, within_one_window
 from tests.sse import Frame, read_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -262,6 +262,7 @@ async def test_a_rate_limit_holds_across_two_api_processes(tmp_path: Path) -> No
     async for cluster in _cluster(tmp_path, "redis", PARLEY_RATE_LIMIT="7/minute"):
         apis = [api.url for api in cluster.apis]
         headers = _key(cluster, "alice")
+        await within_one_window()
         async with httpx.AsyncClient(timeout=30) as client:
             statuses = [
                 (await client.get(f"{apis[i % 2]}/v1/threads", headers=headers)).status_code

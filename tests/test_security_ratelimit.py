@@ -14,7 +14,7 @@ import pytest
 from parley.app import create_app
 from parley.config import Settings
 from parley.keys import revoke_key
-from tests.conftest import REDIS_URL, _need, serve
+from tests.conftest import REDIS_URL, _need, serve, within_one_window
 from tests.identity import key_for
 
 
@@ -52,6 +52,7 @@ async def fire(
 async def test_exactly_the_limit_passes_under_concurrency(tmp_path: Path, storage: dict[str, Any]) -> None:
     async with serve(settings(tmp_path, storage, rate_limit="10/minute")) as server:
         secret = await key_for(server, "alice")
+        await within_one_window()
         responses = await fire(server.client, 40, "GET", "/v1/threads", headers={"X-API-Key": secret})
         codes = sorted(r.status_code for r in responses)
         assert codes.count(200) == 10
@@ -75,6 +76,7 @@ async def test_limits_are_per_key_and_per_endpoint_class(tmp_path: Path, storage
     async with serve(settings(tmp_path, storage, rate_limit="50/minute", config_file=config)) as server:
         alice = {"X-API-Key": await key_for(server, "alice")}
         bob = {"X-API-Key": await key_for(server, "bob")}
+        await within_one_window()
         threads = [
             (await server.client.post("/v1/threads", json={}, headers=alice)).json()["id"] for _ in range(3)
         ]
@@ -95,6 +97,7 @@ async def test_limits_are_per_key_and_per_endpoint_class(tmp_path: Path, storage
 
 async def test_anonymous_callers_are_limited_by_address(tmp_path: Path, storage: dict[str, Any]) -> None:
     async with serve(settings(tmp_path, storage, rate_limit="3/minute")) as server:
+        await within_one_window()
         codes = [(await server.client.get("/v1/threads")).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         assert (await server.client.get("/healthz")).status_code == 200
@@ -111,6 +114,7 @@ async def test_redis_counters_are_shared_by_every_process(tmp_path: Path) -> Non
         second_settings = settings(tmp_path, shared, rate_limit="6/minute", database_url=first.parley.db.url)
         second = await stack.enter_async_context(serve(second_settings))
         headers = {"X-API-Key": await key_for(first, "alice")}
+        await within_one_window()
         responses = await asyncio.gather(
             fire(first.client, 5, "GET", "/v1/threads", headers=headers),
             fire(second.client, 5, "GET", "/v1/threads", headers=headers),
@@ -144,6 +148,7 @@ async def test_repeated_failed_authentication_throttles_the_attacker_not_the_nei
     config.write_text('[rate_limits]\nauth_failures = "3/minute"\n')
     async with serve(settings(tmp_path, storage, auth="required", config_file=config)) as server:
         good = {"X-API-Key": await key_for(server, "alice")}
+        await within_one_window()
         assert (await server.client.get("/v1/threads", headers=good)).status_code == 200
         bad = {"X-API-Key": "prl_guessing-" + "x" * 30}
         codes = [(await server.client.get("/v1/threads", headers=bad)).status_code for _ in range(4)]
@@ -169,6 +174,7 @@ async def test_failures_with_one_key_prefix_are_counted_across_addresses(
         secret = await key_for(server, "alice")
         await revoke_key(server.parley.db, secret[:12])
         stale = {"Authorization": f"Bearer {secret}"}
+        await within_one_window()
         codes = []
         for n in range(5):
             transport = httpx.AsyncHTTPTransport(local_address=f"127.0.0.{n + 2}")
