@@ -39,6 +39,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from bench._util import machine, pct, postgres
+from parley.bus.postgres import asyncpg_dsn
 from parley.testing import Cluster
 
 TERMINAL = {"completed", "failed", "cancelled", "interrupted"}
@@ -49,7 +50,7 @@ async def database(server_url: str) -> AsyncIterator[str]:
     import asyncpg  # type: ignore[import-untyped]
 
     name = f"bench_{uuid.uuid4().hex[:12]}"
-    dsn = server_url.replace("postgresql+asyncpg://", "postgresql://")
+    dsn = asyncpg_dsn(server_url)
     conn = await asyncpg.connect(dsn)
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
@@ -180,9 +181,7 @@ async def steps(server_url: str, samples: int) -> None:
     """Where a probe's time to first token goes, step by step, in each topology (medians)."""
     import asyncpg
 
-    config = Path(tempfile.mkdtemp(prefix="parley-bench-")) / "parley.toml"
-    config.write_text(DRIP)
-    env = {"PARLEY_MODEL": "scripted:echo?delay_ms=20", "PARLEY_CONFIG_FILE": str(config)}
+    env = {"PARLEY_MODEL": "scripted:echo?delay_ms=20"}
     async with cluster(server_url, 0, 0, serves=1, **env) as one, cluster(server_url, 1, 1, **env) as split:
         probes: dict[str, list[tuple[str, float, float]]] = {"one process": [], "API + worker": []}
         async with httpx.AsyncClient(timeout=120) as client:
@@ -193,7 +192,7 @@ async def steps(server_url: str, samples: int) -> None:
             f"steps of time to first token, medians of {samples} probes each, interleaved (ms):", flush=True
         )
         for (label, taken), running in zip(probes.items(), (one, split), strict=True):
-            dsn = running.env["PARLEY_DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
+            dsn = asyncpg_dsn(running.env["PARLEY_DATABASE_URL"])
             conn = await asyncpg.connect(dsn)
             times: list[list[float]] = [[] for _ in STEPS]
             for thread, sent, first in taken:
@@ -248,7 +247,7 @@ async def idle_load(server_url: str, seconds: float) -> None:
     async with cluster(server_url, 2, 2) as running:
         url = running.env["PARLEY_DATABASE_URL"]
         name = url.rsplit("/", 1)[1]
-        dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+        dsn = asyncpg_dsn(url)
         await asyncio.sleep(10)  # start-up chores done
         conn = await asyncpg.connect(dsn)
         query = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1"
@@ -271,7 +270,7 @@ async def recovery(server_url: str) -> None:
 
     async with cluster(server_url, 1, 2, PARLEY_MODEL="scripted:echo?delay_ms=50") as running:
         api = running.apis[0].url
-        dsn = running.env["PARLEY_DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
+        dsn = asyncpg_dsn(running.env["PARLEY_DATABASE_URL"])
         text = " ".join(f"w{i}" for i in range(200))
         async with httpx.AsyncClient(timeout=120) as client:
             for _ in range(20):
