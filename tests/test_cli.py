@@ -199,7 +199,9 @@ async def test_ask_lists_the_sources_under_a_grounded_answer(tmp_path: Path) -> 
 async def test_a_spinner_turns_on_a_terminal_until_the_first_token(tmp_path: Path) -> None:
     import pty
 
-    slow = ScriptedProvider(turns=[[Delay(1.0), TextDelta("here at last")]])
+    # Two seconds: the first frame comes round again after ten frames (one second at 0.1 s a
+    # frame); with a one-second wait a loaded machine drew only those ten (a CI run).
+    slow = ScriptedProvider(turns=[[Delay(2.0), TextDelta("here at last")]])
     async with serve(settings(tmp_path, model="scripted:slow"), providers={"scripted:slow": slow}) as server:
         leader, follower = pty.openpty()
         process = await asyncio.create_subprocess_exec(
@@ -230,7 +232,7 @@ async def test_a_spinner_turns_on_a_terminal_until_the_first_token(tmp_path: Pat
     assert out.decode().strip() == "here at last"
     err = seen.decode()
     assert "thinking…" in err
-    assert err.count("\r⠋ thinking…") >= 2  # it turned for the second the model took
+    assert err.count("\r⠋ thinking…") >= 2  # it turned for the seconds the model took
     assert err.index("\x1b[2K") < err.index("tokens in")  # cleared before the usage line
 
 
