@@ -152,6 +152,31 @@ async def test_citations_from_a_knowledge_base_show_titles_and_snippets_and_usag
         ).to_have_text([s["title"] for s in stored])
 
 
+async def test_a_declined_question_shows_no_sources_though_the_search_found_some(
+    chat_server: ChatServer, context: BrowserContext, tmp_path: Path
+) -> None:
+    """The search finds the payment entry for "PayPal", the answer declines and rests on no
+    source: the passages shown while it searched go, as they are gone after a reload."""
+    faq = tmp_path / "faq.md"
+    faq.write_text(FAQ)
+    async with chat_server(embeddings="hash", knowledge={"parley-faq": [faq]}) as server:
+        page = await open_app(context, server)
+        await choose(page, "support")
+        await send(page, "Do you accept PayPal?")
+        reply = replies(page).last
+        await expect(reply).to_have_attribute("data-status", "completed")
+        await expect(reply).to_contain_text("I don't know")
+        thread = page.url.rsplit("/", 1)[1]
+        message = (await server.client.get(f"/v1/threads/{thread}/messages")).json()["data"][-1]
+        assert message["sources"] == []
+        events = (await server.client.get(f"/v1/runs/{message['run_id']}/events")).text
+        assert "Which payment methods do you accept?" in events  # the retrieval event had it
+        await expect(reply.get_by_role("region", name="Sources")).to_have_count(0)
+        await page.reload()
+        await expect(replies(page).last).to_contain_text("I don't know")
+        await expect(replies(page).last.get_by_role("region", name="Sources")).to_have_count(0)
+
+
 EXE = (
     b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00"
     + b"\x00" * 64

@@ -178,7 +178,9 @@ export class Reply {
       case "run.completed":
         s.status = "completed";
         if (typeof data.text === "string") s.text = data.text;
-        if (Array.isArray(data.sources) && data.sources.length) s.sources = mergeSources([], data.sources);
+        // The sources the answer rests on: none for a decline, which cites nothing, though the
+        // search found passages (the "retrieval" event's, shown while it was under way).
+        if (Array.isArray(data.sources)) s.sources = mergeSources([], data.sources);
         s.usage = data.usage ?? s.usage;
         s.finishReason = data.finish_reason ?? null;
         s.messageId = data.message_id ?? s.messageId;

@@ -50,10 +50,11 @@ function sleep(ms, signal) {
   });
 }
 
-// A terminal event made from the run itself, for a stream that has nothing left to send.
+// A terminal event made from the run itself, for a stream that has nothing left to send. The
+// run does not say which sources its answer kept: none are given, so the ones shown stay.
 function terminalFromRun(run) {
   if (run.status === "completed") {
-    return { type: "run.completed", data: { message_id: run.output_message_id, text: run.output ?? "", sources: [], usage: run.usage } };
+    return { type: "run.completed", data: { message_id: run.output_message_id, text: run.output ?? "", usage: run.usage } };
   }
   if (run.status === "cancelled") return { type: "run.cancelled", data: {} };
   return { type: "run.failed", data: { error: run.error ?? { code: run.status, message: "the run did not finish" } } };
