@@ -66,8 +66,9 @@ DEFAULT_MAX_TOKENS = 512
 DEFAULT_TEMPERATURE = 0.2  # SmolLM2's recommended sampling: low temperature, top-p 0.9
 _TOP_P = 0.9
 _MIN_P = 0.05
-# 1.2 rather than 1.1: more distinct replies at the same length (docs/BENCHMARKS.md, bench.sampling).
-_REPEAT_PENALTY = 1.2
+# 1.1: more short factual questions answered right than with 1.2, which pushes the model off
+# the words of the question ("the capital of France" in French); docs/BENCHMARKS.md, bench.sampling.
+_REPEAT_PENALTY = 1.1
 
 
 @dataclass(frozen=True, slots=True)
