@@ -126,10 +126,11 @@ def declined(text: str) -> bool:
 
 #: The server's framing of a composed answer, which states no fact about the sources: a list's
 #: head ("3 matches in the documents I have:"), a decline's pointer to the topics it does cover,
-#: a cut list's tail ("…and 3 more.").
+#: a named FAQ entry's pointer to the next ones ("Also close: "…" [2] and "…" [3]."), a cut
+#: list's tail ("…and 3 more.").
 FRAMING = re.compile(
     r"^(\d+ match(es)? in the documents|no document mentions .* the closest i have:$"
-    r"|the closest topics i can answer about:|(\u2026|\.\.\.)and \d+ more\.?$)",
+    r"|the closest topics i can answer about:|also close:|(\u2026|\.\.\.)and \d+ more\.?$)",
     re.IGNORECASE,
 )
 
@@ -146,6 +147,14 @@ def sentences(text: str) -> list[str]:
         pieces = re.split(r"(?<=[.!?\]])\s+(?=[A-Z(\"`])", line)
         out += [s.strip() for s in pieces if s.strip() and not FRAMING.search(s.strip())]
     return out
+
+
+def claims(text: str) -> str:
+    """The reply without its framing lines: what it says, and cites, as its answer. An FAQ entry
+    offered as "Also close" is cited there so its answer is a click away, not cited as the answer."""
+    return "\n".join(
+        line for line in text.splitlines() if not FRAMING.search(line.strip().lstrip("-*• ").strip())
+    )
 
 
 def cited(text: str) -> set[int]:

@@ -249,7 +249,7 @@ def common(tally: Tally, run: Run, reference: str, capable: bool) -> None:
 
 
 async def cited_text(api: Api, kb: str, run: Run) -> str:
-    numbers = score.cited(run.text)
+    numbers = score.cited(score.claims(run.text))
     chosen = [s for n, s in enumerate(run.sources, start=1) if n in numbers] or run.sources
     texts = [f"{s.get('title', '')}\n{await api.source_text(kb, s)}" for s in chosen]  # a CV's title names it
     return "\n".join(texts)
@@ -280,11 +280,12 @@ async def grounded(
         return run
     tally.add("answerable")
     tally.add("wrongly_declined", declined)
+    answer = score.claims(run.text)
     if facts is not None:
-        tally.add("facts", all(score.has_fact(run.text, f) for f in facts))
+        tally.add("facts", all(score.has_fact(answer, f) for f in facts))
     elif span is not None:
-        tally.add("facts", score.covers(run.text, span))
-    cited = [s for n, s in enumerate(run.sources, start=1) if n in numbers]
+        tally.add("facts", score.covers(answer, span))
+    cited = [s for n, s in enumerate(run.sources, start=1) if n in score.cited(answer)]
     tally.add("cites_gold", any(gold(s) for s in cited))
     return run
 

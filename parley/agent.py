@@ -39,6 +39,7 @@ from parley.answers.compose import (
     list_words,
     paraphrased,
     qa_pair,
+    same_question,
     unfamiliar,
     unrelated,
 )
@@ -179,9 +180,10 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         ranked = (state.run.options or {}).get("retrieval") != "all"
         best = hits[0] if hits and ranked and not listing and not attached else None
         trust = float(state.assistant.options.get("trust_similarity", TRUST_SIMILARITY))
+        near = best is not None and paraphrased(best, retrieved.found, retrieved.familiar)
         off_topic = (
             best is not None
-            and not paraphrased(best, retrieved.found, retrieved.familiar)
+            and not near
             and (
                 unrelated(question, best, retrieved.found, trust, retrieved.common)
                 or (
@@ -200,7 +202,10 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
             return None
         entry = ranked and qa_pair(hits[0].text) is not None and _compose_mode(state) != "model"
         if listing or entry or not _writes(state):
-            composed = compose(question, hits, listing=listing, ranked=ranked, exact=retrieved.exact)
+            named = best is not None and not near and not same_question(question, best)
+            composed = compose(
+                question, hits, listing=listing, ranked=ranked, exact=retrieved.exact, named=named
+            )
             if composed is None:
                 _answer(agent, state, *declined(state.assistant, question, retrieved.closest))
             else:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from parley.answers.compose import absent_facts, paraphrased, unfamiliar, unrelated
+from parley.answers.compose import absent_facts, paraphrased, same_question, unfamiliar, unrelated
 from parley.config import Settings
 from parley.knowledge.search import Hit
 from parley.providers.base import TextDelta
@@ -352,6 +352,45 @@ async def test_what_the_faq_is_about_is_answered_and_the_company_is_not_with_min
     assert "make run" in laptop.json["text"], laptop.json["text"]
     assert company.json["text"].startswith("I don't know"), company.json["text"]
     assert model.requests == []
+
+
+async def test_an_entry_that_may_not_be_the_question_is_named_with_the_next_ones_with_minilm(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Asked "where are my conversations stored?", the search puts first the entry on who can see conversations,
+    whose answer starts "No.": the reply says which entry it is, then offers the next entries
+    the search found, the data entry among them, cited so their answers are a click away. A
+    paraphrase of an entry's own question gets the entry's answer alone."""
+    model = small_model()
+    settings = settings_for(
+        model="scripted:small", embeddings="minilm", knowledge={"parley-faq": [FAQ_FILE]}, memory=False
+    )
+    async with serve(settings, {"scripted:small": model}) as server:
+        stored = (await ask(server, "support", "where are my conversations stored?"))[-1]
+        laptop = (await ask(server, "support", "how do I get parley running on my laptop"))[-1]
+    text, sources = stored.json["text"], stored.json["sources"]
+    assert text.startswith('The closest entry I have is "Can other people see my conversations?": No.'), text
+    offered = re.search(r"Also close: (.+)$", text)
+    assert offered is not None, text
+    numbers = cited_numbers(offered.group(1))
+    assert len(numbers) == 2, text
+    assert all(2 <= n <= len(sources) for n in numbers), (numbers, text)
+    titles = {sources[n - 1]["title"] for n in numbers}
+    assert "Where does Parley keep its data?" in titles, (titles, text)
+    assert all(f'"{t}"' in offered.group(1) for t in titles)
+    assert_citations_match_sources(stored)
+    assert laptop.json["text"].startswith("Clone the repository and run `make run`."), laptop.json["text"]
+    assert "Also close" not in laptop.json["text"]
+    assert model.requests == []
+
+
+def test_an_entry_asked_in_its_own_words_needs_no_naming() -> None:
+    refund = Hit("kb", "c0", "d0", "FAQ", "", "Q: What is the refund policy? A: 30 days.", 0, 1.0, None, 0.5)
+    assert same_question("What is your refund policy?", refund)
+    assert not same_question("Can I get my money back?", refund)
+    assert not same_question("What is the refund policy for annual plans?", refund)
+    passage = Hit("kb", "c1", "d1", "Guide", "", "Refunds take 30 days.", 0, 1.0, None, 0.5)
+    assert not same_question("What is the refund policy?", passage)  # a passage has no question
 
 
 def test_a_question_clearly_nearest_one_entrys_own_question_is_its_paraphrase() -> None:

@@ -80,3 +80,18 @@ def test_a_capitalised_run_the_source_has_as_written_is_no_invented_person() -> 
     assert score.unsupported(text, source) == []
     # Dropping the inner "In" must not hide a made-up one either.
     assert score.invented_people("- Women In Marketing [1]", [], source) == {"Women Marketing"}
+
+
+def test_an_offer_of_other_entries_is_framing_not_the_answers_claim() -> None:
+    reply = (
+        'The closest entry I have is "Can other people see my conversations?": No. Every thread '
+        "belongs to a user [1].\n\n"
+        'Also close: "How do I delete a conversation?" [2] and "Where does Parley keep its data?" [3].'
+    )
+    assert score.cited(score.claims(reply)) == {1}  # the offered entries are not what it cites
+    assert not score.has_fact(score.claims(reply), "Where does Parley keep its data")
+    assert score.sentences(reply) == [
+        'The closest entry I have is "Can other people see my conversations?": No.',
+        "Every thread belongs to a user [1].",
+    ]
+    assert score.claims("Refunds take 30 days [1].") == "Refunds take 30 days [1]."

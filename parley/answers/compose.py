@@ -9,7 +9,11 @@ event), an answer is, in this order:
 2. a **list** for "who knows X" / "which candidates …" questions: one line per matching
    document (its title, e.g. the candidate's name) with the sentence that matched, cited.
    The caller retrieves every matching document for these (``list_terms``), not the top few;
-3. the **entry's answer** when the best source is a question/answer pair (an FAQ entry);
+3. the **entry's answer** when the best source is a question/answer pair (an FAQ entry). Unless
+   the question is clearly that entry's own question in other words (``paraphrased``), the
+   answer first names the entry it is ("The closest entry I have is "Can other people see my
+   conversations?": No. …"), and then the next entries the search found, so a reader whose
+   question the entry does not answer sees so at once, and what else to ask;
 4. a **summary** of an attached file or document when the message asks for one: its first
    sentences;
 5. otherwise **extractive**: the sources' sentences that share the most words with the
@@ -58,6 +62,8 @@ EXTRACT_SENTENCES = 3
 EXTRACT_CHARS = 400
 #: Lines in a list answer at most (a list question retrieves every matching document).
 LIST_LIMIT = 25
+#: Other FAQ entries a named entry's answer offers ("Also close: …").
+ALSO_CLOSE = 2
 
 _QA = re.compile(r"^\s*Q:\s*(?P<q>.+?)\s+A:\s*(?P<a>.+)$", re.DOTALL)
 _LIST_QUESTION = re.compile(
@@ -169,6 +175,14 @@ def paraphrased(best: Hit, found: Sequence[Hit], familiar: float | None) -> bool
     return near - max((s for s in others if s is not None), default=0.0) >= QUESTION_MARGIN
 
 
+def same_question(question: str, best: Hit) -> bool:
+    """Whether the question has the same content words as the best source's own FAQ question
+    ("What is your refund policy?" and "What is the refund policy?"): it needs no naming."""
+    pair = qa_pair(best.text)
+    asked = set(content_stems(question))
+    return pair is not None and bool(asked) and asked == set(content_stems(pair[0]))
+
+
 def unfamiliar(terms: Sequence[str], unknown: Sequence[str], best: Hit, trust: float) -> bool:
     """Whether at least half of the question's content words (``terms``), and at least
     ``UNKNOWN_WORDS`` of them, are ``unknown`` (no chunk of the knowledge bases has them) and
@@ -212,13 +226,20 @@ def _join(items: Sequence[str]) -> str:
 
 
 def compose(
-    question: str, hits: Sequence[Hit], *, listing: bool = False, ranked: bool = True, exact: bool = True
+    question: str,
+    hits: Sequence[Hit],
+    *,
+    listing: bool = False,
+    ranked: bool = True,
+    exact: bool = True,
+    named: bool = False,
 ) -> Composed | None:
     """The answer to ``question`` from ``hits`` (numbered from 1, as in the retrieval event), or
     ``None`` when no sentence of theirs shares a word with it.
 
     ``ranked``: the hits were found for this question (best first), so an FAQ entry on top
-    answers it; unranked hits (``retrieval: all``) only offer their sentences.
+    answers it; unranked hits (``retrieval: all``) only offer their sentences. ``named``: the
+    question is not clearly the top entry's own (``paraphrased``), so the answer names it.
     """
     if not hits:
         return None
@@ -228,8 +249,24 @@ def compose(
         return summary_answer(hits)
     pair = qa_pair(hits[0].text) if ranked else None
     if pair is not None:
-        return Composed(cited_text([(1, pair[1])]), "faq")
+        return Composed(entry_answer(pair, hits[1:]) if named else cited_text([(1, pair[1])]), "faq")
     return extractive(question, hits)
+
+
+def entry_answer(pair: tuple[str, str], others: Sequence[Hit]) -> str:
+    """An FAQ entry's answer under its own question, then the other entries found next, cited
+    (``others`` are the hits after the first: numbered from 2) so their answers are a click away."""
+    text = f'The closest entry I have is "{pair[0]}": {cited_text([(1, pair[1])])}'
+    close: dict[str, int] = {}
+    for number, hit in enumerate(others, start=2):
+        other = qa_pair(hit.text)
+        if other is not None and other[0] != pair[0] and other[0] not in close:
+            close[other[0]] = number
+    if not close:
+        return text
+    named = [f'"{q}" [{n}]' for q, n in list(close.items())[:ALSO_CLOSE]]
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    return f"{text}\n\nAlso close: {listed}."
 
 
 def list_answer(question: str, hits: Sequence[Hit], *, exact: bool = True) -> Composed:
