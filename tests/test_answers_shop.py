@@ -204,6 +204,12 @@ async def test_a_name_nothing_in_the_catalog_has_says_so(settings_for) -> None:
         assert [c["name"] for c in of(frames, "tool.call")] == ["search_products"]
         assert reply(frames).startswith("I found no products")
         assert await cart_ids(server, thread) == []
+        # Nothing found: the reply says what the catalog does sell, and the price asked for.
+        frames = await say(server, thread, "I need a gift for a runner under 100 dollars")
+        assert reply(frames) == (
+            'I found no products for "gift runner" under $100.00. The catalog has beauty, books, '
+            "clothing, electronics, home and sports. Try fewer or different words."
+        )
 
 
 def call(name: str, arguments: dict[str, Any], index: int = 0) -> ToolCallDelta:
@@ -327,7 +333,21 @@ def test_summaries_are_plain_sentences_with_the_results_numbers() -> None:
         'I found 2 products for "things", from $10.00 to $1,234.50; 1 of them in stock.\n'
         "1. Alpha: $10.00\n2. Beta: $1,234.50"
     )
-    assert search_summary({"products": [], "query": "zzz"}).startswith('I found no products for "zzz"')
+    assert search_summary({"products": [], "query": "zzz"}) == (
+        'I found no products for "zzz". Try fewer or different words.'
+    )
+    assert search_summary(
+        {
+            "products": [],
+            "query": "zzz",
+            "category": "books",
+            "max_price": 20,
+            "categories": ["books", "home"],
+        }
+    ) == (
+        'I found no products for "zzz" in books under $20.00. The catalog has books and home. '
+        "Try fewer or different words."
+    )
     product = {"name": "Alpha", "price": 10.0, "stock_quantity": 0, "rating": 4.5, "reviews_count": 12}
     assert (
         details_summary(product, [])
@@ -361,6 +381,14 @@ def test_plain_arguments_come_from_the_words() -> None:
         "query": "wireless headphones",
     }
     assert derive_search("show me keyboards over 50") == {"min_price": 50.0, "query": "keyboards"}
+    # The currency is part of the price, not a word to search for.
+    assert derive_search("running shoes under 100 dollars") == {"max_price": 100.0, "query": "running shoes"}
+    assert derive_search("earbuds below 80 bucks") == {"max_price": 80.0, "query": "earbuds"}
+    assert derive_search("a lamp over 20€ and under 49.90 USD") == {
+        "max_price": 49.9,
+        "min_price": 20.0,
+        "query": "lamp",
+    }
     assert derive_quantity("add two of the black one") == {"quantity": 2}
     assert derive_quantity("add 3 units") == {"quantity": 3}
     assert derive_quantity("add the Forge 75 keyboard") == {}

@@ -68,11 +68,12 @@ _SEARCH_WORDS = frozenset(
         "has",
     ]
 )
+#: A price as people write it: "$150", "150 dollars", "80 bucks", "99.90 USD", "50€".
+_PRICE = r"[$€£]?\s*(\d+(?:\.\d+)?)(?:\s*(?:[$€£]|dollars?|bucks|usd|euros?|eur|pounds?|gbp)\b|[$€£])?"
 _UNDER = re.compile(
-    r"\b(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|within)\s*\$?\s*(\d+(?:\.\d+)?)",
-    re.I,
+    rf"\b(?:under|below|less than|cheaper than|up to|at most|max(?:imum)?|within)\s*{_PRICE}", re.I
 )
-_OVER = re.compile(r"\b(?:over|above|more than|at least|min(?:imum)?|from)\s*\$?\s*(\d+(?:\.\d+)?)", re.I)
+_OVER = re.compile(rf"\b(?:over|above|more than|at least|min(?:imum)?|from)\s*{_PRICE}", re.I)
 _NUMBER_WORDS = {
     w: n
     for n, w in enumerate(["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"], 1)
@@ -121,11 +122,29 @@ def _cart_line(summary: dict[str, Any]) -> str:
     return f"Your cart now has {units}, total {money(summary['subtotal'])}."
 
 
+def _listed(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _bounds(output: dict[str, Any]) -> str:
+    """The filters a search had, as words: " in books under $20.00"."""
+    parts = [f" in {output['category']}"] if output.get("category") else []
+    if output.get("min_price") is not None:
+        parts.append(f" over {money(output['min_price'])}")
+    if output.get("max_price") is not None:
+        parts.append(f" under {money(output['max_price'])}")
+    if output.get("in_stock"):
+        parts.append(" in stock")
+    return "".join(parts)
+
+
 def search_summary(output: dict[str, Any]) -> str:
     products: list[dict[str, Any]] = output["products"]
     what = f' for "{output["query"]}"' if output.get("query") else ""
     if not products:
-        return f"I found no products{what}. Try fewer or different words."
+        sold = output.get("categories") or []
+        kinds = f" The catalog has {_listed(sold)}." if sold else ""
+        return f"I found no products{what}{_bounds(output)}.{kinds} Try fewer or different words."
     stocked = sum(1 for p in products if p.get("in_stock"))
     head = (
         f"I found {_plural(len(products), 'product')}{what}, {_price_range(products)}; "
@@ -204,6 +223,8 @@ async def search_products(
     output = {"products": products, "total": len(products), "query": query, "category": category}
     if not products:
         output["hint"] = "nothing matched; try fewer or different words, or no filters"
+        output["categories"] = await shop.categories()
+        output |= {"min_price": min_price, "max_price": max_price, "in_stock": in_stock}
     return ToolResult(
         output,
         {"type": "product_list", "query": query, "products": products},
