@@ -198,7 +198,24 @@ def derive_quantity(text: str) -> dict[str, Any]:
 
 
 @tool(
-    keywords=("find", "search", "show", "looking", "look", "need", "want", "browse", "under", "cheap", "any"),
+    keywords=(
+        "find",
+        "search",
+        "show",
+        "looking",
+        "look",
+        "need",
+        "want",
+        "browse",
+        "under",
+        "cheap",
+        "any",
+        "price",
+        "dollars",
+        "bucks",
+        "euros",
+        "usd",
+    ),
     action="search the catalog",
     derive=derive_search,
     finds="product",
