@@ -20,7 +20,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
@@ -51,6 +51,7 @@ from parley.answers.references import (
     mentions,
     named_by,
     naming,
+    points_at,
     question,
     resolve,
 )
@@ -419,14 +420,18 @@ async def server_chosen_tools(
     by_name = {t.name: t for t in toolbox}
     max_steps = int(state.assistant.options.get("max_steps", agent.tools.max_steps))
     choices = (await route(agent, state.run.input, toolbox))[:max_steps]
-    if not choices:
+    shown = (
+        await shown_in_thread(agent, state, agent.tools) if choices or points_at(state.run.input) else None
+    )
+    if not choices and shown is not None:
+        choices = pointed(state.run.input, toolbox, shown)
+    if not choices or shown is None:
         # No tool for this message: the model answers, without tool messages it cannot read.
         messages = [m for m in request.messages if m.role != "tool" and not m.tool_calls]
         request = replace(request, messages=messages)
         await stream_turn(agent, state, request)
         estimate_usage(state, request, state.text)
         return
-    shown = await shown_in_thread(agent, state, agent.tools)
     said: list[str] = []
     for step, choice in enumerate(choices, start=1):
         finding = Finding(agent, state, by_name, ctx, seen, shown, step)
@@ -442,6 +447,16 @@ async def server_chosen_tools(
             shown.add_records(o.record(step) for o in outcomes)
             said.extend(o.summary for o in outcomes if o.summary)
     await _say(agent, state, "\n\n".join(dict.fromkeys(said)))
+
+
+def pointed(text: str, toolbox: Sequence[Tool], shown: Shown) -> list[Choice]:
+    """A message no tool's words claim that picks among what was shown ("which one is
+    cheaper?", "and the second?"): the tool that shows such a thing in detail, when the
+    conversation has shown some; the model would answer from nothing."""
+    for tool in toolbox:
+        if tool.describes and (shown.last_list(tool.describes) or shown.focus(tool.describes)):
+            return [Choice(tool, 1.0, text)]
+    return []
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,36 @@ async def test_a_name_nothing_in_the_catalog_has_says_so(settings_for) -> None:
         )
 
 
+async def test_a_question_picking_among_the_results_shows_that_product(settings_for) -> None:
+    """Asked "which one is cheaper?", which has no word of any tool, and picks among the products just shown,
+    so the server shows the cheapest one's details; the small model once answered "the ones with
+    the "F" in them are usually the best". With nothing shown, the model still answers."""
+    model = ScriptedProvider(chooses_tools=False, turns=[[TextDelta("Which products do you mean?")]])
+    async with serve(settings_for(model="scripted:small"), providers={"scripted:small": model}) as server:
+        thread = await new_thread(server.client, "shop")
+        frames = await say(server, thread, "which one is cheaper?")
+        assert of(frames, "tool.call") == []  # nothing shown yet: nothing to pick from
+        assert reply(frames) == "Which products do you mean?"
+        frames = await say(server, thread, "running shoes under 150 dollars")
+        listed = of(frames, "tool.result")[0]["output"]["products"]
+        cheapest = min(listed, key=lambda p: p["price"])
+        frames = await say(server, thread, "which one is cheaper?")
+        calls = of(frames, "tool.call")
+        assert [(c["name"], c["arguments"]["product_id"]) for c in calls] == [
+            ("show_product_details", cheapest["id"])
+        ], calls
+        assert reply(frames).startswith(f"{cheapest['name']} costs ${cheapest['price']:.2f}"), reply(frames)
+        # Two cost the most: a question back, never a guess.
+        frames = await say(server, thread, "and the most expensive?")
+        top = max(p["price"] for p in listed)
+        dearest = [p["name"] for p in listed if p["price"] == top]
+        assert len(dearest) == 2
+        assert reply(frames) == "Which product do you mean?\n" + "\n".join(
+            f"{n}. {name} (${top:.2f})" for n, name in enumerate(dearest, start=1)
+        )
+        assert model.requests[1:] == []
+
+
 def call(name: str, arguments: dict[str, Any], index: int = 0) -> ToolCallDelta:
     return ToolCallDelta(index, f"call_{name}_{index}", name, json.dumps(arguments))
 

@@ -238,6 +238,12 @@ def named_by(items: Sequence[Item], words: set[str]) -> tuple[Item, ...]:
     return tuple(item for item in items if words and words <= set(stems(item.label)))
 
 
+def points_at(text: str) -> bool:
+    """Whether ``text`` picks among what was shown by position or price ("the second one",
+    "which one is cheaper?", "both"), unlike "it" or "that", which also say nothing."""
+    return any(p.search(text) for p in (_ORDINAL, _BOTH, _CHEAPEST, _DEAREST))
+
+
 def mentions(text: str) -> bool:
     """Whether ``text`` points at something shown: "it", "that", "the first", "both", "the cheaper"."""
     return any(p.search(text) for p in (_PRONOUN, _ORDINAL, _BOTH, _CHEAPEST, _DEAREST))

@@ -112,6 +112,9 @@ class Tool:
     #: The kind of object this tool searches for by name ("product"): the server runs it when a
     #: user names something the conversation has not shown ("add the Glide Wireless Mouse").
     finds: str | None = None
+    #: The kind of object this tool shows one of in detail ("product"): the server runs it for a
+    #: question that points at something shown and asks for no action ("which one is cheaper?").
+    describes: str | None = None
 
     @property
     def doing(self) -> str:
@@ -184,6 +187,7 @@ def tool(
     action: str = "",
     derive: Callable[[str], dict[str, Any]] | None = None,
     finds: str | None = None,
+    describes: str | None = None,
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -196,6 +200,7 @@ def tool(
     action: str = "",
     derive: Callable[[str], dict[str, Any]] | None = None,
     finds: str | None = None,
+    describes: str | None = None,
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Make a ``Tool`` of a function: ``@tool`` or ``@tool(keywords=[...], action="...")``."""
 
@@ -204,6 +209,7 @@ def tool(
         made.action = action
         made.derive = derive
         made.finds = finds
+        made.describes = describes
         return made
 
     return wrap(fn) if fn is not None else wrap

@@ -263,6 +263,7 @@ async def search_products(
         "features",
     ),
     action="show that product",
+    describes="product",
 )
 async def show_product_details(
     ctx: ToolContext,
