@@ -57,7 +57,14 @@ from parley.answers.references import (
 )
 from parley.answers.replies import Gate, evidence, summaries
 from parley.events import EventSink
-from parley.knowledge.grounding import NO_ANSWER, declined, prompt_source, retrieve, source_json
+from parley.knowledge.grounding import (
+    NO_ANSWER,
+    Retrieved,
+    declined,
+    prompt_source,
+    retrieve,
+    source_json,
+)
 from parley.knowledge.search import Hit
 from parley.providers.base import (
     ChatMessage,
@@ -174,10 +181,12 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         missing = (
             absent_facts(question, [*hits, *retrieved.found])
             if hits
-            else list_words(question)
+            else unmentioned(list_words(question), retrieved)
             if listing
             else []
         )
+        # A list question whose words the documents all have, only never together.
+        apart = list_words(question) if listing and not hits and not missing else []
         ranked = (state.run.options or {}).get("retrieval") != "all"
         best = hits[0] if hits and ranked and not listing and not attached else None
         trust = float(state.assistant.options.get("trust_similarity", TRUST_SIMILARITY))
@@ -198,7 +207,7 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
             _answer(
                 agent,
                 state,
-                *declined(state.assistant, question, [] if listing else retrieved.closest, missing),
+                *declined(state.assistant, question, [] if listing else retrieved.closest, missing, apart),
             )
             return None
         entry = ranked and qa_pair(hits[0].text) is not None and _compose_mode(state) != "model"
@@ -225,6 +234,14 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         )
         state.gate = SentenceGate(sources[: context.sources], _support_threshold(state), fallback=fallback)
     return replace(context.request, **state.assistant.sampling())
+
+
+def unmentioned(words: Sequence[str], retrieved: Retrieved) -> list[str]:
+    """Those of a list question's ``words`` that no chunk has ("PhD"), all of them when the
+    search could not tell (no knowledge base)."""
+    if not retrieved.terms:
+        return list(words)
+    return [w for w in words if set(stems(w)) & set(retrieved.unknown)]
 
 
 def _answer(agent: Agent, state: RunState, text: str, kind: str) -> None:

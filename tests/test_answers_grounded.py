@@ -131,6 +131,7 @@ async def test_who_knows_python_lists_the_three_cvs_that_say_so_and_no_one_else(
     async with serve(config, {"scripted:small": model}) as server:
         final = (await ask(server, "recruiter", "who knows Python?"))[-1]
         rust = (await ask(server, "recruiter", "Who knows Rust?"))[-1]
+        apart = (await ask(server, "recruiter", "who could lead a data team?"))[-1]
     text = final.json["text"]
     lines = [line for line in text.splitlines() if line.startswith("- ")]
     names = {line[2:].split(":")[0].split(" [")[0].strip() for line in lines}
@@ -146,6 +147,8 @@ async def test_who_knows_python_lists_the_three_cvs_that_say_so_and_no_one_else(
     assert len(final.json["sources"]) == 3
     assert rust.json["text"].startswith("I don't know")
     assert '"Rust"' in rust.json["text"]
+    # Each word is in some CV, never all in one: the reply must not say the CVs lack them.
+    assert apart.json["text"] == 'I don\'t know: no document mentions "lead", "data" and "team" together.'
     assert model.requests == []
 
 

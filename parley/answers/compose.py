@@ -199,11 +199,16 @@ def unfamiliar(terms: Sequence[str], unknown: Sequence[str], best: Hit, trust: f
     return max(close, default=0.0) < trust
 
 
-def decline(reply: str, closest: Sequence[Hit], missing: Sequence[str] = ()) -> Composed:
-    """ "I don't know", with what was not found and the closest topics the sources do cover."""
+def decline(
+    reply: str, closest: Sequence[Hit], missing: Sequence[str] = (), apart: Sequence[str] = ()
+) -> Composed:
+    """ "I don't know", with what was not found (``missing``: words no source has; ``apart``:
+    words no one document has together) and the closest topics the sources do cover."""
     text = reply
     if missing:
         text = f"I don't know: my knowledge base says nothing about {_join(missing)}."
+    elif apart:
+        text = f"I don't know: no document mentions {_join(apart, 'and')} together."
     topics = list(dict.fromkeys(_topic(h) for h in closest if _topic(h)))[:3]
     if topics:
         listed = "; ".join(topics)
@@ -220,9 +225,9 @@ def _topic(hit: Hit) -> str:
     ) or (hit.document_title)
 
 
-def _join(items: Sequence[str]) -> str:
+def _join(items: Sequence[str], last: str = "or") -> str:
     quoted = [f'"{i}"' for i in items]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" {last} " + quoted[-1]
 
 
 def compose(

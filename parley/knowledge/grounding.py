@@ -171,6 +171,7 @@ async def retrieve(
             hits = found = await knowledge.first_chunks(kb_ids, k)
         elif kb_ids and terms:
             found = await knowledge.search_bases(kb_ids, question, mode="bm25", k=LIST_DEPTH)
+            words = knowledge.words_of(kb_ids, question)
             hits = one_per_document(h for h in found if terms <= set(stems(f"{h.document_title} {h.text}")))
             if not hits:  # no document has every term: the closest ones, by meaning
                 exact = False
@@ -210,13 +211,18 @@ def one_per_document(hits: Iterable[Hit]) -> list[Hit]:
 
 
 def declined(
-    assistant: Assistant, question: str, closest: Sequence[Hit] = (), missing: Sequence[str] = ()
+    assistant: Assistant,
+    question: str,
+    closest: Sequence[Hit] = (),
+    missing: Sequence[str] = (),
+    apart: Sequence[str] = (),
 ) -> tuple[str, str]:
     """ "I don't know", said without the model, and its kind: nothing retrieved is about the
-    question, or the question names something no source mentions; the reply names the closest
-    topics covered. Small talk, which no knowledge base is about, gets a short reply instead."""
+    question, or the question names something no source mentions (``missing``), or words that
+    no one document has together (``apart``); the reply names the closest topics covered. Small
+    talk, which no knowledge base is about, gets a short reply instead."""
     kind = small_talk(question)
     if kind is not None:
         return small_talk_reply(kind, assistant), "small_talk"
     reply = str(assistant.options.get("no_answer", NO_ANSWER))
-    return composed_decline(reply, closest, missing).text, "declined"
+    return composed_decline(reply, closest, missing, apart).text, "declined"
