@@ -37,6 +37,13 @@ async def ask(server: object, assistant: str, question: str) -> list[Frame]:
     return await read_events(client, f"/v1/runs/{run['id']}/events")
 
 
+def minilm_faq(settings_for: Callable[..., Settings]) -> Settings:
+    """The support assistant on the demo FAQ with MiniLM, as ``make run`` has it, and a small model."""
+    return settings_for(
+        model="scripted:small", embeddings="minilm", knowledge={"parley-faq": [FAQ_FILE]}, memory=False
+    )
+
+
 def cited_numbers(text: str) -> list[int]:
     return [int(n) for n in re.findall(r"\[(\d+)\]", text)]
 
@@ -252,10 +259,7 @@ async def test_a_question_whose_words_the_faq_never_uses_is_declined_with_minilm
     creating an assistant) is far from it by meaning; a short paraphrase with a word the FAQ
     never uses ("remove") is close to its entry's question, and answered."""
     model = small_model()
-    settings = settings_for(
-        model="scripted:small", embeddings="minilm", knowledge={"parley-faq": [FAQ_FILE]}, memory=False
-    )
-    async with serve(settings, {"scripted:small": model}) as server:
+    async with serve(minilm_faq(settings_for), {"scripted:small": model}) as server:
         tune = (await ask(server, "support", "Can I fine-tune the model on my own data?"))[-1]
         remove = (await ask(server, "support", "how do I remove a conversation"))[-1]
     assert tune.json["text"].startswith("I don't know"), tune.json["text"]
@@ -342,10 +346,7 @@ async def test_what_the_faq_is_about_is_answered_and_the_company_is_not_with_min
     question about the company behind Parley, whose only known word is "Parley" and which is as
     near to two entries' questions, is declined."""
     model = small_model()
-    settings = settings_for(
-        model="scripted:small", embeddings="minilm", knowledge={"parley-faq": [FAQ_FILE]}, memory=False
-    )
-    async with serve(settings, {"scripted:small": model}) as server:
+    async with serve(minilm_faq(settings_for), {"scripted:small": model}) as server:
         builtin = (await ask(server, "support", "what assistants are built in?"))[-1]
         laptop = (await ask(server, "support", "how do I get parley running on my laptop"))[-1]
         company = (await ask(server, "support", "How many employees does the company behind Parley have?"))[
@@ -365,10 +366,7 @@ async def test_an_entry_that_may_not_be_the_question_is_named_with_the_next_ones
     the search found, the data entry among them, cited so their answers are a click away. A
     paraphrase of an entry's own question gets the entry's answer alone."""
     model = small_model()
-    settings = settings_for(
-        model="scripted:small", embeddings="minilm", knowledge={"parley-faq": [FAQ_FILE]}, memory=False
-    )
-    async with serve(settings, {"scripted:small": model}) as server:
+    async with serve(minilm_faq(settings_for), {"scripted:small": model}) as server:
         stored = (await ask(server, "support", "where are my conversations stored?"))[-1]
         laptop = (await ask(server, "support", "how do I get parley running on my laptop"))[-1]
     text, sources = stored.json["text"], stored.json["sources"]

@@ -40,6 +40,9 @@ def _refs(products: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
 # -- summaries and plain arguments -----------------------------------------------------------
 
 _SHOWN = 5
+#: The search tool's own words: asking for things, and prices ("under 100 dollars").
+_ASKING = ("find", "search", "show", "looking", "look", "need", "want", "browse", "under", "cheap", "any")
+_PRICE_WORDS = ("price", "dollars", "bucks", "euros", "usd")
 _SEARCH_WORDS = frozenset(
     [
         "find",
@@ -198,24 +201,7 @@ def derive_quantity(text: str) -> dict[str, Any]:
 
 
 @tool(
-    keywords=(
-        "find",
-        "search",
-        "show",
-        "looking",
-        "look",
-        "need",
-        "want",
-        "browse",
-        "under",
-        "cheap",
-        "any",
-        "price",
-        "dollars",
-        "bucks",
-        "euros",
-        "usd",
-    ),
+    keywords=(*_ASKING, *_PRICE_WORDS),
     action="search the catalog",
     derive=derive_search,
     finds="product",
