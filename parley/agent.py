@@ -60,9 +60,11 @@ from parley.events import EventSink
 from parley.knowledge.grounding import (
     NO_ANSWER,
     Retrieved,
+    asks_who,
     declined,
     prompt_source,
     retrieve,
+    small_talk_reply,
     source_json,
 )
 from parley.knowledge.search import Hit
@@ -164,6 +166,13 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
     sources: list[dict[str, str]] = []
     hits: list[Hit] = []
     attached = await attached_hits(agent.db, state.run, state.run.input)
+    if not (state.assistant.knowledge_bases or attached or state.route.primary.chooses_tools) and asks_who(
+        state.run.input
+    ):
+        # A small model asked who it is invents someone ("your friendly parceler"): the
+        # assistant's own greeting says what it is.
+        _answer(agent, state, small_talk_reply("greeting", state.assistant), "small_talk")
+        return None
     if state.assistant.knowledge_bases or attached:
         question = state.run.input
         listing = not attached and is_list_question(question)

@@ -35,6 +35,14 @@ BUILTIN: dict[str, Assistant] = {
         name="general",
         description="A helpful general-purpose assistant.",
         instructions="You are Parley, a helpful assistant. Answer clearly and concisely.",
+        # Said by the server, not the model, when a small model is asked who it is
+        # (``parley.agent.prepare``): what it is good for, and that its facts need checking.
+        options={
+            "greeting": (
+                "Hello! I'm Parley's general assistant. Ask me to explain something, suggest ideas "
+                "or draft a short text. I run on a small model here, so check any facts I give you."
+            )
+        },
         examples=[
             "Write a haiku about the sea.",
             "Give me three ideas for a rainy Sunday.",

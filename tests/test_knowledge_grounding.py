@@ -10,7 +10,7 @@ from parley.config import Settings
 from parley.knowledge.grounding import NO_ANSWER, SNIPPET_CHARS, small_talk, small_talk_reply, snippet
 from parley.providers.base import TextDelta
 from parley.providers.scripted import ScriptedProvider
-from tests.conftest import serve
+from tests.conftest import Server, serve
 from tests.knowledge_data import FAQ, GUIDE, make_demo_cvs
 from tests.sse import assert_contiguous, kinds, new_thread, read_events, start_run
 
@@ -137,14 +137,52 @@ async def test_small_talk_gets_a_reply_without_the_model(
     assert model.requests == []
 
 
+async def test_a_small_model_asked_who_it_is_gets_the_assistants_own_greeting(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """SmolLM2 answered "hi, who are you?" with "I'should be your friendly parceler": with a
+    model too small to choose tools, the server says what the assistant is. A capable model
+    answers for itself, and a question that only starts like one is the model's."""
+
+    async def ask(server: Server, text: str) -> str:
+        thread = await new_thread(server.client, "general")
+        run = await start_run(server.client, thread, text)
+        return str((await read_events(server.client, f"/v1/runs/{run['id']}/events"))[-1].json["text"])
+
+    small = ScriptedProvider(turns=[[TextDelta("A parceler.")]], chooses_tools=False)
+    async with serve(
+        settings(settings_for, tmp_path, model="scripted:small"), {"scripted:small": small}
+    ) as server:
+        texts = {
+            t: await ask(server, t)
+            for t in ("hi, who are you?", "what can you do?", "who are you talking about?")
+        }
+    capable = ScriptedProvider(turns=[[TextDelta("I am a large model.")]])
+    (tmp_path / "capable").mkdir()
+    config = settings(settings_for, tmp_path / "capable", model="scripted:capable")
+    async with serve(config, {"scripted:capable": capable}) as server:
+        said = await ask(server, "who are you?")
+    greeting = BUILTIN["general"].options["greeting"]
+    assert texts == {
+        "hi, who are you?": greeting,
+        "what can you do?": greeting,
+        "who are you talking about?": "A parceler.",
+    }
+    assert "small model" in greeting
+    assert len(small.requests) == 1
+    assert said == "I am a large model."
+
+
 def test_small_talk_is_only_small_talk() -> None:
     assert [
-        small_talk(t) for t in ("hey", "Good morning!", "thanks a lot", "bye for now", "how are you?")
+        small_talk(t)
+        for t in ("hey", "Good morning!", "thanks a lot", "bye for now", "how are you?", "hi, who are you?")
     ] == [
         "greeting",
         "greeting",
         "thanks",
         "farewell",
+        "greeting",
         "greeting",
     ]
     # Questions, however short or friendly, are looked up (and declined when nothing fits).
@@ -152,6 +190,8 @@ def test_small_talk_is_only_small_talk() -> None:
         "Who knows Python?",
         "hello, who knows Python?",
         "hi, what is your refund policy",
+        "what can you do about my refund?",
+        "who are you talking about?",
         "help",
         "",
     ):

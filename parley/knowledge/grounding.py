@@ -52,9 +52,27 @@ _FILLER = {
 }  # fmt: skip
 
 
+#: Asking what the assistant is ("hi, who are you?", "what can you do?"): answered by its greeting.
+_ASKS_WHO = re.compile(
+    r"^\W*(?:(?:hi|hello|hey)\W+)?(?:so\W+)?(?:who|what)\s*(?:are|r)\s*(?:you|u)"
+    r"(?:\s+(?:exactly|really|for))?\W*$"
+    r"|^\W*(?:(?:hi|hello|hey)\W+)?what\s+(?:can|do)\s+you\s+do(?:\s+for\s+me)?\W*$"
+    r"|^\W*(?:(?:hi|hello|hey)\W+)?what(?:'s|\s+is)\s+your\s+name\W*$",
+    re.IGNORECASE,
+)
+
+
+def asks_who(text: str) -> bool:
+    """Whether ``text`` only asks what the assistant is or does ("who are you?")."""
+    return bool(_ASKS_WHO.match(text.strip()))
+
+
 def small_talk(text: str) -> str | None:
     """``"greeting"``, ``"thanks"`` or ``"farewell"`` when ``text`` is only that (a few words,
-    each one of them or filler); else ``None``: a question, however short."""
+    each one of them or filler), or only asks what the assistant is (a greeting's reply says);
+    else ``None``: a question, however short."""
+    if asks_who(text):
+        return "greeting"
     words = _WORD.findall(text.lower())
     seen = set(words)
     if not words or len(words) > 8 or ("?" in text and not {"how", "are"} <= seen):
