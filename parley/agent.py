@@ -48,6 +48,7 @@ from parley.answers.references import (
     Resolution,
     Shown,
     choices_data,
+    listed,
     mentions,
     named_by,
     naming,
@@ -174,8 +175,15 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         _answer(agent, state, small_talk_reply("greeting", state.assistant), "small_talk")
         return None
     if state.assistant.knowledge_bases or attached:
-        question = state.run.input
-        listing = not attached and is_list_question(question)
+        question, document = state.run.input, None
+        if not attached and mentions(question):
+            # "tell me more about the second one", after a list: about that document only.
+            async with agent.db.session() as session:
+                question, document = listed(question, await history(session, state.run.thread_id)) or (
+                    question,
+                    None,
+                )
+        listing = not attached and document is None and is_list_question(question)
         retrieved = await retrieve(
             agent.knowledge,
             state.assistant,
@@ -183,6 +191,7 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
             run_options=state.run.options,
             listing=listing,
             attached=attached,
+            document=document,
         )
         hits = retrieved.hits
         state.sources = [source_json(h) for h in hits]

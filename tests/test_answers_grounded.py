@@ -159,6 +159,33 @@ async def test_who_knows_python_lists_the_three_cvs_that_say_so_and_no_one_else(
     assert model.requests == []
 
 
+async def test_the_second_one_after_a_list_is_that_document(
+    settings_for: Callable[..., Settings], demo_cvs: Path
+) -> None:
+    """After "who knows Python?", "tell me more about the second one" is about the second CV
+    listed, and only that one; it was declined, with that very candidate among the "closest
+    topics". With MiniLM, as ``make run`` has it."""
+    model = small_model()
+    config = settings_for(embeddings="minilm", knowledge={"demo-cvs": [demo_cvs]}, model="scripted:small")
+    async with serve(config, {"scripted:small": model}) as server:
+        thread = await new_thread(server.client, "recruiter")
+        answers = []
+        for text in ("who knows Python?", "tell me more about the second one", "and the last one?"):
+            run = await start_run(server.client, thread, text)
+            answers.append((await read_events(server.client, f"/v1/runs/{run['id']}/events"))[-1])
+    listed = [
+        line[2:].split(":")[0] for line in answers[0].json["text"].splitlines() if line.startswith("- ")
+    ]
+    assert len(listed) == 3, answers[0].json["text"]
+    for final, name in ((answers[1], listed[1]), (answers[2], listed[2])):
+        text = final.json["text"]
+        assert not text.startswith("I don't know"), text
+        assert {s["title"] for s in final.json["sources"]} == {name}, (name, final.json["sources"])
+        assert name.split(" - ")[0] in text, (name, text)
+        assert_citations_match_sources(final)
+    assert model.requests == []
+
+
 async def test_a_small_model_gets_the_most_relevant_sentences_cited(
     settings_for: Callable[..., Settings], tmp_path: Path
 ) -> None:

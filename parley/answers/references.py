@@ -289,6 +289,37 @@ def _narrow(items: Sequence[Item], describing: set[str]) -> tuple[Item, ...]:
     return tuple(dict.fromkeys(item for score, item in scored if score == best))
 
 
+#: How many answers back a list still counts ("the last one?" after asking about the second).
+LIST_WINDOW = 3
+#: "the second one", "the 2nd candidate", "number 3": the words a ``listed`` reference replaces.
+_ORDINAL_PHRASE = re.compile(
+    rf"(?:\bthe\s+)?{_ORDINAL.pattern}(?:\s+(?:one|candidate|person|applicant|cv|document|result|match)\b)?",
+    re.IGNORECASE,
+)
+
+
+def listed(text: str, messages: Sequence[Message]) -> tuple[str, str] | None:
+    """The document "the second one" means in the list the last answers gave ("tell me more
+    about the second one", after "who knows Python?"): ``text`` with those words replaced by
+    its title, and its id; ``None`` when ``text`` counts nothing or none of the last
+    ``LIST_WINDOW`` answers is a list."""
+    position = _ordinal(text)
+    answers = [m.data or {} for m in reversed(messages) if m.role == "assistant"][:LIST_WINDOW]
+    data = next((d for d in answers if d.get("composed") == "list"), None)
+    if position is None or data is None:
+        return None
+    titles: dict[str, str] = {}
+    for source in data.get("sources") or []:
+        if isinstance(source, dict) and source.get("title") and source.get("document"):
+            titles.setdefault(str(source["document"]), str(source["title"]))
+    documents = list(titles.items())
+    index = position - 1 if position > 0 else len(documents) + position
+    if not 0 <= index < len(documents):
+        return None
+    document, title = documents[index]
+    return _ORDINAL_PHRASE.sub(title, text, count=1), document
+
+
 def _ordinal(text: str) -> int | None:
     match = _ORDINAL.search(text)
     if match is None:

@@ -165,6 +165,7 @@ async def retrieve(
     run_options: Mapping[str, Any] | None = None,
     listing: bool = False,
     attached: Sequence[Hit] = (),
+    document: str | None = None,
 ) -> Retrieved:
     """Search the assistant's knowledge bases for the sources of an answer.
 
@@ -173,6 +174,7 @@ async def retrieve(
 
     ``listing``: the question asks for every document that matches ("who knows Python?"), so
     every chunk that has all of its terms is a candidate, and each document counts once.
+    ``document``: the question is about this document only ("the second one" of a list).
     """
     hits: list[Hit] = []
     found: list[Hit] = []
@@ -204,7 +206,11 @@ async def retrieve(
         elif kb_ids:
             # FAQ entries rank by their own questions too (``parley.knowledge.search``).
             found = await knowledge.search_bases(
-                kb_ids, question, mode=options.get("retrieval", "hybrid"), k=max(k, SEARCH_DEPTH)
+                kb_ids,
+                question,
+                mode=options.get("retrieval", "hybrid"),
+                k=max(k, SEARCH_DEPTH),
+                document=document,
             )
             floor = options.get("min_similarity", knowledge.relevance_floor())
             hits = relevant(found, None if floor is None else float(floor))[:k]
