@@ -135,12 +135,16 @@ FRAMING = re.compile(
 )
 
 
+def _bare(line: str) -> str:
+    """A line without its list bullet and surrounding space."""
+    return line.strip().lstrip("-*• ").strip()
+
+
 def sentences(text: str) -> list[str]:
     """The reply's sentences, without a server-added "Sources: [1] ..." list line or the framing
     of a composed answer (``FRAMING``)."""
     out = []
-    for line in text.splitlines():
-        line = line.strip().lstrip("-*• ").strip()
+    for line in map(_bare, text.splitlines()):
         if not line or re.match(r"sources?:\s*\[\d", line, re.IGNORECASE) or FRAMING.search(line):
             continue
         # A citation after the full stop stays with its sentence: "... 30 days. [1] Next ..."
@@ -152,9 +156,7 @@ def sentences(text: str) -> list[str]:
 def claims(text: str) -> str:
     """The reply without its framing lines: what it says, and cites, as its answer. An FAQ entry
     offered as "Also close" is cited there so its answer is a click away, not cited as the answer."""
-    return "\n".join(
-        line for line in text.splitlines() if not FRAMING.search(line.strip().lstrip("-*• ").strip())
-    )
+    return "\n".join(line for line in text.splitlines() if not FRAMING.search(_bare(line)))
 
 
 def cited(text: str) -> set[int]:

@@ -52,6 +52,7 @@ from parley.answers.references import (
     mentions,
     named_by,
     naming,
+    ordinal,
     points_at,
     question,
     resolve,
@@ -176,7 +177,7 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         return None
     if state.assistant.knowledge_bases or attached:
         question, document = state.run.input, None
-        if not attached and mentions(question):
+        if not attached and ordinal(question) is not None:
             # "tell me more about the second one", after a list: about that document only.
             async with agent.db.session() as session:
                 question, document = listed(question, await history(session, state.run.thread_id)) or (

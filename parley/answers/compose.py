@@ -225,9 +225,13 @@ def _topic(hit: Hit) -> str:
     ) or (hit.document_title)
 
 
+def spoken(items: Sequence[str], last: str = "and") -> str:
+    """Items as a sentence lists them: "a", "a and b", "a, b and c" (``last``: "and" or "or")."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {last} " + items[-1]
+
+
 def _join(items: Sequence[str], last: str = "or") -> str:
-    quoted = [f'"{i}"' for i in items]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" {last} " + quoted[-1]
+    return spoken([f'"{i}"' for i in items], last)
 
 
 def compose(
@@ -270,8 +274,7 @@ def entry_answer(pair: tuple[str, str], others: Sequence[Hit]) -> str:
     if not close:
         return text
     named = [f'"{q}" [{n}]' for q, n in list(close.items())[:ALSO_CLOSE]]
-    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
-    return f"{text}\n\nAlso close: {listed}."
+    return f"{text}\n\nAlso close: {spoken(named)}."
 
 
 def list_answer(question: str, hits: Sequence[Hit], *, exact: bool = True) -> Composed:

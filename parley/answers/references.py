@@ -187,12 +187,12 @@ def resolve(text: str, shown: Shown, kind: str, *, ignore: Iterable[str] = ()) -
     focus = shown.focus(kind)
     describing = set(stems(text)) - set(ignore) - set(_CUE_WORDS)
 
-    ordinal = _ordinal(text)
-    if ordinal is not None:
+    position = ordinal(text)
+    if position is not None:
         base = _narrow(last, describing) or last
         if not base:
             return _one_or_ask((focus,) if focus else (), everything, "position")
-        index = ordinal - 1 if ordinal > 0 else len(base) + ordinal
+        index = position - 1 if position > 0 else len(base) + position
         if 0 <= index < len(base):
             return Resolution((base[index].id,), how="position")
         return Resolution(choices=base, how="position")
@@ -303,10 +303,12 @@ def listed(text: str, messages: Sequence[Message]) -> tuple[str, str] | None:
     about the second one", after "who knows Python?"): ``text`` with those words replaced by
     its title, and its id; ``None`` when ``text`` counts nothing or none of the last
     ``LIST_WINDOW`` answers is a list."""
-    position = _ordinal(text)
+    position = ordinal(text)
+    if position is None:
+        return None
     answers = [m.data or {} for m in reversed(messages) if m.role == "assistant"][:LIST_WINDOW]
     data = next((d for d in answers if d.get("composed") == "list"), None)
-    if position is None or data is None:
+    if data is None:
         return None
     titles: dict[str, str] = {}
     for source in data.get("sources") or []:
@@ -320,7 +322,8 @@ def listed(text: str, messages: Sequence[Message]) -> tuple[str, str] | None:
     return _ORDINAL_PHRASE.sub(title, text, count=1), document
 
 
-def _ordinal(text: str) -> int | None:
+def ordinal(text: str) -> int | None:
+    """The position ``text`` counts to ("the second one" → 2, "the last" → -1), if any."""
     match = _ORDINAL.search(text)
     if match is None:
         return None

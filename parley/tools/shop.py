@@ -19,6 +19,7 @@ import structlog
 from pydantic import Field
 from sqlalchemy import select
 
+from parley.answers.compose import spoken
 from parley.catalog import load_demo_catalog
 from parley.shop import Product, Shop, product_json
 from parley.tools.base import Ref, Tool, ToolContext, ToolError, ToolResult, Tools, tool
@@ -125,10 +126,6 @@ def _cart_line(summary: dict[str, Any]) -> str:
     return f"Your cart now has {units}, total {money(summary['subtotal'])}."
 
 
-def _listed(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _bounds(output: dict[str, Any]) -> str:
     """The filters a search had, as words: " in books under $20.00"."""
     parts = [f" in {output['category']}"] if output.get("category") else []
@@ -146,7 +143,7 @@ def search_summary(output: dict[str, Any]) -> str:
     what = f' for "{output["query"]}"' if output.get("query") else ""
     if not products:
         sold = output.get("categories") or []
-        kinds = f" The catalog has {_listed(sold)}." if sold else ""
+        kinds = f" The catalog has {spoken(sold)}." if sold else ""
         return f"I found no products{what}{_bounds(output)}.{kinds} Try fewer or different words."
     stocked = sum(1 for p in products if p.get("in_stock"))
     head = (
