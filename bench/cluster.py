@@ -17,7 +17,8 @@ In one run, side by side (``python -m bench.cluster [--samples 200] [--sustained
    queued again for the other worker) and until all are terminal, with the default 15 s lease.
 5. **Steps** (``--only steps``, not in the default run): where a probe's time to first token
    goes in each topology, from the database's stamps: run created, claimed, ``run.started``
-   and first text written, and the client's receipt.
+   and first text written, and the client's receipt; with ``--sustained`` streams kept open
+   on each topology, as in 1. (``--sustained 0``: the probes alone).
 
 Needs PostgreSQL (``PARLEY_TEST_POSTGRES_URL``, or Debian's, started throwaway).
 """
@@ -127,37 +128,54 @@ async def keep_streaming(client: httpx.AsyncClient, api: str, stop: asyncio.Even
                     break
 
 
-async def compare_ttft(server_url: str, samples: int, sustained: int) -> None:
+def _drip_env(sustained: int) -> dict[str, str]:
     config = Path(tempfile.mkdtemp(prefix="parley-bench-")) / "parley.toml"
     config.write_text(DRIP)
-    env = {
+    return {
         "PARLEY_MODEL": "scripted:echo?delay_ms=20",
         "PARLEY_CONFIG_FILE": str(config),
         # Room for every open stream's run and the probe's: a probe must not queue behind them.
         "PARLEY_MAX_CONCURRENT_RUNS": str(sustained + 16),
     }
+
+
+def _client(sustained: int) -> httpx.AsyncClient:
+    room = 2 * sustained + 50
+    return httpx.AsyncClient(
+        timeout=120, limits=httpx.Limits(max_connections=room, max_keepalive_connections=room)
+    )
+
+
+@asynccontextmanager
+async def kept_open(client: httpx.AsyncClient, apis: list[str], streams: int) -> AsyncIterator[None]:
+    """``streams`` chat users on each API reading a word a second, for the block's length."""
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(keep_streaming(client, api, stop, words=60))
+        for api in apis
+        for _ in range(streams)
+    ]
+    await asyncio.sleep(5 if streams else 0)
+    try:
+        yield
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def compare_ttft(server_url: str, samples: int, sustained: int) -> None:
+    env = _drip_env(sustained)
     async with cluster(server_url, 0, 0, serves=1, **env) as one, cluster(server_url, 1, 1, **env) as split:
         single = one.apis[0]
-        limits = httpx.Limits(
-            max_connections=2 * sustained + 50, max_keepalive_connections=2 * sustained + 50
-        )
-        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        async with _client(sustained) as client:
             for label, background in (("1 stream", 0), (f"{sustained} kept open", sustained)):
-                stop = asyncio.Event()
-                streams = [
-                    asyncio.create_task(keep_streaming(client, api, stop, words=60))
-                    for api in (single.url, split.apis[0].url)
-                    for _ in range(background)
-                ]
-                await asyncio.sleep(5 if background else 0)
                 times: dict[str, list[float]] = {"one process": [], "API + worker": []}
-                for _ in range(samples):
-                    times["one process"].append(await ttft(client, single.url))
-                    times["API + worker"].append(await ttft(client, split.apis[0].url))
-                stop.set()
-                for task in streams:
-                    task.cancel()
-                await asyncio.gather(*streams, return_exceptions=True)
+                async with kept_open(client, [single.url, split.apis[0].url], background):
+                    for _ in range(samples):
+                        times["one process"].append(await ttft(client, single.url))
+                        times["API + worker"].append(await ttft(client, split.apis[0].url))
                 a, b = times["one process"], times["API + worker"]
                 print(
                     f"TTFT, {label}: one process p50 {pct(a, 50):.2f} ms p95 {pct(a, 95):.2f}; "
@@ -177,19 +195,25 @@ STEPS = (
 )
 
 
-async def steps(server_url: str, samples: int) -> None:
-    """Where a probe's time to first token goes, step by step, in each topology (medians)."""
+async def steps(server_url: str, samples: int, sustained: int) -> None:
+    """Where a probe's time to first token goes, step by step, in each topology (medians), with
+    ``sustained`` streams kept open on each (``--sustained 0``: the probes alone)."""
     import asyncpg
 
-    env = {"PARLEY_MODEL": "scripted:echo?delay_ms=20"}
+    env = _drip_env(sustained)
     async with cluster(server_url, 0, 0, serves=1, **env) as one, cluster(server_url, 1, 1, **env) as split:
         probes: dict[str, list[tuple[str, float, float]]] = {"one process": [], "API + worker": []}
-        async with httpx.AsyncClient(timeout=120) as client:
+        async with (
+            _client(sustained) as client,
+            kept_open(client, [one.apis[0].url, split.apis[0].url], sustained),
+        ):
             for _ in range(samples):
                 probes["one process"].append(await probe(client, one.apis[0].url))
                 probes["API + worker"].append(await probe(client, split.apis[0].url))
         print(
-            f"steps of time to first token, medians of {samples} probes each, interleaved (ms):", flush=True
+            f"steps of time to first token, {sustained} streams kept open, medians of {samples} probes "
+            "each, interleaved (ms):",
+            flush=True,
         )
         for (label, taken), running in zip(probes.items(), (one, split), strict=True):
             dsn = asyncpg_dsn(running.env["PARLEY_DATABASE_URL"])
@@ -315,7 +339,7 @@ async def main_async(args: argparse.Namespace) -> None:
         if "ttft" in parts:
             await compare_ttft(server_url, args.samples, args.sustained)
         if "steps" in parts:
-            await steps(server_url, args.samples)
+            await steps(server_url, args.samples, args.sustained)
         if "throughput" in parts:
             await throughput(server_url, args.runs)
         if "idle" in parts:

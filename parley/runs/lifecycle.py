@@ -20,6 +20,7 @@ The database is the arbiter, so any number of processes may share it:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -170,7 +171,19 @@ def _claim_with_message() -> Any:
 
 
 _CLAIM_WITH_MESSAGE = _claim_with_message()
-_NOTIFY = select(func.pg_notify(CHANNEL, bindparam("payload", type_=String)))
+
+
+@functools.cache
+def _insert_queued(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: a queued run's insert (of these columns) and the notice that wakes idle
+    workers as it commits, in one statement: a round trip fewer on the path to its first
+    token, where a worker elsewhere claims it."""
+    values = {name: bindparam(name, type_=_runs.c[name].type) for name in columns}
+    return select(func.pg_notify(CHANNEL, bindparam("notice", type_=String))).add_cte(
+        insert(_runs).values(values).cte("queued")
+    )
+
+
 _SET_INPUT = (
     update(_runs).where(_runs.c.id == bindparam("run_id")).values(input_message_id=bindparam("message_id"))
 )
@@ -387,19 +400,21 @@ class Lifecycle:
                 run.status, run.attempt, run.started_at = "running", 1, started
                 run.worker_id, run.lease_until = claim_for, started + self.lease_seconds
                 message = self._input_message(run)
+            # Idle workers elsewhere wake as a queued run commits: no pass through this
+            # process's event loop, no round trip of its own, on the path to its first token.
+            notice = (
+                self.bus.commit_notice([QUEUED]) if run.status == "queued" and self.bus is not None else None
+            )
             # The run is returned as a plain object, tracked by no session.
-            await tx.insert(_runs, row(run))
+            if notice is None:
+                await tx.insert(_runs, row(run))
+            else:
+                values = row(run)
+                await tx.rows(_insert_queued(tuple(values)), {**values, "notice": notice})
             if message is not None:
                 await tx.insert(_messages, row(message))
             if exposure is not None:
                 await tx.insert(exposure.__table__, row(exposure))  # type: ignore[arg-type]
-            notice = None
-            if run.status == "queued" and self.bus is not None:
-                # Idle workers elsewhere wake as the run commits: no pass through this process's
-                # event loop, no round trip of its own, on the path to the run's first token.
-                notice = self.bus.commit_notice([QUEUED])
-                if notice is not None:
-                    await tx.rows(_NOTIFY, {"payload": notice})
         return Created(
             run,
             created=True,
