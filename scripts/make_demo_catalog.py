@@ -12,8 +12,11 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "parley" / "data" / "demo_catalog.csv"
 
-# category -> list of (code, product type, price range, [(variant name, brand, detail, features)])
-CATALOG: dict[str, list[tuple[str, str, tuple[int, int], list[tuple[str, str, str, str]]]]] = {
+# category -> list of (code, product type, price range, [(variant name, brand, detail, features)]);
+# a variant may end with its own price range, where its type's is too wide for it (a foam roller
+# is not priced like an exercise bike)
+Variant = tuple[str, str, str, str] | tuple[str, str, str, str, tuple[int, int]]
+CATALOG: dict[str, list[tuple[str, str, tuple[int, int], list[Variant]]]] = {
     "electronics": [
         (
             "AUD",
@@ -474,6 +477,7 @@ CATALOG: dict[str, list[tuple[str, str, tuple[int, int], list[tuple[str, str, st
                     "Hearthstone",
                     "conical burr grinder with 40 grind settings",
                     "conical burr|40 settings",
+                    (49, 249),
                 ),
                 (
                     "Crisp Air Fryer 5L",
@@ -492,6 +496,7 @@ CATALOG: dict[str, list[tuple[str, str, tuple[int, int], list[tuple[str, str, st
                     "Kitchenly",
                     "1.7 L electric kettle with temperature control",
                     "temperature presets|keep warm|1.7 L",
+                    (25, 99),
                 ),
             ],
         ),
@@ -836,36 +841,42 @@ CATALOG: dict[str, list[tuple[str, str, tuple[int, int], list[tuple[str, str, st
                     "Ironpulse",
                     "pair of adjustable dumbbells from 2.5 to 24 kg",
                     "2.5-24 kg|quick dial|pair",
+                    (149, 399),
                 ),
                 (
                     "Yoga Mat Pro 6 mm",
                     "Flowform",
                     "non-slip 6 mm yoga mat with alignment lines",
                     "6 mm|non-slip|alignment lines",
+                    (25, 89),
                 ),
                 (
                     "Resistance Band Set",
                     "Flowform",
                     "five latex-free resistance bands with door anchor",
                     "5 levels|door anchor|carry bag",
+                    (15, 45),
                 ),
                 (
                     "Foldable Exercise Bike",
                     "Ironpulse",
                     "magnetic exercise bike that folds away",
                     "8 resistance levels|foldable|heart rate grips",
+                    (249, 599),
                 ),
                 (
                     "Kettlebell 16 kg",
                     "Ironpulse",
                     "cast iron kettlebell with wide handle",
                     "16 kg|cast iron|flat base",
+                    (35, 99),
                 ),
                 (
                     "Foam Roller",
                     "Flowform",
                     "firm foam roller for recovery and mobility",
                     "45 cm|textured|firm",
+                    (15, 49),
                 ),
             ],
         ),
@@ -879,36 +890,42 @@ CATALOG: dict[str, list[tuple[str, str, tuple[int, int], list[tuple[str, str, st
                     "Ridgeway",
                     "two-person lightweight backpacking tent, 1.6 kg",
                     "2 person|1.6 kg|3 season",
+                    (149, 499),
                 ),
                 (
                     "Alpine Sleeping Bag -5",
                     "Ridgeway",
                     "mummy sleeping bag rated to -5 °C",
                     "-5 °C comfort|synthetic fill|compression sack",
+                    (69, 249),
                 ),
                 (
                     "Trek 45 Backpack",
                     "Fjellby",
                     "45-litre hiking backpack with rain cover",
                     "45 L|rain cover|hip belt",
+                    (79, 229),
                 ),
                 (
                     "Camp Stove Mini",
                     "Ridgeway",
                     "compact gas camping stove with piezo ignition",
                     "piezo ignition|folds small",
+                    (25, 79),
                 ),
                 (
                     "Headlamp 400",
                     "Northwave",
                     "rechargeable 400-lumen headlamp with red light",
                     "400 lumens|USB-C|red mode",
+                    (25, 69),
                 ),
                 (
                     "Insulated Water Bottle 750 ml",
                     "Fjellby",
                     "stainless steel bottle that keeps drinks cold 24 h",
                     "750 ml|24 h cold|leakproof",
+                    (19, 45),
                 ),
             ],
         ),
@@ -922,24 +939,28 @@ CATALOG: dict[str, list[tuple[str, str, tuple[int, int], list[tuple[str, str, st
                     "Velo",
                     "urban bike helmet with rear light",
                     "integrated light|MIPS-style liner",
+                    (49, 149),
                 ),
                 (
                     "Bike Light Set",
                     "Velo",
                     "rechargeable front and rear bike lights",
                     "800 lumen front|USB-C|IPX5",
+                    (25, 89),
                 ),
                 (
                     "Gravel Bike GR1",
                     "Velo",
                     "aluminium gravel bike with 2x10 gearing and disc brakes",
                     "aluminium frame|disc brakes|700c",
+                    (799, 1899),
                 ),
                 (
                     "Bike Floor Pump",
                     "Velo",
                     "floor pump with gauge for Presta and Schrader valves",
                     "160 psi|gauge|dual head",
+                    (25, 69),
                 ),
             ],
         ),
@@ -1024,12 +1045,14 @@ CATALOG: dict[str, list[tuple[str, str, tuple[int, int], list[tuple[str, str, st
                     "Verdant",
                     "sulphate-free shampoo for dry and damaged hair",
                     "sulphate free|300 ml",
+                    (7, 24),
                 ),
                 (
                     "Silk Conditioner",
                     "Verdant",
                     "lightweight conditioner that detangles",
                     "300 ml|silicone free",
+                    (7, 24),
                 ),
                 (
                     "Ionic Hair Dryer",
@@ -1152,9 +1175,10 @@ def rows() -> list[dict[str, str]]:
     for category, groups in CATALOG.items():
         for code, kind, (low, high), variants in groups:
             serial = 100
-            for name, brand, detail, features in variants:
+            for name, brand, detail, features, *own in variants:
                 base = f"{name} {kind.title()}" if code in ("AUD", "EAR", "SPK") else name
-                price = round(low + (high - low) * _tier(f"{name} {detail}", rng)) - 0.01
+                cheapest, dearest = own[0] if own else (low, high)
+                price = round(cheapest + (dearest - cheapest) * _tier(f"{name} {detail}", rng)) - 0.01
                 palette = COLOURS.get(code) or COLOURS.get(category)
                 colours = rng.sample(palette, 2) if palette else [""]
                 for colour in colours:
