@@ -37,6 +37,7 @@ from parley.answers.compose import (
     compose,
     is_list_question,
     list_words,
+    named_document,
     paraphrased,
     qa_pair,
     same_question,
@@ -194,6 +195,17 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
             attached=attached,
             document=document,
         )
+        if not (attached or listing or document) and (named := named_document(question, retrieved.found)):
+            # "summarise Amelia Hartley's CV": about that document alone, whatever words of the
+            # question ("summarise", "CV") the documents never use.
+            document = named
+            retrieved = await retrieve(
+                agent.knowledge,
+                state.assistant,
+                question,
+                run_options=state.run.options,
+                document=document,
+            )
         hits = retrieved.hits
         state.sources = [source_json(h) for h in hits]
         agent.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})
@@ -209,7 +221,9 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         ranked = (state.run.options or {}).get("retrieval") != "all"
         best = hits[0] if hits and ranked and not listing and not attached else None
         trust = float(state.assistant.options.get("trust_similarity", TRUST_SIMILARITY))
-        near = best is not None and paraphrased(best, retrieved.found, retrieved.familiar)
+        near = best is not None and (
+            document is not None or paraphrased(best, retrieved.found, retrieved.familiar)
+        )
         off_topic = (
             best is not None
             and not near

@@ -159,6 +159,22 @@ async def test_who_knows_python_lists_the_three_cvs_that_say_so_and_no_one_else(
     assert model.requests == []
 
 
+async def test_a_name_with_a_possessive_is_that_name(
+    settings_for: Callable[..., Settings], demo_cvs: Path
+) -> None:
+    """ "summarise Amelia Hartley's CV" was declined: "my knowledge base says nothing about
+    "Hartley's"", as if the possessive were part of her name."""
+    model = small_model()
+    config = settings_for(embeddings="hash", knowledge={"demo-cvs": [demo_cvs]}, model="scripted:small")
+    async with serve(config, {"scripted:small": model}) as server:
+        final = (await ask(server, "recruiter", "summarise Amelia Hartley's CV"))[-1]
+    text = final.json["text"]
+    assert not text.startswith("I don't know"), text
+    assert "Hartley's" not in text
+    assert final.json["sources"][0]["title"].startswith("Amelia Hartley"), final.json["sources"]
+    assert_citations_match_sources(final)
+
+
 async def test_the_second_one_after_a_list_is_that_document(
     settings_for: Callable[..., Settings], demo_cvs: Path
 ) -> None:

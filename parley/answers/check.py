@@ -43,6 +43,7 @@ _IDENTIFIER = re.compile(
     r"\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z][\w]*(?:-[\w]+)+\b|\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b|\b[a-z]+_[\w]+\b"
 )
 _WORD = re.compile(r"[A-Za-z][\w'\u2019-]*")
+_POSSESSIVE = re.compile(r"['\u2019]s$", re.IGNORECASE)
 _JSON = re.compile(r"\{\s*\"[^\"]+\"\s*:|\"[\w ]+\"\s*:\s*[\[{\"\d]|\[\s*\{")
 #: Capitalised words that are not names wherever they stand.
 _NOT_NAMES = frozenset(
@@ -198,7 +199,8 @@ def facts(sentence: str) -> set[str]:
         if index == 0 or word.casefold() in _NOT_NAMES:
             continue
         if word[0].isupper() and not _starts_clause(bare, word):
-            found.add(word.casefold().strip("'\u2019-"))
+            # "Hartley's CV" names Hartley: the possessive is not part of the name.
+            found.add(_POSSESSIVE.sub("", word).casefold().strip("'\u2019-"))
     return {f for f in found if f}
 
 

@@ -135,6 +135,20 @@ def absent_facts(question: str, hits: Sequence[Hit]) -> list[str]:
     return missing
 
 
+def named_document(question: str, hits: Sequence[Hit]) -> str | None:
+    """The one document among ``hits`` whose title has the names the question gives that are
+    in titles ("summarise Amelia Hartley's CV", "does Amelia know Kubernetes?"): the question
+    is about that document. ``None`` when the hits come from one document only (an FAQ's
+    entries: its title names the product every question names), or no or several titles fit."""
+    titles = {h.document_id: set(re.findall(r"[\w'-]+", h.document_title.casefold())) for h in hits}
+    if len(titles) < 2:
+        return None
+    names = {f for f in facts(question) if f.isalpha()}
+    titled = {name for name in names if any(name in words for words in titles.values())}
+    fits = [document for document, words in titles.items() if titled and titled <= words]
+    return fits[0] if len(fits) == 1 else None
+
+
 def unrelated(
     question: str,
     best: Hit,

@@ -49,6 +49,7 @@ _FILLER = {
     "there", "you", "all", "everyone", "good", "great", "ok", "okay", "so", "very", "much", "a", "lot",
     "how", "are", "is", "it", "going", "doing", "today", "see", "ya", "again", "for", "that", "the",
     "help", "and", "bot", "assistant", "nice", "cool", "oh", "well", "dear", "friend", "now",
+    "that's", "it's", "perfect", "awesome",
 }  # fmt: skip
 
 
@@ -174,7 +175,8 @@ async def retrieve(
 
     ``listing``: the question asks for every document that matches ("who knows Python?"), so
     every chunk that has all of its terms is a candidate, and each document counts once.
-    ``document``: the question is about this document only ("the second one" of a list).
+    ``document``: the question is about this document only ("the second one" of a list, or
+    the document it names), so its best passages are the sources, however close.
     """
     hits: list[Hit] = []
     found: list[Hit] = []
@@ -213,7 +215,8 @@ async def retrieve(
                 document=document,
             )
             floor = options.get("min_similarity", knowledge.relevance_floor())
-            hits = relevant(found, None if floor is None else float(floor))[:k]
+            # The document the question is about is relevant as a whole: its best passages are.
+            hits = (found if document else relevant(found, None if floor is None else float(floor)))[:k]
             familiar = options.get("familiar_similarity", knowledge.familiar_similarity())
             words = knowledge.words_of(kb_ids, question)
     return Retrieved(
