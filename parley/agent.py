@@ -53,6 +53,7 @@ from parley.answers.references import (
     mentions,
     named_by,
     naming,
+    nothing_shown,
     ordinal,
     points_at,
     question,
@@ -67,6 +68,7 @@ from parley.knowledge.grounding import (
     declined,
     prompt_source,
     retrieve,
+    small_talk,
     small_talk_reply,
     source_json,
 )
@@ -148,7 +150,7 @@ async def run_agent(agent: Agent, state: RunState) -> None:
         if state.route.primary.chooses_tools:
             await tool_loop(agent, state, request, toolbox, ctx, seen)
         else:
-            await server_chosen_tools(agent, state, request, toolbox, ctx, seen)
+            await server_chosen_tools(agent, state, toolbox, ctx, seen)
         if state.tool_calls:
             state.message_data["tool_calls"] = state.tool_calls
     await agent.log.flush()
@@ -452,13 +454,14 @@ async def tool_loop(
 async def server_chosen_tools(
     agent: Agent,
     state: RunState,
-    request: ProviderRequest,
     toolbox: list[Tool],
     ctx: ToolContext,
     seen: Seen,
 ) -> None:
     """Small-model mode: the server picks the tools and their arguments; the reply is the tools'
-    own summaries, with no model turn after them.
+    own summaries, and the model writes none of it. Small talk ("hello", "thanks, that's all")
+    gets the assistant's own reply; a message no tool claims is looked up by the tool that
+    finds things (``looked_up``), or answered with the assistant's greeting.
 
     References ("it", "the first one", "both") resolve against what the thread has shown
     (``parley.answers.references``); when they fit several products the reply is a question
@@ -467,21 +470,31 @@ async def server_chosen_tools(
     """
     assert state.assistant is not None
     assert agent.tools is not None
+    text = state.run.input
+    if (kind := small_talk(text)) is not None:
+        await _say(agent, state, small_talk_reply(kind, state.assistant))
+        return
     by_name = {t.name: t for t in toolbox}
     max_steps = int(state.assistant.options.get("max_steps", agent.tools.max_steps))
-    choices = (await route(agent, state.run.input, toolbox))[:max_steps]
-    shown = (
-        await shown_in_thread(agent, state, agent.tools) if choices or points_at(state.run.input) else None
-    )
+    choices = (await route(agent, text, toolbox))[:max_steps]
+    shown = await shown_in_thread(agent, state, agent.tools) if choices or points_at(text) else None
     if not choices and shown is not None:
-        choices = pointed(state.run.input, toolbox, shown)
-    if not choices or shown is None:
-        # No tool for this message: the model answers, without tool messages it cannot read.
-        messages = [m for m in request.messages if m.role != "tool" and not m.tool_calls]
-        request = replace(request, messages=messages)
-        await stream_turn(agent, state, request)
-        estimate_usage(state, request, state.text)
-        return
+        choices = pointed(text, toolbox, shown)
+    if not choices:
+        # No tool's words: a small model left to itself in a shop invents products and brands
+        # ("the Nike Runners' Fitbit"), so the message is looked up as what the assistant finds
+        # ("something for my dad who likes cooking"), or answered with what it can do.
+        kind = next((t.describes for t in toolbox if t.describes), None) if points_at(text) else None
+        lookup = None if kind else looked_up(text, toolbox)
+        if lookup is None:
+            # "which one is cheaper?" with nothing shown yet, or nothing to look up.
+            await _say(
+                agent, state, nothing_shown(kind) if kind else small_talk_reply("greeting", state.assistant)
+            )
+            return
+        choices = [lookup]
+    if shown is None:
+        shown = await shown_in_thread(agent, state, agent.tools)
     said: list[str] = []
     for step, choice in enumerate(choices, start=1):
         finding = Finding(agent, state, by_name, ctx, seen, shown, step)
@@ -497,6 +510,15 @@ async def server_chosen_tools(
             shown.add_records(o.record(step) for o in outcomes)
             said.extend(o.summary for o in outcomes if o.summary)
     await _say(agent, state, "\n\n".join(dict.fromkeys(said)))
+
+
+def looked_up(text: str, toolbox: Sequence[Tool]) -> Choice | None:
+    """The search of a tool that finds things (``Tool.finds``), for a message no tool's words
+    claim, when its words give the search something to look for; else ``None``."""
+    for tool in toolbox:
+        if tool.finds and tool.derive is not None and any(tool.derive(text).values()):
+            return Choice(tool, 0.0, text)
+    return None
 
 
 def pointed(text: str, toolbox: Sequence[Tool], shown: Shown) -> list[Choice]:

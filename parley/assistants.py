@@ -69,6 +69,14 @@ BUILTIN: dict[str, Assistant] = {
             "view_cart",
             "clear_cart",
         ],
+        # Said by the server to small talk, and to a message nothing in the catalog answers when
+        # a small model runs the tools (``parley.agent.server_chosen_tools``).
+        options={
+            "greeting": (
+                "Hello! I'm Parley's shopping assistant. I search the catalog, show a product's "
+                "details and similar ones, and keep your cart. What are you looking for?"
+            )
+        },
         examples=["Show me running shoes under $100", "What laptops do you have?", "What's in my cart?"],
     ),
     "support": Assistant(

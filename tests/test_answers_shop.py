@@ -222,13 +222,13 @@ async def test_a_name_nothing_in_the_catalog_has_says_so(settings_for) -> None:
 async def test_a_question_picking_among_the_results_shows_that_product(settings_for) -> None:
     """Asked "which one is cheaper?", which has no word of any tool, and picks among the products just shown,
     so the server shows the cheapest one's details; the small model once answered "the ones with
-    the "F" in them are usually the best". With nothing shown, the model still answers."""
-    model = ScriptedProvider(chooses_tools=False, turns=[[TextDelta("Which products do you mean?")]])
+    the "F" in them are usually the best". With nothing shown, it says so."""
+    model = ScriptedProvider(chooses_tools=False)
     async with serve(settings_for(model="scripted:small"), providers={"scripted:small": model}) as server:
         thread = await new_thread(server.client, "shop")
         frames = await say(server, thread, "which one is cheaper?")
         assert of(frames, "tool.call") == []  # nothing shown yet: nothing to pick from
-        assert reply(frames) == "Which products do you mean?"
+        assert reply(frames).startswith("I haven't shown any products yet.")
         frames = await say(server, thread, "running shoes under 150 dollars")
         listed = of(frames, "tool.result")[0]["output"]["products"]
         cheapest = min(listed, key=lambda p: p["price"])
@@ -246,7 +246,7 @@ async def test_a_question_picking_among_the_results_shows_that_product(settings_
         assert reply(frames) == "Which product do you mean?\n" + "\n".join(
             f"{n}. {name} (${top:.2f})" for n, name in enumerate(dearest, start=1)
         )
-        assert model.requests[1:] == []
+        assert model.requests == []
 
 
 def call(name: str, arguments: dict[str, Any], index: int = 0) -> ToolCallDelta:

@@ -435,7 +435,7 @@ async def test_invented_ids_through_the_whole_server_execute_nothing(settings_fo
 async def test_small_model_mode_server_picks_tools_and_their_arguments(settings_for) -> None:
     """A small model is not asked to write the reply after tools (their summaries are), nor
     arguments the server reads from the words or resolves against what was shown."""
-    provider = ScriptedProvider(chooses_tools=False, turns=[[TextDelta("Hello! How can I help?")]])
+    provider = ScriptedProvider(chooses_tools=False)
     async with serve(settings_for(model="scripted:small"), providers={"scripted:small": provider}) as server:
         thread = await new_thread(server.client, "shop")
         frames = await run_shop(server, thread, "show me wireless headphones")
@@ -460,6 +460,32 @@ async def test_small_model_mode_server_picks_tools_and_their_arguments(settings_
 
         frames = await run_shop(server, thread, "hello there")
         assert of(frames, "tool.call") == []
-        assert frames[-1].json["text"] == "Hello! How can I help?"
-        # The model's context holds no tool messages a small model cannot read.
-        assert all(m.role != "tool" and not m.tool_calls for m in provider.requests[0].messages)
+        assert frames[-1].json["text"].startswith("Hello! I'm Parley's shopping assistant.")
+        assert provider.requests == []
+
+
+async def test_a_small_model_never_writes_a_shops_reply_of_its_own(settings_for) -> None:
+    """What no tool's words claim was the small model's to answer, and it invented products
+    ("the Nike Runners' Fitbit") and people ("I'm just a little girl"). Small talk gets the
+    assistant's own reply; anything else is looked up in the catalog, found or not."""
+    provider = ScriptedProvider(chooses_tools=False, turns=[[TextDelta("Try the Nike Runners' Fitbit!")]] * 4)
+    async with serve(settings_for(model="scripted:small"), providers={"scripted:small": provider}) as server:
+        thread = await new_thread(server.client, "shop")
+        frames = await run_shop(server, thread, "thanks, that's all")
+        assert of(frames, "tool.call") == []
+        assert frames[-1].json["text"] == "You're welcome! Ask me anything else you need."
+
+        frames = await run_shop(server, thread, "I need a gift for my dad who likes cooking")
+        calls = of(frames, "tool.call")
+        assert [(c["name"], c["arguments"]) for c in calls] == [
+            ("search_products", {"query": "gift dad likes cooking"})
+        ]
+        reply = frames[-1].json["text"]
+        assert reply.startswith("I found 1 product")
+        assert "Crisp Air Fryer 5L" in reply
+
+        frames = await run_shop(server, thread, "what would you recommend for a runner?")
+        assert [c["arguments"] for c in of(frames, "tool.call")] == [{"query": "runner"}]
+        assert frames[-1].json["text"].startswith('I found no products for "runner". The catalog has beauty')
+        assert provider.requests == []
+        assert "Nike" not in (await server.client.get(f"/v1/threads/{thread}/messages")).text

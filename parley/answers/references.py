@@ -249,10 +249,15 @@ def mentions(text: str) -> bool:
     return any(p.search(text) for p in (_PRONOUN, _ORDINAL, _BOTH, _CHEAPEST, _DEAREST))
 
 
+def nothing_shown(kind: str) -> str:
+    """The answer to a message that picks among ``kind``s when the thread has shown none."""
+    return f"I haven't shown any {kind}s yet. Tell me what you are looking for and I will search."
+
+
 def question(resolution: Resolution, kind: str, limit: int = 10) -> str:
     """The short question back when ``resolution`` is ambiguous or finds nothing."""
     if not resolution.anything_shown:
-        return f"I haven't shown any {kind}s yet. Tell me what you are looking for and I will search."
+        return nothing_shown(kind)
     if not resolution.choices:
         return f"I'm not sure which {kind} you mean. Could you name it?"
     lines = [f"Which {kind} do you mean?"]

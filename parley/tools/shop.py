@@ -70,6 +70,13 @@ _SEARCH_WORDS = frozenset(
         "got",
         "have",
         "has",
+        # Asking, not naming ("what would you recommend for a runner?")
+        "what",
+        "which",
+        "would",
+        "could",
+        "recommend",
+        "suggest",
     ]
 )
 #: A price as people write it: "$150", "150 dollars", "80 bucks", "99.90 USD", "50€".
