@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from parley import events as ev
@@ -188,26 +189,20 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
                     None,
                 )
         listing = not attached and document is None and is_list_question(question)
-        retrieved = await retrieve(
+        search = partial(
+            retrieve,
             agent.knowledge,
             state.assistant,
             question,
             run_options=state.run.options,
-            listing=listing,
             attached=attached,
-            document=document,
         )
-        if not (attached or listing or document) and (named := named_document(question, retrieved.found)):
+        retrieved = await search(listing=listing, document=document)
+        if not (attached or listing or document) and (about := named_document(question, retrieved.found)):
             # "summarise Amelia Hartley's CV": about that document alone, whatever words of the
             # question ("summarise", "CV") the documents never use.
-            document = named
-            retrieved = await retrieve(
-                agent.knowledge,
-                state.assistant,
-                question,
-                run_options=state.run.options,
-                document=document,
-            )
+            document = about
+            retrieved = await search(document=document)
         hits = retrieved.hits
         state.sources = [source_json(h) for h in hits]
         agent.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})
