@@ -159,6 +159,20 @@ async def test_who_knows_python_lists_the_three_cvs_that_say_so_and_no_one_else(
     assert model.requests == []
 
 
+async def test_who_has_done_audits_is_about_audits(
+    settings_for: Callable[..., Settings], demo_cvs: Path
+) -> None:
+    """ "Who has done audits?" was declined: "my knowledge base says nothing about "done"". A
+    list question's auxiliary verbs ("done", "been") are not what it asks about."""
+    model = small_model()
+    config = settings_for(embeddings="hash", knowledge={"demo-cvs": [demo_cvs]}, model="scripted:small")
+    async with serve(config, {"scripted:small": model}) as server:
+        final = (await ask(server, "recruiter", "Who has done audits?"))[-1]
+    text = final.json["text"]
+    assert text.startswith("1 match in the documents I have:\n- Daniel Okafor - Chartered Accountant"), text
+    assert_citations_match_sources(final)
+
+
 async def test_a_name_with_a_possessive_is_that_name(
     settings_for: Callable[..., Settings], demo_cvs: Path
 ) -> None:

@@ -83,7 +83,7 @@ _LIST_WORDS = frozenset(
         "document documents list name find show everyone anyone anybody everybody someone somebody "
         "there have has had knows know knowing skill skills skilled experience experienced "
         "background worked works working work job jobs role roles speak speaks speaking "
-        "use uses used using years year good strong expert familiar with do does did can could "
+        "use uses used using years year good strong expert familiar with do does did done doing been ever can could "
         "any all every one ones them us our me please"
     )
 )
