@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from parley import events as ev
 from parley import passthrough
+from parley.answers.arithmetic import calculation
 from parley.answers.attachments import attached_hits
 from parley.answers.check import citations
 from parley.answers.compose import (
@@ -172,13 +173,16 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
     sources: list[dict[str, str]] = []
     hits: list[Hit] = []
     attached = await attached_hits(agent.db, state.run, state.run.input)
-    if not (state.assistant.knowledge_bases or attached or state.route.primary.chooses_tools) and asks_who(
-        state.run.input
-    ):
-        # A small model asked who it is invents someone ("your friendly parceler"): the
-        # assistant's own greeting says what it is.
-        _answer(agent, state, small_talk_reply("greeting", state.assistant), "small_talk")
-        return None
+    if not (state.assistant.knowledge_bases or attached or state.route.primary.chooses_tools):
+        if asks_who(state.run.input):
+            # A small model asked who it is invents someone ("your friendly parceler"): the
+            # assistant's own greeting says what it is.
+            _answer(agent, state, small_talk_reply("greeting", state.assistant), "small_talk")
+            return None
+        if (worked := calculation(state.run.input)) is not None:
+            # "what is 12 times 7?" got "… = 90 days": the server does the arithmetic.
+            _answer(agent, state, worked, "calculated")
+            return None
     if state.assistant.knowledge_bases or attached:
         question, document = state.run.input, None
         if not attached and ordinal(question) is not None:

@@ -202,6 +202,35 @@ def test_small_talk_is_only_small_talk() -> None:
     )
 
 
+async def test_a_small_model_asked_for_arithmetic_gets_the_servers_result(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """SmolLM2 answered "what is 12 times 7?" with "12 x 7 = 90 days … 72 total days". With a
+    model too small to choose tools, the server works out what is only arithmetic; anything
+    else with numbers in it is still the model's."""
+    small = ScriptedProvider(turns=[[TextDelta("Twelve a day.")]], chooses_tools=False)
+    async with serve(
+        settings(settings_for, tmp_path, model="scripted:small"), {"scripted:small": small}
+    ) as server:
+        thread = await new_thread(server.client, "general")
+        texts = []
+        for text in (
+            "what is 12 times 7?",
+            "how much is 15% of 80?",
+            "what is 5 / 0",
+            "what is 12 times a day?",
+        ):
+            run = await start_run(server.client, thread, text, multitask="enqueue")
+            texts.append((await read_events(server.client, f"/v1/runs/{run['id']}/events"))[-1].json["text"])
+    assert texts == [
+        "12 \u00d7 7 = 84",
+        "15% of 80 = 12",
+        "5 \u00f7 0 has no answer: a number cannot be divided by zero.",
+        "Twelve a day.",
+    ]
+    assert len(small.requests) == 1
+
+
 async def test_an_assistant_whose_knowledge_base_is_missing_declines(
     settings_for: Callable[..., Settings],
 ) -> None:
