@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from parley import events as ev
 from parley import passthrough
 from parley.answers.arithmetic import calculation
-from parley.answers.attachments import attached_hits
+from parley.answers.attachments import attached_hits, wants_summary
 from parley.answers.check import citations
 from parley.answers.compose import (
     SUPPORT_THRESHOLD,
@@ -222,16 +222,17 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         ranked = (state.run.options or {}).get("retrieval") != "all"
         best = hits[0] if hits and ranked and not listing and not attached else None
         trust = float(state.assistant.options.get("trust_similarity", TRUST_SIMILARITY))
-        near = best is not None and (
-            document is not None or paraphrased(best, retrieved.found, retrieved.familiar)
-        )
+        near = best is not None and paraphrased(best, retrieved.found, retrieved.familiar)
         off_topic = (
             best is not None
             and not near
             and (
                 unrelated(question, best, retrieved.found, trust, retrieved.common)
+                # A summary of the document the question names uses words no document has
+                # ("summarise Amelia Hartley's CV"); "her favourite colour" is still unknown.
                 or (
-                    retrieved.familiar is not None
+                    not (document and wants_summary(question))
+                    and retrieved.familiar is not None
                     and unfamiliar(retrieved.terms, retrieved.unknown, best, retrieved.familiar)
                 )
             )
