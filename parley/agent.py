@@ -477,24 +477,22 @@ async def server_chosen_tools(
     by_name = {t.name: t for t in toolbox}
     max_steps = int(state.assistant.options.get("max_steps", agent.tools.max_steps))
     choices = (await route(agent, text, toolbox))[:max_steps]
-    shown = await shown_in_thread(agent, state, agent.tools) if choices or points_at(text) else None
-    if not choices and shown is not None:
+    shown = await shown_in_thread(agent, state, agent.tools)
+    if not choices and points_at(text):
         choices = pointed(text, toolbox, shown)
+        kind = next((t.describes for t in toolbox if t.describes), None)
+        if not choices and kind:  # "which one is cheaper?" with nothing shown yet
+            await _say(agent, state, nothing_shown(kind))
+            return
     if not choices:
         # No tool's words: a small model left to itself in a shop invents products and brands
         # ("the Nike Runners' Fitbit"), so the message is looked up as what the assistant finds
         # ("something for my dad who likes cooking"), or answered with what it can do.
-        kind = next((t.describes for t in toolbox if t.describes), None) if points_at(text) else None
-        lookup = None if kind else looked_up(text, toolbox)
+        lookup = looked_up(text, toolbox)
         if lookup is None:
-            # "which one is cheaper?" with nothing shown yet, or nothing to look up.
-            await _say(
-                agent, state, nothing_shown(kind) if kind else small_talk_reply("greeting", state.assistant)
-            )
+            await _say(agent, state, small_talk_reply("greeting", state.assistant))
             return
         choices = [lookup]
-    if shown is None:
-        shown = await shown_in_thread(agent, state, agent.tools)
     said: list[str] = []
     for step, choice in enumerate(choices, start=1):
         finding = Finding(agent, state, by_name, ctx, seen, shown, step)
