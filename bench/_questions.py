@@ -31,7 +31,7 @@ DEMO_FAQ = [
     q("how much RAM does the default model need", "1 GB", REQS),
     q("Which Python version do I need to run it?", "3.11", REQS),
     q("how do I get parley running on my laptop", "make run", INSTALL),
-    q("where can I read the API docs once it's started?", "/docs", INSTALL),
+    q("where can I read the API docs once it's started?", "/docs", "Where is Parley's API documentation?"),
     q("in which folder are my chats saved by default?", ".parley", DATA),
     q("how can I move the data folder somewhere else", "PARLEY_DATA_DIR", DATA),
     q(

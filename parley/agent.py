@@ -36,6 +36,7 @@ from parley.answers.compose import (
     TRUST_SIMILARITY,
     SentenceGate,
     absent_facts,
+    answers_yes_or_no,
     compose,
     is_list_question,
     list_words,
@@ -247,7 +248,11 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
             return None
         entry = ranked and qa_pair(hits[0].text) is not None and _compose_mode(state) != "model"
         if listing or entry or not _writes(state):
-            named = best is not None and not near and not same_question(question, best)
+            named = (
+                best is not None
+                and (not near or answers_yes_or_no(best))
+                and not same_question(question, best)
+            )
             composed = compose(
                 question, hits, listing=listing, ranked=ranked, exact=retrieved.exact, named=named
             )

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from parley.answers.compose import absent_facts, paraphrased, same_question, unfamiliar, unrelated
+from parley.answers.compose import (
+    absent_facts,
+    answers_yes_or_no,
+    paraphrased,
+    same_question,
+    unfamiliar,
+    unrelated,
+)
 from parley.config import Settings
 from parley.knowledge.search import Hit
 from parley.providers.base import TextDelta
@@ -443,6 +450,36 @@ async def test_an_entry_that_may_not_be_the_question_is_named_with_the_next_ones
     assert laptop.json["text"].startswith("Clone the repository and run `make run`."), laptop.json["text"]
     assert "Also close" not in laptop.json["text"]
     assert model.requests == []
+
+
+async def test_a_yes_or_no_is_shown_under_the_question_it_answers_with_minilm(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """ "does parley work offline?" is a paraphrase of "Does Parley need an internet
+    connection?", whose answer opens "No.": shown alone, that "No." said Parley does not work
+    offline. The reply names the question the "No" answers; asked in the entry's own words, the
+    answer comes alone."""
+    model = small_model()
+    async with serve(minilm_faq(settings_for), {"scripted:small": model}) as server:
+        offline = (await ask(server, "support", "does parley work offline?"))[-1]
+        own = (await ask(server, "support", "Does Parley need an internet connection?"))[-1]
+    text = offline.json["text"]
+    named = 'The closest entry I have is "Does Parley need an internet connection?": No.'
+    assert text.startswith(named), text
+    assert_citations_match_sources(offline)
+    assert own.json["text"].startswith("No. The default model"), own.json["text"]
+    assert model.requests == []
+
+
+def test_an_answer_opening_with_yes_or_no_answers_only_its_own_question() -> None:
+    def entry(answer: str) -> Hit:
+        return Hit("kb", "c0", "d0", "FAQ", "", f"Q: Is it free?\nA: {answer}", 0, 1.0, None, 0.5)
+
+    assert answers_yes_or_no(entry("No. It costs nothing to run, though."))
+    assert answers_yes_or_no(entry("Yes, under the Apache 2.0 licence."))
+    assert not answers_yes_or_no(entry("Nobody pays: it is open source."))
+    assert not answers_yes_or_no(entry("It is released under Apache 2.0."))
+    assert not answers_yes_or_no(Hit("kb", "c1", "d1", "Guide", "", "Yes, it is.", 0, 1.0, None, 0.5))
 
 
 def test_an_entry_asked_in_its_own_words_needs_no_naming() -> None:

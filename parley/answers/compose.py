@@ -197,6 +197,18 @@ def same_question(question: str, best: Hit) -> bool:
     return pair is not None and bool(asked) and asked == set(content_stems(pair[0]))
 
 
+_POLAR = re.compile(r"\s*(?:yes|no)\b", re.IGNORECASE)
+
+
+def answers_yes_or_no(best: Hit) -> bool:
+    """Whether the best source is an FAQ entry whose answer opens with "Yes" or "No". Such an
+    answer is only right under its own question: "does parley work offline?" is a paraphrase of
+    "Does Parley need an internet connection?", whose answer is "No.", so unless the question
+    has the entry's own words the reply names the question that "No" answers."""
+    pair = qa_pair(best.text)
+    return pair is not None and _POLAR.match(pair[1]) is not None
+
+
 def unfamiliar(terms: Sequence[str], unknown: Sequence[str], best: Hit, trust: float) -> bool:
     """Whether at least half of the question's content words (``terms``), and at least
     ``UNKNOWN_WORDS`` of them, are ``unknown`` (no chunk of the knowledge bases has them) and
