@@ -59,19 +59,32 @@ class Fact:
     statement: str
     question: str
     answer: str
+    #: The question asked in other words: written after the server's rules for these questions
+    #: (``parley.answers.remembered``), never used to change them: the held-out round.
+    rephrased: str = ""
 
 
 FACTS = [
-    Fact("Hi, I'm Marta.", "What is my name?", "Marta"),
-    Fact("I live in Tallinn.", "Which city do I live in?", "Tallinn"),
-    Fact("I work as a marine biologist.", "What do I do for a living?", "marine biologist"),
-    Fact("I'm allergic to sesame.", "Which food am I allergic to?", "sesame"),
-    Fact("My dog is called Pixel.", "What is my dog called?", "Pixel"),
-    Fact("My favourite colour is ochre.", "What is my favourite colour?", "ochre"),
-    Fact("My budget is 1200 euros.", "What budget did I give you?", "1200"),
-    Fact("I'm vegetarian.", "Is there a diet I follow?", "vegetarian"),
-    Fact("I prefer trains over planes.", "How do I prefer to travel?", "trains"),
-    Fact("Remember that my passport expires in March.", "When does my passport expire?", "March"),
+    Fact("Hi, I'm Marta.", "What is my name?", "Marta", "Do you remember my name?"),
+    Fact("I live in Tallinn.", "Which city do I live in?", "Tallinn", "What city am I in?"),
+    Fact("I work as a marine biologist.", "What do I do for a living?", "marine biologist", "what's my job?"),
+    Fact("I'm allergic to sesame.", "Which food am I allergic to?", "sesame", "what can't I eat?"),
+    Fact("My dog is called Pixel.", "What is my dog called?", "Pixel", "what's my dog's name?"),
+    Fact(
+        "My favourite colour is ochre.",
+        "What is my favourite colour?",
+        "ochre",
+        "which colour do I like best?",
+    ),
+    Fact("My budget is 1200 euros.", "What budget did I give you?", "1200", "how much can I spend?"),
+    Fact("I'm vegetarian.", "Is there a diet I follow?", "vegetarian", "do I eat meat?"),
+    Fact("I prefer trains over planes.", "How do I prefer to travel?", "trains", "how do I like to travel?"),
+    Fact(
+        "Remember that my passport expires in March.",
+        "When does my passport expire?",
+        "March",
+        "when is my passport expiring?",
+    ),
 ]
 
 TOPICS = """sourdough baking|the printing press|training for a 10k run|composting at home|the Roman aqueducts|
@@ -108,24 +121,29 @@ class Turn:
     text: str
     reply: str
     probe: Fact | None = None
+    #: The probe's name in the results: its answer, and "(rephrased)" in the second round.
+    key: str = ""
 
 
 def conversation(turns: int, seed: int = 7) -> list[Turn]:
     """The user's messages and the scripted replies, reproducible from ``seed``."""
     rng = random.Random(seed)
     script: list[Turn] = []
-    probes = FACTS[: min(len(FACTS), turns // 4)]
+    facts = FACTS[: min(len(FACTS), turns // 4)]
+    probes = [(f.question, f.answer, f) for f in facts]
+    if turns // 4 >= 2 * len(facts):  # room for the second round, the questions asked otherwise
+        probes += [(f.rephrased, f"{f.answer} (rephrased)", f) for f in facts]
     for i in range(turns - len(probes)):
         topic = TOPICS[i % len(TOPICS)]
         question = rng.choice(QUESTIONS).format(t=topic)
-        text = f"{FACTS[i].statement} {question}" if i < len(probes) else question
+        text = f"{FACTS[i].statement} {question}" if i < len(facts) else question
         sentences = rng.sample(ANSWER_SENTENCES, 5)
         reply = " ".join(
             s.format(t=topic, T=topic[:1].upper() + topic[1:], n=rng.randint(2, 9)) for s in sentences
         )
         script.append(Turn(text, reply))
-    for fact in probes:
-        script.append(Turn(fact.question, "I am not sure about that, sorry.", probe=fact))
+    for text, key, fact in probes:
+        script.append(Turn(text, "I am not sure about that, sorry.", probe=fact, key=key))
     return script
 
 
@@ -167,6 +185,8 @@ class Result:
     reached: dict[str, bool] = field(default_factory=dict)
     answered: dict[str, bool] = field(default_factory=dict)
     answers: dict[str, str] = field(default_factory=dict)
+    #: The probes the server answered itself (no model turn: ``parley.answers.remembered``).
+    composed: set[str] = field(default_factory=set)
     turn_index: list[int] = field(default_factory=list)
     build_ms: list[float] = field(default_factory=list)
 
@@ -179,6 +199,8 @@ class Recorder(Provider):
     ):
         self.name = "scripted:bench-memory"
         self.model = "bench-memory"
+        # A small real model is served as one: Parley keeps the facts out of its prompt.
+        self.chooses_tools = model.chooses_tools if model is not None else True
         self.script = script
         self.real = model
         self.real_turns = model_turns or set()
@@ -187,7 +209,7 @@ class Recorder(Provider):
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[Delta]:
         self.requests.append(request)
-        turn, self.turn = self.turn, self.turn + 1
+        turn = self.turn  # set by ``Player.play``: a turn the server answers calls no model
         if self.real is not None and turn in self.real_turns:
             async for delta in self.real.stream(request):
                 yield delta
@@ -254,6 +276,7 @@ class Player:
         first: float | None = None
         done: dict[str, Any] = {}
         body = {"input": turn.text, "stream": True}
+        self.recorder.turn, asked = index, len(self.recorder.requests)
         async with aconnect_sse(self.client, "POST", f"/v1/threads/{self.thread}/runs", json=body) as source:
             async for sse in source.aiter_sse():
                 if sse.event == "message.delta" and first is None:
@@ -270,12 +293,15 @@ class Player:
         await self.parley.context.idle()
         result.upkeep_ms.append((time.perf_counter() - upkeep) * 1000)
         if turn.probe is not None:
-            sent = "\n".join(m.content for m in self.recorder.requests[-1].messages)
-            prompt = sent.replace(turn.text, "")
             answer = turn.probe.answer.lower()
-            result.reached[turn.probe.answer] = answer in prompt.lower()
-            result.answers[turn.probe.answer] = done["text"]
-            result.answered[turn.probe.answer] = answer in done["text"].lower()
+            if len(self.recorder.requests) == asked:
+                result.composed.add(turn.key)
+            else:
+                sent = "\n".join(m.content for m in self.recorder.requests[-1].messages)
+                prompt = sent.replace(turn.text, "")
+                result.reached[turn.key] = answer in prompt.lower()
+            result.answers[turn.key] = done["text"]
+            result.answered[turn.key] = answer in done["text"].lower()
 
 
 async def play(players: Sequence[Player], turns: int) -> list[Result]:
@@ -379,15 +405,28 @@ def report_local(results: Sequence[Result], model_turns: Sequence[int]) -> None:
     for r in results:
         hits = sum(r.answered.values())
         reached = sum(r.reached.values())
+        # The late questions the server answered have no model turn to time.
+        late = [r.server_ttft_ms[i] for i in model_turns if r.turn_index[i] >= 3 and r.prompt_tokens[i]]
         early = [r.server_ttft_ms[i] for i in model_turns if r.turn_index[i] < 3]
-        late = [r.server_ttft_ms[i] for i in model_turns if r.turn_index[i] >= 3]
+        late_ms = f"{statistics.median(late):.0f} ms" if late else "- (none)"
         print(
-            f"  {r.name:<15} fact in prompt {reached}/{len(r.reached)}  answer correct {hits}/{len(r.answered)}  "
-            f"TTFT median early {statistics.median(early):.0f} ms, late {statistics.median(late):.0f} ms, "
+            f"  {r.name:<15} answered by the server {len(r.composed)}/{len(r.answered)}, by the model "
+            f"{len(r.reached)} (fact in its prompt {reached}/{len(r.reached)})  "
+            f"answer correct {hits}/{len(r.answered)}  "
+            f"TTFT median early {statistics.median(early):.0f} ms, late {late_ms}, "
             f"max prompt {max(r.prompt_tokens[i] for i in model_turns)} tokens"
         )
+        rephrased = [k for k in r.answered if k.endswith("(rephrased)")]
+        if rephrased:
+            first = len(r.answered) - len(rephrased)
+            print(
+                f"  {'':<15} correct: the questions the rules were written from "
+                f"{sum(r.answered[k] for k in r.answered if k not in rephrased)}/{first}, "
+                f"asked otherwise (held out) {sum(r.answered[k] for k in rephrased)}/{len(rephrased)}"
+            )
         for answer, text in r.answers.items():
-            print(f"      {answer:<18} {'ok ' if r.answered[answer] else 'no '} {text.strip()[:90]!r}")
+            who = "server" if answer in r.composed else "model "
+            print(f"      {answer:<29} {'ok ' if r.answered[answer] else 'no '} {who} {text.strip()[:80]!r}")
 
 
 async def main() -> None:

@@ -62,8 +62,10 @@ from parley.answers.references import (
     question,
     resolve,
 )
+from parley.answers.remembered import about_me, recollection
 from parley.answers.replies import Gate, evidence, summaries
 from parley.events import EventSink
+from parley.facts import extract as extract_facts
 from parley.knowledge.grounding import (
     NO_ANSWER,
     Retrieved,
@@ -76,6 +78,7 @@ from parley.knowledge.grounding import (
     source_json,
 )
 from parley.knowledge.search import Hit
+from parley.memory import Stated
 from parley.providers.base import (
     ChatMessage,
     Delta,
@@ -183,6 +186,11 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         if (worked := calculation(state.run.input)) is not None:
             # "what is 12 times 7?" got "… = 90 days": the server does the arithmetic.
             _answer(agent, state, worked, "calculated")
+            return None
+        if about_me(state.run.input) and (recalled := await _recollection(agent, state)) is not None:
+            # Given the user's facts, a small model takes them for its own ("Hi, I'm Ana"), so
+            # they stay out of its prompt; what the user said is said back by the server.
+            _answer(agent, state, recalled, "remembered")
             return None
     if state.assistant.knowledge_bases or attached:
         question, document = state.run.input, None
@@ -296,6 +304,28 @@ def _answer(agent: Agent, state: RunState, text: str, kind: str) -> None:
         state.first_token = time.perf_counter()
         agent.metrics.ttft_seconds.labels(state.run.assistant).observe(state.first_token - state.started)
     agent.log.append(state.run.id, ev.MESSAGE_DELTA, {"text": text})
+
+
+#: Every remembered fact is read for a question about the user (``Memory.recall``'s ``k``).
+RECALL_ALL = 1000
+
+
+async def _recollection(agent: Agent, state: RunState) -> str | None:
+    """The reply to a question about what the user said of themselves (``answers.remembered``):
+    their remembered facts, when memory is on, and what they said in this conversation."""
+    assert state.assistant is not None
+    run = state.run
+    remembering = await agent.context.memory_on(state.assistant, run.user_id)
+    stated: dict[str, Stated] = {}
+    if remembering:
+        async with agent.db.read() as reader:
+            for fact in await agent.context.memory.recall(reader, run.user_id, run.input, RECALL_ALL):
+                stated[fact.key] = fact
+    async with agent.db.session() as session:
+        for message in await history(session, run.thread_id):
+            if message.role == "user":
+                stated.update((fact.key, fact) for fact in extract_facts(message.content))
+    return recollection(run.input, list(stated.values()), remembering=remembering)
 
 
 def _writes(state: RunState) -> bool:

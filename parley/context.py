@@ -4,7 +4,9 @@ The prompt is, in order of priority when it does not all fit:
 
 1. the assistant's instructions and the current turn (the user's latest message and
    anything after it in this run, such as tool calls and their results) — always sent;
-2. the user's most relevant remembered facts (``parley.memory``), up to ``memory_tokens``;
+2. the user's most relevant remembered facts (``parley.memory``), up to ``memory_tokens``,
+   for a model that chooses its own tools (a smaller one took them for its own: "Hi, I'm Ana";
+   the server answers questions about them, ``parley.answers.remembered``);
 3. retrieved sources (``sources``: mappings with ``text`` and optional ``title``), numbered
    [1], [2] ..., dropped from the least relevant end. With sources, the latest turn becomes
    a grounded prompt: the sources, then the question, then the instruction to answer only
@@ -427,7 +429,9 @@ class ContextBuilder:
         budget = Budget.of(options, self.settings, provider)
         async with self.db.read() as reader:  # straight to the driver: before the first token
             facts: list[MemoryFact] = []
-            if options.memory:
+            # A small model takes the user's facts for its own ("Hi, I'm Ana"): it gets none, and
+            # the server answers what the user asks about them (``parley.answers.remembered``).
+            if options.memory and provider.chooses_tools:
                 facts = await self.memory.recall(reader, run.user_id, run.input, budget.memory_top_k)
             summary, history = await history_after(reader, run.thread_id)
         return build_context(

@@ -15,6 +15,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Protocol, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -88,6 +89,13 @@ _HINTS: dict[str, str] = {
     "prefers": "prefer favourite favorite recommend",
     "favourite": "favourite favorite prefer best",
 }
+# Words a question asking for a kind of fact uses ("What do I do for a living?"): narrower
+# than ``_HINTS``, which also has the words of requests a fact bears on ("cook", "recipe").
+_ASKED_BY: dict[str, str] = {
+    "occupation": "job work living profession career",
+    "employer": "job work company employer",
+    "age": "age old",
+}
 _PRIORS = {"name": 1.0, "constraint": 1.0, "profile": 0.3, "preference": 0.2, "note": 0.2}
 
 
@@ -137,6 +145,43 @@ def rank(facts: Sequence[MemoryFact], query: str, k: int) -> list[MemoryFact]:
     best = sorted(range(total), key=score, reverse=True)[:k]
     # A stable order: the same facts make the same text, whatever the question.
     return sorted((facts[i] for i in best), key=lambda f: (-_PRIORS.get(f.kind, 0.0), f.created_at))
+
+
+class Stated(Protocol):
+    """A fact as stored (``MemoryFact``) or as just extracted from a message (``facts.Fact``)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+
+
+_F = TypeVar("_F", bound=Stated)
+
+
+def asked_for(facts: Sequence[_F], question: str, *, by_value: bool = False) -> list[_F]:
+    """The facts ``question`` asks for: those that share a word with it besides their value's
+    ("Which food am I allergic to?" and "Allergic to sesame" share "allergic"; "how do I make
+    sesame noodles?" shares only the value, and asks for no fact), or, for a note, any word when
+    the question says "my" ("When does my passport expire?"). A fact about someone close asks
+    for them by name ("Dog's name: Pixel" answers "what is my dog called?" only). ``by_value``:
+    the value's words count too, for a question that asks whether it holds ("am I vegetarian?")."""
+    wanted = set(_terms(question))
+    mine = "my" in _WORD.findall(question.lower())
+    found = []
+    for fact in facts:
+        head, _, rest = fact.key.partition(":")
+        if head == "relation" and not set(_terms(rest)) & wanted:
+            continue  # "Dog's name: Pixel" answers "what is my dog called?", not "what is my name?"
+        own = set(_terms(f"{fact.text} {fact.key.replace(':', ' ')} {_ASKED_BY.get(head, '')}"))
+        about = own if by_value or (fact.kind == "note" and mine) else own - set(_terms(fact.value))
+        if about & wanted:
+            found.append(fact)
+    return found
 
 
 # -- storage ----------------------------------------------------------------------------

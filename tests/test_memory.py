@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from parley.answers.remembered import recollection
 from parley.assistants import Assistant
 from parley.context import MEMORY_HEADER
 from parley.facts import extract
@@ -305,3 +306,82 @@ async def test_a_memory_model_extracts_facts_and_rules_are_the_fallback(
         await say(server, await new_thread(server.client), "I live in Porto and latex gives me a rash.")
         assert {f["key"] for f in await memory(server)} == learned
         assert model.requests[0].response_schema is not None
+
+
+# -- a small model -----------------------------------------------------------------------
+
+
+async def test_a_small_model_never_sees_the_users_facts_and_the_server_says_them_back(
+    settings_for: Any,
+) -> None:
+    """SmolLM2, given "Name: Ana" in its prompt, greeted the user with "Hi, I'm Ana, the friendly
+    AI chatbot", and asked "what is my name?" answered "I'm Anana". A model that cannot choose
+    its tools gets no facts; a question about them is answered from what the user said, here
+    and in other threads, and anything else is still the model's."""
+    small = ScriptedProvider(turns=[[TextDelta("Hello there!")]] * 4, chooses_tools=False)
+    async with serve(settings_for(model="scripted:small"), providers={"scripted:small": small}) as server:
+        first = await new_thread(server.client)
+        await say(server, first, "Hi, I'm Ana. I'm allergic to peanuts.")
+        second = await new_thread(server.client)
+        hello = await say(server, second, "hi")
+        name = await say(server, second, "what is my name?")
+        allergy = await say(server, second, "am I allergic to anything?")
+        everything = await say(server, second, "what do you know about me?")
+        cook = await say(server, second, "what should I cook tonight?")
+    assert hello["text"] == "Hello there!"
+    assert all(MEMORY_HEADER not in whole(request) for request in small.requests)
+    assert "Ana" not in whole(small.requests[1]), "the greeting's prompt has no name to take for its own"
+    assert name["text"] == "You told me your name is Ana."
+    assert allergy["text"] == "You told me you are allergic to peanuts."
+    assert everything["text"] == "You told me:\n- your name is Ana\n- you are allergic to peanuts"
+    assert cook["text"] == "Hello there!", "a question that asks for no fact is the model's"
+    assert len(small.requests) == 3  # "hi" and "what should I cook tonight?" (and the first turn)
+
+
+async def test_a_small_model_asked_what_it_was_never_told_says_so(settings_for: Any) -> None:
+    """Asked "what is my name?" by someone who never said it, SmolLM2 answered "My name is
+    Parley". With memory off the user's own words in this conversation still count."""
+    small = ScriptedProvider(turns=[[TextDelta("My name is Parley.")]] * 3, chooses_tools=False)
+    settings = settings_for(model="scripted:small", memory=False)
+    async with serve(settings, providers={"scripted:small": small}) as server:
+        thread = await new_thread(server.client)
+        unknown = await say(server, thread, "what is my name?")
+        await say(server, thread, "My name is Bo.")
+        known = await say(server, thread, "what's my name?")
+    assert unknown["text"] == "I don't know your name: you haven't told me in this conversation."
+    assert known["text"] == "You told me your name is Bo."
+    assert len(small.requests) == 1  # only "My name is Bo." reached the model
+
+
+def test_a_question_asks_for_a_fact_only_by_the_facts_own_words() -> None:
+    stated = extract(
+        "Hi, I'm Marta. My dog is called Pixel. I'm allergic to sesame. I live in Tallinn. "
+        "I work as a marine biologist."
+    )
+    answered = {
+        question: recollection(question, stated, remembering=True)
+        for question in (
+            "What is my name?",
+            "What is my dog called?",
+            "Which food am I allergic to?",
+            "am I allergic to sesame?",  # whether it holds: its value counts
+            "where do I live?",
+            "What do I do for a living?",
+            "how do I make sesame noodles?",  # the allergy's value, not a question about it
+            "what is a good name for my dog?",  # asks for something new
+            "tell me a joke about my dog",
+            "What is the capital of France?",
+        )
+    }
+    assert answered == {
+        "What is my name?": "You told me your name is Marta.",
+        "What is my dog called?": "You told me your dog's name is Pixel.",
+        "Which food am I allergic to?": "You told me you are allergic to sesame.",
+        "am I allergic to sesame?": "You told me you are allergic to sesame.",
+        "where do I live?": "You told me you live in Tallinn.",
+        "What do I do for a living?": "You told me you work as a marine biologist.",
+        "how do I make sesame noodles?": None,
+        "what is a good name for my dog?": None,
+        "tell me a joke about my dog": None,
+        "What is the capital of France?": None,
+    }

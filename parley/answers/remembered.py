@@ -1,0 +1,106 @@
+"""What the user said about themselves, said back by the server when the model is small.
+
+Given the user's remembered facts, SmolLM2-135M takes them for its own ("Hi, I'm Ana, the
+friendly AI chatbot"); asked "what is my name?" without them, it invents one ("My name is
+Parley"). For a model that cannot choose its tools, the facts stay out of the prompt
+(``parley.context``), and a question about the user is answered here from what the user
+stated: the remembered facts (``parley.memory``) and the conversation's own messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from parley.memory import Stated, asked_for
+
+#: A question: it starts as one or ends with a question mark.
+_QUESTION = re.compile(
+    r"^\W*(?:what|what['\u2019]s|whats|where|which|who|when|how|do|does|did|am|is|have|remind)\b|\?\s*$",
+    re.IGNORECASE,
+)
+#: About the one asking.
+_ABOUT_ME = re.compile(r"\b(?:my|me|i|i['\u2019]m|mine)\b", re.IGNORECASE)
+#: Asks for something new rather than for what was said: "what's a good name for my dog?",
+#: "what should I cook for dinner?", "tell me a joke about my dog".
+_REQUEST = re.compile(
+    r"\b(?:suggest|recommend|ideas?|good|best|should|could|would|can\s+you|joke|write|make|give\s+me)\b",
+    re.IGNORECASE,
+)
+#: Facts as ``parley.facts`` words them, and as they are said back, longest first.
+_SPOKEN = (
+    ("Does not eat or drink ", "you do not eat or drink "),
+    ("Wants replies in ", "you want replies in "),
+    ("Allergic to ", "you are allergic to "),
+    ("Lives in ", "you live in "),
+    ("Works as ", "you work as "),
+    ("Works at ", "you work at "),
+    ("Dislikes ", "you dislike "),
+    ("Prefers ", "you prefer "),
+    ("Is from ", "you are from "),
+    ("Likes ", "you like "),
+    ("Has ", "you have "),
+    ("Is ", "you are "),
+)
+#: "Name: Ana", "Favourite colour: ochre", "Dog's name: Pixel".
+_LABELLED = re.compile(r"^(?P<label>[A-Z][\w' ]{0,40}): (?P<value>.+)$")
+#: A note is stored in the third person ("Their passport expires in March").
+_THIRD = ((re.compile(r"\b[Tt]heir\b"), "your"), (re.compile(r"\b[Tt]hey\b"), "you"))
+#: Asks for everything: "what do you know about me?", "do you remember me?", "who am I?".
+_EVERYTHING = re.compile(
+    r"\b(?:know|remember)\b.*\babout\s+me\b|\b(?:know|remember)\s+me\b|^\W*who\s+am\s+i\b",
+    re.IGNORECASE,
+)
+#: Asks whether something holds of the user: "am I vegetarian?", "do I like jazz?".
+_WHETHER = re.compile(r"^\W*(?:am\s+i|do\s+i|did\s+i|is\s+my|have\s+i)\b", re.IGNORECASE)
+#: Asks for one thing of the user's by name: "what is my name?", "do you know my birthday?".
+_MY_THING = re.compile(
+    r"^\W*(?:what['\u2019]s|what\s+is|do\s+you\s+(?:know|remember))\s+my\s+"
+    r"(?P<thing>[a-z]+(?:\s+[a-z]+)?)\W*$",
+    re.IGNORECASE,
+)
+
+
+def about_me(question: str) -> bool:
+    """Whether ``question`` asks something about the one asking (worth reading what they said)."""
+    return bool(_QUESTION.search(question) and _ABOUT_ME.search(question) and not _REQUEST.search(question))
+
+
+def recollection(question: str, facts: Sequence[Stated], *, remembering: bool) -> str | None:
+    """The reply to a question about what the user stated, from ``facts``; ``None`` when the
+    question asks for none of them (the model answers it). ``remembering``: facts from other
+    conversations were read too (memory is on), as "you haven't told me" says."""
+    if not about_me(question):
+        return None
+    everything = _EVERYTHING.search(question) is not None
+    whether = _WHETHER.match(question) is not None
+    wanted = list(facts) if everything else asked_for(facts, question, by_value=whether)
+    if wanted:
+        return told(wanted)
+    where = "" if remembering else " in this conversation"
+    if everything:
+        return f"I don't know anything about you yet: you haven't told me{where}."
+    if (mine := _MY_THING.match(question)) is not None:
+        return f"I don't know your {mine.group('thing').lower()}: you haven't told me{where}."
+    return None
+
+
+def told(facts: Sequence[Stated]) -> str:
+    """The facts as the user hears them back: "You told me your name is Ana." or a list."""
+    lines = [said_back(f.text) for f in facts]
+    if len(lines) == 1:
+        return f"You told me {lines[0]}."
+    return "You told me:\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def said_back(text: str) -> str:
+    """A fact's text (``parley.facts``: "Is vegetarian", "Dog's name: Pixel", "Their passport
+    expires in March") as said to the user: "you are vegetarian", "your dog's name is Pixel"."""
+    for stored, spoken in _SPOKEN:
+        if text.startswith(stored):
+            return spoken + text[len(stored) :]
+    if (labelled := _LABELLED.match(text)) is not None:
+        return f"your {labelled.group('label').lower()} is {labelled.group('value')}"
+    for pattern, replacement in _THIRD:
+        text = pattern.sub(replacement, text)
+    return text[:1].lower() + text[1:]
