@@ -2,6 +2,7 @@
 and 50 concurrent buyers of the last 10 units.
 
     python -m bench.catalog                     # SQLite in a temporary folder
+    python -m bench.catalog --only meaning      # products by meaning: the floor swept (MiniLM)
     PARLEY_BENCH_POSTGRES_URL=postgresql+asyncpg://... python -m bench.catalog   # also PostgreSQL
 
 Queries are written from a seeded sample of products: a few words of the product's short
@@ -17,6 +18,7 @@ import platform
 import random
 import re
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -193,7 +195,155 @@ def print_figures(label: str, f: dict[str, Any]) -> None:
     )
 
 
+# -- by meaning ------------------------------------------------------------------------------
+#
+# Needs as people say them, written before the fallback was measured, with the categories a
+# right first product is in; and things the catalog does not sell, where the right answer is
+# nothing. Items alternate between the calibrate and report splits (even / odd index).
+
+IKEA_NEEDS: list[tuple[str, tuple[str, ...]]] = [
+    ("a place to put my television", ("TV & media furniture",)),
+    ("where can my baby sleep", ("Nursery furniture", "Beds", "Children's furniture")),
+    ("somewhere to keep my clothes", ("Wardrobes", "Chests of drawers & drawer units")),
+    ("furniture for the garden", ("Outdoor furniture",)),
+    ("something to sit on while I work", ("Chairs",)),
+    ("storage for my books", ("Bookcases & shelving units",)),
+    ("a spot for guests to sleep", ("Beds", "Sofas & armchairs")),
+    ("a surface to eat dinner on", ("Tables & desks", "Café furniture")),
+    ("a comfy seat for the living room", ("Sofas & armchairs", "Chairs")),
+    ("something to split a big room in two", ("Room dividers", "Bookcases & shelving units")),
+    ("a cart on wheels for the kitchen", ("Trolleys",)),
+    ("high stools for the kitchen counter", ("Bar furniture", "Chairs")),
+    (
+        "a piece to display plates in the dining room",
+        ("Sideboards, buffets & console tables", "Cabinets & cupboards"),
+    ),
+    ("a place for the kids to play and draw", ("Children's furniture", "Tables & desks")),
+    ("patio seating", ("Outdoor furniture",)),
+    ("somewhere to put my socks and underwear", ("Chests of drawers & drawer units", "Wardrobes")),
+    ("a workstation for my computer", ("Tables & desks",)),
+    ("a lounger for sunbathing", ("Outdoor furniture",)),
+    ("seating for a cafe", ("Café furniture", "Chairs")),
+    ("a cosy reading nook chair", ("Sofas & armchairs", "Chairs")),
+]
+IKEA_NOT_SOLD = [
+    "running shoes",
+    "a phone charger",
+    "dog food",
+    "a novel to read",
+    "wireless headphones",
+    "shampoo for dry hair",
+    "a laptop",
+    "fresh vegetables",
+    "car tyres",
+    "a winter jacket",
+]
+DEMO_NEEDS: list[tuple[str, tuple[str, ...]]] = [
+    ("gear for a runner", ("clothing", "sports")),
+    ("something for my morning jog", ("clothing", "sports")),
+    ("stuff to make my skin soft", ("beauty",)),
+    ("a present for someone who loves reading", ("books",)),
+    ("music on the go", ("electronics",)),
+    ("a workout at home", ("sports",)),
+    ("keep my coffee hot", ("home",)),
+    ("a hike in the mountains", ("sports", "clothing")),
+]
+DEMO_NOT_SOLD = ["car tyres", "dog food", "fresh vegetables", "concert tickets", "a used car", "garden seeds"]
+FLOORS = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+
+
+async def meaning_shop(csv: Path, mapping: list[str], embedder: Any, folder: str, name: str) -> Shop:
+    db = Database(f"sqlite+aiosqlite:///{folder}/{name}.db")
+    await db.upgrade()
+    await import_csv(db, csv, parse_map(mapping), default_stock=10, replace=True)
+
+    async def meaning() -> Any:
+        return embedder
+
+    return Shop(db, meaning=meaning)
+
+
+async def judge(
+    shop: Shop, needs: list[tuple[str, tuple[str, ...]]], not_sold: list[str], split: int
+) -> dict[str, int]:
+    """For the current ``MEANING_FLOOR``: needs whose first product is in a right category
+    (``right``), in another (``wrong``), or with nothing found (``none``); and things not sold
+    that found nothing (``declined``) or something (``shown``); ``words``: needs the words found."""
+    out = {"right": 0, "wrong": 0, "none": 0, "words": 0, "declined": 0, "shown": 0}
+    for text, categories in needs[split::2]:
+        hits = await shop.search(text, limit=5)
+        out["words"] += bool(hits) and not hits[0].by_meaning
+        if not hits:
+            out["none"] += 1
+        elif hits[0].product.category in categories:
+            out["right"] += 1
+        else:
+            out["wrong"] += 1
+    for text in not_sold[split::2]:
+        out["declined" if not await shop.search(text, limit=5) else "shown"] += 1
+    return out
+
+
+async def bench_meaning() -> None:
+    """Products by meaning when no product has the query's words: the floor swept on both
+    catalogs, both splits side by side (the floor is chosen on ``calibrate`` alone)."""
+    import parley.shop as shop_module
+    from parley.knowledge.embeddings import load_embedder
+
+    embedder = load_embedder("minilm", Path.home() / ".cache" / "parley" / "models")
+    demo_map = [
+        "id=id,name=name,category=category,price=price,description=description,brand=brand,stock=stock"
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        ikea = await meaning_shop(DATASETS / "ikea" / "ikea.csv", IKEA_MAP, embedder, folder, "ikea")
+        demo = await meaning_shop(
+            ROOT / "parley" / "data" / "demo_catalog.csv", demo_map, embedder, folder, "demo"
+        )
+        print(
+            f"\nby meaning: {embedder.name}; IKEA {len(IKEA_NEEDS)} needs + {len(IKEA_NOT_SOLD)} not sold, "
+            f"demo {len(DEMO_NEEDS)} + {len(DEMO_NOT_SOLD)}; halves: calibrate (even items) / report (odd)"
+        )
+        async with ikea.db.session() as session:
+            products = list(await session.scalars(select(Product).order_by(Product.id)))
+        known = queries(products, 100, seed=11)
+        print(
+            f"{'floor':>6}  {'catalog':<6} {'split':<9} right  wrong  none  (words)  "
+            "not sold: declined  shown   known items top-1 / top-10"
+        )
+        chosen = shop_module.MEANING_FLOOR
+        for floor in (2.0, *FLOORS):  # 2.0: words only (no cosine reaches it)
+            shop_module.MEANING_FLOOR = floor
+            top1 = top10 = 0
+            for q in known:
+                found = [
+                    h.product.id
+                    for h in await ikea.search(
+                        q.text, category=q.category, max_price=q.max_price, in_stock=q.in_stock, limit=10
+                    )
+                ]
+                top1 += found[:1] == [q.target]
+                top10 += q.target in found
+            for label, shop, needs, not_sold in (
+                ("ikea", ikea, IKEA_NEEDS, IKEA_NOT_SOLD),
+                ("demo", demo, DEMO_NEEDS, DEMO_NOT_SOLD),
+            ):
+                for split, name in ((0, "calibrate"), (1, "report")):
+                    r = await judge(shop, needs, not_sold, split)
+                    mark = "words" if floor > 1 else f"{floor:.2f}" + ("*" if floor == chosen else "")
+                    items = (
+                        f"   {top1:>3} / {top10:>3} of {len(known)}" if label == "ikea" and split == 0 else ""
+                    )
+                    print(
+                        f"{mark:>6}  {label:<6} {name:<9} {r['right']:>5}  {r['wrong']:>5}  {r['none']:>4}  "
+                        f"({r['words']:>2})              {r['declined']:>8}  {r['shown']:>5}{items}"
+                    )
+        shop_module.MEANING_FLOOR = chosen
+
+
 async def main() -> None:
+    if "--only" in sys.argv and sys.argv[sys.argv.index("--only") + 1] == "meaning":
+        await bench_meaning()
+        return
     n = int(os.environ.get("BENCH_QUERIES", "300"))
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}; {n} queries"

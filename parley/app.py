@@ -90,10 +90,19 @@ class Parley:
         self.log = EventLog(self.db, self.bus, on_commit=self.metrics.events_committed)
         self.providers = Providers(settings, providers)
         self.assistants = Assistants.load(settings.model, settings.config_file)
+        self.knowledge = Knowledge(
+            self.db,
+            embeddings=settings.embeddings,
+            cache_dir=settings.models_dir,
+            questions=settings.question_embedding,
+            chunks=settings.chunk_embedding,
+            workers=Workers(settings.ingest_workers),
+        )
         self.shop = Shop(
             self.db,
             tax_rate=settings.shop_tax_rate,
             cart_hold_seconds=settings.shop_cart_hold_seconds or None,
+            meaning=self.knowledge.embedder,  # products by meaning when none has the query's words
         )
         self.tools = Tools(
             shop_tools.TOOLS,
@@ -106,14 +115,6 @@ class Parley:
         )
         for assistant in self.assistants.all():
             self.tools.select(assistant.tools)  # an unknown tool name fails here, at start
-        self.knowledge = Knowledge(
-            self.db,
-            embeddings=settings.embeddings,
-            cache_dir=settings.models_dir,
-            questions=settings.question_embedding,
-            chunks=settings.chunk_embedding,
-            workers=Workers(settings.ingest_workers),
-        )
         self.jobs = Jobs(self.knowledge)
         # The configured knowledge syncs in the background; one process of a cluster does it.
         self.first_start = FirstStart(

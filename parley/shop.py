@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
+from parley.knowledge.embeddings import Embedder
 from parley.store.db import Database
 from parley.store.schema import Base, now
 from parley.tools.base import ToolError
@@ -48,6 +49,12 @@ log = structlog.get_logger(__name__)
 
 #: A sold-out product's search score, as a share of how well it matches (``Shop.search``).
 SOLD_OUT_SCORE = 0.9
+#: The cosine similarity (MiniLM) a product needs to be found by meaning when no product has
+#: a word of the query ("what would you recommend for a runner?": the catalog says "running"):
+#: calibrated with ``python -m bench.catalog --only meaning`` (docs/BENCHMARKS.md).
+MEANING_FLOOR = 0.4
+#: The embedding model, loaded on first use (``Knowledge.embedder``).
+EmbedderSource = Callable[[], Awaitable[Embedder | None]]
 
 
 class Product(Base):
@@ -106,6 +113,8 @@ def product_json(product: Product, *, full: bool = False) -> dict[str, Any]:
 class Hit:
     product: Product
     score: float
+    #: Found by meaning: no product has the query's words (``Shop.search``).
+    by_meaning: bool = False
 
 
 class _Index:
@@ -118,6 +127,9 @@ class _Index:
         self.prices = np.array([r[5] for r in rows], dtype=float)
         self.stemmer = stemmer
         self.retriever: bm25s.BM25 | None = None
+        #: What an embedder reads of each product, when one is asked to (``Shop._similarity``).
+        self.texts = [f"{name}. {category}. {description}" for _, name, category, _, description, _ in rows]
+        self.vectors: dict[str, np.ndarray] = {}  # by embedder name
         if rows:
             # The name counts twice: a query naming the product should find it first.
             docs = [
@@ -161,8 +173,11 @@ class Shop:
         tax_rate: float = 0.0,
         recheck_seconds: float = 1.0,
         cart_hold_seconds: float | None = None,
+        meaning: EmbedderSource | None = None,
     ) -> None:
         self.db = db
+        #: Finds products by meaning when none has the query's words (None: words only).
+        self.meaning = meaning
         self.tax_rate = tax_rate
         #: How long a cart keeps its stock after its last change (``None``: for ever).
         self.cart_hold_seconds = cart_hold_seconds
@@ -229,7 +244,9 @@ class Shop:
         in_stock: bool = False,
         limit: int = 10,
     ) -> list[Hit]:
-        """Products matching ``query`` best first (BM25); with no query, the best rated.
+        """Products matching ``query`` best first (BM25); with no query, the best rated. When no
+        product has a word of the query, those close to it by meaning (``MEANING_FLOOR``), marked
+        ``by_meaning``.
 
         A sold-out product ranks as if it matched ``SOLD_OUT_SCORE`` as well: below the
         products in stock that match about as well ("wireless headphones" has eight within 5 %
@@ -238,10 +255,16 @@ class Shop:
         if not query.strip():
             return await self._browse(category, min_price, max_price, in_stock, limit)
         index = await self.index()
-        scores = index.scores(query)
-        if not len(scores):
+        words = index.scores(query)
+        if not len(words):
             return []
-        candidates = np.flatnonzero((scores > 0) & index.mask(category, min_price, max_price))
+        allowed = index.mask(category, min_price, max_price)
+        scores, by_meaning = words, False
+        if not (words > 0).any() and (similarity := await self._similarity(query, index)) is not None:
+            # No product has a word of the query ("runner", where the catalog says "running"):
+            # the products close to it by meaning, if any is close enough.
+            scores, by_meaning = np.where(similarity >= MEANING_FLOOR, similarity, 0.0), True
+        candidates = np.flatnonzero((scores > 0) & allowed)
         order = candidates[np.argsort(-scores[candidates], kind="stable")]
         hits: list[Hit] = []
         batch = max(limit * 3, 30)
@@ -256,7 +279,7 @@ class Shop:
                 product = found.get(pid)
                 if product is not None:
                     score = float(scores[i]) * (1.0 if product.stock > 0 else SOLD_OUT_SCORE)
-                    hits.append(Hit(product, score))
+                    hits.append(Hit(product, score, by_meaning=by_meaning))
             # Every product not read yet matches at most as well as the last one read: once the
             # limit-th hit beats it, the rest cannot get in, sold out or not.
             hits.sort(key=lambda hit: -hit.score)  # stable: ties keep the index's order
@@ -265,6 +288,20 @@ class Shop:
             ):
                 break
         return hits[:limit]
+
+    async def _similarity(self, query: str, index: _Index) -> np.ndarray | None:
+        """Each product's cosine similarity to ``query``, when an embedder whose similarity
+        measures meaning is at hand (MiniLM, not the hashing fallback); else ``None``."""
+        embedder = await self.meaning() if self.meaning is not None else None
+        if embedder is None or embedder.familiar_similarity is None or not index.ids:
+            return None
+        vectors = index.vectors.get(embedder.name)
+        if vectors is None:
+            # Once per catalog version and model: 215 products take about a second of MiniLM.
+            vectors = np.asarray(await asyncio.to_thread(embedder.embed, index.texts), dtype=np.float32)
+            index.vectors[embedder.name] = vectors
+        asked = np.asarray(await asyncio.to_thread(embedder.embed_query, query), dtype=np.float32)
+        return np.asarray(vectors @ asked, dtype=float)
 
     async def _browse(
         self,

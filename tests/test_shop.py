@@ -37,6 +37,34 @@ async def test_the_demo_catalog_is_loaded_at_start(server: Server) -> None:
     assert len(await server.parley.shop.categories()) >= 6
 
 
+async def test_a_query_no_product_has_a_word_of_finds_what_is_close_by_meaning(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """ "runner" is in no product (the catalog says "running"): with MiniLM the products close
+    by meaning are found, within the filters, marked as such; with an embedder whose similarity
+    is not meaning (the hashing one), nothing is."""
+    async with serve(settings_for(embeddings="minilm")) as server:
+        shop = server.parley.shop
+        assert not await shop.search("runner", limit=5, min_price=1000)  # nothing close that costly
+        anything = await shop.search("runner", limit=5)
+        runner = await shop.search("runner", category="clothing", limit=5)
+        nothing = await shop.search("capital of France", limit=5)
+        worded = await shop.search("running shoes", limit=5)
+    assert anything
+    assert all(h.by_meaning for h in anything)
+    assert {h.product.id[:3] for h in anything} <= {"SHO", "TOP", "PNT", "BKN"}, [
+        h.product.name for h in anything
+    ]
+    assert runner
+    assert {h.product.category for h in runner} == {"clothing"}
+    assert runner[0].product.name.startswith("Cloudrun Running Shoes")
+    assert nothing == []
+    assert worded
+    assert not any(h.by_meaning for h in worded)
+    async with serve(settings_for(embeddings="hash")) as server:
+        assert await server.parley.shop.search("runner", limit=5) == []
+
+
 async def test_search_ranks_by_relevance_and_filters(server: Server) -> None:
     shop = server.parley.shop
     hits = await shop.search("noise cancelling headphones", limit=5)

@@ -486,6 +486,15 @@ async def test_a_small_model_never_writes_a_shops_reply_of_its_own(settings_for)
 
         frames = await run_shop(server, thread, "what would you recommend for a runner?")
         assert [c["arguments"] for c in of(frames, "tool.call")] == [{"query": "runner"}]
-        assert frames[-1].json["text"].startswith('I found no products for "runner". The catalog has beauty')
+        # No product says "runner" (they say "running"): the closest by meaning, said as such.
+        reply = frames[-1].json["text"]
+        assert reply.startswith('No product mentions "runner"; these 2 are the closest by meaning'), reply
+        assert "1. Cloudrun Running Shoes" in reply
+        shown = [p["id"] for r in of(frames, "tool.result") for p in (r["ui"] or {}).get("products", [])]
+        assert sorted(shown) == ["SHO-101", "SHO-102"]
+
+        frames = await run_shop(server, thread, "what is the capital of France?")
+        reply = frames[-1].json["text"]
+        assert reply.startswith('I found no products for "capital France". The catalog has beauty'), reply
         assert provider.requests == []
         assert "Nike" not in (await server.client.get(f"/v1/threads/{thread}/messages")).text

@@ -153,6 +153,15 @@ def search_summary(output: dict[str, Any]) -> str:
         kinds = f" The catalog has {spoken(sold)}." if sold else ""
         return f"I found no products{what}{_bounds(output)}.{kinds} Try fewer or different words."
     stocked = sum(1 for p in products if p.get("in_stock"))
+    if output.get("by_meaning"):
+        mentions = f"No product mentions{what.removeprefix(' for')}{_bounds(output)}"
+        head = (
+            f"{mentions}; these {len(products)} are the closest by meaning, {_price_range(products)}; "
+            f"{stocked} of them in stock."
+            if len(products) > 1
+            else f"{mentions}; this one is the closest by meaning{'' if stocked else ' (out of stock)'}."
+        )
+        return "\n".join([head, *_numbered(products), *_more(products)])
     head = (
         f"I found {_plural(len(products), 'product')}{what}, {_price_range(products)}; "
         f"{stocked} of them in stock."
@@ -228,6 +237,8 @@ async def search_products(
     )
     products = [product_json(h.product) for h in hits]
     output = {"products": products, "total": len(products), "query": query, "category": category}
+    if hits and all(h.by_meaning for h in hits):
+        output["by_meaning"] = True  # no product has the query's words: these are the closest
     if not products:
         output["hint"] = "nothing matched; try fewer or different words, or no filters"
         output["categories"] = await shop.categories()
