@@ -153,21 +153,19 @@ def search_summary(output: dict[str, Any]) -> str:
         kinds = f" The catalog has {spoken(sold)}." if sold else ""
         return f"I found no products{what}{_bounds(output)}.{kinds} Try fewer or different words."
     stocked = sum(1 for p in products if p.get("in_stock"))
+    many = f"{_price_range(products)}; {stocked} of them in stock."
+    sold_out = "" if stocked else " (out of stock)"
     if output.get("by_meaning"):
         mentions = f"No product mentions{what.removeprefix(' for')}{_bounds(output)}"
         head = (
-            f"{mentions}; these {len(products)} are the closest by meaning, {_price_range(products)}; "
-            f"{stocked} of them in stock."
+            f"{mentions}; these {len(products)} are the closest by meaning, {many}"
             if len(products) > 1
-            else f"{mentions}; this one is the closest by meaning{'' if stocked else ' (out of stock)'}."
+            else f"{mentions}; this one is the closest by meaning{sold_out}."
         )
-        return "\n".join([head, *_numbered(products), *_more(products)])
-    head = (
-        f"I found {_plural(len(products), 'product')}{what}, {_price_range(products)}; "
-        f"{stocked} of them in stock."
-        if len(products) > 1
-        else f"I found 1 product{what}{'' if stocked else ' (out of stock)'}."
-    )
+    elif len(products) > 1:
+        head = f"I found {_plural(len(products), 'product')}{what}, {many}"
+    else:
+        head = f"I found 1 product{what}{sold_out}."
     return "\n".join([head, *_numbered(products), *_more(products)])
 
 
