@@ -62,7 +62,7 @@ from parley.answers.references import (
     question,
     resolve,
 )
-from parley.answers.remembered import about_me, recollection
+from parley.answers.remembered import NOT_TOLD, about_me, recollection, statements
 from parley.answers.replies import Gate, evidence, summaries
 from parley.events import EventSink
 from parley.facts import extract as extract_facts
@@ -367,7 +367,14 @@ async def stream_turn(
     route = state.route
     assert route is not None
     instructions = state.assistant.instructions if state.assistant is not None else ""
-    guard = Guard(scaffolding(instructions, (m.content for m in request.messages if m.role == "system")))
+    # A small model's claims about what the user said are checked against what the user said
+    # (not what they asked: "what can't I eat?" does not say "you can't eat anything").
+    users = (m.content for m in request.messages if m.role == "user")
+    said = None if route.primary.chooses_tools else statements(users)
+    guard = Guard(
+        scaffolding(instructions, (m.content for m in request.messages if m.role == "system")), said=said
+    )
+    before = len(state.text)
     checker: Gate | SentenceGate | None = gate or state.gate
     produced = ""
     fragments: list[ToolCallDelta] = []
@@ -397,6 +404,9 @@ async def stream_turn(
             elif isinstance(delta, ToolCallDelta):
                 fragments.append(delta)
     await show(guard.flush())
+    if guard.claims and not state.text[before:].strip():
+        # All it wrote was what the user never said ("You told me you are in New York.").
+        await show(NOT_TOLD)
     if (report := guard.report()) is not None:
         state.message_data["guard"] = report
         if guard.stopped is not None:

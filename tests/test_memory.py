@@ -385,3 +385,27 @@ def test_a_question_asks_for_a_fact_only_by_the_facts_own_words() -> None:
         "tell me a joke about my dog": None,
         "What is the capital of France?": None,
     }
+
+
+async def test_a_small_models_claims_about_what_the_user_said_are_checked(settings_for: Any) -> None:
+    """Asked something about themselves the server could not answer ("What city am I in?"),
+    SmolLM2 copied the server's "You told me …" replies from the history and made the rest up:
+    "You told me you are in New York." A claim the user's words do not support is not shown."""
+    small = ScriptedProvider(
+        turns=[
+            [TextDelta("Nice to meet you!")],
+            [TextDelta("You told me you are in New York.")],
+            [TextDelta("You told me:\n- your name is Marta\n- you are a pilot")],
+            [TextDelta("You told me you can't eat anything.")],
+        ],
+        chooses_tools=False,
+    )
+    async with serve(settings_for(model="scripted:small"), providers={"scripted:small": small}) as server:
+        thread = await new_thread(server.client)
+        await say(server, thread, "Hi, I'm Marta.")
+        city = await say(server, thread, "What city am I in?")
+        listed = await say(server, thread, "tell me everything I said")
+        asked = await say(server, thread, "what can't I eat?")
+    assert city["text"] == "I don't know that about you: you haven't told me."
+    assert asked["text"] == city["text"], "the user's question is not something they said"
+    assert listed["text"].rstrip() == "You told me:\n- your name is Marta"

@@ -15,6 +15,11 @@ turn or a repeat; everything else passes at once, so streaming stays token by to
 - Repetition: a sentence, line or list item that repeats an earlier one (ignoring numbering,
   bullets, case and punctuation) ends the reply before the repeat is shown; so does a run of
   words that loops (the same n-gram again and again).
+- Claims about the user (``said``: what the user wrote in the conversation): a sentence that
+  says what the user told ("You told me you are in New York."), and the list items after a
+  "You told me:", are held until complete and dropped unless the user's words support them
+  (``CLAIM_SUPPORT``). SmolLM2 copies the server's "You told me …" replies
+  (``parley.answers.remembered``) and fills them with whatever it likes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from parley.answers.check import judge
 from parley.context import GROUNDING_INSTRUCTION, MEMORY_HEADER, SOURCES_HEADER, SUMMARY_HEADER
 
 TOOL_RESULTS_HEADER = "Results of the tools the server ran:"
@@ -49,6 +55,17 @@ _NUMBERING = re.compile(r"\s*(?:\d{1,3}|[a-zA-Z])\.$")
 _NON_WORD = re.compile(r"[^\w]+")
 _DIGITS = re.compile(r"\d+")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+
+#: A claim about what the user said: "You told me …", "You said that …", "You mentioned …".
+_CLAIM = re.compile(
+    r"^\s*(?:[-*•+]\s*)?(?:you(?:['\u2019]ve|\s+have)?\s+(?:told|said\s+to)\s+me|you\s+(?:said|mentioned))"
+    r"(?:\s+that)?\b[\s:,]*",
+    re.IGNORECASE,
+)
+_CLAIM_OPENERS = ("you told me", "you've told me", "you have told me", "you said", "you mentioned")
+#: The share of a claim's content words the user's own words must have (and every name or
+#: number in it): "your name is Marta" after "Hi, I'm Marta." has "Marta", half its words.
+CLAIM_SUPPORT = 0.5
 
 #: A unit of this many words or more is a repeat wherever it appeared before; a shorter one
 #: only when it repeats one of the last ``_SHORT_WINDOW`` units (headings like "Pros:" recur).
@@ -100,9 +117,14 @@ def _loops(words: list[str]) -> bool:
 class Guard:
     """Feed it a reply's text deltas in order; show what it returns; stop when ``stopped`` is set."""
 
-    def __init__(self, scaffolding: Iterable[str] = ()) -> None:
+    def __init__(self, scaffolding: Iterable[str] = (), *, said: str | None = None) -> None:
         self.stopped: str | None = None
         self.dropped = 0
+        #: Claims about what the user said that the user's words do not support (dropped).
+        self.claims = 0
+        self._said = said
+        self._claiming = False  # after "You told me:", its list items are claims too
+        self._intro = ""  # that "You told me:", until one of them is shown
         self._echoes = [
             form
             for text in scaffolding
@@ -157,6 +179,8 @@ class Guard:
             report["stopped"] = self.stopped
         if self.dropped:
             report["dropped"] = self.dropped
+        if self.claims:
+            report["claims"] = self.claims
         return report or None
 
     def _show(self, text: str) -> str:
@@ -221,6 +245,17 @@ class Guard:
         if released == 0 and self._is_echo(unit):
             self.dropped += 1
             return ""
+        intro = ""
+        if released == 0 and self._said is not None:
+            claim = self._claim(unit)
+            if claim == "intro":  # shown with the first of its items the user's words support
+                self._intro = unit
+                return ""
+            if claim == "unsupported":
+                self.dropped += 1
+                self.claims += 1
+                return ""
+            intro, self._intro = (self._intro, "") if claim == "supported" else ("", "")
         if self._in_code:
             return rest
         plain = _plain(unit)
@@ -235,7 +270,7 @@ class Guard:
         self._words = [*self._words, *words][-_LOOP_WORDS:]
         if _loops(self._words):
             return self._stop("repetition")
-        return rest
+        return intro + rest
 
     def _label(self, unit: str, *, final: bool = False) -> str | None:
         """The kind of label opening this line: "turn", "answer", "hold" (could still become one), or None."""
@@ -268,8 +303,10 @@ class Guard:
         return ""
 
     def _could_become(self, unit: str) -> bool:
-        """Whether the unfinished unit is still the start of an echo or of a repeat."""
+        """Whether the unfinished unit is still the start of an echo, a repeat or a claim."""
         if _ONLY_MARKER.match(unit):
+            return True
+        if self._said is not None and self._could_claim(unit):
             return True
         echo = _echo_form(unit)
         if echo and any(sentence.startswith(echo) for sentence in self._echoes):
@@ -280,6 +317,30 @@ class Guard:
         return bool(plain) and any(
             seen.startswith(plain) for seen in (*self._recent[-_SHORT_WINDOW:], *self._long)
         )
+
+    def _could_claim(self, unit: str) -> bool:
+        if self._claiming and _LIST_MARKER.match(unit):
+            return True
+        head = " ".join(_LIST_MARKER.sub("", unit).lower().split())
+        return bool(head) and any(o.startswith(head) or head.startswith(o) for o in _CLAIM_OPENERS)
+
+    def _claim(self, unit: str) -> str | None:
+        """What a finished unit claims about what the user said: ``None`` (nothing), "intro"
+        ("You told me:", opening a list of claims), "supported" or "unsupported" by the user's
+        words."""
+        claim = _CLAIM.match(unit)
+        if claim is None:
+            if not (self._claiming and _LIST_MARKER.match(unit)):
+                self._claiming = bool(self._claiming and not unit.strip())
+                return None
+            body = _LIST_MARKER.sub("", unit)
+        else:
+            body = unit[claim.end() :]
+            if not body.strip():
+                self._claiming = True
+                return "intro"
+        assert self._said is not None
+        return "supported" if judge(body.strip(), self._said, CLAIM_SUPPORT).supported else "unsupported"
 
     def _is_echo(self, unit: str) -> bool:
         echo = _echo_form(unit)

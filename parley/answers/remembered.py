@@ -10,10 +10,13 @@ stated: the remembered facts (``parley.memory``) and the conversation's own mess
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+from parley.answers.check import sentences
 from parley.memory import Stated, asked_for
 
+#: Said when a small model's whole reply was about things the user never said (``guards``).
+NOT_TOLD = "I don't know that about you: you haven't told me."
 #: A question: it starts as one or ends with a question mark.
 _QUESTION = re.compile(
     r"^\W*(?:what|what['\u2019]s|whats|where|which|who|when|how|do|does|did|am|is|have|remind)\b|\?\s*$",
@@ -83,6 +86,11 @@ def recollection(question: str, facts: Sequence[Stated], *, remembering: bool) -
     if (mine := _MY_THING.match(question)) is not None:
         return f"I don't know your {mine.group('thing').lower()}: you haven't told me{where}."
     return None
+
+
+def statements(messages: Iterable[str]) -> str:
+    """The sentences of the user's ``messages`` that say something: their questions left out."""
+    return "\n".join(s for m in messages for s in sentences(m) if not s.rstrip().endswith("?"))
 
 
 def told(facts: Sequence[Stated]) -> str:
