@@ -62,7 +62,7 @@ from parley.answers.references import (
     question,
     resolve,
 )
-from parley.answers.remembered import NOT_TOLD, about_me, recollection, statements
+from parley.answers.remembered import NOT_TOLD, about_me, introduction, recollection, statements
 from parley.answers.replies import Gate, evidence, summaries
 from parley.events import EventSink
 from parley.facts import extract as extract_facts
@@ -187,6 +187,10 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
             # "what is 12 times 7?" got "… = 90 days": the server does the arithmetic.
             _answer(agent, state, worked, "calculated")
             return None
+        if (introduced := await _introduction(agent, state)) is not None:
+            # "Hi, I'm Sam": a small model answered "Hi there! I'm Sam, the friendly AI chatbot".
+            _answer(agent, state, introduced, "introduced")
+            return None
         if about_me(state.run.input) and (recalled := await _recollection(agent, state)) is not None:
             # Given the user's facts, a small model takes them for its own ("Hi, I'm Ana"), so
             # they stay out of its prompt; what the user said is said back by the server.
@@ -304,6 +308,15 @@ def _answer(agent: Agent, state: RunState, text: str, kind: str) -> None:
         state.first_token = time.perf_counter()
         agent.metrics.ttft_seconds.labels(state.run.assistant).observe(state.first_token - state.started)
     agent.log.append(state.run.id, ev.MESSAGE_DELTA, {"text": text})
+
+
+async def _introduction(agent: Agent, state: RunState) -> str | None:
+    """The reply to a message that only introduces the user (``answers.remembered``)."""
+    assert state.assistant is not None
+    if not extract_facts(state.run.input):
+        return None
+    remembering = await agent.context.memory_on(state.assistant, state.run.user_id)
+    return introduction(state.run.input, remembering=remembering)
 
 
 #: Every remembered fact is read for a question about the user (``Memory.recall``'s ``k``).

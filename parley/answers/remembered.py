@@ -13,10 +13,22 @@ import re
 from collections.abc import Iterable, Sequence
 
 from parley.answers.check import sentences
+from parley.answers.compose import spoken
+from parley.facts import extract
 from parley.memory import Stated, asked_for
 
 #: Said when a small model's whole reply was about things the user never said (``guards``).
 NOT_TOLD = "I don't know that about you: you haven't told me."
+#: A message that only greets: "Hi", "Hello there!", "Good morning."
+_GREETING = re.compile(
+    r"^\W*(?:hi|hello|hey|good\s+(?:morning|afternoon|evening))(?:\s+there)?\W*$", re.IGNORECASE
+)
+#: Words of a message that asks for something besides introducing its writer.
+_ASKS = re.compile(
+    r"\b(?:help|need|want|can\s+you|could\s+you|would\s+you|please|write|explain|tell|show|give|suggest"
+    r"|recommend|how|what|why|where|when|which|who)\b",
+    re.IGNORECASE,
+)
 #: A question: it starts as one or ends with a question mark.
 _QUESTION = re.compile(
     r"^\W*(?:what|what['\u2019]s|whats|where|which|who|when|how|do|does|did|am|is|have|remind)\b|\?\s*$",
@@ -88,6 +100,28 @@ def recollection(question: str, facts: Sequence[Stated], *, remembering: bool) -
     return None
 
 
+def introduction(text: str, *, remembering: bool) -> str | None:
+    """The reply to a message that only introduces the user ("Hi, I'm Sam and I live in
+    Porto."): every sentence states facts about them or only greets, and nothing is asked.
+    SmolLM2 answered it with "Hi there! I'm Sam, the friendly AI chatbot"."""
+    if "?" in text or _ASKS.search(text):
+        return None
+    found = []
+    for sentence in sentences(text):
+        facts = extract(sentence)
+        if not facts and not _GREETING.match(sentence):
+            return None
+        found += facts
+    if not found:
+        return None
+    name = next((f.value for f in found if f.kind == "name"), None)
+    reply = f"Nice to meet you, {name}!" if name else "Thanks for telling me."
+    rest = [said_back(f.text) for f in found if f.kind != "name"]
+    if rest:
+        reply += (" I'll remember that " if remembering else " Noted: ") + spoken(rest) + "."
+    return reply
+
+
 def statements(messages: Iterable[str]) -> str:
     """The sentences of the user's ``messages`` that say something: their questions left out."""
     return "\n".join(s for m in messages for s in sentences(m) if not s.rstrip().endswith("?"))
@@ -104,11 +138,11 @@ def told(facts: Sequence[Stated]) -> str:
 def said_back(text: str) -> str:
     """A fact's text (``parley.facts``: "Is vegetarian", "Dog's name: Pixel", "Their passport
     expires in March") as said to the user: "you are vegetarian", "your dog's name is Pixel"."""
-    for stored, spoken in _SPOKEN:
-        if text.startswith(stored):
-            return spoken + text[len(stored) :]
-    if (labelled := _LABELLED.match(text)) is not None:
-        return f"your {labelled.group('label').lower()} is {labelled.group('value')}"
     for pattern, replacement in _THIRD:
         text = pattern.sub(replacement, text)
+    for stored, said in _SPOKEN:
+        if text.startswith(stored):
+            return said + text[len(stored) :]
+    if (labelled := _LABELLED.match(text)) is not None:
+        return f"your {labelled.group('label').lower()} is {labelled.group('value')}"
     return text[:1].lower() + text[1:]
