@@ -63,7 +63,34 @@ _RELATIONS = (
     "wife|husband|partner|girlfriend|boyfriend|son|daughter|kid|child|mother|mom|mum|father|dad|"
     "brother|sister|friend|boss|dog|cat|puppy|kitten|pet|horse|parrot|rabbit"
 )
-_PRONOUNS = {"my": "their", "me": "them", "mine": "theirs", "myself": "themselves", "i": "they"}
+#: The first person's words, as a fact stores them (the third person) and as the user hears
+#: them back (the second): "my passport" is stored "their passport", said back "your passport".
+_PERSONS = {
+    "my": ("their", "your"),
+    "me": ("them", "you"),
+    "mine": ("theirs", "yours"),
+    "myself": ("themselves", "yourself"),
+    "i": ("they", "you"),
+}
+_PRONOUNS = {first: third for first, (third, _) in _PERSONS.items()}
+_TO_USER = dict(_PERSONS.values())
+#: Facts as the rules below word them, and as they are said back to the user, longest first.
+_SPOKEN = (
+    ("Does not eat or drink ", "you do not eat or drink "),
+    ("Wants replies in ", "you want replies in "),
+    ("Allergic to ", "you are allergic to "),
+    ("Lives in ", "you live in "),
+    ("Works as ", "you work as "),
+    ("Works at ", "you work at "),
+    ("Dislikes ", "you dislike "),
+    ("Prefers ", "you prefer "),
+    ("Is from ", "you are from "),
+    ("Likes ", "you like "),
+    ("Has ", "you have "),
+    ("Is ", "you are "),
+)
+#: "Name: Ana", "Favourite colour: ochre", "Dog's name: Pixel".
+_LABELLED = re.compile(r"^(?P<label>[A-Z][\w' ]{0,40}): (?P<value>.+)$")
 
 Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], Fact | None]]
 
@@ -81,6 +108,18 @@ def _clause_end(sentence: str, match: re.Match[str]) -> int:
 
 def _third_person(text: str) -> str:
     return " ".join(_PRONOUNS.get(word.lower(), word) for word in text.split())
+
+
+def said_back(text: str) -> str:
+    """A fact's text ("Is vegetarian", "Dog's name: Pixel", "Their passport expires in March")
+    as said to the user: "you are vegetarian", "your dog's name is Pixel", "your passport …"."""
+    text = " ".join(_TO_USER.get(word.lower(), word) for word in text.split())
+    for stored, said in _SPOKEN:
+        if text.startswith(stored):
+            return said + text[len(stored) :]
+    if (labelled := _LABELLED.match(text)) is not None:
+        return f"your {labelled.group('label').lower()} is {labelled.group('value')}"
+    return text[:1].lower() + text[1:]
 
 
 def _slug(text: str) -> str:

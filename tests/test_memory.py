@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from parley.answers.remembered import recollection
 from parley.assistants import Assistant
 from parley.context import MEMORY_HEADER
-from parley.facts import extract
+from parley.facts import extract, said_back
 from parley.memory import MemoryFact, rank
 from parley.providers.base import ProviderRequest, TextDelta
 from parley.providers.scripted import ScriptedProvider
@@ -411,3 +411,12 @@ async def test_a_small_models_claims_about_what_the_user_said_are_checked(settin
     assert city["text"] == "I don't know that about you: you haven't told me."
     assert asked["text"] == city["text"], "the user's question is not something they said"
     assert listed["text"].rstrip() == "You told me:\n- your name is Marta"
+
+
+def test_a_fact_is_said_back_in_the_second_person() -> None:
+    """Stored in the third person ("Their boss calls them Teddy"), said to the user in the second."""
+    said = [
+        said_back(f.text)
+        for f in extract("I'm vegetarian. My dog is called Pixel. Remember that my boss calls me Teddy.")
+    ]
+    assert said == ["you are vegetarian", "your dog's name is Pixel", "your boss calls you Teddy"]

@@ -14,15 +14,12 @@ from collections.abc import Iterable, Sequence
 
 from parley.answers.check import sentences
 from parley.answers.compose import spoken
-from parley.facts import extract
+from parley.facts import extract, said_back
+from parley.knowledge.grounding import small_talk
 from parley.memory import Stated, asked_for
 
 #: Said when a small model's whole reply was about things the user never said (``guards``).
 NOT_TOLD = "I don't know that about you: you haven't told me."
-#: A message that only greets: "Hi", "Hello there!", "Good morning."
-_GREETING = re.compile(
-    r"^\W*(?:hi|hello|hey|good\s+(?:morning|afternoon|evening))(?:\s+there)?\W*$", re.IGNORECASE
-)
 #: Words of a message that asks for something besides introducing its writer.
 _ASKS = re.compile(
     r"\b(?:help|need|want|can\s+you|could\s+you|would\s+you|please|write|explain|tell|show|give|suggest"
@@ -42,25 +39,6 @@ _REQUEST = re.compile(
     r"\b(?:suggest|recommend|ideas?|good|best|should|could|would|can\s+you|joke|write|make|give\s+me)\b",
     re.IGNORECASE,
 )
-#: Facts as ``parley.facts`` words them, and as they are said back, longest first.
-_SPOKEN = (
-    ("Does not eat or drink ", "you do not eat or drink "),
-    ("Wants replies in ", "you want replies in "),
-    ("Allergic to ", "you are allergic to "),
-    ("Lives in ", "you live in "),
-    ("Works as ", "you work as "),
-    ("Works at ", "you work at "),
-    ("Dislikes ", "you dislike "),
-    ("Prefers ", "you prefer "),
-    ("Is from ", "you are from "),
-    ("Likes ", "you like "),
-    ("Has ", "you have "),
-    ("Is ", "you are "),
-)
-#: "Name: Ana", "Favourite colour: ochre", "Dog's name: Pixel".
-_LABELLED = re.compile(r"^(?P<label>[A-Z][\w' ]{0,40}): (?P<value>.+)$")
-#: A note is stored in the third person ("Their passport expires in March").
-_THIRD = ((re.compile(r"\b[Tt]heir\b"), "your"), (re.compile(r"\b[Tt]hey\b"), "you"))
 #: Asks for everything: "what do you know about me?", "do you remember me?", "who am I?".
 _EVERYTHING = re.compile(
     r"\b(?:know|remember)\b.*\babout\s+me\b|\b(?:know|remember)\s+me\b|^\W*who\s+am\s+i\b",
@@ -109,7 +87,7 @@ def introduction(text: str, *, remembering: bool) -> str | None:
     found = []
     for sentence in sentences(text):
         facts = extract(sentence)
-        if not facts and not _GREETING.match(sentence):
+        if not facts and small_talk(sentence) != "greeting":
             return None
         found += facts
     if not found:
@@ -133,16 +111,3 @@ def told(facts: Sequence[Stated]) -> str:
     if len(lines) == 1:
         return f"You told me {lines[0]}."
     return "You told me:\n" + "\n".join(f"- {line}" for line in lines)
-
-
-def said_back(text: str) -> str:
-    """A fact's text (``parley.facts``: "Is vegetarian", "Dog's name: Pixel", "Their passport
-    expires in March") as said to the user: "you are vegetarian", "your dog's name is Pixel"."""
-    for pattern, replacement in _THIRD:
-        text = pattern.sub(replacement, text)
-    for stored, said in _SPOKEN:
-        if text.startswith(stored):
-            return said + text[len(stored) :]
-    if (labelled := _LABELLED.match(text)) is not None:
-        return f"your {labelled.group('label').lower()} is {labelled.group('value')}"
-    return text[:1].lower() + text[1:]
