@@ -69,7 +69,6 @@ from parley.facts import extract as extract_facts
 from parley.knowledge.grounding import (
     NO_ANSWER,
     Retrieved,
-    asks_who,
     declined,
     prompt_source,
     retrieve,
@@ -178,10 +177,11 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
     hits: list[Hit] = []
     attached = await attached_hits(agent.db, state.run, state.run.input)
     if not (state.assistant.knowledge_bases or attached or state.route.primary.chooses_tools):
-        if asks_who(state.run.input):
-            # A small model asked who it is invents someone ("your friendly parceler"): the
-            # assistant's own greeting says what it is.
-            _answer(agent, state, small_talk_reply("greeting", state.assistant), "small_talk")
+        if (kind := small_talk(state.run.input)) is not None:
+            # A small model asked who it is invents someone ("your friendly parceler"), and
+            # greeted invents a setting ("Welcome to my world of magic"): the assistant's own
+            # greeting says what it is.
+            _answer(agent, state, small_talk_reply(kind, state.assistant), "small_talk")
             return None
         if (worked := calculation(state.run.input)) is not None:
             # "what is 12 times 7?" got "… = 90 days": the server does the arithmetic.

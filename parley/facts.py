@@ -206,12 +206,15 @@ def _diet(match: re.Match[str]) -> Fact | None:
 
 
 _I_AM = r"(?:i'?m|i am)"
+#: How an introduction opens: "Hi, I'm Sam", "Good morning! I'm Rosa".
+_GREETING = r"(?:hi|hiya|hello|hey|howdy|greetings|good\s+(?:morning|afternoon|evening|day))"
+_BARE_GREETING = re.compile(r"\W*" + _GREETING + r"(?:\s+there)?\W*", re.I)
 _RULES: list[Rule] = [
     (re.compile(r"\bmy name(?:'s| is)\s+(?P<name>[\w'-]+(?:\s+[\w'-]+)?)", re.I), _name),
     (re.compile(r"\bcall me\s+(?P<name>[\w'-]+)", re.I), _capitalised_name),
     (re.compile(r"\bi go by\s+(?P<name>[\w'-]+)", re.I), _capitalised_name),
     (
-        re.compile(r"^\W*(?:hi|hello|hey)(?:\s+there)?[,!.]*\s+" + _I_AM + r"\s+(?P<name>[\w'-]+)", re.I),
+        re.compile(r"^\W*" + _GREETING + r"(?:\s+there)?[,!.]*\s+" + _I_AM + r"\s+(?P<name>[\w'-]+)", re.I),
         _capitalised_name,
     ),
     (
@@ -304,7 +307,12 @@ _RULES: list[Rule] = [
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCES.split(text) if s and s.strip()]
+    """The message's sentences; a greeting on its own joins the sentence after it ("Good
+    morning! I'm Rosa" is one introduction)."""
+    said = [s.strip() for s in _SENTENCES.split(text) if s and s.strip()]
+    if len(said) > 1 and _BARE_GREETING.fullmatch(said[0]):
+        said[:2] = [f"{said[0]} {said[1]}"]
+    return said
 
 
 def extract(text: str) -> list[Fact]:

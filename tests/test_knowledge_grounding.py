@@ -140,9 +140,10 @@ async def test_small_talk_gets_a_reply_without_the_model(
 async def test_a_small_model_asked_who_it_is_gets_the_assistants_own_greeting(
     settings_for: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    """SmolLM2 answered "hi, who are you?" with "I'should be your friendly parceler": with a
-    model too small to choose tools, the server says what the assistant is. A capable model
-    answers for itself, and a question that only starts like one is the model's."""
+    """SmolLM2 answered "hi, who are you?" with "I'should be your friendly parceler", and "hello"
+    with "Welcome to my world of magic": with a model too small to choose tools, the server says
+    what the assistant is, and answers small talk. A capable model answers for itself, and a
+    question that only starts like one is the model's."""
 
     async def ask(server: Server, text: str) -> str:
         thread = await new_thread(server.client, "general")
@@ -155,7 +156,13 @@ async def test_a_small_model_asked_who_it_is_gets_the_assistants_own_greeting(
     ) as server:
         texts = {
             t: await ask(server, t)
-            for t in ("hi, who are you?", "what can you do?", "who are you talking about?")
+            for t in (
+                "hi, who are you?",
+                "what can you do?",
+                "hello",
+                "thanks!",
+                "who are you talking about?",
+            )
         }
     capable = ScriptedProvider(turns=[[TextDelta("I am a large model.")]])
     (tmp_path / "capable").mkdir()
@@ -166,6 +173,8 @@ async def test_a_small_model_asked_who_it_is_gets_the_assistants_own_greeting(
     assert texts == {
         "hi, who are you?": greeting,
         "what can you do?": greeting,
+        "hello": greeting,
+        "thanks!": "You're welcome! Ask me anything else you need.",
         "who are you talking about?": "A parceler.",
     }
     assert "small model" in greeting

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from parley.answers.remembered import recollection
-from parley.assistants import Assistant
+from parley.assistants import BUILTIN, Assistant
 from parley.context import MEMORY_HEADER
 from parley.facts import extract, said_back
 from parley.memory import MemoryFact, rank
@@ -42,6 +42,10 @@ from tests.sse import new_thread, read_events
             "You can call me Bob. My budget is 500 euros.",
             {"name": "Name: Bob", "budget": "Budget: 500 euros"},
         ),
+        (
+            "Good morning! I'm Rosa and I work as a nurse.",
+            {"name": "Name: Rosa", "occupation": "Works as a nurse"},
+        ),
         ("Please always answer in French.", {"reply-language": "Wants replies in French"}),
         ("My dog is called Rex.", {"relation:dog": "Dog's name: Rex"}),
         (
@@ -67,6 +71,7 @@ def test_rules_extract_what_users_state_about_themselves(said: str, expected: di
         "I'd like a coffee, please.",
         "Please call me tomorrow.",
         "Hi, I'm looking for a laptop.",
+        "Good evening, I'm tired of this printer.",
         "I can't remember the title of that film.",
         "My friend said she lives in Paris.",
     ],
@@ -324,20 +329,20 @@ async def test_a_small_model_never_sees_the_users_facts_and_the_server_says_them
         introduced = await say(server, first, "Hi, I'm Ana. I'm allergic to peanuts.")
         second = await new_thread(server.client)
         hello = await say(server, second, "hi")
+        cook = await say(server, second, "what should I cook tonight?")
         name = await say(server, second, "what is my name?")
         allergy = await say(server, second, "am I allergic to anything?")
         everything = await say(server, second, "what do you know about me?")
-        cook = await say(server, second, "what should I cook tonight?")
     # SmolLM2 answered an introduction with "Hi there! I'm Sam, the friendly AI chatbot".
     assert introduced["text"] == "Nice to meet you, Ana! I'll remember that you are allergic to peanuts."
-    assert hello["text"] == "Hello there!"
+    assert hello["text"] == BUILTIN["general"].options["greeting"], "small talk is the server's"
     assert all(MEMORY_HEADER not in whole(request) for request in small.requests)
-    assert "Ana" not in whole(small.requests[0]), "the greeting's prompt has no name to take for its own"
+    assert "Ana" not in whole(small.requests[0]), "the model's prompt has no name to take for its own"
     assert name["text"] == "You told me your name is Ana."
     assert allergy["text"] == "You told me you are allergic to peanuts."
     assert everything["text"] == "You told me:\n- your name is Ana\n- you are allergic to peanuts"
     assert cook["text"] == "Hello there!", "a question that asks for no fact is the model's"
-    assert len(small.requests) == 2  # "hi" and "what should I cook tonight?"
+    assert len(small.requests) == 1  # "what should I cook tonight?"
 
 
 async def test_a_small_model_asked_what_it_was_never_told_says_so(settings_for: Any) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from parley.answers.check import sentences
 from parley.answers.compose import spoken
 from parley.facts import extract, said_back
+from parley.facts import sentences as statement_sentences
 from parley.knowledge.grounding import small_talk
 from parley.memory import Stated, asked_for
 
@@ -85,7 +86,7 @@ def introduction(text: str, *, remembering: bool) -> str | None:
     if "?" in text or _ASKS.search(text):
         return None
     found = []
-    for sentence in sentences(text):
+    for sentence in statement_sentences(text):
         facts = extract(sentence)
         if not facts and small_talk(sentence) != "greeting":
             return None
