@@ -180,6 +180,27 @@ async def test_who_has_done_audits_is_about_audits(
     assert_citations_match_sources(final)
 
 
+async def test_the_best_fit_for_a_role_is_about_the_role(
+    settings_for: Callable[..., Settings], demo_cvs: Path
+) -> None:
+    """ "Which candidate is the best fit for a frontend role?" was declined with "my knowledge
+    base says nothing about "best", "fit" or "frontend"": how a list question judges ("best
+    fit", "most qualified") is not what it asks about."""
+    model = small_model()
+    config = settings_for(embeddings="hash", knowledge={"demo-cvs": [demo_cvs]}, model="scripted:small")
+    async with serve(config, {"scripted:small": model}) as server:
+        devops = (await ask(server, "recruiter", "Which candidate is the best fit for a DevOps role?"))[-1]
+        frontend = (await ask(server, "recruiter", "Which candidate is the best fit for a frontend role?"))[
+            -1
+        ]
+    assert devops.json["text"].startswith("1 match in the documents I have:\n- Marcus Chen"), devops.json[
+        "text"
+    ]
+    assert_citations_match_sources(devops)
+    assert frontend.json["text"] == 'I don\'t know: my knowledge base says nothing about "frontend".'
+    assert model.requests == []
+
+
 async def test_a_name_with_a_possessive_is_that_name(
     settings_for: Callable[..., Settings], demo_cvs: Path
 ) -> None:

@@ -84,7 +84,9 @@ _LIST_WORDS = frozenset(
         "there have has had knows know knowing skill skills skilled experience experienced "
         "background worked works working work job jobs role roles speak speaks speaking "
         "use uses used using years year good strong expert familiar with do does did done doing been ever can could "
-        "any all every one ones them us our me please"
+        "any all every one ones them us our me please "
+        "best better fit fits fitting suited suitable ideal right perfect strongest top most qualified "
+        "match matches matching position positions opening vacancy"
     )
 )
 _ACRONYM = re.compile(r"[A-Z][A-Z0-9]+s?")
