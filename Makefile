@@ -16,7 +16,7 @@ install: $(VENV)/.installed
 system:
 	scripts/bootstrap.sh system
 
-# The server with the example configuration (examples/parley.toml: seed 003's concise/detailed
+# The server with the example configuration (examples/parley.toml: seed 003's prompt
 # demo experiment, an assistant with its own notes); `make run PARLEY_CONFIG_FILE=my.toml` for yours.
 # The demo knowledge of `support` and `recruiter` is the server's own default.
 PARLEY_CONFIG_FILE ?= examples/parley.toml

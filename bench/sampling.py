@@ -11,7 +11,9 @@ questions chooses the setting (most factual answers right, then fewest repetitio
 the highest distinct-2, then the fewest length cuts); a second set, not looked at when
 choosing, reports it. Every reply has a fixed seed, so a run repeats.
 
-    python -m bench.sampling [--tokens 128] [--seeds 4] [--threads 2] [--only NAME ...]
+    python -m bench.sampling [--tokens 128] [--seeds 4] [--threads 2] [--instructions] [--only NAME ...]
+
+``--instructions`` measures system prompts (``INSTRUCTIONS``) under the default sampling instead.
 """
 
 from __future__ import annotations
@@ -104,6 +106,20 @@ CANDIDATES = {
     "t0 greedy rp1.2": Sampling(temperature=0.0, top_p=1.0, min_p=0.0, repeat_penalty=1.2),
 }
 
+#: System prompts measured with ``--instructions`` (under the default sampling): the general
+#: assistant's own, and the demo experiment's variants in examples/parley.toml, since a user of
+#: ``make run`` gets one of those instead.
+INSTRUCTIONS = {
+    "named, clear (before)": "You are Parley, a helpful assistant. Answer clearly and concisely.",
+    "named, detailed": "You are Parley, a helpful assistant. Provide detailed and informative responses.",
+    "named, concise": "You are Parley, a helpful assistant. Be concise and to the point.",
+    "clear": "You are a helpful assistant. Answer clearly and concisely.",
+    "concise": "You are a helpful assistant. Be concise and to the point.",
+    "short": "You are a helpful assistant. Answer in one or two sentences.",
+    "detailed": "You are a helpful assistant. Provide detailed and informative responses.",
+    "explained": "You are a helpful assistant. Answer clearly, then explain briefly.",
+}
+
 
 @dataclass
 class Reply:
@@ -138,11 +154,11 @@ HEADER = (
 )
 
 
-async def reply(provider: LocalProvider, prompt: str, max_tokens: int) -> Reply:
+async def reply(provider: LocalProvider, prompt: str, max_tokens: int, system: str = SYSTEM) -> Reply:
     request = ProviderRequest(
-        messages=[ChatMessage("system", SYSTEM), ChatMessage("user", prompt)], max_tokens=max_tokens
+        messages=[ChatMessage("system", system), ChatMessage("user", prompt)], max_tokens=max_tokens
     )
-    guard = Guard(scaffolding(SYSTEM))
+    guard = Guard(scaffolding(system))
     text, shown, finish, tokens = "", "", "stop", 0
     first: float | None = None
     last = time.perf_counter()
@@ -183,34 +199,52 @@ def figures(replies: list[Reply], right: float) -> Figures:
     )
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """What is measured: the sampling settings and the system prompt."""
+
+    sampling: Sampling
+    system: str = SYSTEM
+
+
 async def measure(
-    provider: LocalProvider, sampling: Sampling, prompts: list[str], max_tokens: int
+    provider: LocalProvider, candidate: Candidate, prompts: list[str], max_tokens: int
 ) -> list[Reply]:
     replies = []
     for index, prompt in enumerate(prompts):
-        provider.local.sampling = Sampling(
-            sampling.temperature, sampling.top_p, sampling.min_p, sampling.repeat_penalty, seed=1000 + index
-        )
-        replies.append(await reply(provider, prompt, max_tokens))
+        provider.local.sampling = replace(candidate.sampling, seed=1000 + index)
+        replies.append(await reply(provider, prompt, max_tokens, candidate.system))
     return replies
 
 
 async def accuracy(
-    provider: LocalProvider, sampling: Sampling, questions: list[tuple[str, str]], seeds: int
+    provider: LocalProvider, candidate: Candidate, questions: list[tuple[str, str]], seeds: int
 ) -> float:
     """The share of (question, seed) pairs whose reply, as the guard lets it through, is right."""
     right = 0
     for index, (question, answer) in enumerate(questions):
         for seed in range(seeds):
-            provider.local.sampling = replace(sampling, seed=2000 + index * seeds + seed)
-            right += bool(re.search(answer, (await reply(provider, question, 48)).shown.lower()))
+            provider.local.sampling = replace(candidate.sampling, seed=2000 + index * seeds + seed)
+            shown = (await reply(provider, question, 48, candidate.system)).shown
+            right += bool(re.search(answer, shown.lower()))
     return right / (len(questions) * seeds)
+
+
+def candidates_of(args: argparse.Namespace) -> dict[str, Candidate]:
+    """The sampling settings under the general assistant's prompt or, with ``--instructions``,
+    the system prompts under the default sampling."""
+    every = (
+        {name: Candidate(Sampling(), system) for name, system in INSTRUCTIONS.items()}
+        if args.instructions
+        else {name: Candidate(sampling) for name, sampling in CANDIDATES.items()}
+    )
+    return {k: v for k, v in every.items() if not args.only or k in args.only}
 
 
 async def main(args: argparse.Namespace) -> None:
     configure(json_logs=False, level="WARNING")
     provider = create(f"smollm2?threads={args.threads}", Settings(local_threads=args.threads))
-    candidates = {k: v for k, v in CANDIDATES.items() if not args.only or k in args.only}
+    candidates = candidates_of(args)
     print(f"python -m bench.sampling {' '.join(sys.argv[1:])}".rstrip())
     print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
     print(
@@ -222,9 +256,9 @@ async def main(args: argparse.Namespace) -> None:
     chosen: dict[str, Figures] = {}
     samples: dict[str, list[Reply]] = {}
     print("Choosing set:\n" + HEADER, flush=True)
-    for name, sampling in candidates.items():
-        right = await accuracy(provider, sampling, CHOOSE_FACTS, args.seeds)
-        chosen[name] = figures(await measure(provider, sampling, CHOOSE, args.tokens), right)
+    for name, candidate in candidates.items():
+        right = await accuracy(provider, candidate, CHOOSE_FACTS, args.seeds)
+        chosen[name] = figures(await measure(provider, candidate, CHOOSE, args.tokens), right)
         print(chosen[name].row(name), flush=True)
     best = min(
         chosen,
@@ -232,9 +266,9 @@ async def main(args: argparse.Namespace) -> None:
     )
     print(f"chosen: {best} = {candidates[best]}")
     print("\nReport set (not used to choose):\n" + HEADER, flush=True)
-    for name, sampling in candidates.items():
-        right = await accuracy(provider, sampling, REPORT_FACTS, args.seeds)
-        samples[name] = await measure(provider, sampling, REPORT, args.tokens)
+    for name, candidate in candidates.items():
+        right = await accuracy(provider, candidate, REPORT_FACTS, args.seeds)
+        samples[name] = await measure(provider, candidate, REPORT, args.tokens)
         print(figures(samples[name], right).row(name + (" **chosen**" if name == best else "")), flush=True)
     print(f"{time.perf_counter() - started:.0f} s; load average after: {os.getloadavg()[0]:.2f}")
     if args.show:
@@ -252,6 +286,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=128, help="max_tokens of each reply")
     parser.add_argument("--seeds", type=int, default=4, help="seeds each factual question is asked under")
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="measure the system prompts in INSTRUCTIONS under the default sampling instead",
+    )
     parser.add_argument("--only", nargs="*", default=[], help="measure only these settings (by name)")
     parser.add_argument("--show", action="store_true", help="print some replies of each setting")
     return parser.parse_args()

@@ -86,18 +86,18 @@ async def test_the_seed_readme_curl_flow_works(settings_for, tmp_path: Path) -> 
 
 async def test_the_seed_readme_commands_work_as_written_on_the_make_run_server(settings_for) -> None:
     """`x-api-key: test-key-123` is no Parley key: on a loopback server it is the local user's
-    request. ``make run``'s config (examples/parley.toml) ships the seed's concise/detailed demo."""
+    request. ``make run``'s config (examples/parley.toml) ships a demo like the seed's concise/detailed one."""
     async with serve(settings_for(config_file=EXAMPLE_CONFIG)) as server:
         frames = data_frames(await curl(server, CHAT, "test-key-123"))
         done = frames[-1]
         assert done["done"] is True
-        assert done["variant"] in ("concise", "detailed")
+        assert done["variant"] in ("clear", "concise")
         feedback = json.loads(await curl(server, FEEDBACK, "test-key-123", message_id=done["message_id"]))
         assert feedback == {"status": "success", "message": "Feedback recorded"}
         stats = json.loads(await curl(server, STATS, "test-key-123"))["stats"]
     assert {(row["experiment"], row["variant"]) for row in stats} == {
+        ("answer-style", "clear"),
         ("answer-style", "concise"),
-        ("answer-style", "detailed"),
     }
     [mine] = [row for row in stats if row["total_feedback"]]
     assert (mine["variant"], mine["thumbs_up"]) == (done["variant"], 1)
