@@ -53,6 +53,10 @@ SOLD_OUT_SCORE = 0.9
 #: a word of the query ("what would you recommend for a runner?": the catalog says "running"):
 #: calibrated with ``python -m bench.catalog --only meaning`` (docs/BENCHMARKS.md).
 MEANING_FLOOR = 0.4
+#: A product found by the query's words is shown when it matches at least this share as well
+#: as the best one: "running shoes" listed a thriller "about a city run by algorithms" after
+#: the shoes. Chosen with ``python -m bench.catalog --only floor`` (docs/BENCHMARKS.md).
+RELATIVE_FLOOR = 0.4
 #: The embedding model, loaded on first use (``Knowledge.embedder``).
 EmbedderSource = Callable[[], Awaitable[Embedder | None]]
 
@@ -265,6 +269,9 @@ class Shop:
             # the products close to it by meaning, if any is close enough.
             scores, by_meaning = np.where(similarity >= MEANING_FLOOR, similarity, 0.0), True
         candidates = np.flatnonzero((scores > 0) & allowed)
+        if not by_meaning and len(candidates):
+            best = float(scores[candidates].max())
+            candidates = candidates[scores[candidates] >= RELATIVE_FLOOR * best]
         order = candidates[np.argsort(-scores[candidates], kind="stable")]
         hits: list[Hit] = []
         batch = max(limit * 3, 30)

@@ -210,7 +210,8 @@ async def test_a_name_nothing_in_the_catalog_has_says_so(settings_for) -> None:
         assert [(c["name"], c["arguments"]) for c in calls] == [
             ("search_products", {"query": "running shoes", "max_price": 150.0})
         ], calls
-        assert reply(frames).startswith('I found 8 products for "running shoes", from $15.99 to $109.99')
+        # Not "Glass Cities", a thriller "about a city run by algorithms" (``RELATIVE_FLOOR``).
+        assert reply(frames).startswith('I found 7 products for "running shoes", from $33.99 to $109.99')
         # Nothing found: the reply says what the catalog does sell, and the price asked for.
         frames = await say(server, thread, "I need a gift for a runner under 100 dollars")
         assert reply(frames) == (

@@ -92,6 +92,19 @@ async def test_search_ranks_by_relevance_and_filters(server: Server) -> None:
     assert await shop.search("zzzqqq") == []
 
 
+async def test_a_product_matching_far_worse_than_the_best_is_not_listed(server: Server) -> None:
+    """ "running shoes" listed, after the shoes, "Glass Cities", a thriller "about a city run by
+    algorithms". What matches less than ``RELATIVE_FLOOR`` as well as the best is left out; what
+    has the thing asked for stays (every keyboard, for "office keyboard")."""
+    shop = server.parley.shop
+    shoes = [h.product for h in await shop.search("running shoes", limit=10)]
+    assert shoes[0].name.startswith("Cloudrun Running Shoes")
+    assert "Glass Cities" not in [p.name for p in shoes]
+    keyboards = await shop.search("office keyboard", limit=20)
+    assert keyboards[0].product.name.startswith("Slim Office Keyboard")
+    assert {h.product.id for h in keyboards} == {f"KEY-{n}" for n in range(101, 111)}
+
+
 async def test_a_sold_out_product_gives_way_to_ones_that_match_about_as_well(server: Server) -> None:
     shop = server.parley.shop
     # In the demo catalog the best match by words alone is sold out, a hair ahead of seven others.
