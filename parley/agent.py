@@ -49,6 +49,7 @@ from parley.answers.compose import (
 )
 from parley.answers.guards import Guard, scaffolding
 from parley.answers.references import (
+    Item,
     Resolution,
     Shown,
     choices_data,
@@ -56,6 +57,7 @@ from parley.answers.references import (
     mentions,
     named_by,
     naming,
+    not_there,
     nothing_shown,
     ordinal,
     points_at,
@@ -653,7 +655,18 @@ async def _arguments(
     skip: list[str] = []
     ignore = stems(tool_document(tool))
     for argument, kind in tool.references.items():
+        there: list[Item] | None = None
+        if tool.within is not None and finding is not None:
+            # "remove the shoes": the shoes in the cart, whatever else was shown.
+            there = [Item(*thing) for thing in await tool.within.things(finding.ctx)]
+            if not there:
+                return not_there(there, tool.within.where)
+            shown = shown.knowing(kind, there)
         resolution = resolve(choice.text, shown, kind, ignore=ignore)
+        if there is not None and tool.within is not None:
+            resolution = resolution.within(there)
+            if resolution.how == "outside":
+                return not_there(there, tool.within.where)
         required = argument in schema.get("required", [])
         # An optional reference ("recommend something like it", or "recommend books") counts
         # only when the words point at something shown.

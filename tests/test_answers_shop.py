@@ -464,3 +464,37 @@ def test_both_after_asking_for_a_product_line_means_its_two_variants() -> None:
     assert resolve("add both please", shown_after(searched), "product").ids == ("FIT-1", "FIT-2")
     vague = {**record(bands), "arguments": json.dumps({"query": "sport gear"})}
     assert resolve("add both please", shown_after(vague), "product").ambiguous
+
+
+async def test_a_removal_means_what_is_in_the_cart(settings_for) -> None:
+    """ "remove the shoes", with one pair in the cart and four shown, asked "Which product do you
+    mean?" with the four; "remove the tee", with no tee in the cart, asked which of two tees.
+    What a removal names is looked for in the cart; what is not there is said to be not there."""
+    async with serve(settings_for(model="scripted:small"), providers={"scripted:small": small()}) as server:
+        thread = await new_thread(server.client, "shop")
+        frames = await say(server, thread, "remove the kettle")
+        assert reply(frames) == "Nothing is in your cart."
+        assert of(frames, "tool.call") == []
+        await say(server, thread, "show me running shoes")
+        await say(server, thread, "add the Cloudrun Running Shoes, Black to my cart")
+        assert await cart_ids(server, thread) == ["SHO-102"]
+        frames = await say(server, thread, "remove the tee")
+        assert reply(frames) == "That is not in your cart. In your cart: Cloudrun Running Shoes, Black."
+        assert of(frames, "tool.call") == []
+        frames = await say(server, thread, "remove the shoes")
+        assert [(c["name"], c["arguments"]["product_id"]) for c in of(frames, "tool.call")] == [
+            ("remove_from_cart", "SHO-102")
+        ]
+        assert await cart_ids(server, thread) == []
+
+
+async def test_the_first_of_a_kind_counts_in_the_list_that_showed_that_kind(settings_for) -> None:
+    """ "add the first running shoes", asked after a kettle was shown, added a second kettle: the
+    last list was the kettle's. The describing words pick the list they fit."""
+    async with serve(settings_for(model="scripted:small"), providers={"scripted:small": small()}) as server:
+        thread = await new_thread(server.client, "shop")
+        shoes = cards(await say(server, thread, "show me running shoes"))
+        await say(server, thread, "show me a kettle")
+        await say(server, thread, "add the first running shoes")
+        assert await cart_ids(server, thread) == [shoes[0]["id"]]
+        assert shoes[0]["name"].startswith("Cloudrun Running Shoes")

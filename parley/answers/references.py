@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from parley.store.schema import Message
@@ -104,6 +104,32 @@ class Resolution:
     def ambiguous(self) -> bool:
         return not self.ids and bool(self.choices)
 
+    def within(self, there: Sequence[Item]) -> Resolution:
+        """Only what is ``there`` (the cart's products, for a removal): the ids meant that are,
+        or the one choice that is; "outside" when what was meant is not there."""
+        held = {item.id for item in there}
+        if self.how == "unmatched":  # words that fit nothing shown or there
+            return Resolution(how="outside")
+        if self.ids:
+            kept = tuple(i for i in self.ids if i in held)
+            return replace(self, ids=kept) if kept else Resolution(how="outside")
+        inside = tuple(item for item in self.choices if item.id in held)
+        if len(inside) == 1:
+            return Resolution((inside[0].id,), how=self.how)
+        if inside:
+            return replace(self, choices=inside)
+        return Resolution(how="outside") if self.choices else self
+
+
+def not_there(there: Sequence[Item], where: str) -> str:
+    """The answer when what a removal means is not where it must be: "That is not in your
+    cart. In your cart: …", or "Nothing is in your cart."."""
+    if not there:
+        return f"Nothing is {where}."
+    names = [item.label for item in there]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"That is not {where}. {where[0].upper() + where[1:]}: {listed}."
+
 
 @dataclass(slots=True)
 class Shown:
@@ -144,6 +170,13 @@ class Shown:
                 elif items:
                     self.displays.append(Display(kind, items, about=_query(record.get("arguments"))))
 
+    def knowing(self, kind: str, items: Sequence[Item]) -> Shown:
+        """These displays, with ``items`` known as well (the cart's products): nameable, older
+        than everything shown, and not what "the first one" counts in."""
+        if not items:
+            return self
+        return Shown([Display(kind, tuple(items), "also"), *self.displays])
+
     def add_choices(self, kind: str, items: Sequence[Item]) -> None:
         """A question back's numbered choices: the list the next "the second one" counts in."""
         if items:
@@ -154,6 +187,10 @@ class Shown:
             if display.kind == kind and display.role == "list":
                 return display.items
         return ()
+
+    def lists(self, kind: str) -> list[tuple[Item, ...]]:
+        """The lists of ``kind`` shown, most recent first."""
+        return [d.items for d in reversed(self.displays) if d.kind == kind and d.role == "list"]
 
     def last_about(self, kind: str) -> str:
         for display in reversed(self.displays):
@@ -189,7 +226,7 @@ def resolve(text: str, shown: Shown, kind: str, *, ignore: Iterable[str] = ()) -
 
     position = ordinal(text)
     if position is not None:
-        base = _narrow(last, describing) or last
+        base = _described(shown, kind, last, describing)
         if not base:
             return _one_or_ask((focus,) if focus else (), everything, "position")
         index = position - 1 if position > 0 else len(base) + position
@@ -197,7 +234,7 @@ def resolve(text: str, shown: Shown, kind: str, *, ignore: Iterable[str] = ()) -
             return Resolution((base[index].id,), how="position")
         return Resolution(choices=base, how="position")
     if _BOTH.search(text):
-        base = _narrow(last, describing) or last
+        base = _described(shown, kind, last, describing)
         asked = set(stems(shown.last_about(kind)))
         named = [item for item in base if asked and asked <= set(stems(item.label))]
         if len(base) != 2 and len(named) == 2:
@@ -207,7 +244,7 @@ def resolve(text: str, shown: Shown, kind: str, *, ignore: Iterable[str] = ()) -
         return Resolution(choices=base or tuple(everything), how="both")
     cheapest, dearest = bool(_CHEAPEST.search(text)), bool(_DEAREST.search(text))
     if cheapest != dearest:
-        base = _narrow(last, describing) or last
+        base = _described(shown, kind, last, describing)
         priced = [item for item in base if item.price is not None]
         if not priced:
             return Resolution(choices=base, how="price")
@@ -281,6 +318,18 @@ def _one_or_ask(matched: tuple[Item, ...], choices: Sequence[Item], how: str) ->
     if len(matched) == 1:
         return Resolution((matched[0].id,), how=how)
     return Resolution(choices=tuple(matched or choices), how=how)
+
+
+def _described(shown: Shown, kind: str, last: tuple[Item, ...], describing: set[str]) -> tuple[Item, ...]:
+    """What "the first", "both" or "the cheaper" counts in: the last list, or the items of it that
+    the describing words fit; when they fit none of it, the latest list they fit ("add the first
+    running shoes" after a kettle was shown since)."""
+    if not describing:
+        return last
+    for items in shown.lists(kind):
+        if narrowed := _narrow(items, describing):
+            return narrowed
+    return last
 
 
 def _narrow(items: Sequence[Item], describing: set[str]) -> tuple[Item, ...]:

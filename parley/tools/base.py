@@ -22,7 +22,7 @@ import inspect
 import json
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin, overload
 
@@ -94,6 +94,16 @@ class ToolContext:
 ToolFunction = Callable[..., Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Within:
+    """The only things a tool's reference can mean (``Tool.within``)."""
+
+    #: The things there now: (id, name, price) in their order.
+    things: Callable[[ToolContext], Awaitable[list[tuple[str, str, float | None]]]]
+    #: Where that is, as a sentence ends: "in your cart".
+    where: str
+
+
 @dataclass(slots=True)
 class Tool:
     name: str
@@ -115,6 +125,10 @@ class Tool:
     #: The kind of object this tool shows one of in detail ("product"): the server runs it for a
     #: question that points at something shown and asks for no action ("which one is cheaper?").
     describes: str | None = None
+    #: Where the thing a reference of this tool names must be (``remove_from_cart``: the cart),
+    #: as the things there (id, name, price) and how to say it ("in your cart"): "remove the
+    #: shoes" means the shoes in the cart, however many other shoes were shown.
+    within: Within | None = None
 
     @property
     def doing(self) -> str:
@@ -188,6 +202,7 @@ def tool(
     derive: Callable[[str], dict[str, Any]] | None = None,
     finds: str | None = None,
     describes: str | None = None,
+    within: Within | None = None,
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -201,6 +216,7 @@ def tool(
     derive: Callable[[str], dict[str, Any]] | None = None,
     finds: str | None = None,
     describes: str | None = None,
+    within: Within | None = None,
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Make a ``Tool`` of a function: ``@tool`` or ``@tool(keywords=[...], action="...")``."""
 
@@ -210,6 +226,7 @@ def tool(
         made.derive = derive
         made.finds = finds
         made.describes = describes
+        made.within = within
         return made
 
     return wrap(fn) if fn is not None else wrap

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from parley.answers.compose import spoken
 from parley.catalog import load_demo_catalog
 from parley.shop import Product, Shop, product_json
-from parley.tools.base import Ref, Tool, ToolContext, ToolError, ToolResult, Tools, tool
+from parley.tools.base import Ref, Tool, ToolContext, ToolError, ToolResult, Tools, Within, tool
 from parley.tools.choice import STOPWORDS, HybridRouter, KeywordRouter, stems
 
 log = structlog.get_logger(__name__)
@@ -385,10 +385,17 @@ async def add_to_cart(
     )
 
 
+async def in_cart(ctx: ToolContext) -> list[tuple[str, str, float | None]]:
+    """The products in the thread's cart: what "remove the shoes" can mean."""
+    cart = await ctx.service(Shop).cart(ctx.thread_id)
+    return [(i["product_id"], i["product_name"], i["unit_price"]) for i in cart["items"]]
+
+
 @tool(
     keywords=("remove", "delete", "drop", "take out", "cart", "less", "fewer"),
     action="remove that from your cart",
     derive=derive_quantity,
+    within=Within(in_cart, "in your cart"),
 )
 async def remove_from_cart(
     ctx: ToolContext,
