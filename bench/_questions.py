@@ -249,3 +249,111 @@ DIALOGUES: list[list[Turn]] = [
         Turn("add both please", "add", ("both", "Pulse Fit Band")),
     ],
 ]
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A question asked after another in the same conversation ("how do I move it?")."""
+
+    before: str
+    text: str
+    facts: tuple[str, ...]
+    entry: str
+
+
+def f(before: str, text: str, facts: tuple[str, ...] | str, entry: str) -> FollowUp:
+    return FollowUp(before, text, (facts,) if isinstance(facts, str) else facts, entry)
+
+
+#: Follow-up questions on the demo FAQ, written before follow-ups were handled; the last two
+#: change the subject with an "it" that means Parley. Alternate items: calibrate / report.
+FOLLOW_UPS = [
+    f("where does parley store my data?", "how do I move it?", "PARLEY_DATA_DIR", DATA),
+    f("what port does parley use?", "can I change it?", "PARLEY_PORT", PORT),
+    f(
+        "which model does parley use by default?",
+        "how do I switch it to another one?",
+        "PARLEY_MODEL",
+        "Which language model does Parley use by default?",
+    ),
+    f(
+        "how do I create an API key?",
+        "and how do I revoke it?",
+        "parley keys revoke",
+        "How do I create an API key?",
+    ),
+    f("what is a run?", "how do I stop it?", "/cancel", "How do I cancel a run that is taking too long?"),
+    f(
+        "how do I add my own documents?",
+        "which formats does that accept?",
+        "PDF",
+        "Which file formats can a knowledge base ingest?",
+    ),
+    f(
+        "how do I stream a reply?",
+        "what if my connection drops during it?",
+        "Last-Event-ID",
+        "My connection dropped in the middle of a reply. Do I lose the answer?",
+    ),
+    f(
+        "does parley remember what I tell it?",
+        "how do I make it forget?",
+        "DELETE /v1/memory",
+        "Does Parley remember what I told it?",
+    ),
+    f(
+        "can I use ollama?",
+        "what happens if it goes down?",
+        "fails over",
+        "What happens when a model provider fails?",
+    ),
+    f(
+        "how do I create my own assistant?",
+        "do I need to restart after that?",
+        "restart",
+        "How do I create my own assistant?",
+    ),
+    f(
+        "can I limit how much each user can use?",
+        "what happens when someone goes over it?",
+        "429",
+        "Can I limit how much each user can use?",
+    ),
+    f(
+        "how do I delete a conversation?",
+        "what happens to its runs?",
+        "cancelled",
+        "How do I delete a conversation?",
+    ),
+    f(
+        "is it safe to put parley on the internet?",
+        "how do I do that safely?",
+        "HTTPS",
+        "Is it safe to expose Parley on the internet?",
+    ),
+    f(
+        "how can I run several parley processes?",
+        "do I need redis for that?",
+        "optional",
+        "How can I run Parley with several processes?",
+    ),
+    f(
+        "what is the scripted provider?",
+        "how do I use it?",
+        "scripted:echo",
+        "What is the scripted provider?",
+    ),
+    f(
+        "how do I upgrade the database?",
+        "can I run it by hand?",
+        "parley db upgrade",
+        "How do I upgrade the database after updating Parley?",
+    ),
+    f("what port does parley use?", "is it open source?", "Apache 2.0", "What does Parley cost?"),
+    f(
+        "where does parley keep its data?",
+        "does it work offline?",
+        "on your machine",
+        "Does Parley need an internet connection?",
+    ),
+]
