@@ -75,6 +75,7 @@ from bench._questions import (
     DEMO_FAQ,
     DEMO_UNANSWERABLE,
     DIALOGUES,
+    FOLLOW_UPS,
     Turn,
 )
 from bench._util import pct, serve_in_process
@@ -266,9 +267,14 @@ async def grounded(
     facts: tuple[str, ...] | None = None,
     span: list[str] | None = None,
     gold: Any = None,
+    before: str | None = None,
 ) -> Run:
-    """Ask one knowledge question; ``facts``/``span`` make it answerable, neither unanswerable."""
-    run = await api.ask(await api.thread(assistant), question)
+    """Ask one knowledge question; ``facts``/``span`` make it answerable, neither unanswerable.
+    ``before``: a question asked first in the same conversation (the question follows it up)."""
+    thread = await api.thread(assistant)
+    if before is not None:
+        await api.ask(thread, before)
+    run = await api.ask(thread, question)
     reference = await cited_text(api, kb, run)
     common(tally, run, reference, capable)
     numbers = score.cited(run.text)
@@ -314,6 +320,17 @@ async def support(api: Api, split: str, limit: int | None, capable: bool) -> Tal
         )  # fmt: skip
     for text in half(DEMO_UNANSWERABLE, split)[:limit]:
         await grounded(api, tally, "support", "parley-faq", text, capable=capable)
+    return tally
+
+
+async def followups(api: Api, split: str, limit: int | None, capable: bool) -> Tally:
+    """Follow-up questions on the demo FAQ, each asked after its first question in one thread."""
+    tally = Tally()
+    for item in half(FOLLOW_UPS, split)[:limit]:
+        await grounded(
+            api, tally, "support", "parley-faq", item.text, capable=capable, facts=item.facts,
+            gold=lambda s, e=item.entry: s.get("title") == e, before=item.before,
+        )  # fmt: skip
     return tally
 
 
@@ -584,6 +601,7 @@ async def bench_model(
         tallies: dict[str, Tally] = {}
         for name, job in (
             ("support", lambda: support(api, args.split, args.limit, capable)),
+            ("followups", lambda: followups(api, args.split, args.limit, capable)),
             ("stackfaq", lambda: stackfaq(api, args.split, args.limit, capable)),
             ("recruiter", lambda: recruiter(api, args.split, args.limit, capable, people)),
             ("resumes", lambda: resumes(api, args.split, args.limit, capable)),
@@ -638,7 +656,7 @@ async def amain() -> None:
     parser.add_argument("--model", choices=["local", "capable", "both"], default="both")
     parser.add_argument("--split", choices=["calibrate", "report"], default="report")
     parser.add_argument("--limit", type=int, help="At most N items per question set.")
-    parser.add_argument("--only", help="Only these assistants: support,stackfaq,recruiter,resumes,shop.")
+    parser.add_argument("--only", help="Only these sets: support,followups,stackfaq,recruiter,resumes,shop.")
     parser.add_argument("--option", action="append", default=[], metavar="ASSISTANT.KEY=VALUE")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     parser.add_argument(

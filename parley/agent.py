@@ -47,6 +47,7 @@ from parley.answers.compose import (
     unfamiliar,
     unrelated,
 )
+from parley.answers.followups import follows_up, in_context
 from parley.answers.guards import Guard, scaffolding
 from parley.answers.references import (
     Item,
@@ -207,6 +208,21 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
                     question,
                     None,
                 )
+        elif not attached and follows_up(question):
+            # "how do I move it?", after "where does parley store my data?": asked with it.
+            async with agent.db.session() as session:
+                messages = await history(session, state.run.thread_id)
+            asked = [m.content for m in messages if m.role == "user" and m.run_id != state.run.id]
+            joined = in_context(question, asked)
+            if joined != question:
+                # Unless it is clearly an entry's own question ("what if my connection drops
+                # during it?"), whatever "it" was before.
+                alone = await retrieve(
+                    agent.knowledge, state.assistant, question, run_options=state.run.options
+                )
+                best = alone.hits[0] if alone.hits else None
+                if best is None or not paraphrased(best, alone.found, alone.familiar):
+                    question = joined
         listing = not attached and document is None and is_list_question(question)
         search = partial(
             retrieve,

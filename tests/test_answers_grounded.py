@@ -17,6 +17,7 @@ from parley.answers.compose import (
     unfamiliar,
     unrelated,
 )
+from parley.answers.followups import in_context
 from parley.config import Settings
 from parley.knowledge.search import Hit
 from parley.providers.base import TextDelta
@@ -473,6 +474,36 @@ async def test_an_entry_that_may_not_be_the_question_is_named_with_the_next_ones
     assert model.requests == []
 
 
+async def test_a_follow_up_question_is_asked_with_the_one_before_it_with_minilm(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """ "how do I move it?", after "where does parley store my data?", was declined: "I found
+    nothing about that". A question that refers back with few words of its own is searched for
+    with the question before it, unless it is clearly an entry's own question by itself."""
+    model = small_model()
+    async with serve(minilm_faq(settings_for), {"scripted:small": model}) as server:
+        client = server.client
+
+        async def turns(*texts: str) -> str:
+            thread = await new_thread(client, "support")
+            for text in texts:
+                run = await start_run(client, thread, text)
+                final = (await read_events(client, f"/v1/runs/{run['id']}/events"))[-1]
+                if not final.json["text"].startswith("I don't know"):
+                    assert_citations_match_sources(final)
+            return str(final.json["text"])
+
+        moved = await turns("where does parley store my data?", "how do I move it?")
+        alone = await turns("how do I move it?")
+        changed = await turns("what port does parley use?", "can I change it?")
+        dropped = await turns("how do I stream a reply?", "what if my connection drops during it?")
+    assert "PARLEY_DATA_DIR" in moved, moved
+    assert alone.startswith("I don't know"), alone
+    assert "PARLEY_PORT" in changed, changed
+    assert "Last-Event-ID" in dropped, dropped
+    assert model.requests == []
+
+
 async def test_a_yes_or_no_is_shown_under_the_question_it_answers_with_minilm(
     settings_for: Callable[..., Settings],
 ) -> None:
@@ -532,3 +563,16 @@ def test_a_name_no_source_has_is_missing_but_an_acronym_is_not() -> None:
     assert absent_facts("Can I pay for Parley with PayPal?", [memory]) == ["PayPal"]  # Parley: the title
     assert absent_facts("how much RAM does the default model need", [memory]) == []
     assert absent_facts("my client retries POSTs, what then?", [memory]) == []
+
+
+def test_only_a_question_that_refers_back_with_few_words_of_its_own_follows_up() -> None:
+    asked = ["where does parley store my data?"]
+    assert in_context("how do I move it?", asked) == "where does parley store my data? how do I move it?"
+    assert in_context("and for PostgreSQL?", asked) == "where does parley store my data? and for PostgreSQL?"
+    for standalone in (
+        "is there a health check endpoint?",
+        "how do I make sure that runs finish before a deploy?",
+        "does it keep every event of every run in the database with its sequence number?",
+    ):
+        assert in_context(standalone, asked) == standalone
+    assert in_context("how do I move it?", []) == "how do I move it?"
