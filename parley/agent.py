@@ -201,6 +201,7 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
             return None
     if state.assistant.knowledge_bases or attached:
         question, document = state.run.input, None
+        searched: Retrieved | None = None  # a follow-up's own search, when it stands alone
         if not attached and ordinal(question) is not None:
             # "tell me more about the second one", after a list: about that document only.
             async with agent.db.session() as session:
@@ -221,7 +222,9 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
                     agent.knowledge, state.assistant, question, run_options=state.run.options
                 )
                 best = alone.hits[0] if alone.hits else None
-                if best is None or not paraphrased(best, alone.found, alone.familiar):
+                if best is not None and paraphrased(best, alone.found, alone.familiar):
+                    searched = alone
+                else:
                     question = joined
         listing = not attached and document is None and is_list_question(question)
         search = partial(
@@ -232,7 +235,10 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
             run_options=state.run.options,
             attached=attached,
         )
-        retrieved = await search(listing=listing, document=document)
+        if searched is not None and not listing:
+            retrieved = searched  # searched already, as it stands
+        else:
+            retrieved = await search(listing=listing, document=document)
         if not (attached or listing or document) and (about := named_document(question, retrieved.found)):
             # "summarise Amelia Hartley's CV": about that document alone, whatever words of the
             # question ("summarise", "CV") the documents never use.

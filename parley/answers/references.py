@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from parley.answers.compose import spoken
 from parley.store.schema import Message
 from parley.tools.choice import stems
 
@@ -126,9 +127,7 @@ def not_there(there: Sequence[Item], where: str) -> str:
     cart. In your cart: …", or "Nothing is in your cart."."""
     if not there:
         return f"Nothing is {where}."
-    names = [item.label for item in there]
-    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    return f"That is not {where}. {where[0].upper() + where[1:]}: {listed}."
+    return f"That is not {where}. {where[0].upper() + where[1:]}: {spoken([item.label for item in there])}."
 
 
 @dataclass(slots=True)
