@@ -121,6 +121,119 @@ DEMO_FAQ = [
         "How can I run Parley with several processes?",
     ),
     q("how do I listen on all interfaces?", "0.0.0.0", PORT),
+    # Entries added to the FAQ in sessions 17-18 (questions written by a separate writer, before any run).
+    q("what is this parley thing, in a nutshell?", "self-hosted", "What is Parley?"),
+    q("which programming language is parley written in", "Python", "What is Parley?"),
+    q(
+        "can I use parley from a browser instead of curl?",
+        "http://127.0.0.1:8000/",
+        "Does Parley have a web interface?",
+    ),
+    q("where can I look at graphs of my experiments", "/dashboard", "Does Parley have a web interface?"),
+    q(
+        "will it work on a box with no network access?",
+        "on your machine",
+        "Does Parley need an internet connection?",
+    ),
+    q(
+        "do my prompts get sent off to some cloud service?",
+        "hosted provider",
+        "Does Parley need an internet connection?",
+    ),
+    q(
+        "how do I upgrade parley to the latest release",
+        "git pull",
+        "How do I update Parley to a new version?",
+    ),
+    q(
+        "a newer parley just came out, what steps do I follow to switch my install over?",
+        ("git pull", "make run"),
+        "How do I update Parley to a new version?",
+    ),
+    q("replies take ages to show up, why is that?", "CPU", "Why are the answers slow?"),
+    q(
+        "can I make the default model use more of my cpu cores?",
+        "PARLEY_LOCAL_THREADS",
+        "Why are the answers slow?",
+    ),
+    q(
+        "the default chat bot keeps inventing things, why is it so unreliable?",
+        "135 million",
+        "Why does the general assistant get facts wrong?",
+    ),
+    q(
+        "how can I get more accurate answers out of the general-purpose bot",
+        "larger model",
+        "Why does the general assistant get facts wrong?",
+    ),
+    q(
+        "if I tell it my name, will it still know it when I start a new chat?",
+        "across conversations",
+        "Does Parley remember what I told it?",
+    ),
+    q(
+        "I don't want it storing personal stuff about me, how do I switch that off",
+        "PARLEY_MEMORY=false",
+        "Does Parley remember what I told it?",
+    ),
+    q(
+        "why does the bot just tell me it has no idea instead of answering?",
+        "relevant enough",
+        "Why did the assistant say it does not know?",
+    ),
+    q(
+        "what can I do when the knowledge base assistant won't answer my question",
+        "rephrasing",
+        "Why did the assistant say it does not know?",
+    ),
+    q("where does parley write its log output?", "standard error", "Where are Parley's logs?"),
+    q("how do I get more verbose logging", "PARLEY_LOG_LEVEL", "Where are Parley's logs?"),
+    q("how do I generate a token for my client app?", "parley keys create", "How do I create an API key?"),
+    q(
+        "how should a client pass its credentials in each request",
+        "Authorization: Bearer",
+        "How do I create an API key?",
+    ),
+    q(
+        "how many requests per minute does one key get by default?",
+        "120/minute",
+        "Can I limit how much each user can use?",
+    ),
+    q(
+        "can I cap how many tokens someone burns through each day",
+        "PARLEY_DAILY_TOKEN_BUDGET",
+        "Can I limit how much each user can use?",
+    ),
+    q(
+        "how do I find out how much each person on my team is spending?",
+        "/v1/usage",
+        "Where can I see the usage and cost of each user?",
+    ),
+    q(
+        "where do I see how many tokens a single answer used",
+        "run.completed",
+        "Where can I see the usage and cost of each user?",
+    ),
+    q(
+        "I want my parley server reachable from outside, what should I set up first?",
+        ("HTTPS", "API keys"),
+        "Is it safe to expose Parley on the internet?",
+    ),
+    q(
+        "parley won't start when I bind it to a public address, why?",
+        "without authentication",
+        "Is it safe to expose Parley on the internet?",
+    ),
+    q(
+        "I'd love to suggest a new feature, where do I send it?",
+        "Open an issue",
+        "Where do I report a bug or ask for a feature?",
+    ),
+    q(
+        "something broke, what info do you need from me to look into it",
+        ("/openapi.json", "request id"),
+        "Where do I report a bug or ask for a feature?",
+    ),
 ]
 
 #: Questions the demo FAQ does not answer: the support assistant should decline each.
