@@ -44,6 +44,7 @@ from parley.answers.compose import (
     paraphrased,
     qa_pair,
     same_question,
+    stands_out,
     unfamiliar,
     unrelated,
 )
@@ -263,6 +264,7 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         off_topic = (
             best is not None
             and not near
+            and not stands_out(best, retrieved.found)
             and (
                 unrelated(question, best, retrieved.found, trust, retrieved.common)
                 # A summary of the document the question names uses words no document has

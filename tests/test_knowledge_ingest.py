@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from parley.knowledge.chunking import is_faq, split_faq, split_markdown, split_text
+from parley.knowledge.chunking import entry_questions, is_faq, shown, split_faq, split_markdown, split_text
 from parley.knowledge.ingest import UnreadableDocument, iter_files, parse
 from tests.knowledge_data import FAQ, GUIDE, pdf_bytes
 
@@ -30,6 +30,26 @@ def test_faq_detection_needs_an_answer_after_the_question() -> None:
     assert is_faq("Q: one?\nA: yes")
     assert not is_faq("Q: a question with no answer\n\nSome prose.")
     assert split_faq("Q: no answer here\n") == []
+
+
+def test_an_faq_entry_may_list_other_ways_to_ask_it() -> None:
+    """Several ``Q:`` lines before an ``A:``: one entry, titled by the first; the others help the
+    search find it and are never shown."""
+    text = (
+        "Q: How do I reset my password?\nQ: i forgot my login\nQ: locked out of my account\n"
+        "A: Use the link on the sign-in page.\n\nQ: What is the refund policy?\nA: 30 days.\n"
+    )
+    first, second = split_faq(text)
+    assert (first.title, second.title) == ("How do I reset my password?", "What is the refund policy?")
+    assert entry_questions(first.text) == [
+        "How do I reset my password?",
+        "i forgot my login",
+        "locked out of my account",
+    ]
+    assert shown(first.text) == "Q: How do I reset my password?\nA: Use the link on the sign-in page."
+    assert entry_questions(second.text) == ["What is the refund policy?"]
+    assert shown(second.text) == second.text
+    assert entry_questions("Some prose.\nQ: not an entry") == []
 
 
 def test_other_markdown_is_split_on_headings_with_their_path() -> None:

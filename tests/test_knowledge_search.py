@@ -150,7 +150,7 @@ async def test_a_repeated_question_is_not_embedded_again(db: Database) -> None:
     await knowledge.search(alice, kb.id, "anything at all", mode="bm25")
     # The FAQ entries' own questions are embedded once, at the first search that ranks them.
     entries = [q for q in embedder.seen if q.endswith("?")]
-    assert sorted(entries) == sorted(e.question for e in knowledge._indexes[kb.id].entries if e.question)
+    assert sorted(entries) == sorted(q for e in knowledge._indexes[kb.id].entries for q in e.questions)
     assert [q for q in embedder.seen if q not in entries] == ["password reset email", "how do refunds work"]
     assert first[0].title == again[0].title == "How do I reset my password?"
     assert first[0].similarity == again[0].similarity
@@ -311,3 +311,35 @@ async def test_a_paraphrased_faq_question_finds_its_entry_over_one_whose_answer_
                 "Can I get a copy of my receipt?",
                 "Which payment methods do you accept?",
             ]
+
+
+LOCKED_OUT = """Q: How do I reset my password?
+Q: i am locked out of my account
+Q: forgot the login for my workspace
+A: Use the "Forgot password" link on the sign-in page; the email it sends is valid for one hour.
+
+Q: How do I invite a colleague?
+A: Open Members and send an invitation to their email address; they join your workspace when they
+accept it.
+"""
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "bm25"])
+async def test_a_question_in_words_only_another_way_of_asking_has_finds_the_entry(
+    settings_for: Callable[..., Settings], mode: str
+) -> None:
+    """An entry's other ways of asking find it, and its hit shows it under its own question only."""
+    async with serve(settings_for(embeddings="hash")) as server:
+        c = server.client
+        kb = (await c.post("/v1/knowledge-bases", json={"name": "help"})).json()["id"]
+        added = await c.post(
+            f"/v1/knowledge-bases/{kb}/documents", json={"title": "Help", "text": LOCKED_OUT}
+        )
+        assert added.status_code == 201, added.text
+        found = await c.get(f"/v1/knowledge-bases/{kb}/search", params={"q": "locked out", "mode": mode})
+        best = found.json()["data"][0]
+        assert best["title"] == "How do I reset my password?"
+        assert best["text"] == (
+            'Q: How do I reset my password?\nA: Use the "Forgot password" link on the sign-in page; '
+            "the email it sends is valid for one hour."
+        )

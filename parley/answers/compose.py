@@ -187,6 +187,18 @@ def paraphrased(best: Hit, found: Sequence[Hit], familiar: float | None) -> bool
     near = best.question_similarity
     if familiar is None or near is None or near < familiar:
         return False
+    return stands_out(best, found)
+
+
+def stands_out(best: Hit, found: Sequence[Hit]) -> bool:
+    """Whether the best source is an FAQ entry whose own question is nearer to the user's than
+    any other entry's by ``QUESTION_MARGIN``: the question is about that entry, if in words the
+    knowledge base never uses ("will it work on a box with no network access?" is 0.38 from
+    "Does Parley need an internet connection?", the next entry 0.23). A question about
+    something else lands between several entries' questions."""
+    near = best.question_similarity
+    if near is None:
+        return False
     others = [h.question_similarity for h in found if h.chunk_id != best.chunk_id]
     return near - max((s for s in others if s is not None), default=0.0) >= QUESTION_MARGIN
 

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import ApiError, not_found
 from parley.knowledge import pgvector
+from parley.knowledge.chunking import shown
 from parley.knowledge.embeddings import (
     Embedder,
     EmbeddingsUnavailable,
@@ -684,7 +685,7 @@ class Knowledge:
                         e.document_id,
                         e.document_title,
                         e.title,
-                        e.text,
+                        shown(e.text),
                         e.position,
                         1.0,
                         None,

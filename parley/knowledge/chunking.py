@@ -15,6 +15,10 @@ OVERLAP_CHARS = 150
 
 _QUESTION = re.compile(r"^\s*Q:\s*(.*)$")
 _ANSWER = re.compile(r"^\s*A:\s*(.*)$")
+#: An FAQ entry's questions: ``Q:`` lines up to its ``A:``; and those after the first.
+_ENTRY = re.compile(r"\s*(?:Q:[^\n]*\n\s*)+(?=A:)")
+_QUESTIONS = re.compile(r"Q:([^\n]*)")
+_ALIASES = re.compile(r"^(\s*Q:[^\n]*\n)(?:\s*Q:[^\n]*\n)+(?=\s*A:)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -46,27 +50,48 @@ def is_faq(text: str) -> bool:
 
 
 def split_faq(text: str) -> list[Chunk]:
-    """One chunk per question/answer pair; multi-line answers run to the next ``Q:``."""
+    """One chunk per entry; multi-line answers run to the next ``Q:``.
+
+    An entry may have several ``Q:`` lines before its ``A:``: the first is its own question
+    (its title, what a citation shows), the others are other ways people ask it, which only
+    help the search find the entry (``entry_questions``; ``shown`` leaves them out)."""
     chunks: list[Chunk] = []
-    question: str | None = None
+    questions: list[str] = []
     answer: list[str] = []
 
     def close() -> None:
         body = "\n".join(answer).strip()
-        if question and body:
-            chunks.append(Chunk(f"Q: {question}\nA: {body}", question))
+        if questions and body:
+            asked = "".join(f"Q: {q}\n" for q in questions)
+            chunks.append(Chunk(f"{asked}A: {body}", questions[0]))
 
     in_answer = False
     for line in text.splitlines():
         if m := _QUESTION.match(line):
+            if questions and not in_answer:
+                questions.append(m.group(1).strip())  # another way to ask the same entry
+                continue
             close()
-            question, answer, in_answer = m.group(1).strip(), [], False
-        elif question is not None and not in_answer and (m := _ANSWER.match(line)):
+            questions, answer, in_answer = [m.group(1).strip()], [], False
+        elif questions and not in_answer and (m := _ANSWER.match(line)):
             answer, in_answer = [m.group(1)], True
         elif in_answer and not _HEADING.match(line):
             answer.append(line)
     close()
     return chunks
+
+
+def entry_questions(text: str) -> list[str]:
+    """An FAQ entry's questions (its chunk reads ``Q: … [Q: …] A: …``): its own first, then the
+    other ways to ask it; ``[]`` for any other chunk."""
+    found = _ENTRY.match(text)
+    return [q.strip() for q in _QUESTIONS.findall(found[0])] if found else []
+
+
+def shown(text: str) -> str:
+    """A chunk's text as an answer or a citation shows it: an FAQ entry under its own question
+    only (the other ways to ask it are for the search)."""
+    return _ALIASES.sub(r"\1", text, count=1)
 
 
 def split_markdown(text: str, *, size: int = CHUNK_CHARS, overlap: int = OVERLAP_CHARS) -> list[Chunk]:

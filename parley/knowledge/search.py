@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -29,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
+from parley.knowledge.chunking import entry_questions, shown
 from parley.knowledge.embeddings import Vectors
 
 Mode = Literal["hybrid", "bm25", "dense"]
@@ -50,7 +50,6 @@ APPEND_SLICE = 256
 
 #: Embeds texts as a knowledge base's chunks are embedded (``Embedder.embed``): unit vectors.
 Embed = Callable[[Sequence[str]], Vectors]
-_ENTRY = re.compile(r"\s*Q:\s*(?P<q>.+?)\s*\n\s*A:", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +67,10 @@ class ChunkEntry:
     sha256: str = ""
 
     @property
-    def question(self) -> str | None:
-        """An FAQ entry's own question (its chunk reads ``Q: … A: …``), else ``None``."""
-        found = _ENTRY.match(self.text)
-        return found["q"] if found else None
+    def questions(self) -> list[str]:
+        """An FAQ entry's own question and the other ways to ask it (its chunk reads
+        ``Q: … [Q: …] A: …``), else ``[]``."""
+        return entry_questions(self.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +157,8 @@ class _Rows:
         self.ties = _Column(np.int64)
         self.vectors = _Column(np.float32, dim) if dim is not None else None
         self.vocab: dict[str, int] = {}
-        #: row -> the unit vector of its FAQ entry's question, embedded when a search first needs it
+        #: row -> the unit vectors of its FAQ entry's questions (one row each), embedded when a
+        #: search first needs them
         self.questions: dict[int, Vectors] = {}
         #: chunk id -> its latest row; document id -> its rows (dead ones included)
         self.rows: dict[str, int] = {}
@@ -507,16 +507,21 @@ class KbIndex:
         store = self._store
         order = store.ties.prefix(self._n)
         rows = _top(dense, CANDIDATES, ~np.isnan(dense) & allowed, order, positive=False)
-        asked = {r: q for r in rows if (q := store.entries[r].question) is not None}
+        asked = {r: q for r in rows if (q := store.entries[r].questions)}
         if not asked:
             return dense
         missing = [r for r in asked if r not in store.questions]
         if missing:
-            vectors = questions([asked[r] for r in missing])
-            for row, vector in zip(missing, vectors, strict=True):
-                store.questions[row] = np.asarray(vector, dtype=np.float32)
+            vectors = np.asarray(questions([q for r in missing for q in asked[r]]), dtype=np.float32)
+            start = 0
+            for row in missing:
+                store.questions[row] = vectors[start : start + len(asked[row])]
+                start += len(asked[row])
         entries = np.fromiter(asked, dtype=np.int64, count=len(asked))
-        cosines = np.vstack([store.questions[int(r)] for r in entries]) @ query_vector
+        # The nearest of an entry's questions: the one the user's words are closest to.
+        cosines = np.array(
+            [np.max(store.questions[int(r)] @ query_vector) for r in entries], dtype=np.float32
+        )
         out = dense.copy()
         out[entries] = ENTRY_QUESTION_WEIGHT * cosines + (1 - ENTRY_QUESTION_WEIGHT) * dense[entries]
         return out
@@ -572,14 +577,14 @@ class KbIndex:
         e = self._store.entries[i]
         asked = None
         if query_vector is not None and (vector := self._store.questions.get(i)) is not None:
-            asked = float(vector @ query_vector)
+            asked = float(np.max(vector @ query_vector))
         return Hit(
             kb_id=self.kb_id,
             chunk_id=e.id,
             document_id=e.document_id,
             document_title=e.document_title,
             title=e.title,
-            text=e.text,
+            text=shown(e.text),
             position=e.position,
             score=score,
             bm25=None if lexical is None else float(lexical[i]),
