@@ -54,9 +54,10 @@ def products_table(products: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def cart_table(cart: dict[str, Any]) -> list[str]:
+    """The cart's items and totals; nothing for an empty cart (the reply says it is empty)."""
     items = cart.get("items") or []
     if not items:
-        return ["Your cart is empty."]
+        return []
     rows = [
         [
             str(i.get("quantity", "")),

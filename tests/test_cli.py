@@ -147,6 +147,9 @@ async def test_ask_shows_products_and_the_cart_as_tables(tmp_path: Path) -> None
     async with serve(
         settings(tmp_path, model="scripted:small"), providers={"scripted:small": small}
     ) as server:
+        code, out, err = await parley("ask", "--url", server.url, "-a", "shop", "what's in my cart?")
+        assert code == 0, err
+        assert out.count("Your cart is empty.") == 1, out  # the reply says it; no empty table
         code, out, err = await parley("ask", "--url", server.url, "-a", "shop", "show me wireless headphones")
         assert code == 0, err
         lines = out.splitlines()
