@@ -254,7 +254,9 @@ async def test_an_idle_cart_gives_its_stock_back_and_a_recent_one_keeps_it(serve
 
 
 async def test_the_server_releases_idle_carts_on_its_own(settings_for: Callable[..., Settings]) -> None:
-    async with serve(settings_for(shop_cart_hold_seconds=0.5)) as server:
+    # A hold long enough that the add's own request (seconds on a loaded machine) ends well
+    # before the release, so the reservation is seen first.
+    async with serve(settings_for(shop_cart_hold_seconds=3)) as server:
         await _last_units(server, "SPK-101", 2)
         session_id = (await server.client.post("/api/sessions")).json()["session_id"]
         added = await server.client.post(
