@@ -260,10 +260,9 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         ranked = (state.run.options or {}).get("retrieval") != "all"
         best = hits[0] if hits and ranked and not listing and not attached else None
         trust = float(state.assistant.options.get("trust_similarity", TRUST_SIMILARITY))
-        near = best is not None and paraphrased(best, retrieved.found, retrieved.familiar)
         off_topic = (
             best is not None
-            and not near
+            # A paraphrase of an entry's questions stands out from the others by the margin.
             and not stands_out(best, retrieved.found)
             and (
                 unrelated(question, best, retrieved.found, trust, retrieved.common)
@@ -288,7 +287,10 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         if listing or entry or not _writes(state):
             named = (
                 best is not None
-                and (not near or answers_yes_or_no(best))
+                and (
+                    not paraphrased(best, retrieved.found, retrieved.familiar, own=True)
+                    or answers_yes_or_no(best)
+                )
                 and not same_question(question, best)
             )
             composed = compose(

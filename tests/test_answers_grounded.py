@@ -480,13 +480,16 @@ async def test_a_question_in_a_users_words_finds_the_entry_that_lists_them_with_
 ) -> None:
     """The demo FAQ lists other ways people ask each entry: "where are my conversations
     stored?" (which once got the entry on who can see conversations, named as the closest)
-    gets the data entry's answer, under its own question in the sources, and nothing of the
-    other ways of asking is shown."""
+    gets the data entry, named (it was found by another way of asking it, not its own
+    question), under its own question in the sources, and nothing of the other ways of asking
+    is shown."""
     model = small_model()
     async with serve(minilm_faq(settings_for), {"scripted:small": model}) as server:
         stored = (await ask(server, "support", "where are my conversations stored?"))[-1]
     text, sources = stored.json["text"], stored.json["sources"]
-    assert text.startswith("In the data directory, `.parley` by default"), text
+    assert text.startswith(
+        'The closest entry I have is "Where does Parley keep its data?": In the data directory, `.parley`'
+    ), text
     assert sources[0]["title"] == "Where does Parley keep its data?"
     assert sources[0]["snippet"].startswith("Q: Where does Parley keep its data? A: In the data directory")
     assert model.requests == []
@@ -562,8 +565,9 @@ def test_an_entry_asked_in_its_own_words_needs_no_naming() -> None:
 
 
 def test_a_question_clearly_nearest_one_entrys_own_question_is_its_paraphrase() -> None:
-    def hit(question: float | None, n: int = 0) -> Hit:
-        return Hit("kb", f"c{n}", f"d{n}", "Parley FAQ", "", "Q: … A: …", n, 1.0, None, 0.36, question)
+    def hit(question: float | None, n: int = 0, own: float | None = None) -> Hit:
+        own = question if own is None else own
+        return Hit("kb", f"c{n}", f"d{n}", "Parley FAQ", "", "Q: … A: …", n, 1.0, None, 0.36, question, own)
 
     install, data, port = hit(0.62), hit(0.46, 1), hit(0.42, 2)
     assert paraphrased(install, [install, data, port], 0.55)
@@ -572,6 +576,12 @@ def test_a_question_clearly_nearest_one_entrys_own_question_is_its_paraphrase() 
     assert not paraphrased(hit(0.50), [hit(0.50), hit(0.1, 1)], 0.55)  # not near enough
     assert not paraphrased(install, [install, data], None)  # no embedder to tell
     assert paraphrased(install, [install, hit(None, 1)], 0.55)  # a passage that is no entry
+    # Near only one of the other ways of asking it ("replies take forever, how can I speed them
+    # up?" for "how do I stop a reply that takes forever?"): found, but not its paraphrase.
+    slow, cancel = hit(0.80, own=0.41), hit(0.65, 1)
+    assert stands_out(slow, [slow, cancel])
+    assert paraphrased(slow, [slow, cancel], 0.55)  # what it is about
+    assert not paraphrased(slow, [slow, cancel], 0.55, own=True)  # what its answer is shown under
 
 
 def test_a_question_nearest_one_entrys_question_by_the_margin_is_about_it() -> None:

@@ -176,18 +176,25 @@ def unrelated(
     return not (asked - common) & set(stems(f"{best.document_title} {best.title} {best.text}"))
 
 
-def paraphrased(best: Hit, found: Sequence[Hit], familiar: float | None) -> bool:
-    """Whether the question is a paraphrase of the best source's own FAQ question: at least
-    ``familiar`` similar to it, and nearer than to any other entry's question by
-    ``QUESTION_MARGIN``. Such a question is about that entry whatever words it uses: "how do I
-    get parley running on my laptop" shares only "Parley" and "run", which half the FAQ has,
-    with "How do I install and start Parley?" (0.62, the next entry 0.46). A question about
-    something else lands between several entries' questions ("How many employees does the
-    company behind Parley have?" is 0.65 and 0.63 from two)."""
-    near = best.question_similarity
+def paraphrased(best: Hit, found: Sequence[Hit], familiar: float | None, *, own: bool = False) -> bool:
+    """Whether the question is a paraphrase of the best source's FAQ question: at least
+    ``familiar`` similar to it, and nearer than to any other entry's by ``QUESTION_MARGIN``.
+    Such a question is about that entry whatever words it uses: "how do I get parley running
+    on my laptop" shares only "Parley" and "run", which half the FAQ has, with "How do I
+    install and start Parley?" (0.62, the next entry 0.46). A question about something else
+    lands between several entries' questions ("How many employees does the company behind
+    Parley have?" is 0.65 and 0.63 from two).
+
+    An entry's questions are its own and the other ways to ask it; ``own``: its own question
+    only, the one its answer is shown under, against the other entries' own. An answer is
+    shown without naming its entry only then: "how do I stop a reply that takes forever?" is
+    0.80 from "replies take forever, how can I speed them up?", a way of asking "Why are the
+    answers slow?", and 0.41 from that question itself."""
+
+    near = best.own_question_similarity if own else best.question_similarity
     if familiar is None or near is None or near < familiar:
         return False
-    return stands_out(best, found)
+    return _nearest_by_margin(best, found, own=own)
 
 
 def stands_out(best: Hit, found: Sequence[Hit]) -> bool:
@@ -196,10 +203,17 @@ def stands_out(best: Hit, found: Sequence[Hit]) -> bool:
     knowledge base never uses ("will it work on a box with no network access?" is 0.38 from
     "Does Parley need an internet connection?", the next entry 0.23). A question about
     something else lands between several entries' questions."""
-    near = best.question_similarity
+    return _nearest_by_margin(best, found)
+
+
+def _nearest_by_margin(best: Hit, found: Sequence[Hit], *, own: bool = False) -> bool:
+    def similarity(hit: Hit) -> float | None:
+        return hit.own_question_similarity if own else hit.question_similarity
+
+    near = similarity(best)
     if near is None:
         return False
-    others = [h.question_similarity for h in found if h.chunk_id != best.chunk_id]
+    others = [similarity(h) for h in found if h.chunk_id != best.chunk_id]
     return near - max((s for s in others if s is not None), default=0.0) >= QUESTION_MARGIN
 
 

@@ -87,8 +87,11 @@ class Hit:
     score: float
     bm25: float | None
     similarity: float | None
-    #: An FAQ entry's own question's cosine to the query, when the search computed it.
+    #: An FAQ entry's questions' cosine to the query (the nearest of its own question and the
+    #: other ways to ask it), when the search computed it.
     question_similarity: float | None = None
+    #: The cosine of the entry's own question alone (its first ``Q:``, the one shown).
+    own_question_similarity: float | None = None
 
     def json(self) -> dict[str, Any]:
         return {
@@ -575,9 +578,10 @@ class KbIndex:
     ) -> Hit:
         assert self._store is not None
         e = self._store.entries[i]
-        asked = None
-        if query_vector is not None and (vector := self._store.questions.get(i)) is not None:
-            asked = float(np.max(vector @ query_vector))
+        asked = own = None
+        if query_vector is not None and (vectors := self._store.questions.get(i)) is not None:
+            cosines = vectors @ query_vector
+            asked, own = float(np.max(cosines)), float(cosines[0])
         return Hit(
             kb_id=self.kb_id,
             chunk_id=e.id,
@@ -590,6 +594,7 @@ class KbIndex:
             bm25=None if lexical is None else float(lexical[i]),
             similarity=None if dense is None or np.isnan(dense[i]) else float(dense[i]),
             question_similarity=asked,
+            own_question_similarity=own,
         )
 
 
