@@ -203,6 +203,7 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
     if state.assistant.knowledge_bases or attached:
         question, document = state.run.input, None
         searched: Retrieved | None = None  # a follow-up's own search, when it stands alone
+        read_alone: Hit | None = None  # a follow-up asked with the one before: its own best entry
         if not attached and ordinal(question) is not None:
             # "tell me more about the second one", after a list: about that document only.
             async with agent.db.session() as session:
@@ -226,7 +227,7 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
                 if best is not None and paraphrased(best, alone.found, alone.familiar):
                     searched = alone
                 else:
-                    question = joined
+                    question, read_alone = joined, (alone.found[0] if alone.found else None)
         listing = not attached and document is None and is_list_question(question)
         search = partial(
             retrieve,
@@ -245,6 +246,7 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
             # question ("summarise", "CV") the documents never use.
             document = about
             retrieved = await search(document=document)
+        offered = read_alone is not None and not document and _offer(retrieved, read_alone)
         hits = retrieved.hits
         state.sources = [source_json(h) for h in hits]
         agent.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})
@@ -285,13 +287,15 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
             return None
         entry = ranked and qa_pair(hits[0].text) is not None and _compose_mode(state) != "model"
         if listing or entry or not _writes(state):
-            named = (
-                best is not None
-                and (
-                    not paraphrased(best, retrieved.found, retrieved.familiar, own=True)
-                    or answers_yes_or_no(best)
+            named = best is not None and (
+                offered
+                or (
+                    (
+                        not paraphrased(best, retrieved.found, retrieved.familiar, own=True)
+                        or answers_yes_or_no(best)
+                    )
+                    and not same_question(question, best)
                 )
-                and not same_question(question, best)
             )
             composed = compose(
                 question, hits, listing=listing, ranked=ranked, exact=retrieved.exact, named=named
@@ -314,6 +318,18 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
         )
         state.gate = SentenceGate(sources[: context.sources], _support_threshold(state), fallback=fallback)
     return replace(context.request, **state.assistant.sampling())
+
+
+def _offer(retrieved: Retrieved, read_alone: Hit) -> bool:
+    """A follow-up asked with the question before it ("is it open source?" after "what port
+    does parley use?") may have changed the subject: when, read alone, its best FAQ entry is
+    another one than the joined question's, that entry becomes the second source, offered
+    under the answer ("Also close: "What does Parley cost?" [2]"). True when it was."""
+    hits = retrieved.hits
+    if not hits or qa_pair(read_alone.text) is None or read_alone.chunk_id == hits[0].chunk_id:
+        return False
+    retrieved.hits = [hits[0], read_alone, *(h for h in hits[1:] if h.chunk_id != read_alone.chunk_id)]
+    return True
 
 
 def unmentioned(words: Sequence[str], retrieved: Retrieved) -> list[str]:

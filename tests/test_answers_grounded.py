@@ -518,10 +518,16 @@ async def test_a_follow_up_question_is_asked_with_the_one_before_it_with_minilm(
         alone = await turns("how do I move it?")
         changed = await turns("what port does parley use?", "can I change it?")
         dropped = await turns("how do I stream a reply?", "what if my connection drops during it?")
+        # Read alone, "is it open source?" is about another entry than the port's: the answer
+        # is named, and that entry is offered first under it.
+        subject = await turns("what port does parley use?", "is it open source?")
     assert "PARLEY_DATA_DIR" in moved, moved
+    assert "Also close" not in moved, moved  # read alone, it is about the same entry
     assert alone.startswith("I don't know"), alone
     assert "PARLEY_PORT" in changed, changed
     assert "Last-Event-ID" in dropped, dropped
+    assert subject.startswith('The closest entry I have is "Which port does Parley listen on'), subject
+    assert 'Also close: "What does Parley cost?" [2]' in subject, subject
     assert model.requests == []
 
 
