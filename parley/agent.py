@@ -246,7 +246,7 @@ async def prepare(agent: Agent, state: RunState) -> ProviderRequest | None:
             # question ("summarise", "CV") the documents never use.
             document = about
             retrieved = await search(document=document)
-        offered = read_alone is not None and not document and _offer(retrieved, read_alone)
+        offered = read_alone is not None and not (document or listing) and _offer(retrieved, read_alone)
         hits = retrieved.hits
         state.sources = [source_json(h) for h in hits]
         agent.log.append(state.run.id, ev.RETRIEVAL, {"sources": state.sources})

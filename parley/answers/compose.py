@@ -190,7 +190,6 @@ def paraphrased(best: Hit, found: Sequence[Hit], familiar: float | None, *, own:
     shown without naming its entry only then: "how do I stop a reply that takes forever?" is
     0.80 from "replies take forever, how can I speed them up?", a way of asking "Why are the
     answers slow?", and 0.41 from that question itself."""
-
     near = best.own_question_similarity if own else best.question_similarity
     if familiar is None or near is None or near < familiar:
         return False
@@ -198,11 +197,11 @@ def paraphrased(best: Hit, found: Sequence[Hit], familiar: float | None, *, own:
 
 
 def stands_out(best: Hit, found: Sequence[Hit]) -> bool:
-    """Whether the best source is an FAQ entry whose own question is nearer to the user's than
-    any other entry's by ``QUESTION_MARGIN``: the question is about that entry, if in words the
-    knowledge base never uses ("will it work on a box with no network access?" is 0.38 from
-    "Does Parley need an internet connection?", the next entry 0.23). A question about
-    something else lands between several entries' questions."""
+    """Whether the best source is an FAQ entry whose questions (its own, or another way to ask
+    it) are nearer to the user's than any other entry's by ``QUESTION_MARGIN``: the question is
+    about that entry, if in words the knowledge base never uses ("will it work on a box with no
+    network access?" is 0.38 from "Does Parley need an internet connection?", the next entry
+    0.23). A question about something else lands between several entries' questions."""
     return _nearest_by_margin(best, found)
 
 
