@@ -155,7 +155,10 @@ async def test_a_killed_worker_loses_nothing_and_its_runs_end(tmp_path: Path) ->
     received: dict[str, list[Frame]] = {}
     async for cluster in _cluster(tmp_path, "postgres"):
         apis = [api.url for api in cluster.apis]
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=60)) as client:
+        # Idle connections are dropped before the server's 5 s keep-alive closes them: a request
+        # sent on one as the server closes it fails (httpx.ReadError), and rounds wait that long.
+        limits = httpx.Limits(keepalive_expiry=1)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=60), limits=limits) as client:
             for round_ in range(20):
                 fresh = []
                 for i in range(2):

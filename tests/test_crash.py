@@ -100,7 +100,10 @@ async def _watch(client: httpx.AsyncClient, url: str, run_id: str, seen: Seen) -
 async def test_sigkill_mid_stream_loses_nothing_and_ends_every_run(tmp_path: Path, database_url: str) -> None:
     rng = random.Random(1234)
     runs: dict[str, Seen] = {}
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=30)) as client:
+    # Idle connections are dropped before the server's 5 s keep-alive closes them: a request
+    # sent on one as the server closes it fails (httpx.ReadError), and rounds wait that long.
+    limits = httpx.Limits(keepalive_expiry=1)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=30), limits=limits) as client:
         for _ in range(ROUNDS):
             server = Process(tmp_path, database_url)
             try:
