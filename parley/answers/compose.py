@@ -190,7 +190,7 @@ def paraphrased(best: Hit, found: Sequence[Hit], familiar: float | None, *, own:
     shown without naming its entry only then: "how do I stop a reply that takes forever?" is
     0.80 from "replies take forever, how can I speed them up?", a way of asking "Why are the
     answers slow?", and 0.41 from that question itself."""
-    near = best.own_question_similarity if own else best.question_similarity
+    near = _question_similarity(best, own)
     if familiar is None or near is None or near < familiar:
         return False
     return _nearest_by_margin(best, found, own=own)
@@ -206,14 +206,17 @@ def stands_out(best: Hit, found: Sequence[Hit]) -> bool:
 
 
 def _nearest_by_margin(best: Hit, found: Sequence[Hit], *, own: bool = False) -> bool:
-    def similarity(hit: Hit) -> float | None:
-        return hit.own_question_similarity if own else hit.question_similarity
-
-    near = similarity(best)
+    near = _question_similarity(best, own)
     if near is None:
         return False
-    others = [similarity(h) for h in found if h.chunk_id != best.chunk_id]
+    others = [_question_similarity(h, own) for h in found if h.chunk_id != best.chunk_id]
     return near - max((s for s in others if s is not None), default=0.0) >= QUESTION_MARGIN
+
+
+def _question_similarity(hit: Hit, own: bool) -> float | None:
+    """An FAQ entry's cosine to the question: its own question's (``own``), or its nearest
+    question's, the other ways to ask it included."""
+    return hit.own_question_similarity if own else hit.question_similarity
 
 
 def same_question(question: str, best: Hit) -> bool:

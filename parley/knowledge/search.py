@@ -521,10 +521,11 @@ class KbIndex:
                 store.questions[row] = vectors[start : start + len(asked[row])]
                 start += len(asked[row])
         entries = np.fromiter(asked, dtype=np.int64, count=len(asked))
-        # The nearest of an entry's questions: the one the user's words are closest to.
-        cosines = np.array(
-            [np.max(store.questions[int(r)] @ query_vector) for r in entries], dtype=np.float32
-        )
+        # The nearest of an entry's questions: the one the user's words are closest to (one
+        # product for all of them, then the maximum of each entry's rows).
+        matrices = [store.questions[int(r)] for r in entries]
+        starts = np.cumsum([0] + [len(m) for m in matrices[:-1]])
+        cosines = np.maximum.reduceat(np.vstack(matrices) @ query_vector, starts)
         out = dense.copy()
         out[entries] = ENTRY_QUESTION_WEIGHT * cosines + (1 - ENTRY_QUESTION_WEIGHT) * dense[entries]
         return out
